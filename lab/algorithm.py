@@ -1,0 +1,71 @@
+"""The contract between the runner and an algorithm plugin.
+
+An algorithm is a config dataclass plus a subclass of `Algorithm`. The runner owns the
+loop (progress, logging, evaluation, checkpoints, signals, resume); the algorithm owns
+the learning code. `train_step` does a small unit of work (one vector-env step and its
+updates, one minibatch, ...) and advances `global_step`; the runner calls it until the
+step budget is spent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from lab.context import Context
+
+Kind = Literal["agent", "generator", "supervised"]
+KINDS: tuple[str, ...] = ("agent", "generator", "supervised")
+
+
+class Algorithm(ABC):
+    """Base class for every registered algorithm.
+
+    Class attributes a plugin sets:
+      name:     the CLI name (`lab train NAME`).
+      kind:     "agent" (needs --env), "generator" or "supervised" (need --data).
+      Config:   a dataclass; every field becomes a `--field-name` flag.
+      presets:  {env_or_dataset_id: {field: value}} tuned defaults (RL-Zoo style).
+      key_metric / key_metric_mode: what `best.pt` and `lab runs` rank by.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    Config: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    key_metric: ClassVar[str] = "eval/return_mean"
+    key_metric_mode: ClassVar[Literal["max", "min"]] = "max"
+    version: ClassVar[str | None] = None
+
+    def __init__(self, config: Any, ctx: Context) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.global_step = 0
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Global steps in one pass over the data, so the runner can turn --epochs into steps."""
+        return None
+
+    @abstractmethod
+    def train_step(self) -> dict[str, float]:
+        """Do one unit of training, advance `self.global_step`, return scalar metrics."""
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate the current model; keys like `eval/return_mean` or `eval/accuracy`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training (models, optimizers, buffers, schedules).
+
+        Values must load under `torch.load(weights_only=True)`: tensors, numbers, strings,
+        lists, tuples and dicts of them.
+        """
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+    def close(self) -> None:
+        """Release envs, threads, files."""

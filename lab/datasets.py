@@ -1,0 +1,41 @@
+"""Dataset containers handed out by `ctx.load_dataset`.
+
+Images are kept as uint8 (N, C, H, W) CPU tensors: the shared data buffer moves them to
+the training device once and does shuffling, augmentation and normalisation there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    train_images: torch.Tensor  # uint8 (N, C, H, W)
+    train_labels: torch.Tensor | None  # int64 (N,), None when unlabelled
+    test_images: torch.Tensor
+    test_labels: torch.Tensor | None
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass
+class UnpairedImageDataset:
+    """Two image domains without pairing (CycleGAN): labels, if any, are for evaluation only."""
+
+    name: str
+    a: ImageDataset
+    b: ImageDataset
+
+
+class DatasetFactory(Protocol):
+    def __call__(self, data_dir: Path, arg: str | None, **options) -> ImageDataset | UnpairedImageDataset:
+        """Load a dataset. `arg` is what follows ':' in `--data NAME:ARG` (e.g. a folder)."""

@@ -1,0 +1,68 @@
+"""The plugin API. A plugin is a module (or object) with functions marked `@hookimpl`.
+
+Registration hooks receive a `register` callback rather than returning lists, so one
+plugin can register any number of things and the lab records who registered what.
+Lifecycle hooks observe runs; they must not change them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("lab")
+hookimpl = pluggy.HookimplMarker("lab")
+
+
+@hookspec
+def register_algorithms(register: Callable[[type], None]) -> None:
+    """Register algorithm classes: `register(MyAlgorithm)`.
+
+    The class subclasses `lab.algorithm.Algorithm` and sets `name`, `kind`
+    ("agent" | "generator" | "supervised") and `Config` (a dataclass whose fields become
+    `--field-name` flags); optionally `presets` {env_or_dataset: {field: value}}.
+    """
+
+
+@hookspec
+def register_envs(register: Callable[..., None]) -> None:
+    """Register environment factories: `register(env_id, factory, description="")`.
+
+    `env_id` is an exact id (`CartPole-v1`) or a glob pattern (`ALE/*`). The factory is
+    called as `factory(env_id, num_envs=, seed=, device=, evaluation=, render=, **options)`
+    and returns a `lab.vecenv.VecEnv`. It raises `LabError` for ids it cannot make.
+    """
+
+
+@hookspec
+def register_datasets(register: Callable[..., None]) -> None:
+    """Register datasets: `register(name, factory, description="")`.
+
+    `factory(data_dir, arg, **options)` returns a `lab.datasets.ImageDataset` or
+    `UnpairedImageDataset`; `arg` is what follows ':' in `--data NAME:ARG`.
+    """
+
+
+@hookspec
+def register_trackers(register: Callable[..., None]) -> None:
+    """Register experiment trackers: `register(name, factory)`.
+
+    `factory(run)` gets the `lab.run.RunInfo` of a starting run and returns a
+    `lab.tracking.Tracker`, or None to stay out of this run (e.g. W&B disabled).
+    """
+
+
+@hookspec
+def on_run_start(run: Any) -> None:
+    """A run is about to train (`run` is a `lab.run.RunInfo`)."""
+
+
+@hookspec
+def on_metrics(run: Any, metrics: dict[str, float], step: int) -> None:
+    """Metrics were logged at `step`."""
+
+
+@hookspec
+def on_run_end(run: Any, summary: dict[str, Any]) -> None:
+    """A run ended; `summary["status"]` is finished, interrupted or failed."""
