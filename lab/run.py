@@ -1,0 +1,28 @@
+"""What a tracker or lifecycle hook knows about a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RunInfo:
+    name: str  # the run directory's name; also the W&B run id
+    run_dir: Path
+    algo: str
+    kind: str  # agent | generator | supervised
+    env: str | None
+    data: str | None
+    seed: int
+    experiment: str  # runs that differ only by seed share it (W&B group)
+    project: str  # W&B project
+    wandb_mode: str  # online | offline | disabled
+    wandb_artifacts: bool  # upload checkpoints as W&B artifacts
+    config: dict[str, Any] = field(default_factory=dict)  # the full resolved config.yaml
+    resumed: bool = False
+
+    @property
+    def tags(self) -> list[str]:
+        return [t for t in (self.algo, self.env or self.data) if t]
