@@ -10,6 +10,7 @@ step budget is spent.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
@@ -66,6 +67,11 @@ class Algorithm(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+
+    def write_media(self, media_dir: Path) -> dict[str, Path]:
+        """Write media for the end of training or `lab eval --video` (sample grids as PNG,
+        episode videos as MP4) and return {key: path}; the runner logs them to the trackers."""
+        return {}
 
     def close(self) -> None:
         """Release envs, threads, files."""
