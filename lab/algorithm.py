@@ -38,6 +38,8 @@ class Algorithm(ABC):
     key_metric: ClassVar[str] = "eval/return_mean"
     key_metric_mode: ClassVar[Literal["max", "min"]] = "max"
     version: ClassVar[str | None] = None
+    default_steps: ClassVar[int] = 100_000  # budget when neither --steps nor --epochs is given
+    default_epochs: ClassVar[int] = 10  # same, for dataset algorithms
 
     def __init__(self, config: Any, ctx: Context) -> None:
         self.config = config

@@ -22,6 +22,8 @@ class RunInfo:
     wandb_artifacts: bool  # upload checkpoints as W&B artifacts
     config: dict[str, Any] = field(default_factory=dict)  # the full resolved config.yaml
     resumed: bool = False
+    purpose: str = "train"  # train | eval (`lab eval` adds to W&B but not to metrics.jsonl)
+    time_offset: float = 0.0  # seconds trained before this process (resumed runs)
 
     @property
     def tags(self) -> list[str]:

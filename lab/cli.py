@@ -1,0 +1,221 @@
+"""`lab` command line: plugins, train, resume, eval, runs, compare.
+
+Every user mistake becomes one line on stderr and exit code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from lab.config import RUN_FIELDS, RunConfig, config_fields, flag, load_yaml_file
+from lab.errors import LabError, close_matches
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises LabError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise LabError(f"{message}; run `{self.prog} --help` for usage")
+
+
+def _load(args: argparse.Namespace):
+    from lab.discovery import load_lab
+
+    lab = load_lab(args.plugins_dir)
+    if args.command != "plugins":
+        for info in lab.failures:
+            print(f"warning: plugin '{info.name}' failed to load ({info.error}); the others are loaded",
+                  file=sys.stderr)
+    return lab
+
+
+def _algorithm_parser(algo_cls: type) -> _Parser:
+    parser = _Parser(prog=f"lab train {algo_cls.name}", description=(algo_cls.__doc__ or "").strip(),
+                     allow_abbrev=False, argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", metavar="FILE.yaml", help="settings file (flags win over it)")
+    for title, cls in (("run settings", RunConfig), (f"{algo_cls.name} settings", algo_cls.Config)):
+        group = parser.add_argument_group(title)
+        for name, tp, default, help_text in config_fields(cls):
+            extra: dict[str, Any] = {"nargs": "?", "const": "true"} if tp is bool else {}
+            group.add_argument(f"--{flag(name)}", dest=name, metavar="VALUE",
+                               help=f"{help_text} (default: {default})".strip(), **extra)
+    if algo_cls.presets:
+        parser.epilog = "presets (applied for --env/--data): " + ", ".join(sorted(algo_cls.presets))
+    return parser
+
+
+def _parse_algorithm_flags(algo_cls: type, argv: list[str]) -> tuple[dict[str, Any], str | None]:
+    parser = _algorithm_parser(algo_cls)
+    known = {f"--{flag(n)}" for n, *_ in config_fields(RunConfig)} | {
+        f"--{flag(n)}" for n, *_ in config_fields(algo_cls.Config)} | {"--config"}
+    for token in argv:
+        if token.startswith("--") and token not in ("--help",) and token.split("=", 1)[0] not in known:
+            name = token.split("=", 1)[0]
+            raise LabError(f"unknown flag {name} for {algo_cls.name}{close_matches(name, known)}; "
+                           f"run `lab train {algo_cls.name} --help` to list flags")
+    values = vars(parser.parse_args(argv))
+    config_file = values.pop("config", None)
+    return values, config_file
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    lab = _load(args)
+    registered = lab.registry.by_plugin()
+    rows = []
+    for info in lab.plugins:
+        rows.append({
+            "name": info.name,
+            "source": info.source,
+            "version": info.version,
+            "hooks": info.hooks,
+            "registered": [{"name": r.name, "kind": r.kind} for r in registered.get(info.name, [])],
+            **({"error": info.error} if info.error else {}),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="arcade-lab plugins")
+    for column in ("plugin", "version", "source", "hooks", "registered"):
+        table.add_column(column)
+    for row in rows:
+        things = ", ".join(f"{r['name']} ({r['kind']})" for r in row["registered"])
+        if row.get("error"):
+            things = f"[red]failed to load: {row['error']}[/red]"
+        table.add_row(row["name"], row["version"] or "-", row["source"], "\n".join(row["hooks"]), things)
+    Console().print(table)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lab import runner
+
+    lab = _load(args)
+    algo_cls = lab.registry.algorithm(args.algo)
+    if "-h" in args.rest or "--help" in args.rest:
+        _algorithm_parser(algo_cls).print_help()
+        return 0
+    cli, config_file = _parse_algorithm_flags(algo_cls, args.rest)
+    file_values = load_yaml_file(config_file) if config_file else None
+    return runner.train(lab, args.algo, cli, file_values)
+
+
+def _positive(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise LabError(f"--{name} expects a positive integer; got '{value}'") from None
+    if number <= 0:
+        raise LabError(f"--{name} must be a positive integer; got {number}")
+    return number
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from lab import runner
+
+    if args.steps is not None and args.epochs is not None:
+        raise LabError("give either --steps or --epochs, not both")
+    steps = _positive(args.steps, "steps") if args.steps is not None else None
+    epochs = _positive(args.epochs, "epochs") if args.epochs is not None else None
+    return runner.resume(_load(args), Path(args.run_dir), steps, epochs)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lab import runner
+
+    episodes = _positive(args.episodes, "episodes") if args.episodes is not None else None
+    result = runner.evaluate_run(_load(args), Path(args.run_dir), episodes, args.video, args.checkpoint)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from lab.runs import print_runs
+
+    print_runs(Path(args.runs_dir) if args.runs_dir else RunConfig().resolved_runs_dir)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lab.runs import compare
+
+    print(compare([Path(p) for p in args.run_dirs], args.metric, Path(args.out)))
+    return 0
+
+
+def _train_usage(argv: list[str]) -> int:
+    """`lab train` without an algorithm: list the algorithms instead of an argparse error."""
+    from lab.discovery import load_lab
+
+    lab = load_lab()
+    names = ", ".join(f"{n} ({r.kind})" for n, r in sorted(lab.registry.algorithms.items()))
+    print("usage: lab train ALGO [--env ID | --data NAME] [--steps N | --epochs N] [--seed S] ...\n"
+          f"algorithms: {names}\n`lab train ALGO --help` lists every flag of ALGO.")
+    return 0 if len(argv) > 1 else EXIT_USAGE
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="lab", description="arcade-lab: deep RL and generative models, one runner, many plugins.")
+    parser.add_argument("--plugins-dir", metavar="DIR", help="load one-file plugins from DIR (or $LAB_PLUGINS_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("plugins", help="list plugins and what they registered")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("train", help="train an algorithm (`lab train ALGO --help` lists its flags)",
+                       add_help=False)
+    p.add_argument("algo", help="algorithm name (see `lab plugins`)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--steps", help="new total step budget")
+    p.add_argument("--epochs", help="new total epoch budget (dataset algorithms)")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint; writes eval.json")
+    p.add_argument("run_dir")
+    p.add_argument("--episodes", help="evaluation episodes (agents)")
+    p.add_argument("--video", action="store_true", help="also record media (episode videos) under media/")
+    p.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("runs", help="table of runs")
+    p.add_argument("--runs-dir", help="runs root (default: $LAB_RUNS_DIR or ./runs)")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("compare", help="learning curves and a table across runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--metric", help="metric to compare (default: the runs' key metric)")
+    p.add_argument("--out", default="compare.png", help="plot file (default: compare.png)")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["train"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
+            return _train_usage(argv)
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Configs: dataclass fields become `--field-name` flags, YAML keys and preset entries.
+
+Precedence, lowest first: dataclass defaults < the plugin's preset for the env/dataset
+< `--config FILE.yaml` < command-line flags. Values are converted and validated here so
+a bad value is one clear error, never a traceback deep inside training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lab.errors import LabError, close_matches
+
+_NONE_WORDS = {"none", "null", "~"}
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class RunConfig:
+    """Settings every run has, whatever the algorithm."""
+
+    env: str | None = field(default=None, metadata=_help("environment id (agents), e.g. ALE/Breakout-v5"))
+    data: str | None = field(default=None, metadata=_help("dataset NAME[:ARG] (supervised, generators)"))
+    steps: int | None = field(default=None, metadata=_help("agent steps summed over all envs (or optimizer steps)"))
+    epochs: int | None = field(default=None, metadata=_help("passes over the dataset (dataset algorithms)"))
+    seed: int = field(default=1, metadata=_help("seed for python, numpy, torch and the envs"))
+    device: Literal["auto", "cpu", "cuda", "mps"] = field(default="auto", metadata=_help("auto picks cuda, mps, cpu"))
+    wandb: Literal["online", "offline", "disabled"] | None = field(
+        default=None, metadata=_help("W&B mode (default: online when logged in, else offline)")
+    )
+    name: str | None = field(default=None, metadata=_help("run directory name (default: algo-env-seed-time)"))
+    runs_dir: str | None = field(default=None, metadata=_help("output root (default: $LAB_RUNS_DIR or ./runs)"))
+    data_dir: str | None = field(default=None, metadata=_help("dataset root (default: $LAB_DATA_DIR or ./data)"))
+    project: str = field(default="arcade-lab", metadata=_help("W&B project"))
+    experiment: str | None = field(default=None, metadata=_help("W&B group (default: algo-env)"))
+    log_interval: int | None = field(default=None, metadata=_help("steps between metric rows"))
+    eval_interval: int | None = field(default=None, metadata=_help("steps between evaluations"))
+    eval_episodes: int = field(default=10, metadata=_help("episodes per evaluation"))
+    checkpoint_interval: int | None = field(default=None, metadata=_help("steps between checkpoints"))
+    video: bool = field(default=True, metadata=_help("record media (video, sample grids) at the end"))
+    wandb_artifacts: bool = field(default=False, metadata=_help("upload checkpoints as W&B artifacts"))
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "epochs", "log_interval", "eval_interval", "checkpoint_interval"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"--{flag(name)} must be a positive integer, got {value}")
+        if self.eval_episodes <= 0:
+            raise ValueError(f"--eval-episodes must be a positive integer, got {self.eval_episodes}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"--seed must be between 0 and 2**32-1, got {self.seed}")
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give either --steps or --epochs, not both")
+        if self.name is not None and not _valid_name(self.name):
+            raise ValueError(f"--name '{self.name}' may only use letters, digits, '.', '_' and '-'")
+
+    @property
+    def resolved_runs_dir(self) -> Path:
+        return Path(self.runs_dir or os.environ.get("LAB_RUNS_DIR") or "runs")
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir or os.environ.get("LAB_DATA_DIR") or "data")
+
+
+RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and name not in {".", ".."} and all(c.isalnum() or c in "._-" for c in name)
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def check_config_class(algo_cls: type) -> None:
+    """Reject at registration time configs the CLI could not handle."""
+    config_cls = algo_cls.Config
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"{algo_cls.__name__}.Config must be a dataclass")
+    clash = RUN_FIELDS & {f.name for f in dataclasses.fields(config_cls)}
+    if clash:
+        raise TypeError(f"{algo_cls.__name__}.Config fields clash with run settings: {sorted(clash)}")
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        _check_type(hints[f.name], f"{config_cls.__name__}.{f.name}")
+
+
+def _split_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _check_type(tp: Any, where: str) -> None:
+    base, _ = _split_optional(tp)
+    origin = typing.get_origin(base)
+    if base in (int, float, str, bool) or origin is Literal:
+        return
+    if origin in (tuple, list) and all(a in (int, float, str, Ellipsis) for a in typing.get_args(base)):
+        return
+    raise TypeError(f"{where}: unsupported config type {tp!r} (use int, float, str, bool, Literal, tuples)")
+
+
+def convert(value: Any, tp: Any, name: str) -> Any:
+    """Convert a CLI string or YAML value to the field's type, or raise LabError."""
+    base, optional = _split_optional(tp)
+    where = f"--{flag(name)}"
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+        if optional:
+            return None
+        raise LabError(f"{where} needs a value")
+    origin = typing.get_origin(base)
+    if origin is Literal:
+        choices = typing.get_args(base)
+        if value in choices:
+            return value
+        raise LabError(f"{where} must be one of {', '.join(map(str, choices))}; got '{value}'")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise LabError(f"{where} must be true or false; got '{value}'")
+    if base in (int, float):
+        if isinstance(value, bool):
+            raise LabError(f"{where} expects {'an integer' if base is int else 'a number'}; got '{value}'")
+        try:
+            if base is int:
+                if isinstance(value, float) and value.is_integer():
+                    return int(value)
+                text = str(value).strip().replace("_", "")
+                as_float = float(text)
+                if not as_float.is_integer():
+                    raise ValueError
+                return int(as_float) if ("e" in text.lower() or "." in text) else int(text)
+            return float(value)
+        except (TypeError, ValueError):
+            raise LabError(f"{where} expects {'an integer' if base is int else 'a number'}; got '{value}'") from None
+    if base is str:
+        return str(value)
+    if origin in (tuple, list):
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
+        args = [a for a in typing.get_args(base) if a is not Ellipsis]
+        converted = [convert(item, args[0] if len(args) == 1 else args[i], name) for i, item in enumerate(items)]
+        return tuple(converted) if origin is tuple else converted
+    raise LabError(f"{where}: unsupported type {tp!r}")
+
+
+def load_yaml_file(path: str | Path) -> dict[str, Any]:
+    """Read a --config file: flat `field: value` pairs, or the `run:`/`config:` shape of config.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LabError(f"config file '{path}' is not valid YAML ({detail}); fix or remove it") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LabError(f"config file '{path}' must hold a mapping of field: value pairs")
+    if "run" in data or "config" in data:
+        flat: dict[str, Any] = {}
+        for section in ("run", "config"):
+            part = data.get(section) or {}
+            if not isinstance(part, dict):
+                raise LabError(f"config file '{path}': '{section}' must be a mapping")
+            flat.update(part)
+        return {k.replace("-", "_"): v for k, v in flat.items()}
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+@dataclass
+class Resolved:
+    run: RunConfig
+    algo: Any  # the algorithm's Config instance
+    preset: str | None  # which preset applied, if any
+
+
+def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | None = None) -> Resolved:
+    """Merge defaults < preset < file < CLI and build validated RunConfig + algorithm Config."""
+    file_values = file_values or {}
+    algo_hints = typing.get_type_hints(algo_cls.Config)
+    run_hints = typing.get_type_hints(RunConfig)
+    known = set(algo_hints) | RUN_FIELDS
+    for key in list(file_values) + list(cli):
+        if key not in known:
+            raise LabError(
+                f"unknown setting '{key}' for {algo_cls.name}{close_matches(key, known)}; "
+                f"run `lab train {algo_cls.name} --help` to list settings"
+            )
+    merged = {**file_values, **cli}
+    target = merged.get("env") or merged.get("data")
+    preset_name = None
+    preset: dict[str, Any] = {}
+    if target is not None:
+        key = str(target).partition(":")[0]
+        if key in algo_cls.presets:
+            preset_name, preset = key, dict(algo_cls.presets[key])
+    values = {**preset, **merged}
+
+    def build(cls: type, hints: dict[str, Any], names: set[str]) -> Any:
+        kwargs = {k: convert(v, hints[k], k) for k, v in values.items() if k in names}
+        try:
+            return cls(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise LabError(f"invalid setting: {exc}") from None
+
+    run = build(RunConfig, run_hints, RUN_FIELDS)
+    algo = build(algo_cls.Config, algo_hints, set(algo_hints))
+    return Resolved(run, algo, preset_name)
+
+
+def config_fields(config_cls: type) -> list[tuple[str, Any, Any, str]]:
+    """(name, type, default, help) for each field: what the CLI turns into flags."""
+    hints = typing.get_type_hints(config_cls)
+    out = []
+    for f in dataclasses.fields(config_cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        out.append((f.name, hints[f.name], default, f.metadata.get("help", "")))
+    return out
+
+
+def as_plain(config: Any) -> dict[str, Any]:
+    """A dataclass as YAML/JSON-friendly values (tuples become lists)."""
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}

@@ -1,0 +1,122 @@
+"""The run directory contract: config.yaml, metrics.jsonl, summary.json, checkpoints/, media/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.errors import LabError
+
+VERSIONED = ("arcade-lab", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3", "pluggy", "wandb")
+
+
+def default_run_name(algo: str, target: str | None, seed: int) -> str:
+    where = "".join(c if c.isalnum() or c in "._-" else "-" for c in (target or "none"))
+    return f"{algo}-{where}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def create_run_dir(root: Path, name: str) -> Path:
+    """Make a new run directory; an existing one is never reused or overwritten."""
+    run_dir = root / name
+    if run_dir.exists():
+        raise LabError(
+            f"run '{run_dir}' already exists; choose another --name, or continue it with `lab resume {run_dir}`"
+        )
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True)
+    except OSError as exc:
+        raise LabError(f"cannot create run directory '{run_dir}' ({exc.strerror}); check --runs-dir") from None
+    return run_dir
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_config(run_dir: Path, doc: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise LabError(f"run directory '{run_dir}' does not exist; list runs with `lab runs`")
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise LabError(f"'{run_dir}' is not a run directory (no config.yaml); pass a directory made by `lab train`")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        doc = None
+    if not isinstance(doc, dict) or "algo" not in doc or "run" not in doc:
+        raise LabError(f"'{path}' is corrupt (not the YAML `lab train` wrote); restore it or start a new run")
+    return doc
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Rows of metrics.jsonl; a torn last line (a killed process) is skipped."""
+    rows = []
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "global_step" in row:
+                rows.append(row)
+    return rows
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint a resumed run restarts from."""
+    rows = [r for r in read_metrics(run_dir) if r["global_step"] <= step]
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for dist in VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    import platform
+
+    out["python"] = platform.python_version()
+    return out
+
+
+def git_commit(path: Path) -> str | None:
+    """The commit of the code that ran (the lab's checkout, else the working directory)."""
+    for where in (Path(__file__).resolve().parent, path):
+        try:
+            result = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if result.returncode == 0:
+            return result.stdout.strip()
+    return None

@@ -1,0 +1,128 @@
+"""`lab runs` (a table of runs) and `lab compare` (curves with seed spread + markdown table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lab.errors import LabError
+from lab.rundir import read_config, read_metrics, read_summary
+
+# Settings that never make two runs different experiments.
+_NOT_EXPERIMENT = {"seed", "name", "runs_dir", "data_dir", "wandb", "device", "experiment", "project",
+                   "wandb_artifacts", "video", "log_interval", "eval_interval", "checkpoint_interval"}
+
+
+def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    if not runs_dir.is_dir():
+        return rows
+    for run_dir in sorted(p for p in runs_dir.iterdir() if (p / "config.yaml").is_file()):
+        try:
+            doc = read_config(run_dir)
+        except LabError:
+            continue
+        summary = read_summary(run_dir)
+        key = summary.get("key_metric")
+        rows.append({
+            "name": run_dir.name,
+            "algo": doc["algo"],
+            "target": doc["run"].get("env") or doc["run"].get("data") or "-",
+            "steps": summary.get("global_step", "-"),
+            "status": summary.get("status", "running"),
+            "metric": key or "-",
+            "value": summary.get(key) if key else None,
+        })
+    return rows
+
+
+def print_runs(runs_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = run_rows(runs_dir)
+    if not rows:
+        print(f"no runs in {runs_dir} (start one with `lab train ALGO ...`)")
+        return
+    table = Table(title=f"runs in {runs_dir}")
+    for column in ("name", "algo", "env/data", "steps", "status", "key metric"):
+        table.add_column(column)
+    for r in rows:
+        value = "-" if r["value"] is None else f"{r['metric']} = {r['value']:.4g}"
+        table.add_row(r["name"], r["algo"], r["target"], str(r["steps"]), r["status"], value)
+    Console(width=200).print(table)
+
+
+def _experiment_key(doc: dict[str, Any]) -> tuple:
+    settings = {k: v for k, v in doc["run"].items() if k not in _NOT_EXPERIMENT | {"steps", "epochs"}}
+    return (doc["algo"], repr(sorted(settings.items())), repr(sorted(doc.get("config", {}).items())))
+
+
+def _label(doc: dict[str, Any], differing: set[str]) -> str:
+    run = doc["run"]
+    label = f"{doc['algo']} {run.get('env') or run.get('data')}"
+    extras = [f"{k}={v}" for k, v in {**run, **doc.get("config", {})}.items() if k in differing]
+    return label + (f" ({', '.join(extras)})" if extras else "")
+
+
+def compare(run_dirs: list[Path], metric: str | None, out: Path) -> str:
+    """Plot `metric` against global_step per experiment (mean and spread over seeds).
+
+    Returns a markdown table: experiment, seeds, final mean ± std, best mean.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs = {d: read_config(d) for d in run_dirs}
+    if metric is None:
+        metric = read_summary(run_dirs[0]).get("key_metric") or "train/episode_return"
+    groups: dict[tuple, list[Path]] = {}
+    for run_dir, doc in docs.items():
+        groups.setdefault(_experiment_key(doc), []).append(run_dir)
+    # Settings that differ between experiments name the curves.
+    flat = [{**doc["run"], **doc.get("config", {})} for doc in docs.values()]
+    differing = {k for k in set().union(*flat) - _NOT_EXPERIMENT - {"steps", "epochs"}
+                 if len({repr(f.get(k)) for f in flat}) > 1}
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    lines = [f"| experiment | seeds | final {metric} (mean ± std) | best mean |", "|---|---|---|---|"]
+    plotted = 0
+    for members in groups.values():
+        curves = []
+        for run_dir in members:
+            pts = [(r["global_step"], r[metric]) for r in read_metrics(run_dir)
+                   if isinstance(r.get(metric), (int, float))]
+            if pts:
+                steps, values = map(np.asarray, zip(*pts))
+                curves.append((steps, values.astype(float)))
+        label = _label(docs[members[0]], differing)
+        if not curves:
+            lines.append(f"| {label} | {len(members)} | no '{metric}' logged | - |")
+            continue
+        grid = np.unique(np.concatenate([s for s, _ in curves]))
+        grid = grid[grid <= min(s[-1] for s, _ in curves)] if len(curves) > 1 else grid
+        stacked = np.stack([np.interp(grid, s, v) for s, v in curves])
+        mean, std = stacked.mean(0), stacked.std(0)
+        ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+        finals = np.array([v[-1] for _, v in curves])
+        best = float(mean.max())
+        lines.append(f"| {label} | {len(curves)} | {finals.mean():.4g} ± {finals.std():.2g} | {best:.4g} |")
+        plotted += 1
+    if plotted == 0:
+        plt.close(fig)
+        raise LabError(f"no run logged '{metric}'; pass --metric with a name from metrics.jsonl")
+    ax.set_xlabel("global_step")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return "\n".join(lines) + f"\n\nplot: {out}"
