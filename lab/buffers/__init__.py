@@ -1,0 +1,8 @@
+"""Shared buffers that live on the training device: replay, rollout and whole-dataset loaders.
+
+The Stable-Baselines3 adapter is in `lab.buffers.sb3` (imported on demand).
+"""
+
+from lab.buffers.replay import ReplayBatch, ReplayBuffer
+
+__all__ = ["ReplayBatch", "ReplayBuffer"]

@@ -1,0 +1,421 @@
+"""Experience replay that stores each frame once and lives on the training device.
+
+Layout (Dopamine's design, extended to vector envs and truncation): every `add` writes
+one slot per env in a circular buffer of `capacity // num_envs` slots. A slot holds the
+newest frame of the observation, the action, the reward and the end flags. The stack of
+`frame_stack` frames is rebuilt at sample time from the slots before it, clamped at the
+episode's first slot (padded the way the acting side pads after a reset), so an Atari
+transition costs one 84x84 frame instead of two 4x84x84 stacks.
+
+Under gymnasium's NEXT_STEP autoreset the step after an episode ends carries the
+episode's final observation and no real transition. The buffer keeps that slot, marked
+invalid: its frame is the `next_observation` that a truncated episode bootstraps from,
+and it is never sampled. Because every env advances one slot per `add`, one Python
+integer is the cursor for all envs and neither `add` nor `sample` waits on the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+import torch
+
+from lab.buffers.sumtree import SumTree
+from lab.errors import LabError
+
+STATE_VERSION = 1
+
+
+class ReplayBatch(NamedTuple):
+    """A sampled batch, all tensors on the buffer's device.
+
+    rewards: n-step discounted sum up to the end of the episode or n steps.
+    dones: 1.0 when the episode terminated within those steps (truncation bootstraps).
+    discounts: gamma**k for the k steps actually summed (multiply the bootstrap value).
+    weights: importance-sampling weights (ones without prioritized replay).
+    indices: pass to `update_priorities`.
+    """
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_observations: torch.Tensor
+    dones: torch.Tensor
+    discounts: torch.Tensor
+    weights: torch.Tensor
+    indices: torch.Tensor
+
+
+class ReplayBuffer:
+    """Circular replay for `num_envs` envs; `capacity` counts transitions over all envs.
+
+    frame_stack > 1: observations are (frame_stack, *frame) stacks whose last entry is the
+    newest frame; only that frame is stored. frame_stack == 1: observations are stored as
+    given. stack_padding says how the acting side fills a stack after a reset: "reset"
+    repeats the first frame (gymnasium FrameStackObservation), "zero" uses zeros
+    (SB3 VecFrameStack).
+
+    The buffer relies on the acting loop's continuity: the `obs` of one `add` is the
+    `next_obs` of the previous one. If the envs restart outside that loop (a resumed run),
+    call `end_episodes()` (`load_state_dict` does by default).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        observation_shape: tuple[int, ...],
+        num_envs: int,
+        device: torch.device | str,
+        frame_stack: int = 1,
+        action_shape: tuple[int, ...] = (),
+        action_dtype: torch.dtype = torch.int64,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        priority_eps: float = 1e-6,
+        generator: torch.Generator | None = None,
+        observation_dtype: torch.dtype = torch.uint8,
+        stack_padding: Literal["reset", "zero"] = "reset",
+    ) -> None:
+        observation_shape = tuple(observation_shape)
+        if frame_stack > 1 and (len(observation_shape) < 2 or observation_shape[0] != frame_stack):
+            raise LabError(
+                f"observation shape {observation_shape} does not start with the frame stack "
+                f"{frame_stack}; pass frame_stack=1 or stacked observations"
+            )
+        if stack_padding not in ("reset", "zero"):
+            raise LabError(f"unknown stack_padding '{stack_padding}'; use 'reset' or 'zero'")
+        if n_step < 1 or num_envs < 1:
+            raise LabError("n_step and num_envs must be at least 1")
+        slots = capacity // num_envs
+        if slots < n_step + frame_stack + 1:
+            raise LabError(
+                f"replay capacity {capacity} is too small for {num_envs} envs, n_step={n_step} "
+                f"and frame_stack={frame_stack}; use at least {(n_step + frame_stack + 1) * num_envs}"
+            )
+        self.device = torch.device(device)
+        self.capacity = slots * num_envs
+        self.slots = slots
+        self.num_envs = num_envs
+        self.observation_shape = observation_shape
+        self.frame_stack = frame_stack
+        self.frame_shape = observation_shape[1:] if frame_stack > 1 else observation_shape
+        self.observation_dtype = observation_dtype
+        self.action_shape = tuple(action_shape)
+        self.action_dtype = action_dtype
+        self.n_step = n_step
+        self.gamma = gamma
+        self.prioritized = prioritized
+        self.alpha = alpha
+        self.beta = beta
+        self.priority_eps = priority_eps
+        self.zero_padding = stack_padding == "zero"
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        self.generator = generator
+
+        shape, dev = (slots, num_envs), self.device
+        self.frames = torch.zeros(shape + self.frame_shape, dtype=observation_dtype, device=dev)
+        self.actions = torch.zeros(shape + self.action_shape, dtype=action_dtype, device=dev)
+        self.rewards = torch.zeros(shape, dtype=torch.float32, device=dev)
+        self.valid = torch.zeros(shape, dtype=torch.bool, device=dev)
+        self.terminated = torch.zeros(shape, dtype=torch.bool, device=dev)
+        self.truncated = torch.zeros(shape, dtype=torch.bool, device=dev)
+        # Slots since the episode's first one, clamped: enough to rebuild a stack and to
+        # tell an episode's first slot (0) from the others.
+        self.since_start = torch.zeros(shape, dtype=torch.uint8, device=dev)
+        # cumulative_valid[slot of step a] = valid transitions in steps 0..a that have
+        # become sampleable; lets uniform sampling skip invalid slots exactly.
+        self.cumulative_valid = torch.zeros(slots, dtype=torch.int64, device=dev)
+        self._valid_total = torch.zeros((), dtype=torch.int64, device=dev)
+        self._done_prev = torch.zeros(num_envs, dtype=torch.bool, device=dev)
+        self._start_next = torch.ones(num_envs, dtype=torch.bool, device=dev)
+        self._steps = 0  # adds so far (the absolute step of the next slot)
+        self._since_cap = max(frame_stack - 1, 1)
+        self._stack_offsets = torch.arange(frame_stack - 1, -1, -1, device=dev)
+        self._nstep_offsets = torch.arange(n_step, device=dev)
+        self._gamma_powers = gamma ** torch.arange(n_step + 1, dtype=torch.float32, device=dev)
+        self._env_ids = torch.arange(num_envs, device=dev)
+        if prioritized:
+            self.tree = SumTree(slots * num_envs, dev)
+            self._max_priority = torch.ones((), dtype=torch.float64, device=dev)
+
+    # ------------------------------------------------------------------ adding
+
+    def __len__(self) -> int:
+        """Transitions stored (including the few autoreset slots awaiting overwrite)."""
+        return min(self._steps, self.slots) * self.num_envs
+
+    @property
+    def storage_bytes(self) -> int:
+        """Bytes of device memory the buffer allocated."""
+        tensors = [self.frames, self.actions, self.rewards, self.valid, self.terminated,
+                   self.truncated, self.since_start, self.cumulative_valid]
+        if self.prioritized:
+            tensors.append(self.tree.tree)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+    ) -> None:
+        """Record one vector step of all envs (tensors with a leading num_envs dimension).
+
+        `next_obs` is checked for shape only: the next observation is the next call's
+        `obs` (or, at an episode end, the autoreset step's), so it is stored once, there.
+        """
+        obs = self._as_device(obs, self.observation_shape, "obs")
+        self._as_device(next_obs, self.observation_shape, "next_obs")
+        if obs.dtype != self.observation_dtype:
+            raise TypeError(f"obs dtype {obs.dtype} != buffer observation_dtype {self.observation_dtype}")
+        actions = self._as_device(actions, self.action_shape, "actions")
+        rewards = self._as_device(rewards, (), "rewards")
+        terminated = self._as_device(terminated, (), "terminated").bool()
+        truncated = self._as_device(truncated, (), "truncated").bool()
+
+        slot = self._steps % self.slots
+        valid = ~self._done_prev
+        if self._steps > 0:
+            previous = self.since_start[(self._steps - 1) % self.slots].long()
+            since = torch.where(self._start_next, 0, (previous + 1).clamp_max(self._since_cap))
+        else:
+            since = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self.frames[slot] = obs[:, -1] if self.frame_stack > 1 else obs
+        self.actions[slot] = actions.to(self.action_dtype)
+        self.rewards[slot] = torch.where(valid, rewards.float(), 0.0)
+        self.valid[slot] = valid
+        self.terminated[slot] = terminated & valid
+        self.truncated[slot] = truncated & valid
+        self.since_start[slot] = since.to(torch.uint8)
+        self._start_next = self._done_prev.clone()
+        self._done_prev = (terminated | truncated) & valid
+        self._steps += 1
+        self._advance_sampleable()
+
+    def _advance_sampleable(self) -> None:
+        """Admit the step whose n-step window just completed; retire the oldest for PER."""
+        entering = self._steps - 1 - self.n_step
+        if entering >= 0:
+            slot = entering % self.slots
+            self._valid_total += self.valid[slot].sum()
+            self.cumulative_valid[slot] = self._valid_total
+        if not self.prioritized:
+            return
+        leaves, values = [], []
+        if entering >= 0:
+            slot = entering % self.slots
+            leaves.append(slot * self.num_envs + self._env_ids)
+            values.append(torch.where(self.valid[slot], self._max_priority, 0.0))
+        leaving = self._steps - self.slots + self.frame_stack - 2
+        if leaving >= 0:
+            slot = leaving % self.slots
+            leaves.append(slot * self.num_envs + self._env_ids)
+            values.append(torch.zeros(self.num_envs, dtype=torch.float64, device=self.device))
+        if leaves:
+            self.tree.set(torch.cat(leaves), torch.cat(values))
+
+    def end_episodes(self) -> None:
+        """Close every env's open episode as truncated: the envs restart from a reset.
+
+        The last slot of an open episode has no next observation and stops being a
+        transition; the slot before it becomes the truncated end of that episode, with
+        the last slot's frame as its final observation. A terminated last step is kept.
+        """
+        if self._steps == 0:
+            return
+        last = (self._steps - 1) % self.slots
+        open_episode = ~self._done_prev & ~self._start_next
+        drop = open_episode | (self._done_prev & self.truncated[last])
+        if self._steps >= 2:
+            previous = (self._steps - 2) % self.slots
+            same_episode = drop & (self.since_start[last] > 0)
+            self.truncated[previous] |= same_episode & self.valid[previous]
+        self.valid[last] &= ~drop
+        self.terminated[last] &= ~drop
+        self.truncated[last] &= ~drop
+        self._done_prev = torch.zeros_like(self._done_prev)
+        self._start_next = torch.ones_like(self._start_next)
+
+    def _as_device(self, x: Any, trailing: tuple[int, ...], name: str) -> torch.Tensor:
+        x = torch.as_tensor(x, device=self.device)
+        expected = (self.num_envs, *trailing)
+        if tuple(x.shape) != expected:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {expected}")
+        return x
+
+    # ---------------------------------------------------------------- sampling
+
+    def _sample_range(self) -> tuple[int, int]:
+        """Absolute steps [lo, hi] whose stack and n-step window are fully stored."""
+        hi = self._steps - 1 - self.n_step
+        lo = max(0, self._steps - self.slots + self.frame_stack - 1)
+        if hi < lo:
+            raise LabError(
+                f"cannot sample: the replay buffer holds {len(self)} transitions; add at least "
+                f"{self.n_step + 1} steps first (start learning later)"
+            )
+        return lo, hi
+
+    def sample(self, batch_size: int) -> ReplayBatch:
+        """Sample `batch_size` transitions (uniform, or proportional to priority)."""
+        lo, hi = self._sample_range()
+        base = self.cumulative_valid[(lo - 1) % self.slots] if lo > 0 else self._valid_total.new_zeros(())
+        count = self.cumulative_valid[hi % self.slots] - base
+        if self.device.type == "cpu" and int(count) == 0:
+            raise LabError("cannot sample: no complete transition stored yet; add more steps first")
+        if self.prioritized:
+            total = self.tree.total
+            strata = torch.arange(batch_size, device=self.device, dtype=torch.float64)
+            mass = (strata + torch.rand(batch_size, generator=self.generator, device=self.device,
+                                        dtype=torch.float64)) * (total / batch_size)
+            leaf = self.tree.find(mass)
+            probs = self.tree.get(leaf) / total
+            weights = (count.double() * probs).pow(-self.beta)
+            weights = (weights / weights.max()).float()
+            return self.get(leaf, weights)
+        slot, env = self._sample_uniform(batch_size, lo, hi, base, count)
+        return self.get(slot * self.num_envs + env)
+
+    def _sample_uniform(
+        self, batch_size: int, lo: int, hi: int, base: torch.Tensor, count: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw the k-th valid transition in [lo, hi] for uniform k, by binary search."""
+        rand = torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
+        k = torch.minimum((rand * count).long(), count - 1) + base
+        first, last = lo % self.slots, hi % self.slots
+        if first <= last:
+            slot = first + torch.searchsorted(self.cumulative_valid[first : last + 1], k, right=True)
+        else:
+            older = self.cumulative_valid[first:]
+            in_older = torch.searchsorted(older, k, right=True)
+            in_newer = torch.searchsorted(self.cumulative_valid[: last + 1], k, right=True)
+            slot = torch.where(in_older < older.numel(), first + in_older, in_newer)
+        rows = self.valid[slot].long().cumsum(dim=1)
+        rank = k - (self.cumulative_valid[slot] - rows[:, -1])
+        env = (rows <= rank.unsqueeze(1)).sum(dim=1)
+        return slot, env
+
+    def get(self, indices: torch.Tensor, weights: torch.Tensor | None = None) -> ReplayBatch:
+        """The transitions at flat `indices` (slot * num_envs + env), n-step targets included."""
+        indices = indices.long()
+        slot, env = indices // self.num_envs, indices % self.num_envs
+        window = (slot.unsqueeze(1) + self._nstep_offsets) % self.slots
+        envs = env.unsqueeze(1)
+        terminated = self.terminated[window, envs]
+        ended = terminated | self.truncated[window, envs]
+        ended_before = ended.long().cumsum(dim=1) - ended.long()
+        included = ended_before == 0
+        steps = included.sum(dim=1)
+        gammas = self._gamma_powers[: self.n_step]
+        rewards = (self.rewards[window, envs] * gammas * included).sum(dim=1)
+        dones = (terminated & included).any(dim=1)
+        next_slot = (slot + steps) % self.slots
+        if weights is None:
+            weights = torch.ones(indices.shape[0], device=self.device)
+        return ReplayBatch(
+            observations=self._stack(slot, env),
+            actions=self.actions[slot, env],
+            rewards=rewards,
+            next_observations=self._stack(next_slot, env),
+            dones=dones.float(),
+            discounts=self._gamma_powers[steps],
+            weights=weights,
+            indices=indices,
+        )
+
+    def _stack(self, slot: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+        """Rebuild observations at (slot, env): frames back to the episode's first slot."""
+        if self.frame_stack == 1:
+            return self.frames.view(-1, *self.frame_shape).index_select(0, slot * self.num_envs + env)
+        since = self.since_start[slot, env].long().unsqueeze(1)
+        back = torch.minimum(self._stack_offsets, since)
+        rows = ((slot.unsqueeze(1) - back) % self.slots) * self.num_envs + env.unsqueeze(1)
+        stacks = self.frames.view(-1, *self.frame_shape).index_select(0, rows.flatten())
+        stacks = stacks.view(slot.shape[0], self.frame_stack, *self.frame_shape)
+        if self.zero_padding:
+            padded = (self._stack_offsets > since).view(-1, self.frame_stack, *([1] * len(self.frame_shape)))
+            stacks = stacks.masked_fill(padded, 0)
+        return stacks
+
+    def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
+        """Set priorities (|td error| + eps) ** alpha for sampled `indices`."""
+        if not self.prioritized:
+            raise LabError("update_priorities needs a prioritized buffer; pass prioritized=True")
+        indices = indices.long()
+        priorities = (td_errors.detach().abs().double() + self.priority_eps).pow(self.alpha)
+        # A transition retired since it was sampled keeps weight 0.
+        priorities = torch.where(self.tree.get(indices) > 0, priorities, 0.0)
+        self.tree.set(indices, priorities)
+        self._max_priority = torch.maximum(self._max_priority, priorities.max())
+
+    def sampleable_indices(self) -> torch.Tensor:
+        """Flat indices of every transition `sample` can return (for tests and debugging)."""
+        lo, hi = self._sample_range()
+        slots = torch.arange(lo, hi + 1, device=self.device) % self.slots
+        flat = slots.unsqueeze(1) * self.num_envs + self._env_ids
+        return flat[self.valid[slots]]
+
+    # ------------------------------------------------------------- checkpoints
+
+    def _stored_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {
+            "frames": self.frames, "actions": self.actions, "rewards": self.rewards,
+            "valid": self.valid, "terminated": self.terminated, "truncated": self.truncated,
+            "since_start": self.since_start, "cumulative_valid": self.cumulative_valid,
+        }
+        if self.prioritized:
+            tensors["priorities"] = self.tree.leaves.view(self.slots, self.num_envs)
+        return tensors
+
+    def _layout(self) -> dict[str, Any]:
+        return {
+            "slots": self.slots, "num_envs": self.num_envs, "frame_stack": self.frame_stack,
+            "observation_shape": list(self.observation_shape), "n_step": self.n_step,
+            "prioritized": self.prioritized,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Contents and cursor; only the filled part is copied, so early checkpoints stay small."""
+        filled = min(self._steps, self.slots)
+        stored = {
+            name: tensor if filled == self.slots else tensor[:filled].clone()
+            for name, tensor in self._stored_tensors().items()
+        }
+        state: dict[str, Any] = {
+            "version": STATE_VERSION, **self._layout(), "steps": self._steps, **stored,
+            "valid_total": self._valid_total, "done_prev": self._done_prev,
+            "start_next": self._start_next,
+        }
+        if self.prioritized:
+            state["max_priority"] = self._max_priority
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], end_episodes: bool = True) -> None:
+        """Restore `state_dict()`; by default close open episodes, since envs restart on resume."""
+        saved = {key: state.get(key) for key in self._layout()}
+        if saved != self._layout():
+            raise LabError(
+                f"the checkpoint's replay buffer {saved} does not match this run's {self._layout()}; "
+                "resume with the same buffer settings"
+            )
+        self._steps = int(state["steps"])
+        filled = min(self._steps, self.slots)
+        for name, tensor in self._stored_tensors().items():
+            tensor[:filled].copy_(state[name])
+            tensor[filled:].zero_()
+        self._valid_total.copy_(state["valid_total"])
+        self._done_prev.copy_(state["done_prev"])
+        self._start_next.copy_(state["start_next"])
+        if self.prioritized:
+            self.tree.load_leaves(self.tree.leaves.clone())
+            self._max_priority.copy_(state["max_priority"])
+        if end_episodes:
+            self.end_episodes()
