@@ -1,0 +1,198 @@
+"""Atari by id with DeepMind preprocessing, as a torch `VecEnv` on the training device.
+
+Training envs (evaluation=False): rewards clipped to their sign, life loss is a learning
+terminal (options `clip_rewards`, `terminal_on_life_loss`), sticky actions as the id says
+(0.25 for `ALE/*-v5`, 0 for `*NoFrameskip-v4`). Evaluation envs follow the evaluation
+protocol: full games, raw rewards, sticky actions 0.25, 108k-frame cap. Either way
+`pop_episodes()` reports the true score and length of whole games.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch
+
+from lab.envs.atari_backends import ALEVectorBackend, AtariSettings, GymAtariBackend
+from lab.envs.episodes import EpisodeStats
+from lab.envs.frame_stack import FrameStack
+from lab.errors import LabError, unknown
+from lab.vecenv import Episode
+
+ATARI_PATTERNS: tuple[str, ...] = ("ALE/*-v5", "*NoFrameskip-v4")
+EVAL_STICKY_ACTIONS = 0.25
+RENDER_FPS = 15  # 60 Hz emulator / frame skip 4: real-time playback
+
+
+@dataclass(frozen=True)
+class AtariOptions:
+    """Env options an agent may pass through `ctx.make_env(**options)`."""
+
+    frame_stack: int = 4
+    terminal_on_life_loss: bool = True  # learning only: ignored by evaluation envs
+    clip_rewards: bool = True  # learning only: ignored by evaluation envs
+    sticky_actions: float | None = None  # None: as the id says; evaluation always 0.25
+    noop_max: int = 30
+    full_action_space: bool = False
+
+    @classmethod
+    def parse(cls, env_id: str, options: dict[str, Any]) -> AtariOptions:
+        allowed = set(cls.__dataclass_fields__)
+        bad = sorted(set(options) - allowed)
+        if bad:
+            raise LabError(
+                f"unknown Atari env option(s) {', '.join(bad)} for {env_id}; "
+                f"valid options: {', '.join(sorted(allowed))}"
+            )
+        parsed = cls(**options)
+        if parsed.frame_stack < 1:
+            raise LabError(f"frame_stack must be >= 1 (got {parsed.frame_stack})")
+        if parsed.sticky_actions is not None and not 0.0 <= parsed.sticky_actions <= 1.0:
+            raise LabError(f"sticky_actions must be in [0, 1] (got {parsed.sticky_actions})")
+        return parsed
+
+
+def atari_ids() -> list[str]:
+    """Every gymnasium Atari id this factory makes (image observations only)."""
+    gym.register_envs(ale_py)
+    return [
+        env_id
+        for env_id, spec in gym.registry.items()
+        if any(fnmatch.fnmatchcase(env_id, p) for p in ATARI_PATTERNS)
+        and spec.kwargs.get("obs_type", "rgb") != "ram"
+    ]
+
+
+def atari_game(env_id: str) -> tuple[str, float]:
+    """(ALE ROM id, sticky-action probability the id implies) or LabError with close matches."""
+    ids = atari_ids()
+    if env_id not in ids:
+        raise unknown("Atari env", env_id, ids, "use ALE/<Game>-v5 or <Game>NoFrameskip-v4 (see `lab plugins`)")
+    kwargs = gym.registry[env_id].kwargs
+    return kwargs["game"], float(kwargs.get("repeat_action_probability", 0.0))
+
+
+class AtariVecEnv:
+    """Turns a back end's single frames and raw rewards into the lab's `VecEnv`.
+
+    Life loss as a learning terminal follows the NEXT_STEP convention the buffers rely
+    on: the step after it ignores the agent's action (presses FIRE, or NOOP in games
+    without it), reports reward 0 for learning, and starts a new frame stack; the game
+    itself goes on, and its reward still counts toward the true score.
+    `info` holds numpy arrays: `lives` and `game_over` (a whole game ended).
+    """
+
+    def __init__(
+        self,
+        backend: ALEVectorBackend | GymAtariBackend,
+        device: torch.device,
+        seed: int,
+        *,
+        frame_stack: int,
+        clip_rewards: bool,
+        terminal_on_life_loss: bool,
+        game: str,
+    ) -> None:
+        self.backend = backend
+        self.game = game
+        self.num_envs = backend.num_envs
+        self.device = torch.device(device)
+        self.frame_stack = frame_stack
+        self.clip_rewards = clip_rewards
+        self.terminal_on_life_loss = terminal_on_life_loss
+        self.render_fps = RENDER_FPS
+        self.single_observation_space = gym.spaces.Box(0, 255, (frame_stack, 84, 84), np.uint8)
+        self.single_action_space = gym.spaces.Discrete(len(backend.action_set))
+        names = [str(a).split(".")[-1] for a in backend.action_set]
+        self._reset_action = names.index("FIRE") if "FIRE" in names else 0
+        self._seed: int | None = seed
+        self._stack = FrameStack(frame_stack)
+        self._stats = EpisodeStats(self.num_envs)
+        n = self.num_envs
+        self._lives = np.zeros(n, dtype=np.int64)
+        self._game_over = np.zeros(n, dtype=bool)  # next step is the back end's autoreset
+        self._life_reset = np.zeros(n, dtype=bool)  # next step is our life-loss "reset"
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        if seed is None:
+            seed, self._seed = self._seed, None
+        frames, lives = self.backend.reset(seed)
+        self._stats.reset()
+        self._lives = lives.astype(np.int64)
+        self._game_over[:] = False
+        self._life_reset[:] = False
+        return self._stack.reset(torch.from_numpy(frames).to(self.device))
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        acts = actions.detach().cpu().numpy().astype(np.int32).reshape(self.num_envs)
+        acts[self._life_reset] = self._reset_action
+        frames, raw, terminated, truncated, lives = self.backend.step(acts)
+        raw = raw.astype(np.float32)
+        game_over = terminated | truncated
+        backend_reset = self._game_over
+        self._stats.update(raw, ~backend_reset, game_over)
+
+        starts = backend_reset | self._life_reset
+        life_lost = np.zeros_like(game_over)
+        if self.terminal_on_life_loss:
+            life_lost = (lives < self._lives) & ~backend_reset & ~game_over
+        reward = np.where(starts, 0.0, np.sign(raw) if self.clip_rewards else raw).astype(np.float32)
+        self._lives = lives.astype(np.int64)
+        self._game_over = game_over
+        self._life_reset = life_lost
+
+        # one host-to-device copy for the small per-env arrays
+        packed = torch.from_numpy(np.stack((reward, terminated | life_lost, truncated)).astype(np.float32))
+        packed = packed.to(self.device)
+        frames_t = torch.from_numpy(frames).to(self.device)
+        starts_t = torch.from_numpy(starts).to(self.device) if starts.any() else None
+        obs = self._stack.push(frames_t, starts_t)
+        info = {"lives": self._lives.copy(), "game_over": game_over.copy()}
+        return obs, packed[0], packed[1].bool(), packed[2].bool(), info
+
+    def pop_episodes(self) -> list[Episode]:
+        return self._stats.pop()
+
+    def render(self) -> np.ndarray:
+        """RGB uint8 frame of env 0 (made with render=True)."""
+        return self.backend.render()
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def make_atari(
+    env_id: str,
+    *,
+    num_envs: int = 1,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    evaluation: bool = False,
+    render: bool = False,
+    **options: Any,
+) -> AtariVecEnv:
+    """The env factory registered for `ALE/*-v5` and `*NoFrameskip-v4`."""
+    game, id_sticky = atari_game(env_id)
+    opts = AtariOptions.parse(env_id, options)
+    if num_envs < 1:
+        raise LabError(f"num_envs must be >= 1 (got {num_envs})")
+    if evaluation:
+        sticky = EVAL_STICKY_ACTIONS
+    else:
+        sticky = id_sticky if opts.sticky_actions is None else opts.sticky_actions
+    settings = AtariSettings(game, sticky, opts.noop_max, opts.full_action_space)
+    backend = GymAtariBackend(settings, num_envs) if render else ALEVectorBackend(settings, num_envs)
+    return AtariVecEnv(
+        backend,
+        torch.device(device),
+        seed,
+        frame_stack=opts.frame_stack,
+        clip_rewards=opts.clip_rewards and not evaluation,
+        terminal_on_life_loss=opts.terminal_on_life_loss and not evaluation,
+        game=game,
+    )

@@ -1,0 +1,150 @@
+"""The evaluation protocol every agent shares (`Agent.evaluate`, `lab eval`).
+
+Episodes run on an evaluation env (`ctx.make_env(evaluation=True)`): for Atari that means
+full games (all lives), raw game score, sticky actions 0.25 and a 108k-frame cap. Each
+env of the vector env plays a fixed quota of episodes, so short episodes are not
+over-represented (first-N-finished would bias the mean towards them). Reported: mean and
+std of the returns (population std), mean length, and for Atari games with published
+reference scores the normalised score (score - random) / (human - random) of the mean.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+
+from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from lab.context import Context
+    from lab.vecenv import VecEnv
+
+Policy = Callable[[torch.Tensor], torch.Tensor]
+EVAL_SEED_OFFSET = 1_000_000  # evaluation games never replay the training seeds
+MAX_EVAL_ENVS = 8
+
+
+def episode_quotas(episodes: int, num_envs: int) -> np.ndarray:
+    """Split `episodes` over `num_envs` as evenly as possible (fixed before any env runs)."""
+    quotas = np.full(num_envs, episodes // num_envs, dtype=np.int64)
+    quotas[: episodes % num_envs] += 1
+    return quotas
+
+
+def run_episodes(env: VecEnv, policy: Policy, episodes: int) -> tuple[list[float], list[int]]:
+    """Play `episodes` whole episodes on `env` with `policy`; returns (returns, lengths).
+
+    Scores come from the evaluation env's rewards (unclipped there); the step after a
+    `terminated | truncated` is the NEXT_STEP autoreset and is not counted.
+    """
+    if episodes < 1:
+        raise LabError(f"--episodes must be >= 1 (got {episodes})")
+    remaining = episode_quotas(episodes, env.num_envs)
+    score = np.zeros(env.num_envs, dtype=np.float64)
+    length = np.zeros(env.num_envs, dtype=np.int64)
+    autoreset = np.zeros(env.num_envs, dtype=bool)
+    returns: list[float] = []
+    lengths: list[int] = []
+    obs = env.reset()
+    while remaining.any():
+        with torch.inference_mode():
+            actions = policy(obs)
+        obs, reward, terminated, truncated, _ = env.step(actions)
+        reward_np = reward.double().cpu().numpy()
+        done = (terminated | truncated).cpu().numpy()
+        counted = ~autoreset
+        score += np.where(counted, reward_np, 0.0)
+        length += counted
+        for i in np.flatnonzero(done):
+            if remaining[i] > 0:
+                returns.append(float(score[i]))
+                lengths.append(int(length[i]))
+                remaining[i] -= 1
+            score[i] = 0.0
+            length[i] = 0
+        autoreset = done
+    return returns, lengths
+
+
+def summarize(returns: list[float], lengths: list[int], env_id: str | None) -> dict[str, float]:
+    """The metrics `evaluate()` reports."""
+    metrics = {
+        "eval/return_mean": float(np.mean(returns)),
+        "eval/return_std": float(np.std(returns)),
+        "eval/length_mean": float(np.mean(lengths)),
+    }
+    game = atari_game_of(env_id)
+    if game is not None:
+        from lab.envs.scores import normalized_score
+
+        norm = normalized_score(game, metrics["eval/return_mean"])
+        if norm is not None:
+            metrics["eval/normalized_score"] = norm
+    return metrics
+
+
+def atari_game_of(env_id: str | None) -> str | None:
+    """The ALE ROM id behind an Atari env id, or None for anything else."""
+    if env_id is None:
+        return None
+    from lab.envs.atari import atari_game
+
+    try:
+        return atari_game(env_id)[0]
+    except LabError:
+        return None
+
+
+def evaluate_policy(
+    ctx: Context,
+    policy: Policy,
+    episodes: int,
+    num_envs: int | None = None,
+    **env_options: Any,
+) -> dict[str, float]:
+    """Run the evaluation protocol for `policy` on the run's env; returns `eval/*` metrics."""
+    n = num_envs or min(episodes, MAX_EVAL_ENVS)
+    env = ctx.make_env(num_envs=n, evaluation=True, seed=ctx.seed + EVAL_SEED_OFFSET, **env_options)
+    try:
+        returns, lengths = run_episodes(env, policy, episodes)
+    finally:
+        env.close()
+    return summarize(returns, lengths, ctx.env_id)
+
+
+def record_video(
+    ctx: Context,
+    policy: Policy,
+    path: Path,
+    max_steps: int = 2_000,
+    **env_options: Any,
+) -> Path:
+    """Play one evaluation episode (at most `max_steps` agent steps) and write it as MP4."""
+    import imageio.v2 as imageio
+
+    env = ctx.make_env(num_envs=1, evaluation=True, render=True, seed=ctx.seed + EVAL_SEED_OFFSET, **env_options)
+    try:
+        obs = env.reset()
+        frames = [env.render()]
+        for _ in range(max_steps):
+            with torch.inference_mode():
+                actions = policy(obs)
+            obs, _, terminated, truncated, _ = env.step(actions)
+            if bool((terminated | truncated)[0]):
+                break
+            frames.append(env.render())
+        fps = int(getattr(env, "render_fps", 30))
+    finally:
+        env.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(path, [_even(frame) for frame in frames], fps=fps, codec="libx264", macro_block_size=1)
+    return path
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """H.264 (yuv420p) needs even width and height: pad by one pixel where odd."""
+    h, w = frame.shape[:2]
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
