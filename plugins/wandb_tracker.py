@@ -11,6 +11,7 @@ W&B history matches metrics.jsonl row for row (media add rows of their own).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     import wandb
 
 MODES = ("online", "offline", "disabled")
+# What wandb accepts in WANDB_MODE; anything else makes every wandb.init fail validation.
+WANDB_ENV_MODES = ("online", "offline", "shared", "disabled", "dryrun", "run")
 STEP_METRIC = "global_step"
 # W&B marks any non-zero exit code as failed; 255 is what wandb itself reports for a
 # KeyboardInterrupt, so an interrupted run looks the same as one wandb saw interrupted.
@@ -95,11 +98,11 @@ class WandbTracker(Tracker):
         self._log_row({key: self._wandb.Video(str(path), format="mp4")}, step)
 
     def log_artifact(self, path: Path, name: str, type: str) -> None:
-        """Version a checkpoint as `<run name>-<name>`, only when the user asked for it."""
+        """Version a file (a checkpoint) as artifact `name`, only when the user asked for it;
+        each call adds a version and moves the `latest` alias to it."""
         if not self.info.wandb_artifacts:
             return
-        artifact_name = _ARTIFACT_NAME.sub("-", f"{self.info.name}-{name}").strip("-.")
-        artifact = self._wandb.Artifact(artifact_name, type=type)
+        artifact = self._wandb.Artifact(_ARTIFACT_NAME.sub("-", name).strip("-.") or "file", type=type)
         artifact.add_file(str(path), name=Path(path).name)
         self.run.log_artifact(artifact, aliases=["latest"])
 
@@ -127,6 +130,12 @@ def make_tracker(info: RunInfo) -> Tracker | None:
         )
     if info.wandb_mode == "disabled":
         return None
+    env_mode = os.environ.get("WANDB_MODE")
+    if env_mode is not None and env_mode not in WANDB_ENV_MODES:
+        raise LabError(
+            f"WANDB_MODE={env_mode!r} is not a W&B mode; unset it or set it to one of "
+            f"{', '.join(MODES)} (the --wandb flag chooses the mode for lab runs)"
+        )
     return WandbTracker(info)
 
 

@@ -164,6 +164,12 @@ def test_unknown_mode_is_a_user_error(tmp_path: Path) -> None:
         make_tracker(make_info(tmp_path / "run", wandb_mode="offlien"))
 
 
+def test_invalid_wandb_mode_env_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "")  # wandb itself fails with a pydantic error here
+    with pytest.raises(LabError, match="WANDB_MODE=''"):
+        make_tracker(make_info(tmp_path / "run"))
+
+
 def test_registered_through_the_public_hook() -> None:
     registered: dict[str, object] = {}
     wandb_tracker.register_trackers(lambda name, factory: registered.setdefault(name, factory))
@@ -223,7 +229,7 @@ def test_artifacts_only_on_request(tmp_path: Path) -> None:
 
     def artifacts_logged(run_dir: Path, requested: bool) -> list:
         tracker = make_tracker(make_info(run_dir, wandb_artifacts=requested))
-        tracker.log_artifact(ckpt, "checkpoint", "model")
+        tracker.log_artifact(ckpt, f"{run_dir.name}-checkpoint", "model")
         tracker.finish({"status": "finished"})
         wandb.teardown()
         return [r.artifact for r in read_records(find_wandb_file(run_dir)) if r.HasField("artifact")]
@@ -309,3 +315,74 @@ def test_run_closes_cleanly_after_ctrl_c(tmp_path: Path) -> None:
     rows = scalar_rows(path)
     assert len(rows) >= 3
     assert all(math.isclose(r["train/loss"], 1.0 / r["global_step"]) for r in rows)
+
+
+# -- end to end through the runner: the W&B history is metrics.jsonl, row for row --------
+
+
+def comparable(row: dict) -> dict:
+    """A metrics row as both trackers can agree on it: no wall-clock fields, NaN as None."""
+    return {
+        k: None if isinstance(v, float) and math.isnan(v) else v
+        for k, v in row.items()
+        if k != "time" and k not in W_AND_B_FIELDS
+    }
+
+
+def jsonl_rows(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [comparable(json.loads(line)) for line in lines if line.strip()]
+
+
+def wandb_rows(run_dir: Path) -> list[dict]:
+    return [comparable(row) for path in find_wandb_files(run_dir) for row in scalar_rows(path)]
+
+
+def lab_main(*argv: str) -> int:
+    from lab.cli import main
+
+    return main(list(argv))
+
+
+def only_run_dir(runs: Path) -> Path:
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_train_and_resume_history_matches_metrics_jsonl(tmp_path: Path, toy_plugins) -> None:
+    runs = tmp_path / "runs"
+    assert lab_main("train", "toy", "--data", "toy-data", "--steps", "24", "--log-interval", "4",
+                    "--eval-interval", "12", "--wandb", "offline", "--wandb-artifacts", "true",
+                    "--runs-dir", str(runs)) == 0
+    run_dir = only_run_dir(runs)
+    assert lab_main("resume", str(run_dir), "--steps", "36") == 0
+    wandb.teardown()
+
+    first, second = find_wandb_files(run_dir)
+    assert jsonl_rows(run_dir) == wandb_rows(run_dir)
+    assert [r["global_step"] for r in wandb_rows(run_dir)][-1] == 36
+    assert {read_run(p)["run_id"] for p in (first, second)} == {run_dir.name}
+    assert read_run(first)["job_type"] == "supervised" and read_run(first)["tags"] == ["toy", "toy-data"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert read_summary(second)["status"] == summary["status"] == "finished"
+    assert read_summary(second)["global_step"] == 36
+    artifacts = [r.artifact for r in read_records(first) if r.HasField("artifact")]
+    assert artifacts and {a.name for a in artifacts} == {f"{run_dir.name}-checkpoint"}
+
+
+@pytest.mark.slow
+def test_random_cartpole_history_matches_metrics_jsonl(tmp_path: Path) -> None:
+    """The acceptance run from the brief: `lab train random --env CartPole-v1 --steps 2000`."""
+    from lab.discovery import load_lab
+
+    if "random" not in load_lab().registry.algorithms:
+        pytest.skip("the built-in `random` agent is not registered yet")
+    runs = tmp_path / "runs"
+    assert lab_main("train", "random", "--env", "CartPole-v1", "--steps", "2000",
+                    "--wandb", "offline", "--runs-dir", str(runs)) == 0
+    wandb.teardown()
+    run_dir = only_run_dir(runs)
+    rows = jsonl_rows(run_dir)
+    assert any("train/episode_return" in r for r in rows)
+    assert rows == wandb_rows(run_dir)
