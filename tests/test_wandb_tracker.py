@@ -172,7 +172,7 @@ def test_invalid_wandb_mode_env_is_a_user_error(tmp_path: Path, monkeypatch: pyt
 
 def test_registered_through_the_public_hook() -> None:
     registered: dict[str, object] = {}
-    wandb_tracker.register_trackers(lambda name, factory: registered.setdefault(name, factory))
+    wandb_tracker.register_trackers(lambda name, factory, **_: registered.setdefault(name, factory))
     assert registered == {"wandb": make_tracker}
 
 
@@ -321,9 +321,10 @@ def test_run_closes_cleanly_after_ctrl_c(tmp_path: Path) -> None:
 
 
 def comparable(row: dict) -> dict:
-    """A metrics row as both trackers can agree on it: no wall-clock fields, NaN as None."""
+    """A metrics row as both trackers can agree on it: no wall-clock fields, and non-finite
+    floats as None (metrics.jsonl stores them as null to stay valid JSON)."""
     return {
-        k: None if isinstance(v, float) and math.isnan(v) else v
+        k: None if isinstance(v, float) and not math.isfinite(v) else v
         for k, v in row.items()
         if k != "time" and k not in W_AND_B_FIELDS
     }
