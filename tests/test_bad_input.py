@@ -1,0 +1,92 @@
+"""Every user mistake: one line naming the problem and the fix, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import LOCAL_PLUGINS, run_lab
+from lab.cli import main
+
+
+def check(capsys, argv, *expected):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if not line.startswith("warning:")]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "tyo", "--data", "toy-data"], ("unknown algorithm 'tyo'", "did you mean: toy")),
+    (["train", "toy", "--data", "toy-dat"], ("unknown dataset 'toy-dat'", "toy-data")),
+    (["train", "toy", "--data", "toy-data", "--steps", "-5"], ("--steps must be a positive integer",)),
+    (["train", "toy", "--data", "toy-data", "--seed", "abc"], ("--seed expects an integer; got 'abc'",)),
+    (["train", "toy", "--data", "toy-data", "--wandb", "sometimes"], ("--wandb must be one of",)),
+    (["train", "toy", "--data", "toy-data", "--lerning-rate", "1"], ("unknown flag --lerning-rate",
+                                                                    "--learning-rate")),
+    (["train", "toy", "--data", "toy-data", "--learning-rate", "-1"], ("learning-rate must be positive",)),
+    (["train", "toy", "--data", "toy-data", "--mode", "weird"], ("--mode must be one of plain, fancy",)),
+    (["train", "toy", "--data", "toy-data", "--steps", "5", "--epochs", "1"], ("either --steps or --epochs",)),
+    (["train", "toy", "--data", "toy-data", "--device", "cuda"], ("--device cuda",)),
+    (["train", "toy"], ("pass --data NAME",)),
+    (["train", "toy", "--data", "toy-data", "--config", "missing.yaml"], ("does not exist",)),
+    (["resume", "nowhere"], ("run directory 'nowhere' does not exist", "lab runs")),
+    (["eval", "nowhere"], ("does not exist",)),
+    (["resume", "x", "--steps", "ten"], ("--steps expects a positive integer",)),
+    (["frobnicate"], ("invalid choice",)),
+])
+def test_bad_input(toy_plugins, capsys, argv, expected):
+    if "--device" in argv:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    check(capsys, argv, *expected)
+
+
+def test_broken_yaml_and_unknown_yaml_key(toy_plugins, capsys, tmp_path):
+    (tmp_path / "bad.yaml").write_text("batch_size: [1,\n")
+    check(capsys, ["train", "toy", "--data", "toy-data", "--config", "bad.yaml"], "not valid YAML")
+    (tmp_path / "typo.yaml").write_text("bach_size: 3\n")
+    check(capsys, ["train", "toy", "--data", "toy-data", "--config", "typo.yaml"], "unknown setting 'bach_size'",
+          "batch_size")
+
+
+def test_existing_run_is_never_overwritten(toy_plugins, capsys):
+    assert main(["train", "toy", "--data", "toy-data", "--steps", "3", "--name", "keep"]) == 0
+    run = Path(os.environ["LAB_RUNS_DIR"]) / "keep"
+    before = (run / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    check(capsys, ["train", "toy", "--data", "toy-data", "--steps", "3", "--name", "keep"],
+          "already exists", "lab resume")
+    assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_corrupt_checkpoint_and_config(toy_plugins, capsys):
+    assert main(["train", "toy", "--data", "toy-data", "--steps", "3", "--name", "c"]) == 0
+    run = Path(os.environ["LAB_RUNS_DIR"]) / "c"
+    (run / "checkpoints" / "latest.pt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    check(capsys, ["resume", str(run), "--steps", "6"], "corrupt", "latest.pt")
+    (run / "checkpoints" / "latest.pt").unlink()
+    check(capsys, ["resume", str(run), "--steps", "6"], "does not exist")
+    (run / "config.yaml").write_text(": : :\n")
+    check(capsys, ["resume", str(run)], "corrupt")
+
+
+def test_failed_setup_leaves_no_half_made_run(toy_plugins, capsys):
+    # a dataset error raised while the algorithm is built: the run directory made for it is removed
+    check(capsys, ["train", "toy", "--data", "toy-data:nope", "--name", "gone", "--steps", "3"],
+          "no variant 'nope'")
+    assert not (Path(os.environ["LAB_RUNS_DIR"]) / "gone").exists()
+
+
+def test_cli_subprocess_has_no_traceback():
+    result = run_lab("--plugins-dir", str(LOCAL_PLUGINS), "train", "toy", "--data", "toy-data", "--steps", "-5")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1

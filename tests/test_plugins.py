@@ -1,0 +1,81 @@
+"""Plugin discovery: built-ins, a pip-installed entry-point package, local files, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import LOCAL_PLUGINS, TESTS, run_lab
+from lab.discovery import load_lab
+
+
+def test_builtins_register_through_the_public_hooks():
+    lab = load_lab()
+    builtin = {p.name for p in lab.plugins if p.source == "builtin"}
+    assert {"jsonl_tracker", "wandb_tracker"} <= builtin
+    assert not lab.failures, lab.failures
+    assert lab.registry.trackers["jsonl"].plugin == "jsonl_tracker"
+
+
+def test_local_plugin_dir_and_listing(toy_plugins):
+    result = run_lab("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    toy = rows["toy"]
+    assert toy["source"] == "local" and toy["version"] == "0.0.7"
+    assert {"register_algorithms", "register_datasets", "register_trackers", "on_run_end"} <= set(toy["hooks"])
+    assert {"name": "toy", "kind": "supervised"} in toy["registered"]
+    assert {"name": "toy-data", "kind": "dataset"} in toy["registered"]
+    table = run_lab("--plugins-dir", str(LOCAL_PLUGINS), "plugins")
+    assert table.returncode == 0 and "toy" in table.stdout
+
+
+def test_broken_plugin_is_reported_and_others_load():
+    lab = load_lab(TESTS / "broken_plugins")
+    failed = {p.name: p.error for p in lab.failures}
+    assert list(failed) == ["broken"] and "this_module_does_not_exist" in failed["broken"]
+    assert "fine-tracker" in lab.registry.trackers
+    result = run_lab("--plugins-dir", str(TESTS / "broken_plugins"), "plugins", "--json")
+    assert result.returncode == 0
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert "No module named" in rows["broken"]["error"] and "error" not in rows["fine"]
+    # other commands warn on one line and carry on
+    other = run_lab("--plugins-dir", str(TESTS / "broken_plugins"), "train", "nope")
+    assert other.returncode == 2 and "warning: plugin 'broken' failed to load" in other.stderr
+    assert "unknown algorithm 'nope'" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_lab_load_plugins_restricts_third_party(monkeypatch):
+    monkeypatch.setenv("LAB_LOAD_PLUGINS", "fine")
+    lab = load_lab(TESTS / "broken_plugins")
+    names = {p.name for p in lab.plugins}
+    assert "fine" in names and "broken" not in names and "jsonl_tracker" in names
+
+
+def test_entry_point_package_is_pip_installed_and_found(tmp_path):
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(TESTS / "example_plugin")],
+        capture_output=True, text=True, timeout=300)
+    if install.returncode != 0 and "No module named 'setuptools'" in install.stderr:
+        pytest.skip("setuptools is not installed in this environment")
+    assert install.returncode == 0, install.stderr
+    env = {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    result = run_lab("plugins", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["example"]["source"] == "entrypoint" and rows["example"]["version"] == "1.2.3"
+    assert {"name": "constant", "kind": "dataset"} in rows["example"]["registered"]
+    # and the installed plugin's dataset and lifecycle hook work in a real run
+    env["LAB_PLUGINS_DIR"] = str(LOCAL_PLUGINS)
+    run = run_lab("train", "toy", "--data", "constant", "--steps", "4", "--name", "ep", env=env)
+    assert run.returncode == 0, run.stderr
+    assert (Path(os.environ["LAB_RUNS_DIR"]) / "ep" / "example_plugin_saw_start").read_text() == "ep"
+    hidden = run_lab("plugins", "--json", env={**env, "LAB_LOAD_PLUGINS": ""})
+    assert "example" not in {row["name"] for row in json.loads(hidden.stdout)}

@@ -1,0 +1,129 @@
+"""The runner through the real CLI: run directory contract, checkpoints, resume, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from conftest import read_jsonl, run_lab
+from lab.checkpoint import load_checkpoint
+from lab.cli import main
+
+
+def runs_dir() -> Path:
+    return Path(os.environ["LAB_RUNS_DIR"])
+
+
+def test_train_writes_complete_run_directory(toy_plugins):
+    assert main(["train", "toy", "--data", "toy-data", "--epochs", "3", "--name", "r1", "--seed", "5"]) == 0
+    run = runs_dir() / "r1"
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    assert doc["algo"] == "toy" and doc["seed"] == 5 and doc["preset"] == "toy-data"
+    assert doc["config"]["batch_size"] == 4  # the preset applied
+    assert doc["total_steps"] == 3 * (48 // 4)
+    assert "torch" in doc["versions"] and "git_commit" in doc
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert all(isinstance(r["global_step"], int) and "time" in r for r in rows)
+    assert any("train/loss" in r for r in rows) and any("perf/sps" in r for r in rows)
+    evals = [r for r in rows if "eval/accuracy" in r]
+    assert [r["global_step"] for r in evals] == [12, 24, 36]  # once per epoch
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["global_step"] == 36
+    assert summary["eval/accuracy"] == evals[-1]["eval/accuracy"]
+    for name in ("latest.pt", "best.pt"):
+        state = load_checkpoint(run / "checkpoints" / name)
+        assert state["algo"] == "toy"
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["global_step"] == 36
+    # the recording tracker (a plugin) saw the same rows, and the lifecycle hook fired
+    recorded = read_jsonl(run / "recorded.jsonl")
+    assert [r["metrics"] for r in recorded if r["call"] == "log"] == [
+        {k: v for k, v in row.items() if k not in ("global_step", "time")} for row in rows]
+    assert recorded[-1] == {"call": "finish", "status": "finished"}
+    assert json.loads((run / "on_run_end.json").read_text()) == {"status": "finished"}
+
+
+def test_resume_refuses_finished_run_without_more_steps(toy_plugins, capsys):
+    assert main(["train", "toy", "--data", "toy-data", "--steps", "10", "--name", "done"]) == 0
+    assert main(["resume", str(runs_dir() / "done")]) == 2
+    assert "already at step 10" in capsys.readouterr().err
+
+
+def test_failed_run_is_marked_failed(toy_plugins):
+    assert main(["train", "toy", "--data", "toy-data", "--steps", "30", "--fail-at", "5", "--name", "bad"]) == 1
+    summary = json.loads((runs_dir() / "bad" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["global_step"] == 5
+
+
+def _start_and_interrupt(name: str, steps: int, sig: int) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", "train", "toy", "--data", "toy-data", "--steps", str(steps),
+         "--sleep", "0.005", "--name", name, "--log-interval", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = runs_dir() / name / "metrics.jsonl"
+    deadline = time.time() + 60
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_sigint_checkpoints_and_resume_matches_uninterrupted_run(toy_plugins):
+    steps = 400
+    result = _start_and_interrupt("sig", steps, signal.SIGINT)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    run = runs_dir() / "sig"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    stopped_at = load_checkpoint(run / "checkpoints" / "latest.pt")["global_step"]
+    assert 0 < stopped_at < steps and stopped_at == summary["global_step"]
+
+    resumed = run_lab("resume", str(run))  # continues to the original budget
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"from step {stopped_at} to {steps}" in resumed.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["global_step"] for r in rows] == sorted(r["global_step"] for r in rows)
+
+    # model, optimizer, LR schedule and data-order RNG all survived: same weights as a straight run
+    assert main(["train", "toy", "--data", "toy-data", "--steps", str(steps), "--name", "straight"]) == 0
+    a = load_checkpoint(runs_dir() / "straight" / "checkpoints" / "latest.pt")["algorithm"]["model"]
+    b = load_checkpoint(run / "checkpoints" / "latest.pt")["algorithm"]["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_sigterm_also_interrupts(toy_plugins):
+    result = _start_and_interrupt("term", 100000, signal.SIGTERM)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert json.loads((runs_dir() / "term" / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_runs_table_and_compare(toy_plugins, tmp_path, capsys):
+    for seed in (1, 2):
+        assert main(["train", "toy", "--data", "toy-data", "--steps", "24", "--seed", str(seed),
+                     "--name", f"lr-a-{seed}"]) == 0
+    assert main(["train", "toy", "--data", "toy-data", "--steps", "24", "--learning-rate", "0.05",
+                 "--name", "lr-b"]) == 0
+    capsys.readouterr()
+    assert main(["runs"]) == 0
+    table = capsys.readouterr().out
+    assert "lr-a-1" in table and "finished" in table and "eval/accuracy" in table
+    out = tmp_path / "cmp.png"
+    assert main(["compare", *(str(runs_dir() / n) for n in ("lr-a-1", "lr-a-2", "lr-b")),
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    lines = [line for line in text.splitlines() if line.startswith("| toy")]
+    assert len(lines) == 2  # the two seeds form one experiment, lr 0.05 another
+    assert any("| 2 |" in line for line in lines) and any("learning_rate=0.05" in line for line in lines)
+    assert out.stat().st_size > 1000
