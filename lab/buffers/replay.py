@@ -57,7 +57,8 @@ class ReplayBuffer:
 
     The buffer relies on the acting loop's continuity: the `obs` of one `add` is the
     `next_obs` of the previous one. If the envs restart outside that loop (a resumed run),
-    call `end_episodes()` (`load_state_dict` does by default).
+    call `end_episodes()` (`load_state_dict` does by default). The first `add` of each env
+    must be the first observation of an episode.
     """
 
     def __init__(
@@ -133,6 +134,7 @@ class ReplayBuffer:
         self._valid_total = torch.zeros((), dtype=torch.int64, device=dev)
         self._done_prev = torch.zeros(num_envs, dtype=torch.bool, device=dev)
         self._start_next = torch.ones(num_envs, dtype=torch.bool, device=dev)
+        self._last_next_frame = torch.zeros((num_envs, *self.frame_shape), dtype=observation_dtype, device=dev)
         self._steps = 0  # adds so far (the absolute step of the next slot)
         self._since_cap = max(frame_stack - 1, 1)
         self._stack_offsets = torch.arange(frame_stack - 1, -1, -1, device=dev)
@@ -169,34 +171,50 @@ class ReplayBuffer:
     ) -> None:
         """Record one vector step of all envs (tensors with a leading num_envs dimension).
 
-        `next_obs` is checked for shape only: the next observation is the next call's
-        `obs` (or, at an episode end, the autoreset step's), so it is stored once, there.
+        Only the newest frame of `obs` is stored; `next_obs` is the next call's `obs` (at an
+        episode end, the autoreset step's), so its frame is kept aside only until then, for
+        `end_episodes`.
         """
         obs = self._as_device(obs, self.observation_shape, "obs")
-        self._as_device(next_obs, self.observation_shape, "next_obs")
+        next_obs = self._as_device(next_obs, self.observation_shape, "next_obs")
         if obs.dtype != self.observation_dtype:
             raise TypeError(f"obs dtype {obs.dtype} != buffer observation_dtype {self.observation_dtype}")
         actions = self._as_device(actions, self.action_shape, "actions")
         rewards = self._as_device(rewards, (), "rewards")
         terminated = self._as_device(terminated, (), "terminated").bool()
         truncated = self._as_device(truncated, (), "truncated").bool()
-
-        slot = self._steps % self.slots
         valid = ~self._done_prev
+        self._write(self._newest(obs), actions, rewards, terminated & valid, truncated & valid, valid)
+        self._start_next = ~valid
+        self._done_prev = (terminated | truncated) & valid
+        self._last_next_frame.copy_(self._newest(next_obs))
+
+    def _newest(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs[:, -1] if self.frame_stack > 1 else obs
+
+    def _write(
+        self,
+        frame: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> None:
+        """Fill the next slot of every env and advance the shared cursor."""
+        slot = self._steps % self.slots
         if self._steps > 0:
             previous = self.since_start[(self._steps - 1) % self.slots].long()
             since = torch.where(self._start_next, 0, (previous + 1).clamp_max(self._since_cap))
         else:
             since = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
-        self.frames[slot] = obs[:, -1] if self.frame_stack > 1 else obs
+        self.frames[slot] = frame
         self.actions[slot] = actions.to(self.action_dtype)
         self.rewards[slot] = torch.where(valid, rewards.float(), 0.0)
         self.valid[slot] = valid
-        self.terminated[slot] = terminated & valid
-        self.truncated[slot] = truncated & valid
+        self.terminated[slot] = terminated
+        self.truncated[slot] = truncated
         self.since_start[slot] = since.to(torch.uint8)
-        self._start_next = self._done_prev.clone()
-        self._done_prev = (terminated | truncated) & valid
         self._steps += 1
         self._advance_sampleable()
 
@@ -223,26 +241,23 @@ class ReplayBuffer:
             self.tree.set(torch.cat(leaves), torch.cat(values))
 
     def end_episodes(self) -> None:
-        """Close every env's open episode as truncated: the envs restart from a reset.
+        """Close every env's episode because the envs restart from a reset (a resumed run).
 
-        The last slot of an open episode has no next observation and stops being a
-        transition; the slot before it becomes the truncated end of that episode, with
-        the last slot's frame as its final observation. A terminated last step is kept.
+        An open episode's last transition becomes truncated, and one slot is written for
+        every env as if it were the autoreset step: it holds the last `next_obs` frame that
+        a truncated (or terminated) last transition points to, and is never sampled. The
+        next `add` starts new episodes. No stored transition is lost.
         """
         if self._steps == 0:
             return
-        last = (self._steps - 1) % self.slots
         open_episode = ~self._done_prev & ~self._start_next
-        drop = open_episode | (self._done_prev & self.truncated[last])
-        if self._steps >= 2:
-            previous = (self._steps - 2) % self.slots
-            same_episode = drop & (self.since_start[last] > 0)
-            self.truncated[previous] |= same_episode & self.valid[previous]
-        self.valid[last] &= ~drop
-        self.terminated[last] &= ~drop
-        self.truncated[last] &= ~drop
-        self._done_prev = torch.zeros_like(self._done_prev)
-        self._start_next = torch.ones_like(self._start_next)
+        self.truncated[(self._steps - 1) % self.slots] |= open_episode
+        never = torch.zeros_like(open_episode)
+        actions = torch.zeros((self.num_envs, *self.action_shape), dtype=self.action_dtype, device=self.device)
+        rewards = torch.zeros(self.num_envs, device=self.device)
+        self._write(self._last_next_frame, actions, rewards, never, never, never)
+        self._done_prev = never.clone()
+        self._start_next = torch.ones_like(open_episode)
 
     def _as_device(self, x: Any, trailing: tuple[int, ...], name: str) -> torch.Tensor:
         x = torch.as_tensor(x, device=self.device)
@@ -392,7 +407,7 @@ class ReplayBuffer:
         state: dict[str, Any] = {
             "version": STATE_VERSION, **self._layout(), "steps": self._steps, **stored,
             "valid_total": self._valid_total, "done_prev": self._done_prev,
-            "start_next": self._start_next,
+            "start_next": self._start_next, "last_next_frame": self._last_next_frame,
         }
         if self.prioritized:
             state["max_priority"] = self._max_priority
@@ -414,6 +429,7 @@ class ReplayBuffer:
         self._valid_total.copy_(state["valid_total"])
         self._done_prev.copy_(state["done_prev"])
         self._start_next.copy_(state["start_next"])
+        self._last_next_frame.copy_(state["last_next_frame"])
         if self.prioritized:
             self.tree.load_leaves(self.tree.leaves.clone())
             self._max_priority.copy_(state["max_priority"])
