@@ -59,6 +59,8 @@ def _payloads(data: bytes) -> Iterator[bytes]:
         if kind == 0 and length == 0:  # preallocated or padded tail of a block
             pos += block_left
             continue
+        if CHUNK_HEADER.size + length > block_left:
+            raise WandbFileError(f"chunk at byte {pos} runs past the end of its 32 KiB block")
         start, end = pos + CHUNK_HEADER.size, pos + CHUNK_HEADER.size + length
         if end > len(data):
             return
