@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
+PLAIN_EVERY_S = 10.0
+
+
 class RunProgress:
     def __init__(self, description: str, total: int, start: int) -> None:
         self.console = Console(stderr=True)
@@ -18,6 +21,7 @@ class RunProgress:
         self._last_step = start
         self._sps = 0.0
         self._bar: Progress | None = None
+        self._last_line = 0.0  # plain mode prints at most one line per PLAIN_EVERY_S
         if self.live:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -44,7 +48,8 @@ class RunProgress:
         text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
         if self._bar is not None:
             self._bar.update(self._task, info=text)
-        else:
+        elif time.perf_counter() - self._last_line >= PLAIN_EVERY_S or step >= self.total:
+            self._last_line = time.perf_counter()
             print(f"step {step}/{self.total}  {text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:

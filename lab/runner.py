@@ -259,6 +259,7 @@ class Session:
         status, exit_code = "finished", EXIT_OK
         pending: dict[str, list[float]] = defaultdict(list)
         last_log_step, last_log_time = algo.global_step, time.perf_counter()
+        side_time = 0.0  # seconds spent evaluating/checkpointing since the last log row
         last_eval_step = algo.global_step if self.best is not None else -1
         progress = RunProgress(f"{self.algo_cls.name} {self.run.env or self.run.data}", target, algo.global_step)
         with StopRequest() as stop:
@@ -276,16 +277,19 @@ class Session:
                     if crossed(before, step, every.log) or step >= target:
                         now = time.perf_counter()
                         row = {name: sum(vals) / len(vals) for name, vals in pending.items() if vals}
-                        row["perf/sps"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+                        row["perf/sps"] = (step - last_log_step) / max(now - last_log_time - side_time, 1e-9)
                         self.tracker.log(row, step)
                         progress.note(step, self._headline())
                         pending.clear()
-                        last_log_step, last_log_time = step, now
-                    if crossed(before, step, every.eval):
-                        self.evaluate()
-                        last_eval_step = step
-                    elif crossed(before, step, every.checkpoint):
-                        self.save()
+                        last_log_step, last_log_time, side_time = step, now, 0.0
+                    if crossed(before, step, every.eval) or crossed(before, step, every.checkpoint):
+                        side_start = time.perf_counter()
+                        if crossed(before, step, every.eval):
+                            self.evaluate()
+                            last_eval_step = step
+                        else:
+                            self.save()
+                        side_time += time.perf_counter() - side_start
                     progress.update(step)
                 if stop.signum is None:
                     if last_eval_step != algo.global_step:

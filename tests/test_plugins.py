@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,10 +59,12 @@ def test_lab_load_plugins_restricts_third_party(monkeypatch):
 
 
 def test_entry_point_package_is_pip_installed_and_found(tmp_path):
+    source = tmp_path / "example_plugin"
+    shutil.copytree(TESTS / "example_plugin", source)  # building writes next to the sources
     target = tmp_path / "site"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(TESTS / "example_plugin")],
+         "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300)
     if install.returncode != 0 and "No module named 'setuptools'" in install.stderr:
         pytest.skip("setuptools is not installed in this environment")
