@@ -381,9 +381,16 @@ def test_random_cartpole_history_matches_metrics_jsonl(tmp_path: Path) -> None:
         pytest.skip("the built-in `random` agent is not registered yet")
     runs = tmp_path / "runs"
     assert lab_main("train", "random", "--env", "CartPole-v1", "--steps", "2000",
-                    "--wandb", "offline", "--runs-dir", str(runs)) == 0
+                    "--wandb", "offline", "--video", "true", "--runs-dir", str(runs)) == 0
     wandb.teardown()
     run_dir = only_run_dir(runs)
     rows = jsonl_rows(run_dir)
     assert any("train/episode_return" in r for r in rows)
     assert rows == wandb_rows(run_dir)
+
+    path = find_wandb_file(run_dir)
+    videos = [v for row in read_history(path) for v in row.values()
+              if isinstance(v, dict) and v.get("_type") == "video-file"]
+    (mp4,) = list((run_dir / "media").glob("*.mp4"))
+    assert len(videos) == 1
+    assert (path.parent / "files" / videos[0]["path"]).read_bytes() == mp4.read_bytes()
