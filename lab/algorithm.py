@@ -63,7 +63,9 @@ class Algorithm(ABC):
         """Everything needed to continue training (models, optimizers, buffers, schedules).
 
         Values must load under `torch.load(weights_only=True)`: tensors, numbers, strings,
-        lists, tuples and dicts of them.
+        lists, tuples and dicts of them. Put replay/rollout contents under the top-level
+        key "buffers": `latest.pt` keeps them, `best.pt` (for evaluation) leaves them out,
+        so `load_state_dict` must accept a state without "buffers".
         """
         return {}
 

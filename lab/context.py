@@ -23,7 +23,9 @@ class Context:
     total_steps: the step budget the run was created with. Schedules (exploration,
         learning-rate decay) use it as their horizon and keep it in their state, so a
         resumed or extended run never restarts a schedule.
-    eval_episodes / video: evaluation settings (`lab eval --episodes N --video`).
+    eval_episodes: episodes per evaluation (`lab eval --episodes N`).
+    training: False under `lab eval`, so an algorithm can skip what only training needs
+        (a large replay buffer, training envs).
     """
 
     device: torch.device
@@ -36,6 +38,7 @@ class Context:
     data: str | None = None
     data_dir: Path | None = None
     eval_episodes: int = 10
+    training: bool = True
     rank: int = 0
     world_size: int = 1
     _train_envs: list[VecEnv] = field(default_factory=list, repr=False)

@@ -136,6 +136,7 @@ class Session:
             data=self.run.data,
             data_dir=self.run.resolved_data_dir,
             eval_episodes=self.run.eval_episodes,
+            training=purpose == "train",
         )
         try:
             self.algo = algo_cls(resolved.algo, self.ctx)
@@ -211,8 +212,9 @@ class Session:
         state = self.checkpoint_state()
         path = self.run_dir / "checkpoints" / "latest.pt"
         save_checkpoint(state, path)
-        if best:
-            save_checkpoint(state, self.run_dir / "checkpoints" / "best.pt")
+        if best:  # for evaluation: the replay/rollout contents are not needed there
+            lean = {**state, "algorithm": {k: v for k, v in state["algorithm"].items() if k != "buffers"}}
+            save_checkpoint(lean, self.run_dir / "checkpoints" / "best.pt")
         if self.run.wandb_artifacts:
             self.tracker.log_artifact(path, f"{self.run_dir.name}-checkpoint", "model")
 
