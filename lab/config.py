@@ -181,13 +181,14 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise LabError(f"config file '{path}' must hold a mapping of field: value pairs")
-    if "run" in data or "config" in data:
+    if "run" in data or "config" in data:  # a run's config.yaml: reproduce its settings
         flat: dict[str, Any] = {}
         for section in ("run", "config"):
             part = data.get(section) or {}
             if not isinstance(part, dict):
                 raise LabError(f"config file '{path}': '{section}' must be a mapping")
             flat.update(part)
+        flat.pop("name", None)  # a reproduction is a new run, not the same directory
         return {k.replace("-", "_"): v for k, v in flat.items()}
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 

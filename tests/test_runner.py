@@ -127,3 +127,15 @@ def test_runs_table_and_compare(toy_plugins, tmp_path, capsys):
     assert len(lines) == 2  # the two seeds form one experiment, lr 0.05 another
     assert any("| 2 |" in line for line in lines) and any("learning_rate=0.05" in line for line in lines)
     assert out.stat().st_size > 1000
+
+
+def test_config_yaml_of_a_run_reproduces_it(toy_plugins):
+    assert main(["train", "toy", "--data", "toy-data", "--steps", "12", "--learning-rate", "0.03",
+                 "--hidden", "8,8", "--name", "orig"]) == 0
+    assert main(["train", "toy", "--config", str(runs_dir() / "orig" / "config.yaml"), "--name", "copy"]) == 0
+    orig, copy = (yaml.safe_load((runs_dir() / n / "config.yaml").read_text()) for n in ("orig", "copy"))
+    assert copy["config"] == orig["config"] and copy["config"]["hidden"] == [8, 8]
+    assert copy["total_steps"] == 12 and copy["run"]["data"] == "toy-data"
+    a = load_checkpoint(runs_dir() / "orig" / "checkpoints" / "latest.pt")["algorithm"]["model"]
+    b = load_checkpoint(runs_dir() / "copy" / "checkpoints" / "latest.pt")["algorithm"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
