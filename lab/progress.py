@@ -25,7 +25,7 @@ class RunProgress:
         if self.live:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[sps]:>8.0f} steps/s"),
                 TimeRemainingColumn(),
@@ -46,8 +46,10 @@ class RunProgress:
     def note(self, step: int, metrics: dict[str, float]) -> None:
         """Show the latest headline metrics (on the bar, or as one plain line)."""
         text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
-        if self._bar is not None:
-            self._bar.update(self._task, info=text)
+        if self._bar is not None:  # the bar already shows steps/s; keep the line short
+            short = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items()
+                              if isinstance(v, (int, float)) and k != "perf/sps")
+            self._bar.update(self._task, info=short)
         elif time.perf_counter() - self._last_line >= PLAIN_EVERY_S or step >= self.total:
             self._last_line = time.perf_counter()
             print(f"step {step}/{self.total}  {text}", file=sys.stderr, flush=True)

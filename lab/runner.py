@@ -263,7 +263,7 @@ class Session:
         last_log_step, last_log_time = algo.global_step, time.perf_counter()
         side_time = 0.0  # seconds spent evaluating/checkpointing since the last log row
         last_eval_step = algo.global_step if self.best is not None else -1
-        progress = RunProgress(f"{self.algo_cls.name} {self.run.env or self.run.data}", target, algo.global_step)
+        progress = RunProgress(self.algo_cls.name, target, algo.global_step)
         with StopRequest() as stop:
             try:
                 while algo.global_step < target and stop.signum is None:
