@@ -3,6 +3,7 @@
 The Stable-Baselines3 adapter is in `lab.buffers.sb3` (imported on demand).
 """
 
+from lab.buffers.data import DataBatch, DataBuffer
 from lab.buffers.replay import ReplayBatch, ReplayBuffer
 
-__all__ = ["ReplayBatch", "ReplayBuffer"]
+__all__ = ["DataBatch", "DataBuffer", "ReplayBatch", "ReplayBuffer"]
