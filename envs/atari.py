@@ -81,9 +81,10 @@ class AtariVecEnv:
     """Turns a back end's single frames and raw rewards into the lab's `VecEnv`.
 
     Life loss as a learning terminal follows the NEXT_STEP convention the buffers rely
-    on: the step after it ignores the agent's action (presses FIRE, or NOOP in games
-    without it), reports reward 0 for learning, and starts a new frame stack; the game
-    itself goes on, and its reward still counts toward the true score.
+    on: the step after it ignores the agent's action (plays NOOP), reports reward 0 for
+    learning, and starts a new frame stack; the game itself goes on, and its reward
+    still counts toward the true score. NOOP rather than FIRE: evaluation plays full
+    games where nobody presses FIRE for the agent after a lost life, so it must learn to.
     `info` holds numpy arrays: `lives` and `game_over` (a whole game ended).
     """
 
@@ -108,8 +109,7 @@ class AtariVecEnv:
         self.render_fps = RENDER_FPS
         self.single_observation_space = gym.spaces.Box(0, 255, (frame_stack, 84, 84), np.uint8)
         self.single_action_space = gym.spaces.Discrete(len(backend.action_set))
-        names = [str(a).split(".")[-1] for a in backend.action_set]
-        self._reset_action = names.index("FIRE") if "FIRE" in names else 0
+        self._reset_action = 0  # NOOP is action 0 in every ALE action set
         self._seed: int | None = seed
         self._stack = FrameStack(frame_stack)
         self._stats = EpisodeStats(self.num_envs)

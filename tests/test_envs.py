@@ -152,8 +152,8 @@ def test_atari_life_loss_terminal_and_clipping_keep_the_true_score():
     assert terms == [False, True, False, False, True, True, False, False]
     assert steps[2][0] == [3, 3]  # new learning episode: stack padded with its first frame
     assert steps[3][0] == [3, 4]
-    # the step after a life loss presses FIRE instead of the agent's action
-    assert backend.actions[2] == 1 and backend.actions[5] == 1 and backend.actions[3] == 2
+    # the step after a life loss plays NOOP instead of the agent's action
+    assert backend.actions[2] == 0 and backend.actions[5] == 0 and backend.actions[3] == 2
     # the runner sees one whole game with the true score and all its game steps
     episodes = env.pop_episodes()
     assert [(e.episode_return, e.length) for e in episodes] == [(11.0, 6)]

@@ -1,0 +1,274 @@
+"""`dqn`: Deep Q-Networks with Double, Dueling, n-step and prioritized-replay options.
+
+Reads top to bottom like CleanRL's dqn_atari.py, on the lab's shared device replay buffer.
+Hyperparameters keep Stable-Baselines3's names. Intervals (`train_freq`,
+`target_update_interval`, `learning_starts`) count agent steps summed over all envs, so
+the replay ratio (gradient_steps * batch_size / train_freq) does not change with
+`--num-envs`. Defaults are RL Zoo's Atari DQN; presets tune the classic-control tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gymnasium as gym
+import torch
+import torch.nn.functional as F
+
+from lab.agent import Agent
+from lab.buffers import ReplayBuffer
+from lab.errors import LabError
+from lab.hookspecs import hookimpl
+from lab.plugins._qnetwork import QNetwork
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class DQNConfig:
+    learning_rate: float = field(default=1e-4, metadata=_help("Adam learning rate"))
+    buffer_size: int = field(default=100_000, metadata=_help("replay capacity in transitions"))
+    learning_starts: int = field(default=100_000, metadata=_help("agent steps of random play before learning"))
+    batch_size: int = field(default=32, metadata=_help("transitions per gradient step"))
+    tau: float = field(default=1.0, metadata=_help("target update coefficient (1: hard copy)"))
+    gamma: float = field(default=0.99, metadata=_help("discount factor"))
+    train_freq: int = field(default=4, metadata=_help("agent steps between trainings"))
+    gradient_steps: int = field(default=1, metadata=_help("gradient steps per training (-1: one per agent step)"))
+    target_update_interval: int = field(default=1_000, metadata=_help("agent steps between target updates"))
+    exploration_fraction: float = field(default=0.1, metadata=_help("fraction of the run over which epsilon decays"))
+    exploration_initial_eps: float = field(default=1.0, metadata=_help("epsilon at the start"))
+    exploration_final_eps: float = field(default=0.01, metadata=_help("epsilon after the decay"))
+    eval_exploration_eps: float = field(default=0.05, metadata=_help("epsilon when evaluating (Nature DQN: 0.05)"))
+    max_grad_norm: float = field(default=10.0, metadata=_help("gradient clipping norm"))
+    num_envs: int = field(default=1, metadata=_help("parallel envs (ale-py threads for Atari)"))
+    net_arch: tuple[int, ...] = field(default=(64, 64), metadata=_help("MLP widths for vector observations"))
+    double_q: bool = field(default=False, metadata=_help("Double DQN target (van Hasselt et al. 2016)"))
+    dueling: bool = field(default=False, metadata=_help("dueling head (Wang et al. 2016)"))
+    n_step: int = field(default=1, metadata=_help("n-step returns"))
+    prioritized_replay: bool = field(default=False, metadata=_help("proportional prioritized replay"))
+    prioritized_replay_alpha: float = field(default=0.6, metadata=_help("priority exponent"))
+    prioritized_replay_beta: float = field(default=0.4, metadata=_help("initial IS exponent, annealed to 1"))
+    frame_stack: int = field(default=4, metadata=_help("Atari frames per observation"))
+    terminal_on_life_loss: bool = field(default=True, metadata=_help("Atari: a lost life ends the learning episode"))
+    checkpoint_replay_buffer: bool = field(default=True, metadata=_help("save the replay buffer with checkpoints"))
+
+    def __post_init__(self) -> None:
+        positive = ("buffer_size", "batch_size", "train_freq", "target_update_interval", "num_envs", "n_step",
+                    "frame_stack")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.gradient_steps == 0 or self.gradient_steps < -1:
+            raise ValueError(f"--gradient-steps must be >= 1 or -1, got {self.gradient_steps}")
+        for name in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps",
+                     "eval_exploration_eps", "tau", "gamma"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if self.learning_starts < 0:
+            raise ValueError(f"--learning-starts must be >= 0, got {self.learning_starts}")
+
+
+def linear_epsilon(step: int, horizon: int, fraction: float, initial: float, final: float) -> float:
+    """SB3's exploration schedule: linear from `initial` to `final` over fraction * horizon."""
+    decay_steps = fraction * horizon
+    progress = 1.0 if decay_steps <= 0 else min(1.0, step / decay_steps)
+    return initial + progress * (final - initial)
+
+
+def td_targets(
+    rewards: torch.Tensor,
+    discounts: torch.Tensor,
+    dones: torch.Tensor,
+    next_q_target: torch.Tensor,
+    next_q_online: torch.Tensor | None,
+) -> torch.Tensor:
+    """r_n + gamma^k (1 - done) Q_target(s', a'), with a' = argmax of the online net when
+    `next_q_online` is given (Double DQN) and of the target net otherwise."""
+    if next_q_online is None:
+        next_value = next_q_target.max(dim=1).values
+    else:
+        next_value = next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
+    return rewards + discounts * (1.0 - dones) * next_value
+
+
+def crossings(before: int, after: int, interval: int) -> int:
+    """How many multiples of `interval` lie in (before, after]."""
+    return after // interval - before // interval
+
+
+class DQN(Agent):
+    """DQN (Mnih et al. 2015) with Double, Dueling, n-step and prioritized-replay options."""
+
+    name = "dqn"
+    Config = DQNConfig
+    default_steps = 10_000_000
+    presets = {
+        # RL Zoo's tuned CartPole DQN: solves it (eval return 500) in 50k steps
+        "CartPole-v1": dict(
+            learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1_000, gamma=0.99,
+            target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
+            exploration_final_eps=0.04, net_arch=(256, 256), eval_exploration_eps=0.0,
+        ),
+        "Acrobot-v1": dict(
+            learning_rate=6.3e-4, batch_size=128, buffer_size=50_000, learning_starts=0, gamma=0.99,
+            target_update_interval=250, train_freq=4, gradient_steps=-1, exploration_fraction=0.12,
+            exploration_final_eps=0.1, net_arch=(256, 256), eval_exploration_eps=0.0,
+        ),
+        "MountainCar-v0": dict(
+            learning_rate=4e-3, batch_size=128, buffer_size=10_000, learning_starts=1_000, gamma=0.98,
+            target_update_interval=600, train_freq=16, gradient_steps=8, exploration_fraction=0.2,
+            exploration_final_eps=0.07, net_arch=(256, 256), eval_exploration_eps=0.0,
+        ),
+    }
+
+    def __init__(self, config: DQNConfig, ctx: Any) -> None:
+        super().__init__(config, ctx)
+        self.env = ctx.make_env(num_envs=config.num_envs, **self.env_options)
+        if not isinstance(self.env.single_action_space, gym.spaces.Discrete):
+            self.env.close()
+            raise LabError(f"dqn needs discrete actions; {ctx.env_id} has {self.env.single_action_space}. "
+                           "Use an env with discrete actions (e.g. CartPole-v1, ALE/Breakout-v5)")
+        obs_shape = tuple(self.env.single_observation_space.shape)
+        self.num_actions = int(self.env.single_action_space.n)
+        self.horizon = ctx.total_steps  # schedule horizon, kept in the state on resume
+        self.q = QNetwork(obs_shape, self.num_actions, config.net_arch, config.dueling).to(ctx.device)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate)
+        frame_stack = getattr(self.env, "frame_stack", 1)
+        self.buffer = ReplayBuffer(
+            config.buffer_size,
+            obs_shape,
+            config.num_envs,
+            ctx.device,
+            frame_stack=frame_stack,
+            n_step=config.n_step,
+            gamma=config.gamma,
+            prioritized=config.prioritized_replay,
+            alpha=config.prioritized_replay_alpha,
+            beta=config.prioritized_replay_beta,
+            generator=ctx.generator(offset=1),
+            observation_dtype=torch.uint8 if frame_stack > 1 or len(obs_shape) == 3 else torch.float32,
+        )
+        self.action_generator = ctx.generator(offset=2)
+        self.obs = self.env.reset()
+
+    @property
+    def env_options(self) -> dict[str, Any]:
+        """Atari options that differ from the env's defaults (classic envs take none)."""
+        defaults = DQNConfig()
+        names = ("frame_stack", "terminal_on_life_loss")
+        return {n: getattr(self.config, n) for n in names if getattr(self.config, n) != getattr(defaults, n)}
+
+    # ------------------------------------------------------------------ acting
+
+    def epsilon(self) -> float:
+        c = self.config
+        if self.global_step < c.learning_starts:
+            return 1.0
+        return linear_epsilon(self.global_step, self.horizon, c.exploration_fraction,
+                              c.exploration_initial_eps, c.exploration_final_eps)
+
+    def epsilon_greedy(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
+        n = obs.shape[0]
+        device = obs.device
+        random_actions = torch.randint(0, self.num_actions, (n,), generator=self.action_generator, device=device)
+        if epsilon >= 1.0:
+            return random_actions
+        with torch.no_grad():
+            greedy = self.q(obs).argmax(dim=1)
+        if epsilon <= 0.0:
+            return greedy
+        explore = torch.rand(n, generator=self.action_generator, device=device) < epsilon
+        return torch.where(explore, random_actions, greedy)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Evaluation policy (greedy up to `eval_exploration_eps`) or the training policy."""
+        return self.epsilon_greedy(obs, self.config.eval_exploration_eps if deterministic else self.epsilon())
+
+    # ---------------------------------------------------------------- learning
+
+    def train_step(self) -> dict[str, float]:
+        c = self.config
+        epsilon = self.epsilon()
+        actions = self.epsilon_greedy(self.obs, epsilon)
+        next_obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        self.buffer.add(self.obs, actions, rewards, next_obs, terminated, truncated)
+        self.obs = next_obs
+        before, self.global_step = self.global_step, self.global_step + c.num_envs
+
+        metrics: dict[str, float] = {"train/epsilon": epsilon}
+        if self.global_step > c.learning_starts and self._buffer_ready():
+            trainings = crossings(before, self.global_step, c.train_freq)
+            per_training = c.gradient_steps if c.gradient_steps > 0 else c.train_freq
+            losses = [self.gradient_step() for _ in range(trainings * per_training)]
+            if losses:
+                metrics["train/loss"] = float(torch.stack(losses).mean())
+        if crossings(before, self.global_step, c.target_update_interval):
+            self.update_target()
+        return metrics
+
+    def _buffer_ready(self) -> bool:
+        """Enough steps stored for one n-step transition (a resumed run may start empty)."""
+        return len(self.buffer) // self.config.num_envs >= self.config.n_step + 2
+
+    def gradient_step(self) -> torch.Tensor:
+        c = self.config
+        if c.prioritized_replay:
+            progress = min(1.0, self.global_step / max(1, self.horizon))
+            self.buffer.beta = c.prioritized_replay_beta + progress * (1.0 - c.prioritized_replay_beta)
+        batch = self.buffer.sample(c.batch_size)
+        q_values = self.q(batch.observations).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            next_q_target = self.q_target(batch.next_observations)
+            next_q_online = self.q(batch.next_observations) if c.double_q else None
+            targets = td_targets(batch.rewards, batch.discounts, batch.dones, next_q_target, next_q_online)
+        loss = (batch.weights * F.smooth_l1_loss(q_values, targets, reduction="none")).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.q.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+        if c.prioritized_replay:
+            self.buffer.update_priorities(batch.indices, (q_values - targets).detach())
+        return loss.detach()
+
+    def update_target(self) -> None:
+        with torch.no_grad():
+            for target, online in zip(self.q_target.parameters(), self.q.parameters()):
+                target.lerp_(online, self.config.tau)
+
+    # ------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "q": self.q.state_dict(),
+            "q_target": self.q_target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "global_step": self.global_step,
+            "horizon": self.horizon,
+            "action_generator": self.action_generator.get_state(),
+        }
+        if self.config.checkpoint_replay_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.q.load_state_dict(state["q"])
+        self.q_target.load_state_dict(state["q_target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = int(state["global_step"])
+        self.horizon = int(state["horizon"])
+        self.action_generator.set_state(state["action_generator"])
+        if "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])
+
+    def close(self) -> None:
+        self.env.close()
+
+
+@hookimpl
+def register_algorithms(register: Callable[[type], None]) -> None:
+    register(DQN)
