@@ -42,8 +42,9 @@ def wandb_settings() -> wandb.Settings:
     console="off": the lab prints its own progress; W&B capturing it only duplicates
     output (and spams test logs). silent: no banner or sync hints on the console.
     x_save_requirements=False: `pip freeze` is most of W&B's per-run start-up cost and
-    config.yaml already records the versions that matter. System metrics, git and host
-    metadata stay on: they are what W&B adds over metrics.jsonl.
+    config.yaml already records the versions that matter (measured: a warm `wandb.init`
+    drops from ~0.14 s to ~0.04 s). System metrics, git and host metadata stay on: they
+    are what W&B adds over metrics.jsonl, and cost ~0.01-0.04 s each.
     """
     import wandb
 
@@ -51,7 +52,6 @@ def wandb_settings() -> wandb.Settings:
         console="off",
         silent=True,
         x_save_requirements=False,
-        x_disable_machine_info=True,
     )
 
 
