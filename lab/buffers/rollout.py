@@ -1,0 +1,131 @@
+"""On-policy rollout storage (PPO, A2C): N envs x T steps on the device, GAE(lambda).
+
+Under gymnasium's NEXT_STEP autoreset the step after an episode ends is not a real
+transition: its action is ignored and its reward is 0. The buffer keeps it, masked out
+of every minibatch, because the value the agent computed there is V(final observation),
+exactly what a truncated episode bootstraps from. So truncation needs no extra value
+pass and no info-dict plumbing.
+
+Nothing here needs checkpointing: a resumed run restarts its envs and collects a fresh
+rollout into a fresh buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+
+from lab.errors import LabError
+
+
+class RolloutBatch(NamedTuple):
+    observations: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+class RolloutBuffer:
+    """Fixed-size rollout of `num_steps` vector steps from `num_envs` envs."""
+
+    def __init__(
+        self,
+        num_steps: int,
+        num_envs: int,
+        observation_shape: tuple[int, ...],
+        action_shape: tuple[int, ...],
+        device: torch.device | str,
+        observation_dtype: torch.dtype = torch.float32,
+        action_dtype: torch.dtype = torch.int64,
+    ) -> None:
+        if num_steps < 1 or num_envs < 1:
+            raise LabError(f"a rollout needs at least one step and one env, got {num_steps} x {num_envs}")
+        self.num_steps, self.num_envs = num_steps, num_envs
+        self.observation_shape, self.action_shape = tuple(observation_shape), tuple(action_shape)
+        self.device = torch.device(device)
+        shape, dev = (num_steps, num_envs), self.device
+        self.observations = torch.zeros(shape + self.observation_shape, dtype=observation_dtype, device=dev)
+        self.actions = torch.zeros(shape + self.action_shape, dtype=action_dtype, device=dev)
+        self.log_probs = torch.zeros(shape, device=dev)
+        self.values = torch.zeros(shape, device=dev)
+        self.rewards = torch.zeros(shape, device=dev)
+        self.terminated = torch.zeros(shape, dtype=torch.bool, device=dev)
+        self.truncated = torch.zeros(shape, dtype=torch.bool, device=dev)
+        self.valid = torch.zeros(shape, dtype=torch.bool, device=dev)
+        self.advantages = torch.zeros(shape, device=dev)
+        self.returns = torch.zeros(shape, device=dev)
+        self.step = 0
+        # Whether each env's last step ended its episode; carried across rollouts.
+        self._done_prev = torch.zeros(num_envs, dtype=torch.bool, device=dev)
+
+    @property
+    def full(self) -> bool:
+        return self.step == self.num_steps
+
+    def reset(self) -> None:
+        """Start the next rollout (episode state carries over)."""
+        self.step = 0
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        log_probs: torch.Tensor,
+        values: torch.Tensor,
+        rewards: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+    ) -> None:
+        """Record one vector step: the obs acted on, what the policy did, what the env returned."""
+        if self.full:
+            raise RuntimeError("rollout buffer is full; compute returns, train, then reset()")
+        t = self.step
+        valid = ~self._done_prev
+        terminated, truncated = terminated.to(self.device).bool(), truncated.to(self.device).bool()
+        self.observations[t] = obs
+        self.actions[t] = actions.reshape((self.num_envs, *self.action_shape))
+        self.log_probs[t] = log_probs.reshape(self.num_envs)
+        self.values[t] = values.reshape(self.num_envs)
+        self.rewards[t] = torch.where(valid, rewards.reshape(self.num_envs).float(), 0.0)
+        self.terminated[t] = terminated & valid
+        self.truncated[t] = truncated & valid
+        self.valid[t] = valid
+        self._done_prev = (terminated | truncated) & valid
+        self.step += 1
+
+    def compute_returns_and_advantage(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> None:
+        """GAE(lambda) advantages and TD(lambda) returns (advantages + values).
+
+        `last_values`: V of the observation after the last step (the final observation
+        when that step ended an episode). A terminated step does not bootstrap; a
+        truncated one bootstraps from V(final observation); no advantage flows across an
+        episode end. Autoreset steps get advantage 0 and are never trained on.
+        """
+        if not self.full:
+            raise RuntimeError(f"rollout holds {self.step} of {self.num_steps} steps")
+        next_values = last_values.reshape(self.num_envs).float()
+        next_advantage = torch.zeros(self.num_envs, device=self.device)
+        for t in reversed(range(self.num_steps)):
+            continues = ~(self.terminated[t] | self.truncated[t])
+            bootstrap = torch.where(self.terminated[t], 0.0, gamma * next_values)
+            delta = self.rewards[t] + bootstrap - self.values[t]
+            advantage = delta + gamma * gae_lambda * continues * next_advantage
+            self.advantages[t] = torch.where(self.valid[t], advantage, 0.0)
+            next_values, next_advantage = self.values[t], self.advantages[t]
+        self.returns = self.advantages + self.values
+
+    def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[RolloutBatch]:
+        """Shuffled minibatches over the real transitions (the last one may be smaller)."""
+        flat_valid = self.valid[: self.step].reshape(-1)
+        indices = flat_valid.nonzero().squeeze(1)
+        order = torch.randperm(indices.numel(), generator=generator, device=generator.device if generator else self.device)
+        indices = indices[order.to(self.device)]
+        fields = [self.observations, self.actions, self.log_probs, self.values, self.advantages, self.returns]
+        flat = [f[: self.step].reshape(-1, *f.shape[2:]) for f in fields]
+        for start in range(0, indices.numel(), batch_size):
+            chosen = indices[start : start + batch_size]
+            yield RolloutBatch(*(f.index_select(0, chosen) for f in flat))
