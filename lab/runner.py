@@ -187,8 +187,8 @@ class Session:
             if tracker is not None:
                 self.tracker.trackers.append(tracker)
         if mode == "offline" and "wandb" in self.lab.registry.trackers:
-            print(f"W&B is offline (not logged in): upload later with `wandb sync {self.run_dir / 'wandb'}`",
-                  file=sys.stderr)
+            print(f"W&B is offline: upload later with "
+                  f"`wandb sync --id {self.run_dir.name} {self.run_dir / 'wandb'}/offline-run-*`", file=sys.stderr)
         self.lab.pm.hook.on_run_start(run=self.info)
 
     def _on_log(self, metrics: dict[str, float], step: int) -> None:
