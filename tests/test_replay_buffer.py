@@ -321,3 +321,64 @@ def test_atari_frames_stored_once() -> None:
         ReplayBuffer(1000, (3, 84, 84), 1, "cpu", frame_stack=4)
     with pytest.raises(LabError, match="too small"):
         ReplayBuffer(10, (4, 84, 84), 2, "cpu", frame_stack=4, n_step=3)
+
+
+# ---------------------------------------------------------------- SB3 adapter
+
+
+def test_sb3_adapter_returns_the_transitions_sb3_stores() -> None:
+    """Feed SB3's ReplayBuffer and the adapter the same SB3-style stream (same-step
+    autoreset, terminal_observation, TimeLimit.truncated): every sample from the adapter
+    is a transition SB3 holds, with SB3's done-unless-timeout semantics."""
+    from stable_baselines3.common.buffers import ReplayBuffer as SB3Buffer
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from lab.buffers.sb3 import SB3ReplayBuffer
+
+    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0, env_kwargs={"max_episode_steps": 15})
+    space, actions = venv.observation_space, venv.action_space
+    ours = SB3ReplayBuffer(400, space, actions, "cpu", n_envs=2, seed=0)
+    theirs = SB3Buffer(400, space, actions, "cpu", n_envs=2)
+    rng = np.random.default_rng(0)
+    obs = venv.reset()
+    for _ in range(150):
+        action = rng.integers(0, 2, size=(2, 1))
+        new_obs, rewards, dones, infos = venv.step(action[:, 0])
+        next_obs = new_obs.copy()
+        for i, done in enumerate(dones):
+            if done:
+                next_obs[i] = infos[i]["terminal_observation"]
+        ours.add(obs, next_obs, action, rewards, dones, infos)
+        theirs.add(obs, next_obs, action, rewards, dones, infos)
+        obs = new_obs
+    assert ours.size() == theirs.size() == 150
+    stored = {}
+    for t in range(150):
+        for i in range(2):
+            done = theirs.dones[t, i] * (1 - theirs.timeouts[t, i])
+            stored[theirs.observations[t, i].tobytes()] = (
+                theirs.next_observations[t, i], theirs.actions[t, i], theirs.rewards[t, i], done)
+    assert sum(float(d) for *_, d in stored.values()) > 0  # both terminations and time-outs occur
+    assert theirs.timeouts.sum() > 0
+    batch = ours.sample(256)
+    assert batch.rewards.shape == batch.dones.shape == (256, 1) and batch.discounts is None
+    for k in range(256):
+        next_obs, action, reward, done = stored[batch.observations[k].numpy().tobytes()]
+        np.testing.assert_array_equal(batch.next_observations[k].numpy(), next_obs)
+        assert batch.actions[k].tolist() == action.tolist()
+        assert batch.rewards[k].item() == reward and batch.dones[k].item() == done
+
+
+def test_sb3_dqn_learns_with_the_adapter() -> None:
+    from stable_baselines3 import DQN
+
+    from lab.buffers.sb3 import SB3ReplayBuffer
+
+    model = DQN("MlpPolicy", "CartPole-v1", learning_starts=50, buffer_size=1000, batch_size=16,
+                replay_buffer_class=SB3ReplayBuffer, replay_buffer_kwargs={"n_steps": 3, "gamma": 0.99},
+                train_freq=8, seed=0, device="cpu", policy_kwargs={"net_arch": [16]})
+    model.learn(200)
+    assert isinstance(model.replay_buffer, SB3ReplayBuffer)
+    assert model.replay_buffer.size() == 200
+    assert model.replay_buffer.sample(8).discounts is not None
+    assert model._n_updates > 0

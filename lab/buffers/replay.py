@@ -279,11 +279,23 @@ class ReplayBuffer:
             )
         return lo, hi
 
+    def _count(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(valid transitions before step lo, valid transitions in [lo, hi]) as device scalars."""
+        base = self.cumulative_valid[(lo - 1) % self.slots] if lo > 0 else self._valid_total.new_zeros(())
+        return base, self.cumulative_valid[hi % self.slots] - base
+
+    def num_sampleable(self) -> int:
+        """How many transitions `sample` chooses from (waits for the device)."""
+        try:
+            lo, hi = self._sample_range()
+        except LabError:
+            return 0
+        return int(self._count(lo, hi)[1])
+
     def sample(self, batch_size: int) -> ReplayBatch:
         """Sample `batch_size` transitions (uniform, or proportional to priority)."""
         lo, hi = self._sample_range()
-        base = self.cumulative_valid[(lo - 1) % self.slots] if lo > 0 else self._valid_total.new_zeros(())
-        count = self.cumulative_valid[hi % self.slots] - base
+        base, count = self._count(lo, hi)
         if self.device.type == "cpu" and int(count) == 0:
             raise LabError("cannot sample: no complete transition stored yet; add more steps first")
         if self.prioritized:
