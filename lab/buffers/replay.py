@@ -134,6 +134,7 @@ class ReplayBuffer:
         self._valid_total = torch.zeros((), dtype=torch.int64, device=dev)
         self._done_prev = torch.zeros(num_envs, dtype=torch.bool, device=dev)
         self._start_next = torch.ones(num_envs, dtype=torch.bool, device=dev)
+        self._frame_rows = self.frames.view(-1, *self.frame_shape)  # flat (slot * num_envs + env) rows
         self._last_next_frame = torch.zeros((num_envs, *self.frame_shape), dtype=observation_dtype, device=dev)
         self._steps = 0  # adds so far (the absolute step of the next slot)
         self._since_cap = max(frame_stack - 1, 1)
@@ -308,15 +309,18 @@ class ReplayBuffer:
             weights = (count.double() * probs).pow(-self.beta)
             weights = (weights / weights.max()).float()
             return self.get(leaf, weights)
-        slot, env = self._sample_uniform(batch_size, lo, hi, base, count)
-        return self.get(slot * self.num_envs + env)
+        return self.get(self._sample_uniform(batch_size, lo, hi, base, count))
 
     def _sample_uniform(
         self, batch_size: int, lo: int, hi: int, base: torch.Tensor, count: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw the k-th valid transition in [lo, hi] for uniform k, by binary search."""
-        rand = torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
-        k = torch.minimum((rand * count).long(), count - 1) + base
+    ) -> torch.Tensor:
+        """Flat indices of the k-th valid transitions in [lo, hi] for uniform k, by binary search."""
+        if self.device.type == "cpu":  # reading the counts costs nothing here: one op instead of five
+            start = int(base)
+            k = torch.randint(start, start + int(count), (batch_size,), generator=self.generator)
+        else:  # no host round-trip on an accelerator
+            rand = torch.rand(batch_size, generator=self.generator, device=self.device, dtype=torch.float64)
+            k = torch.minimum((rand * count).long(), count - 1) + base
         first, last = lo % self.slots, hi % self.slots
         if first <= last:
             slot = first + torch.searchsorted(self.cumulative_valid[first : last + 1], k, right=True)
@@ -325,48 +329,60 @@ class ReplayBuffer:
             in_older = torch.searchsorted(older, k, right=True)
             in_newer = torch.searchsorted(self.cumulative_valid[: last + 1], k, right=True)
             slot = torch.where(in_older < older.numel(), first + in_older, in_newer)
+        if self.num_envs == 1:
+            return slot
         rows = self.valid[slot].long().cumsum(dim=1)
         rank = k - (self.cumulative_valid[slot] - rows[:, -1])
         env = (rows <= rank.unsqueeze(1)).sum(dim=1)
-        return slot, env
+        return slot * self.num_envs + env
 
     def get(self, indices: torch.Tensor, weights: torch.Tensor | None = None) -> ReplayBatch:
-        """The transitions at flat `indices` (slot * num_envs + env), n-step targets included."""
-        indices = indices.long()
-        slot, env = indices // self.num_envs, indices % self.num_envs
-        window = (slot.unsqueeze(1) + self._nstep_offsets) % self.slots
-        envs = env.unsqueeze(1)
-        terminated = self.terminated[window, envs]
-        ended = terminated | self.truncated[window, envs]
-        ended_before = ended.long().cumsum(dim=1) - ended.long()
-        included = ended_before == 0
-        steps = included.sum(dim=1)
-        gammas = self._gamma_powers[: self.n_step]
-        rewards = (self.rewards[window, envs] * gammas * included).sum(dim=1)
-        dones = (terminated & included).any(dim=1)
-        next_slot = (slot + steps) % self.slots
+        """The transitions at flat `indices` (slot * num_envs + env), n-step targets included.
+
+        Everything is gathered with flat `take` / `index_select` (cheap per op, which is
+        what bounds a batch of 32 on the CPU); both stacks come from one frame gather.
+        """
+        flat = indices.long()
+        size, stride, total = flat.shape[0], self.num_envs, self.slots * self.num_envs
+        if self.n_step == 1:
+            rewards = self.rewards.take(flat)
+            dones = self.terminated.take(flat)
+            next_flat = (flat + stride) % total
+            discounts = torch.full((size,), self.gamma, device=self.device)
+        else:
+            window = (flat.unsqueeze(1) + self._nstep_offsets * stride) % total
+            terminated = self.terminated.take(window)
+            ended = terminated | self.truncated.take(window)
+            ended = ended.long()
+            included = (ended.cumsum(dim=1) - ended) == 0  # no end strictly before step k
+            steps = included.sum(dim=1)
+            rewards = (self.rewards.take(window) * included).mv(self._gamma_powers[: self.n_step])
+            dones = (terminated & included).any(dim=1)
+            next_flat = (flat + steps * stride) % total
+            discounts = self._gamma_powers[steps]
+        stacks = self._stack(torch.cat([flat, next_flat]))
         if weights is None:
-            weights = torch.ones(indices.shape[0], device=self.device)
+            weights = torch.ones(size, device=self.device)
         return ReplayBatch(
-            observations=self._stack(slot, env),
-            actions=self.actions[slot, env],
+            observations=stacks[:size],
+            actions=self.actions.view(total, *self.action_shape).index_select(0, flat),
             rewards=rewards,
-            next_observations=self._stack(next_slot, env),
+            next_observations=stacks[size:],
             dones=dones.float(),
-            discounts=self._gamma_powers[steps],
+            discounts=discounts,
             weights=weights,
-            indices=indices,
+            indices=flat,
         )
 
-    def _stack(self, slot: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-        """Rebuild observations at (slot, env): frames back to the episode's first slot."""
+    def _stack(self, flat: torch.Tensor) -> torch.Tensor:
+        """Observations at flat indices: frames back to the episode's first slot."""
+        frames = self._frame_rows
         if self.frame_stack == 1:
-            return self.frames.view(-1, *self.frame_shape).index_select(0, slot * self.num_envs + env)
-        since = self.since_start[slot, env].long().unsqueeze(1)
+            return frames.index_select(0, flat)
+        since = self.since_start.take(flat).view(-1, 1)
         back = torch.minimum(self._stack_offsets, since)
-        rows = ((slot.unsqueeze(1) - back) % self.slots) * self.num_envs + env.unsqueeze(1)
-        stacks = self.frames.view(-1, *self.frame_shape).index_select(0, rows.flatten())
-        stacks = stacks.view(slot.shape[0], self.frame_stack, *self.frame_shape)
+        rows = (flat.view(-1, 1) - back * self.num_envs) % frames.shape[0]
+        stacks = frames.index_select(0, rows.view(-1)).view(flat.shape[0], self.frame_stack, *self.frame_shape)
         if self.zero_padding:
             padded = (self._stack_offsets > since).view(-1, self.frame_stack, *([1] * len(self.frame_shape)))
             stacks = stacks.masked_fill(padded, 0)

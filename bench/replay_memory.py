@@ -1,0 +1,148 @@
+"""Replay memory and sampling speed: lab.buffers.ReplayBuffer against SB3's ReplayBuffer.
+
+Atari shape (4x84x84 uint8 stacks, 18 actions). Bytes per transition are read from the
+storage each buffer actually allocated (tensor/array sizes over capacity), not from a
+formula. Sampling: batches of 32 per second from buffers filled with the same episodes,
+both returning torch tensors on the same device, timed in alternating rounds.
+
+Usage: python bench/replay_memory.py [--json] [--device cpu|cuda] [--capacity N] [--fill N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections import deque
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer as SB3ReplayBuffer
+
+from lab.buffers import ReplayBuffer
+
+SHAPE = (4, 84, 84)
+ACTIONS = 18
+
+
+def sb3_bytes(buffer: SB3ReplayBuffer) -> int:
+    arrays = [buffer.observations, buffer.actions, buffer.rewards, buffer.dones, buffer.timeouts]
+    if not buffer.optimize_memory_usage:
+        arrays.append(buffer.next_observations)
+    return sum(a.nbytes for a in arrays)
+
+
+def memory(capacity: int, device: str) -> dict[str, float]:
+    obs_space, act_space = spaces.Box(0, 255, SHAPE, np.uint8), spaces.Discrete(ACTIONS)
+    ours = ReplayBuffer(capacity, SHAPE, 1, device, frame_stack=4)
+    per = ReplayBuffer(capacity, SHAPE, 1, device, frame_stack=4, prioritized=True)
+    sb3 = SB3ReplayBuffer(capacity, obs_space, act_space, "cpu")
+    sb3_opt = SB3ReplayBuffer(capacity, obs_space, act_space, "cpu", optimize_memory_usage=True,
+                              handle_timeout_termination=False)
+    result = {
+        "bytes_per_transition": ours.storage_bytes / ours.capacity,
+        "prioritized_bytes_per_transition": per.storage_bytes / per.capacity,
+        "sb3_bytes_per_transition": sb3_bytes(sb3) / capacity,
+        "sb3_optimized_bytes_per_transition": sb3_bytes(sb3_opt) / capacity,
+    }
+    del ours, per, sb3, sb3_opt
+    return result
+
+
+def fill(steps: int, device: str) -> tuple[ReplayBuffer, SB3ReplayBuffer]:
+    """The same episodes (random frames, ends every ~400 steps) into both buffers.
+
+    Ours sees the lab's NEXT_STEP stream (an autoreset step after each end); SB3 sees its
+    own same-step stream with the final observation as next_obs.
+    """
+    rng = np.random.default_rng(0)
+    pool = rng.integers(0, 256, size=(512, 84, 84), dtype=np.uint8)
+    ours = ReplayBuffer(steps + steps // 300 + 8, SHAPE, 1, device, frame_stack=4, generator=torch.Generator(device).manual_seed(0))
+    sb3 = SB3ReplayBuffer(steps, spaces.Box(0, 255, SHAPE, np.uint8), spaces.Discrete(ACTIONS), device)
+    no = torch.zeros(1, dtype=torch.bool)
+    frame = 0
+
+    def new_stack() -> deque:
+        nonlocal frame
+        frame += 1
+        return deque([pool[frame % 512]] * 4, maxlen=4)
+
+    stack = new_stack()
+    for t in range(steps):
+        obs = np.stack(stack)[None]
+        frame += 1
+        stack.append(pool[frame % 512])
+        next_obs = np.stack(stack)[None]
+        action, reward = np.array([[t % ACTIONS]]), np.array([1.0], np.float32)
+        end = t % 400 == 399
+        term = torch.tensor([end])
+        ours.add(torch.from_numpy(obs).to(device), torch.from_numpy(action[0]).to(device), torch.from_numpy(reward).to(device),
+                 torch.from_numpy(next_obs).to(device), term.to(device), no.to(device))
+        sb3.add(obs, next_obs, action, reward, np.array([end]), [{}])
+        if end:  # the lab's autoreset step carries the final observation; then a new episode
+            ours.add(torch.from_numpy(next_obs).to(device), torch.zeros(1, dtype=torch.long, device=device),
+                     torch.zeros(1, device=device), torch.from_numpy(next_obs).to(device), no.to(device), no.to(device))
+            stack = new_stack()
+    return ours, sb3
+
+
+def rate(sample, seconds: float, sync) -> float:
+    sample()
+    sync()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            sample()
+        count += 10
+    sync()
+    return count / (time.perf_counter() - start)
+
+
+def sampling(steps: int, device: str, rounds: int, seconds: float) -> dict[str, float]:
+    ours, sb3 = fill(steps, device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    np.random.seed(0)
+    ours_rates, sb3_rates = [], []
+    for _ in range(rounds):
+        ours_rates.append(rate(lambda: ours.sample(32), seconds, sync))
+        sb3_rates.append(rate(lambda: sb3.sample(32), seconds, sync))
+    return {
+        "sample_batches_per_s": statistics.median(ours_rates),
+        "sb3_sample_batches_per_s": statistics.median(sb3_rates),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the default output too)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--capacity", type=int, default=100_000, help="capacity for the memory figures")
+    parser.add_argument("--fill", type=int, default=20_000, help="transitions stored for the sampling figures")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per round and buffer")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for both (1 avoids stalls on an oversubscribed CPU)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = {
+        **memory(args.capacity, args.device),
+        **sampling(args.fill, args.device, args.rounds, args.seconds),
+        "batch_size": 32,
+        "capacity": args.capacity,
+        "fill": args.fill,
+        "device": args.device,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+        + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ", no GPU"),
+    }
+    result["sampling_speedup"] = result["sample_batches_per_s"] / result["sb3_sample_batches_per_s"]
+    result["memory_ratio"] = result["sb3_bytes_per_transition"] / result["bytes_per_transition"]
+    print(json.dumps(result, indent=None if args.json else 2))
+
+
+if __name__ == "__main__":
+    main()
