@@ -10,7 +10,7 @@ the replay ratio (gradient_steps * batch_size / train_freq) does not change with
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -29,7 +29,9 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class DQNConfig:
+class DQNSettings:
+    """The settings `dqn` shares with `sb3-dqn` (Stable-Baselines3's names)."""
+
     learning_rate: float = field(default=1e-4, metadata=_help("Adam learning rate"))
     buffer_size: int = field(default=100_000, metadata=_help("replay capacity in transitions"))
     learning_starts: int = field(default=100_000, metadata=_help("agent steps of random play before learning"))
@@ -46,19 +48,12 @@ class DQNConfig:
     max_grad_norm: float = field(default=10.0, metadata=_help("gradient clipping norm"))
     num_envs: int = field(default=1, metadata=_help("parallel envs (ale-py threads for Atari)"))
     net_arch: tuple[int, ...] = field(default=(64, 64), metadata=_help("MLP widths for vector observations"))
-    double_q: bool = field(default=False, metadata=_help("Double DQN target (van Hasselt et al. 2016)"))
-    dueling: bool = field(default=False, metadata=_help("dueling head (Wang et al. 2016)"))
-    n_step: int = field(default=1, metadata=_help("n-step returns"))
-    prioritized_replay: bool = field(default=False, metadata=_help("proportional prioritized replay"))
-    prioritized_replay_alpha: float = field(default=0.6, metadata=_help("priority exponent"))
-    prioritized_replay_beta: float = field(default=0.4, metadata=_help("initial IS exponent, annealed to 1"))
     frame_stack: int = field(default=4, metadata=_help("Atari frames per observation"))
     terminal_on_life_loss: bool = field(default=True, metadata=_help("Atari: a lost life ends the learning episode"))
     checkpoint_replay_buffer: bool = field(default=True, metadata=_help("save the replay buffer with checkpoints"))
 
     def __post_init__(self) -> None:
-        positive = ("buffer_size", "batch_size", "train_freq", "target_update_interval", "num_envs", "n_step",
-                    "frame_stack")
+        positive = ("buffer_size", "batch_size", "train_freq", "target_update_interval", "num_envs", "frame_stack")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -70,6 +65,28 @@ class DQNConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if self.learning_starts < 0:
             raise ValueError(f"--learning-starts must be >= 0, got {self.learning_starts}")
+
+    @property
+    def env_options(self) -> dict[str, Any]:
+        """Atari options that differ from the env's defaults (classic envs take none)."""
+        names = ("frame_stack", "terminal_on_life_loss")
+        defaults = {f.name: f.default for f in fields(DQNSettings) if f.name in names}
+        return {n: getattr(self, n) for n in names if getattr(self, n) != defaults[n]}
+
+
+@dataclass
+class DQNConfig(DQNSettings):
+    double_q: bool = field(default=False, metadata=_help("Double DQN target (van Hasselt et al. 2016)"))
+    dueling: bool = field(default=False, metadata=_help("dueling head (Wang et al. 2016)"))
+    n_step: int = field(default=1, metadata=_help("n-step returns"))
+    prioritized_replay: bool = field(default=False, metadata=_help("proportional prioritized replay"))
+    prioritized_replay_alpha: float = field(default=0.6, metadata=_help("priority exponent"))
+    prioritized_replay_beta: float = field(default=0.4, metadata=_help("initial IS exponent, annealed to 1"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_step < 1:
+            raise ValueError(f"--n-step must be >= 1, got {self.n_step}")
 
 
 def linear_epsilon(step: int, horizon: int, fraction: float, initial: float, final: float) -> float:
@@ -106,7 +123,7 @@ class DQN(Agent):
     name = "dqn"
     Config = DQNConfig
     default_steps = 10_000_000
-    presets = {
+    presets: dict[str, dict[str, Any]] = {
         # RL Zoo's tuned CartPole DQN: solves it (eval return 500) in 50k steps
         "CartPole-v1": dict(
             learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1_000, gamma=0.99,
@@ -137,7 +154,9 @@ class DQN(Agent):
         self.horizon = ctx.total_steps  # schedule horizon, kept in the state on resume
         self.q = QNetwork(obs_shape, self.num_actions, config.net_arch, config.dueling).to(ctx.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate)
+        # fused Adam: one kernel per step instead of one per tensor (cheaper small updates)
+        fused = ctx.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate, fused=fused)
         frame_stack = getattr(self.env, "frame_stack", 1)
         self.buffer = ReplayBuffer(
             config.buffer_size,
@@ -158,10 +177,7 @@ class DQN(Agent):
 
     @property
     def env_options(self) -> dict[str, Any]:
-        """Atari options that differ from the env's defaults (classic envs take none)."""
-        defaults = DQNConfig()
-        names = ("frame_stack", "terminal_on_life_loss")
-        return {n: getattr(self.config, n) for n in names if getattr(self.config, n) != getattr(defaults, n)}
+        return self.config.env_options
 
     # ------------------------------------------------------------------ acting
 
