@@ -248,15 +248,20 @@ class DataBuffer:
 
     def _gather(self, rows: torch.Tensor) -> Staged:
         """The raw uint8 rows on the training device (copied from host memory if needed)."""
-        images = self.images.index_select(0, rows)
-        labels = None if self.labels is None else self.labels.index_select(0, rows)
         if self.on_device:
-            return images, labels, rows
-        if self._stream is not None:
-            images, rows = images.pin_memory(), rows.pin_memory()
-            labels = labels.pin_memory() if labels is not None else None
-        move = lambda t: None if t is None else t.to(self.device, non_blocking=True)  # noqa: E731
-        return move(images), move(labels), move(rows)
+            labels = None if self.labels is None else self.labels.index_select(0, rows)
+            return self.images.index_select(0, rows), labels, rows
+        pin = self._stream is not None  # gather straight into pinned memory, then copy async
+
+        def to_device(source: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+            if source is None:
+                return None
+            out = torch.empty((index.numel(), *source.shape[1:]), dtype=source.dtype, pin_memory=pin)
+            torch.index_select(source, 0, index, out=out)
+            return out.to(self.device, non_blocking=pin)
+
+        moved_rows = (rows.pin_memory() if pin else rows).to(self.device, non_blocking=pin)
+        return to_device(self.images, rows), to_device(self.labels, rows), moved_rows
 
     def _finish(
         self, images: torch.Tensor, labels: torch.Tensor | None, rows: torch.Tensor, key: tuple[int, int] | None
