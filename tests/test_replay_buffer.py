@@ -360,6 +360,14 @@ def test_sb3_adapter_returns_the_transitions_sb3_stores() -> None:
                 theirs.next_observations[t, i], theirs.actions[t, i], theirs.rewards[t, i], done)
     assert sum(float(d) for *_, d in stored.values()) > 0  # both terminations and time-outs occur
     assert theirs.timeouts.sum() > 0
+    restored = SB3ReplayBuffer(400, space, actions, "cpu", n_envs=2, seed=0)
+    blob = io.BytesIO()
+    torch.save(ours.state_dict(), blob)
+    blob.seek(0)
+    restored.load_state_dict(torch.load(blob, weights_only=True), end_episodes=False)
+    assert restored.size() == 150
+    for a, b in zip(ours.sample(64), restored.sample(64)):
+        assert a is b is None or torch.equal(a, b)
     batch = ours.sample(256)
     assert batch.rewards.shape == batch.dones.shape == (256, 1) and batch.discounts is None
     for k in range(256):

@@ -121,3 +121,16 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
             rewards=batch.rewards.unsqueeze(1),
             discounts=batch.discounts.unsqueeze(1) if self.n_steps > 1 else None,
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Contents of every env's buffer plus SB3's size bookkeeping (torch.load weights_only safe)."""
+        return {"buffers": [b.state_dict() for b in self.buffers], "pos": int(self.pos), "full": bool(self.full)}
+
+    def load_state_dict(self, state: dict[str, Any], end_episodes: bool = True) -> None:
+        """Restore `state_dict()`; open episodes are closed since the envs restart on resume."""
+        if len(state["buffers"]) != self.n_envs:
+            raise LabError(f"the checkpoint's replay buffer has {len(state['buffers'])} envs, this run {self.n_envs}; "
+                           "resume with the same number of envs")
+        for buffer, saved in zip(self.buffers, state["buffers"]):
+            buffer.load_state_dict(saved, end_episodes=end_episodes)
+        self.pos, self.full = int(state["pos"]), bool(state["full"])
