@@ -125,8 +125,8 @@ class ReplayBuffer:
         self.valid = torch.zeros(shape, dtype=torch.bool, device=dev)
         self.terminated = torch.zeros(shape, dtype=torch.bool, device=dev)
         self.truncated = torch.zeros(shape, dtype=torch.bool, device=dev)
-        # Slots since the episode's first one, clamped: enough to rebuild a stack and to
-        # tell an episode's first slot (0) from the others.
+        # Slots since the episode's first one, clamped at frame_stack: enough to rebuild a
+        # stack, or the frame_stack + 1 window that holds a stack and its successor.
         self.since_start = torch.zeros(shape, dtype=torch.uint8, device=dev)
         # cumulative_valid[slot of step a] = valid transitions in steps 0..a that have
         # become sampleable; lets uniform sampling skip invalid slots exactly.
@@ -137,8 +137,9 @@ class ReplayBuffer:
         self._frame_rows = self.frames.view(-1, *self.frame_shape)  # flat (slot * num_envs + env) rows
         self._last_next_frame = torch.zeros((num_envs, *self.frame_shape), dtype=observation_dtype, device=dev)
         self._steps = 0  # adds so far (the absolute step of the next slot)
-        self._since_cap = max(frame_stack - 1, 1)
+        self._since_cap = frame_stack  # enough for a window of frame_stack + 1 frames
         self._stack_offsets = torch.arange(frame_stack - 1, -1, -1, device=dev)
+        self._window_offsets = torch.arange(frame_stack, -1, -1, device=dev)
         self._nstep_offsets = torch.arange(n_step, device=dev)
         self._gamma_powers = gamma ** torch.arange(n_step + 1, dtype=torch.float32, device=dev)
         self._env_ids = torch.arange(num_envs, device=dev)
@@ -347,8 +348,8 @@ class ReplayBuffer:
         if self.n_step == 1:
             rewards = self.rewards.take(flat)
             dones = self.terminated.take(flat)
-            next_flat = (flat + stride) % total
             discounts = torch.full((size,), self.gamma, device=self.device)
+            observations, next_observations = self._stack_pair(flat)
         else:
             window = (flat.unsqueeze(1) + self._nstep_offsets * stride) % total
             terminated = self.terminated.take(window)
@@ -360,19 +361,42 @@ class ReplayBuffer:
             dones = (terminated & included).any(dim=1)
             next_flat = (flat + steps * stride) % total
             discounts = self._gamma_powers[steps]
-        stacks = self._stack(torch.cat([flat, next_flat]))
+            stacks = self._stack(torch.cat([flat, next_flat]))
+            observations, next_observations = stacks[:size], stacks[size:]
         if weights is None:
             weights = torch.ones(size, device=self.device)
         return ReplayBatch(
-            observations=stacks[:size],
+            observations=observations,
             actions=self.actions.view(total, *self.action_shape).index_select(0, flat),
             rewards=rewards,
-            next_observations=stacks[size:],
+            next_observations=next_observations,
             dones=dones.float(),
             discounts=discounts,
             weights=weights,
             indices=flat,
         )
+
+    def _stack_pair(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Observation and next observation of 1-step transitions from one window of
+        frame_stack + 1 frames: the two stacks overlap in all but one frame, so they are
+        two views of it (not contiguous across the batch) and each frame is read once.
+
+        Valid because slot t + 1 of a sampleable transition is always in t's episode, so
+        clamping the window at t + 1's episode start clamps both stacks correctly.
+        """
+        size, stride = flat.shape[0], self.num_envs
+        nxt = (flat + stride) % self._frame_rows.shape[0]
+        since = self.since_start.take(nxt).view(-1, 1)
+        back = torch.minimum(self._window_offsets, since)
+        rows = (nxt.view(-1, 1) - back * stride) % self._frame_rows.shape[0]
+        window = self._frame_rows.index_select(0, rows.view(-1))
+        window = window.view(size, self.frame_stack + 1, *self.frame_shape)
+        if self.zero_padding:
+            padded = (self._window_offsets > since).view(size, -1, *([1] * len(self.frame_shape)))
+            window = window.masked_fill_(padded, 0)
+        if self.frame_stack == 1:
+            return window[:, 0], window[:, 1]
+        return window[:, :-1], window[:, 1:]
 
     def _stack(self, flat: torch.Tensor) -> torch.Tensor:
         """Observations at flat indices: frames back to the episode's first slot."""
