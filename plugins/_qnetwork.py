@@ -42,6 +42,8 @@ class QNetwork(nn.Module):
         self.images = len(observation_shape) == 3
         if self.images:
             self.torso, features = nature_cnn(observation_shape[0])
+            # NHWC convolutions: about 1.3x faster on CPU (oneDNN), fine on cuDNN
+            self.torso.to(memory_format=torch.channels_last)
         else:
             self.torso, features = mlp(int(torch.tensor(observation_shape).prod()), hidden)
         self.dueling = dueling
@@ -49,7 +51,10 @@ class QNetwork(nn.Module):
         self.value = nn.Linear(features, 1) if dueling else None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() / 255.0 if self.images else obs.float().flatten(1)
+        if self.images:
+            x = (obs.float() / 255.0).contiguous(memory_format=torch.channels_last)
+        else:
+            x = obs.float().flatten(1)
         features = self.torso(x)
         advantage = self.advantage(features)
         if self.value is None:
