@@ -34,6 +34,8 @@ class ReplayBatch(NamedTuple):
     discounts: gamma**k for the k steps actually summed (multiply the bootstrap value).
     weights: importance-sampling weights (ones without prioritized replay).
     indices: pass to `update_priorities`.
+    With n_step=1, observations and next_observations are two overlapping views of one
+    gathered tensor: read them, do not write into them.
     """
 
     observations: torch.Tensor
