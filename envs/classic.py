@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -33,6 +34,8 @@ def make_classic(
         raise LabError(f"{env_id} takes no env options (got {', '.join(sorted(options))}); remove them")
     if num_envs < 1:
         raise LabError(f"num_envs must be >= 1 (got {num_envs})")
+    if render:  # pygame draws off-screen; without this SDL complains about a missing display
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     vec = gym.make_vec(
         env_id,
         num_envs,

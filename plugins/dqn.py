@@ -124,11 +124,13 @@ class DQN(Agent):
     Config = DQNConfig
     default_steps = 10_000_000
     presets: dict[str, dict[str, Any]] = {
-        # RL Zoo's tuned CartPole DQN: solves it (eval return 500) in 50k steps
+        # RL Zoo's tuned CartPole DQN with 4 envs and 4x larger, 4x fewer batches (same
+        # samples per step, a quarter of the CPU time): eval return 450-500 by 50k steps
+        # on seeds 0, 1, 2 (the zoo's batch 64 x 128 gradient steps also gets 500 by 50k).
         "CartPole-v1": dict(
-            learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1_000, gamma=0.99,
-            target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
-            exploration_final_eps=0.04, net_arch=(256, 256), eval_exploration_eps=0.0,
+            learning_rate=2.3e-3, batch_size=256, buffer_size=100_000, learning_starts=1_000, gamma=0.99,
+            target_update_interval=10, train_freq=256, gradient_steps=32, exploration_fraction=0.16,
+            exploration_final_eps=0.04, net_arch=(256, 256), eval_exploration_eps=0.0, num_envs=4,
         ),
         "Acrobot-v1": dict(
             learning_rate=6.3e-4, batch_size=128, buffer_size=50_000, learning_starts=0, gamma=0.99,

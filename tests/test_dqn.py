@@ -127,3 +127,14 @@ def test_atari_smoke_through_the_cli(tmp_path):
     assert evals and "eval/normalized_score" in evals[-1]
     state = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert state is not None
+
+
+@pytest.mark.slow
+def test_dqn_preset_solves_cartpole_within_60k_steps(tmp_path):
+    """The tuned CartPole-v1 preset reaches an evaluation return >= 400 within 60k steps."""
+    code = main(["train", "dqn", "--env", "CartPole-v1", "--steps", "60000", "--eval-interval", "10000",
+                 "--name", "cartpole", "--video", "false", "--seed", "0"])
+    assert code == 0
+    rows = read_jsonl(tmp_path / "runs" / "cartpole" / "metrics.jsonl")
+    evals = [r["eval/return_mean"] for r in rows if "eval/return_mean" in r]
+    assert len(evals) == 6 and max(evals) >= 400, evals
