@@ -191,19 +191,14 @@ class SB3DQNAgent(SB3Agent):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        buffer = self.model.replay_buffer
         if self.config.checkpoint_replay_buffer and self.config.lab_replay_buffer:
-            state["replay"] = [b.state_dict() for b in buffer.buffers]
-            state["replay_pos"] = [int(buffer.pos), bool(buffer.full)]
+            state["replay"] = self.model.replay_buffer.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         if "replay" in state:
-            buffer = self.model.replay_buffer
-            for b, saved in zip(buffer.buffers, state["replay"]):
-                b.load_state_dict(saved)
-            buffer.pos, buffer.full = int(state["replay_pos"][0]), bool(state["replay_pos"][1])
+            self.model.replay_buffer.load_state_dict(state["replay"])
         self.model.exploration_rate = self.model.exploration_schedule(self.model._current_progress_remaining)
 
 

@@ -71,6 +71,7 @@ def test_sb3_dqn_learns_on_the_lab_buffer_and_resumes_its_schedule(tmp_path):
     assert resumed.model.exploration_rate == pytest.approx(eps)  # horizon kept, not the new budget
     for a, b in zip(agent.model.policy.parameters(), resumed.model.policy.parameters()):
         assert torch.equal(a, b)
+    assert resumed.model.replay_buffer.pos == agent.model.replay_buffer.pos > 0
     resumed.train_step()
 
 
