@@ -1,0 +1,311 @@
+"""Supervised baselines: `logreg`, `mlp` and `cnn` image classifiers.
+
+One training class (`Classifier`) does everything: data from the shared `DataBuffer`
+(the whole dataset as uint8 on the device, augmentation on the device), one optimizer
+step per `train_step`, a warmup + linear-decay learning rate over the run's step budget,
+evaluation on the test split in order, and media (confusion matrix, misclassified
+examples). The three algorithms differ only in their config defaults and model builder.
+
+`load_feature_extractor(run_dir)` rebuilds a trained classifier from its run directory
+so other plugins (the generators' Frechet distance, CycleGAN's class preservation) can
+use its penultimate features and logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lab.algorithm import Algorithm
+from lab.buffers.data import DataBuffer
+from lab.context import Context
+from lab.datasets import ImageDataset
+from lab.errors import LabError
+from lab.hookspecs import hookimpl
+from lab.plugins import _classifiers as models
+from lab.plugins._classifier_media import confusion_matrix, plot_confusion_matrix, plot_misclassified
+
+MISCLASSIFIED_SHOWN = 32
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """Settings every classifier shares (the subclasses change defaults and add model size)."""
+
+    batch_size: int = field(default=256, metadata=_help("training minibatch size"))
+    eval_batch_size: int = field(default=2000, metadata=_help("batch size for the in-order test pass"))
+    optimizer: Literal["sgd", "adamw"] = field(default="sgd", metadata=_help("sgd (Nesterov momentum) or adamw"))
+    learning_rate: float = field(default=0.1, metadata=_help("peak learning rate"))
+    momentum: float = field(default=0.9, metadata=_help("SGD momentum / AdamW beta1"))
+    weight_decay: float = field(default=5e-4, metadata=_help("L2 weight decay"))
+    warmup: float = field(default=0.05, metadata=_help("fraction of the run spent warming the LR up, then linear decay"))
+    label_smoothing: float = field(default=0.0, metadata=_help("cross-entropy label smoothing"))
+    augment: bool = field(default=False, metadata=_help("random crops (and flips if --flip) on the device"))
+    crop_padding: int = field(default=2, metadata=_help("pixels of padding for the random crops"))
+    flip: bool = field(default=False, metadata=_help("random horizontal flips (not for digits)"))
+    image_size: int | None = field(default=None, metadata=_help("resize images to this square size (default: as stored)"))
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_batch_size", "learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"--warmup is a fraction of the run in [0, 1), got {self.warmup}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass
+class LogRegConfig(TrainConfig):
+    weight_decay: float = field(default=0.0, metadata=_help("L2 weight decay"))
+    learning_rate: float = field(default=0.05, metadata=_help("peak learning rate"))
+
+
+@dataclass
+class MLPConfig(TrainConfig):
+    hidden: tuple[int, ...] = field(default=(512, 512), metadata=_help("hidden layer sizes, e.g. 512,512"))
+    dropout: float = field(default=0.2, metadata=_help("dropout after each hidden layer"))
+    learning_rate: float = field(default=0.05, metadata=_help("peak learning rate"))
+
+
+@dataclass
+class CNNConfig(TrainConfig):
+    widths: tuple[int, ...] = field(default=(32, 64, 128), metadata=_help("channels of each conv block (each halves H, W)"))
+    convs_per_block: int = field(default=1, metadata=_help("3x3 convolutions per block"))
+    learning_rate: float = field(default=0.2, metadata=_help("peak learning rate"))
+    label_smoothing: float = field(default=0.1, metadata=_help("cross-entropy label smoothing"))
+    augment: bool = field(default=True, metadata=_help("random crops (and flips if --flip) on the device"))
+
+
+def lr_factor(step: int, horizon: int, warmup: float) -> float:
+    """Linear warmup to 1 over `warmup * horizon` steps, then linear decay to 0 at `horizon`
+    (and 0 beyond it, so extending a finished run fine-tunes nothing by surprise)."""
+    warm = int(warmup * horizon)
+    if step < warm:
+        return (step + 1) / warm
+    return max(0.0, (horizon - step) / max(1, horizon - warm))
+
+
+def labelled(data: object, algo: str) -> ImageDataset:
+    if not isinstance(data, ImageDataset) or data.train_labels is None or data.test_labels is None:
+        raise LabError(f"{algo} needs a labelled dataset (e.g. mnist, or image-folder with class sub-folders)")
+    return data
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (std floored for constant data)."""
+    sample = images[:: max(1, len(images) // 20000)].float().div_(255).transpose(0, 1).flatten(1)
+    return sample.mean(1).tolist(), sample.std(1).clamp_min(1e-3).tolist()
+
+
+class Classifier(Algorithm):
+    """Train an image classifier with cross-entropy; subclasses provide `build_body`."""
+
+    kind = "supervised"
+    key_metric = "eval/accuracy"
+    key_metric_mode: ClassVar[Literal["max", "min"]] = "max"
+    Config: ClassVar[type] = TrainConfig
+
+    @classmethod
+    def build_body(cls, config: Any, shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+        raise NotImplementedError
+
+    @classmethod
+    def build_model(cls, config: Any, shape: tuple[int, int, int], classes: int, mean: list[float], std: list[float]) -> models.ImageClassifier:
+        body, features = cls.build_body(config, shape)
+        return models.ImageClassifier(body, features, classes, mean, std)
+
+    def __init__(self, config: TrainConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        options = {} if config.image_size is None else {"image_size": config.image_size}
+        data = labelled(ctx.load_dataset(**options), self.name)
+        self.classes = data.classes or [str(i) for i in range(int(data.train_labels.max()) + 1)]
+        self.input_shape = data.image_shape
+        mean, std = channel_stats(data.train_images)
+        self.model = self.build_model(config, data.image_shape, len(self.classes), mean, std).to(ctx.device)
+        self.train_data = DataBuffer(
+            data.train_images, data.train_labels, ctx.device, config.batch_size, seed=ctx.seed, drop_last=True,
+            crop_padding=config.crop_padding if config.augment else 0, flip=config.augment and config.flip,
+            normalize=None, rank=ctx.rank, world_size=ctx.world_size,
+        )
+        self.test_data = DataBuffer(
+            data.test_images, data.test_labels, ctx.device, config.eval_batch_size, shuffle=False,
+            normalize=None, rank=ctx.rank, world_size=ctx.world_size,
+        )
+        self.optimizer = self._optimizer()
+        self.horizon: int | None = None  # fixed at the first step: ctx.total_steps is known by then
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        decay = [p for p in self.model.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]  # biases and norms
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.momentum, 0.999))
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_data)
+
+    def train_step(self) -> dict[str, float]:
+        if self.horizon is None:
+            self.horizon = self.ctx.total_steps or self.steps_per_epoch
+        lr = self.config.learning_rate * lr_factor(self.global_step, self.horizon, self.config.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.train_data.next()
+        self.model.train()
+        loss = F.cross_entropy(self.model(batch.images), batch.labels, label_smoothing=self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.global_step += 1
+        return {"train/loss": loss.item(), "train/lr": lr}
+
+    @torch.inference_mode()
+    def predict_test(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(summed loss, predictions, targets) over the test split, in order."""
+        self.model.eval()
+        total = torch.zeros((), device=self.ctx.device)
+        predictions, targets = [], []
+        for batch in self.test_data.ordered():
+            logits = self.model(batch.images)
+            total += F.cross_entropy(logits, batch.labels, reduction="sum")
+            predictions.append(logits.argmax(1))
+            targets.append(batch.labels)
+        return total, torch.cat(predictions), torch.cat(targets)
+
+    def evaluate(self) -> dict[str, float]:
+        loss, predictions, targets = self.predict_test()
+        correct = (predictions == targets).sum()
+        count = torch.tensor(float(len(targets)), device=loss.device)
+        if self.ctx.world_size > 1 and torch.distributed.is_initialized():
+            stats = torch.stack([loss, correct.float(), count])
+            torch.distributed.all_reduce(stats)
+            loss, correct, count = stats
+        return {"eval/loss": float(loss / count), "eval/accuracy": float(correct / count)}
+
+    def write_media(self, media_dir: Path) -> dict[str, Path]:
+        _, predictions, targets = self.predict_test()
+        matrix = confusion_matrix(targets, predictions, len(self.classes))
+        wrong = (predictions != targets).nonzero().flatten()[:MISCLASSIFIED_SHOWN]
+        rows = torch.arange(self.ctx.rank, self.test_data.num_samples, self.ctx.world_size, device=wrong.device)[wrong]
+        images = self.test_data.images[rows.to(self.test_data.images.device)]
+        return {
+            "eval/confusion_matrix": plot_confusion_matrix(matrix, self.classes, media_dir / "confusion_matrix.png"),
+            "eval/misclassified": plot_misclassified(
+                images, targets[wrong], predictions[wrong], self.classes, media_dir / "misclassified.png"
+            ),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "horizon": self.horizon,
+            "data": self.train_data.state_dict(),
+            "classes": list(self.classes),
+            "input_shape": list(self.input_shape),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.horizon = state["horizon"]
+        self.train_data.load_state_dict(state["data"])
+
+
+class LogReg(Classifier):
+    """Multinomial logistic regression on the pixels (~92% on MNIST)."""
+
+    name = "logreg"
+    Config = LogRegConfig
+    default_epochs = 5
+
+    @classmethod
+    def build_body(cls, config: LogRegConfig, shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+        return models.logreg_body(shape)
+
+
+class MLP(Classifier):
+    """Fully connected ReLU network with dropout (>= 98% on MNIST)."""
+
+    name = "mlp"
+    Config = MLPConfig
+    default_epochs = 10
+
+    @classmethod
+    def build_body(cls, config: MLPConfig, shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+        return models.mlp_body(shape, config.hidden, config.dropout)
+
+
+class CNN(Classifier):
+    """Small fast convnet (conv-BN-ReLU-pool blocks), on-device crop augmentation (>= 99.5% on MNIST)."""
+
+    name = "cnn"
+    Config = CNNConfig
+    default_epochs = 10
+
+    @classmethod
+    def build_body(cls, config: CNNConfig, shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+        return models.cnn_body(shape, config.widths, config.convs_per_block)
+
+
+ALGORITHMS: dict[str, type[Classifier]] = {cls.name: cls for cls in (LogReg, MLP, CNN)}
+
+
+class FeatureExtractor(nn.Module):
+    """images (uint8 0..255 or float 0..1, N x C x H x W) -> (penultimate features, logits)."""
+
+    def __init__(self, classifier: models.ImageClassifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.classifier.features(images)
+        return features, self.classifier.head(features)
+
+
+def load_feature_extractor(run_dir: str | Path, device: str | torch.device = "cpu") -> FeatureExtractor:
+    """Rebuild a trained logreg/mlp/cnn from its run directory (best.pt, else latest.pt), in eval mode."""
+    import typing
+
+    import yaml
+
+    from lab.checkpoint import load_checkpoint
+    from lab.config import convert
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise LabError(f"{run_dir} is not a run directory (no config.yaml); pass the folder `lab train cnn` made")
+    doc = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    algo = ALGORITHMS.get(str(doc.get("algo")))
+    if algo is None:
+        raise LabError(f"{run_dir} is a '{doc.get('algo')}' run; a feature extractor needs a {', '.join(ALGORITHMS)} run")
+    best = run_dir / "checkpoints" / "best.pt"
+    state = load_checkpoint(best if best.is_file() else run_dir / "checkpoints" / "latest.pt")["algorithm"]
+    hints = typing.get_type_hints(algo.Config)
+    values = {k: convert(v, hints[k], k) for k, v in (doc.get("config") or {}).items() if k in hints}
+    config = algo.Config(**values)
+    shape = tuple(int(v) for v in state["input_shape"])
+    channels = shape[0]
+    model = algo.build_model(config, shape, len(state["classes"]), [0.0] * channels, [1.0] * channels)
+    model.load_state_dict(state["model"])  # brings the trained normalisation buffers too
+    return FeatureExtractor(model).to(device).eval()
+
+
+@hookimpl
+def register_algorithms(register) -> None:
+    for cls in ALGORITHMS.values():
+        register(cls)

@@ -1,0 +1,173 @@
+"""Supervised baselines: schedule, models, a short training run, resume, media, feature extractor, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import read_jsonl, run_lab
+from lab.context import Context
+from lab.errors import LabError
+from lab.registry import Registry
+from lab.tracking import Tracker
+from lab.plugins import datasets, supervised
+
+MNIST_NAMES = [name for name, _ in datasets.MNIST_FILES.values()]
+
+
+def real_data_dir() -> Path:
+    default = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    data_dir = Path(os.environ.get("LAB_DATA_DIR", default))
+    if not all((data_dir / "mnist" / name).is_file() for name in MNIST_NAMES):
+        pytest.skip(f"real MNIST not found in {data_dir / 'mnist'}; set LAB_DATA_DIR to a folder with mnist/")
+    return data_dir
+
+
+def blobs_folder(root: Path, per_class: int = 40) -> Path:
+    """Three easy classes of 12x12 grayscale images: a horizontal bar, a vertical bar or a
+    square, anywhere in the image (the CNN pools globally, so shape must carry the class)."""
+    rng = np.random.default_rng(0)
+    for label, (height, width) in enumerate([(2, 8), (8, 2), (4, 4)]):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, (12, 12), dtype=np.uint8)
+            top, left = rng.integers(0, 13 - height), rng.integers(0, 13 - width)
+            image[top : top + height, left : left + width] = 255
+            cv2.imwrite(str(folder / f"{i}.png"), image)
+    return root
+
+
+class NullTracker(Tracker):
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Tests look at return values, not at logs."""
+
+
+def make_algo(name: str, tmp_path: Path, data: str, data_dir: Path, total_steps: int = 50, **config) -> supervised.Classifier:
+    registry = Registry()
+    for dataset in ("mnist", "image-folder"):
+        registry.add_dataset("datasets", dataset, getattr(datasets, dataset.replace("-", "_")))
+    ctx = Context(
+        device=torch.device("cpu"), seed=3, total_steps=total_steps, run_dir=tmp_path / "run",
+        registry=registry, tracker=NullTracker(), data=data, data_dir=data_dir,
+    )
+    cls = supervised.ALGORITHMS[name]
+    return cls(cls.Config(**config), ctx)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
+    factors = [supervised.lr_factor(step, 100, 0.1) for step in range(110)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert factors[100] == 0.0 and factors[109] == 0.0
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])
+def test_models_map_images_to_features_and_logits(name: str) -> None:
+    cls = supervised.ALGORITHMS[name]
+    model = cls.build_model(cls.Config(), (1, 28, 28), 10, [0.13], [0.31]).eval()
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    assert model(images).shape == (4, 10)
+    assert torch.allclose(model(images), model(images.float() / 255), atol=1e-5), "uint8 and [0,1] inputs agree"
+    assert model.features(images).ndim == 2
+
+
+def test_short_training_run_learns_an_image_folder(tmp_path: Path) -> None:
+    blobs_folder(tmp_path / "blobs")
+    algo = make_algo("cnn", tmp_path, "image-folder:blobs", tmp_path, total_steps=40, batch_size=16,
+                     eval_batch_size=7, widths=(8, 16), augment=False, image_size=12)
+    assert algo.steps_per_epoch == 108 // 16 and algo.classes == ["class0", "class1", "class2"]
+    losses = [algo.train_step()["train/loss"] for _ in range(40)]
+    assert algo.global_step == 40
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    metrics = algo.evaluate()
+    assert metrics["eval/accuracy"] >= 0.9 and metrics["eval/loss"] < 1.0
+    media = algo.write_media(tmp_path / "media")
+    assert set(media) == {"eval/confusion_matrix", "eval/misclassified"}
+    assert all(path.is_file() and path.read_bytes()[:4] == b"\x89PNG" for path in media.values())
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    blobs_folder(tmp_path / "blobs", per_class=20)
+    settings = dict(total_steps=12, batch_size=8, widths=(4,), augment=True, image_size=12)
+    torch.manual_seed(0)
+    straight = make_algo("cnn", tmp_path, "image-folder:blobs", tmp_path, **settings)
+    torch.manual_seed(0)
+    resumed = make_algo("cnn", tmp_path, "image-folder:blobs", tmp_path, **settings)
+    for _ in range(5):
+        straight.train_step()
+        resumed.train_step()
+    path = tmp_path / "state.pt"
+    torch.save(resumed.state_dict(), path)
+    torch.manual_seed(123)  # a fresh process: different init, same checkpoint
+    fresh = make_algo("cnn", tmp_path, "image-folder:blobs", tmp_path, **{**settings, "total_steps": 999})
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    fresh.global_step = 5
+    after_straight = [straight.train_step()["train/loss"] for _ in range(4)]
+    after_resume = [fresh.train_step()["train/loss"] for _ in range(4)]
+    assert after_resume == pytest.approx(after_straight, rel=1e-5), "same batches, same LR horizon, same weights"
+    assert fresh.horizon == 12
+
+
+def test_unlabelled_or_unpaired_data_is_rejected(tmp_path: Path) -> None:
+    for name in ("trainA", "trainB", "testA", "testB"):
+        (tmp_path / "pairs" / name).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "pairs" / name / "x.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(LabError, match="needs a labelled dataset"):
+        make_algo("logreg", tmp_path, "image-folder:pairs", tmp_path, image_size=8)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="batch-size"):
+        supervised.CNNConfig(batch_size=0)
+    with pytest.raises(ValueError, match="warmup"):
+        supervised.MLPConfig(warmup=1.5)
+
+
+def test_logreg_learns_mnist_in_a_few_steps(tmp_path: Path) -> None:
+    algo = make_algo("logreg", tmp_path, "mnist", real_data_dir(), total_steps=60, learning_rate=0.1)
+    assert algo.steps_per_epoch == 60000 // 256
+    for _ in range(60):
+        algo.train_step()
+    assert algo.evaluate()["eval/accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_cli_trains_resumes_and_serves_a_feature_extractor(tmp_path: Path) -> None:
+    data_dir = real_data_dir()
+    env = {"LAB_DATA_DIR": str(data_dir)}
+    common = ["--data", "mnist", "--name", "tiny", "--batch-size", "512", "--widths", "4,8"]
+    result = run_lab("train", "cnn", *common, "--steps", "6", "--eval-interval", "3", env=env)
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "tiny"
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert any("train/loss" in row for row in rows)
+    evals = [row for row in rows if "eval/accuracy" in row]
+    assert [row["global_step"] for row in evals] == [3, 6]
+    assert (run_dir / "media" / "confusion_matrix.png").is_file() and (run_dir / "media" / "misclassified.png").is_file()
+
+    result = run_lab("resume", str(run_dir), "--steps", "9", env=env)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 9 and summary["status"] == "finished"
+    state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["algorithm"]["horizon"] == 6, "the LR schedule keeps its first horizon"
+
+    extractor = supervised.load_feature_extractor(run_dir)
+    images = datasets.mnist(data_dir).test_images[:5]
+    features, logits = extractor(images)
+    assert features.shape == (5, 8) and logits.shape == (5, 10)
+
+
+def test_feature_extractor_rejects_other_folders(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="not a run directory"):
+        supervised.load_feature_extractor(tmp_path)
+    (tmp_path / "config.yaml").write_text("algo: dqn\nconfig: {}\n")
+    with pytest.raises(LabError, match="'dqn' run"):
+        supervised.load_feature_extractor(tmp_path)
