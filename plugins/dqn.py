@@ -160,7 +160,8 @@ class DQN(Agent):
         fused = ctx.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate, fused=fused)
         frame_stack = getattr(self.env, "frame_stack", 1)
-        self.buffer = ReplayBuffer(
+        # `lab eval` only acts: no replay memory (7 GB for 1M Atari transitions) is allocated
+        self.buffer: ReplayBuffer | None = None if not ctx.training else ReplayBuffer(
             config.buffer_size,
             obs_shape,
             config.num_envs,
@@ -269,8 +270,8 @@ class DQN(Agent):
             "horizon": self.horizon,
             "action_generator": self.action_generator.get_state(),
         }
-        if self.config.checkpoint_replay_buffer:
-            state["buffer"] = self.buffer.state_dict()
+        if self.config.checkpoint_replay_buffer and self.buffer is not None:
+            state["buffers"] = self.buffer.state_dict()  # best.pt leaves this key out
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -280,8 +281,8 @@ class DQN(Agent):
         self.global_step = int(state["global_step"])
         self.horizon = int(state["horizon"])
         self.action_generator.set_state(state["action_generator"])
-        if "buffer" in state:
-            self.buffer.load_state_dict(state["buffer"])
+        if "buffers" in state and self.buffer is not None:
+            self.buffer.load_state_dict(state["buffers"])
 
     def close(self) -> None:
         self.env.close()

@@ -192,13 +192,13 @@ class SB3DQNAgent(SB3Agent):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         if self.config.checkpoint_replay_buffer and self.config.lab_replay_buffer:
-            state["replay"] = self.model.replay_buffer.state_dict()
+            state["buffers"] = self.model.replay_buffer.state_dict()  # best.pt leaves this out
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        if "replay" in state:
-            self.model.replay_buffer.load_state_dict(state["replay"])
+        if "buffers" in state:
+            self.model.replay_buffer.load_state_dict(state["buffers"])
         self.model.exploration_rate = self.model.exploration_schedule(self.model._current_progress_remaining)
 
 

@@ -138,3 +138,24 @@ def test_dqn_preset_solves_cartpole_within_60k_steps(tmp_path):
     rows = read_jsonl(tmp_path / "runs" / "cartpole" / "metrics.jsonl")
     evals = [r["eval/return_mean"] for r in rows if "eval/return_mean" in r]
     assert len(evals) == 6 and max(evals) >= 400, evals
+
+
+def test_best_checkpoint_leaves_out_replay_and_eval_allocates_none(monkeypatch):
+    import os
+
+    assert main(["train", "dqn", "--env", "CartPole-v1", "--steps", "800", "--learning-starts", "200",
+                 "--eval-episodes", "2", "--video", "false", "--name", "lean"]) == 0
+    run = Path(os.environ["LAB_RUNS_DIR"]) / "lean"
+    latest = load_checkpoint(run / "checkpoints" / "latest.pt")["algorithm"]
+    best = load_checkpoint(run / "checkpoints" / "best.pt")["algorithm"]
+    assert "buffers" in latest and "buffers" not in best and best["q"].keys() == latest["q"].keys()
+    built = []
+    original = DQN.__init__
+
+    def spy(self, config, ctx):
+        original(self, config, ctx)
+        built.append(self.buffer)
+
+    monkeypatch.setattr(DQN, "__init__", spy)
+    assert main(["eval", str(run), "--episodes", "2", "--checkpoint", "best"]) == 0
+    assert built == [None]
