@@ -1,0 +1,184 @@
+"""Seconds to reach a test accuracy on MNIST: the lab's `cnn` versus a DataLoader peer.
+
+Both sides train the same network (the lab's CNN builder, same seed, same init), with the
+same optimiser, batch size, label smoothing, LR schedule and crop augmentation. Only the
+feeding differs:
+
+  lab:  the `cnn` algorithm itself (`train_step`), fed by `lab.buffers.DataBuffer`: the
+        whole dataset as uint8 on the device, one gather + batched augmentation per step.
+  peer: the pytorch/examples MNIST pipeline: a map-style Dataset doing per-sample
+        ToTensor / RandomCrop(padding) work, `torch.utils.data.DataLoader` collating
+        (num_workers=1 and pin_memory on CUDA, 0 workers on CPU, as in pytorch/examples).
+
+The clock runs only while training; it is paused for the periodic test evaluations
+(identical code on both sides). Prints one JSON object.
+
+    python bench/mnist_speed.py --json [--target 0.99] [--max-epochs 3] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from lab.context import Context
+from lab.device import resolve_device
+from lab.registry import Registry
+from lab.tracking import Tracker
+from lab.plugins import datasets, supervised
+
+
+class Quiet(Tracker):
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """The bench reports JSON, not logs."""
+
+
+class ExamplesMNIST(Dataset):
+    """torchvision.datasets.MNIST + transforms, per sample, without torchvision: uint8 image ->
+    float [0, 1] (ToTensor) -> random crop of the zero-padded image (RandomCrop(28, padding))."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, padding: int) -> None:
+        self.images, self.labels, self.padding = images, labels, padding
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index].float().div(255)
+        if self.padding:
+            p = self.padding
+            padded = F.pad(image, (p, p, p, p))
+            top, left = torch.randint(0, 2 * p + 1, (2,)).tolist()
+            image = padded[:, top : top + image.shape[1], left : left + image.shape[2]]
+        return image, int(self.labels[index])
+
+
+def make_cnn(data_dir: Path, device: torch.device, total_steps: int, seed: int) -> supervised.CNN:
+    registry = Registry()
+    registry.add_dataset("datasets", "mnist", datasets.mnist)
+    ctx = Context(device=device, seed=seed, total_steps=total_steps, run_dir=Path("."), registry=registry,
+                  tracker=Quiet(), data="mnist", data_dir=data_dir)
+    torch.manual_seed(seed)
+    return supervised.CNN(supervised.CNNConfig(), ctx)
+
+
+def peer_steps(algo: supervised.CNN, images: torch.Tensor, labels: torch.Tensor) -> Iterator[None]:
+    """One optimizer step per item, fed by DataLoader; same model/optimizer/schedule as the lab."""
+    cfg, device = algo.config, algo.ctx.device
+    cuda = device.type == "cuda"
+    loader = DataLoader(ExamplesMNIST(images, labels, cfg.crop_padding if cfg.augment else 0), batch_size=cfg.batch_size,
+                        shuffle=True, drop_last=True, num_workers=1 if cuda else 0, pin_memory=cuda,
+                        generator=torch.Generator().manual_seed(algo.ctx.seed), persistent_workers=cuda)
+    horizon = algo.ctx.total_steps
+    while True:
+        for x, y in loader:
+            lr = cfg.learning_rate * supervised.lr_factor(algo.global_step, horizon, cfg.warmup)
+            for group in algo.optimizer.param_groups:
+                group["lr"] = lr
+            algo.model.train()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(algo.model(x), y, label_smoothing=cfg.label_smoothing)
+            algo.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            algo.optimizer.step()
+            algo.global_step += 1
+            yield
+
+
+def lab_steps(algo: supervised.CNN) -> Iterator[None]:
+    while True:
+        algo.train_step()
+        yield
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_to_targets(algo: supervised.CNN, steps: Iterator[None], targets: list[float], max_steps: int,
+                    eval_every: int) -> dict[str, object]:
+    """Train until every target accuracy is reached (or max_steps); the clock excludes evaluation."""
+    device = algo.ctx.device
+    reached: dict[str, float | None] = {f"{t:g}": None for t in targets}
+    trained, curve = 0.0, []
+    accuracy = 0.0
+    while algo.global_step < max_steps and any(v is None for v in reached.values()):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(min(eval_every, max_steps - algo.global_step)):
+            next(steps)
+        sync(device)
+        trained += time.perf_counter() - start
+        accuracy = algo.evaluate()["eval/accuracy"]
+        curve.append({"step": algo.global_step, "seconds": round(trained, 3), "accuracy": round(accuracy, 5)})
+        for t in targets:
+            if reached[f"{t:g}"] is None and accuracy >= t:
+                reached[f"{t:g}"] = round(trained, 3)
+    return {"seconds_to": reached, "final_accuracy": accuracy, "steps": algo.global_step,
+            "train_seconds": round(trained, 3), "curve": curve}
+
+
+def warm_up(data_dir: Path, device: torch.device, seed: int) -> None:
+    """A few untimed steps so one-off costs (kernel/primitive setup, allocator) hit neither side."""
+    algo = make_cnn(data_dir, device, 10, seed)
+    for _ in range(3):
+        algo.train_step()
+    algo.evaluate()
+
+
+def run(side: str, data_dir: Path, device: torch.device, targets: list[float], max_epochs: float,
+        eval_fraction: float, seed: int) -> dict[str, object]:
+    algo = make_cnn(data_dir, device, 0, seed)
+    per_epoch = algo.steps_per_epoch
+    max_steps = int(max_epochs * per_epoch)
+    algo.ctx.total_steps = max_steps  # as the runner does for --epochs
+    builders: dict[str, Callable[[], Iterator[None]]] = {
+        "lab": lambda: lab_steps(algo),
+        "dataloader": lambda: peer_steps(algo, algo.train_data.images.cpu(), algo.train_data.labels.cpu()),
+    }
+    result = time_to_targets(algo, builders[side](), targets, max_steps, max(1, int(eval_fraction * per_epoch)))
+    return {"steps_per_epoch": per_epoch, **result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    parser.add_argument("--target", type=float, action="append", help="test accuracy to reach (repeatable)")
+    parser.add_argument("--max-epochs", type=float, default=3.0, help="budget and LR-schedule horizon")
+    parser.add_argument("--eval-every", type=float, default=0.25, help="evaluate every this fraction of an epoch")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--data-dir", default=os.environ.get("LAB_DATA_DIR", "data"))
+    parser.add_argument("--sides", default="lab,dataloader", help="which pipelines to run, comma-separated")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    targets = args.target or ([0.99, 0.995] if device.type == "cuda" else [0.99])
+    warm_up(Path(args.data_dir), device, args.seed)
+    results = {side: run(side, Path(args.data_dir), device, targets, args.max_epochs, args.eval_every, args.seed)
+               for side in args.sides.split(",")}
+    report: dict[str, object] = {
+        "bench": "mnist_speed", "device": str(device), "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(), "targets": targets, "max_epochs": args.max_epochs, **results,
+    }
+    if {"lab", "dataloader"} <= results.keys():
+        lab_t, peer_t = results["lab"]["seconds_to"], results["dataloader"]["seconds_to"]
+        report["speedup"] = {k: (round(peer_t[k] / lab_t[k], 2) if lab_t[k] and peer_t[k] else None) for k in lab_t}
+        report["speedup_per_step"] = round(
+            (results["dataloader"]["train_seconds"] / results["dataloader"]["steps"])
+            / (results["lab"]["train_seconds"] / results["lab"]["steps"]), 2)
+    if not args.json:
+        print(f"mnist_speed on {device}:")
+    print(json.dumps(report, indent=None if args.json else 2))
+
+
+if __name__ == "__main__":
+    main()
