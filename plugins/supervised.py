@@ -13,16 +13,20 @@ use its penultimate features and logits.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
+import yaml
 import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.algorithm import Algorithm
 from lab.buffers.data import DataBuffer
+from lab.checkpoint import load_checkpoint
+from lab.config import convert
 from lab.context import Context
 from lab.datasets import ImageDataset
 from lab.errors import LabError
@@ -88,7 +92,8 @@ class CNNConfig(TrainConfig):
 
 def lr_factor(step: int, horizon: int, warmup: float) -> float:
     """Linear warmup to 1 over `warmup * horizon` steps, then linear decay to 0 at `horizon`
-    (and 0 beyond it, so extending a finished run fine-tunes nothing by surprise)."""
+    (and 0 beyond it: the horizon is the budget the run was created with, so a resumed run
+    continues the same schedule instead of restarting its warmup)."""
     warm = int(warmup * horizon)
     if step < warm:
         return (step + 1) / warm
@@ -112,7 +117,6 @@ class Classifier(Algorithm):
 
     kind = "supervised"
     key_metric = "eval/accuracy"
-    key_metric_mode: ClassVar[Literal["max", "min"]] = "max"
     Config: ClassVar[type] = TrainConfig
 
     @classmethod
@@ -278,13 +282,6 @@ class FeatureExtractor(nn.Module):
 
 def load_feature_extractor(run_dir: str | Path, device: str | torch.device = "cpu") -> FeatureExtractor:
     """Rebuild a trained logreg/mlp/cnn from its run directory (best.pt, else latest.pt), in eval mode."""
-    import typing
-
-    import yaml
-
-    from lab.checkpoint import load_checkpoint
-    from lab.config import convert
-
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
