@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lab.config import RUN_FIELDS, RunConfig, config_fields, flag, load_yaml_file
+from lab.config import RunConfig, config_fields, flag, load_yaml_file
 from lab.errors import LabError, close_matches
 
 EXIT_USAGE = 2

@@ -20,7 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from lab.algorithm import Algorithm
 from lab.checkpoint import load_checkpoint, save_checkpoint
@@ -43,7 +42,7 @@ from lab.rundir import (
 )
 from lab.run import RunInfo
 from lab.seeding import rng_state, seed_everything, set_rng_state
-from lab.tracking import MultiTracker, Tracker, jsonable
+from lab.tracking import MultiTracker, jsonable
 
 EXIT_OK, EXIT_FAILED = 0, 1
 

@@ -10,8 +10,21 @@ from pathlib import Path
 
 import pytest
 
+from lab.plugins.datasets import MNIST_FILES
+
 TESTS = Path(__file__).parent
 LOCAL_PLUGINS = TESTS / "local_plugins"
+MNIST_NAMES = [name for name, _ in MNIST_FILES.values()]
+# Resolved now, before the autouse fixture moves each test into its own tmp dir, so the
+# README's relative `LAB_DATA_DIR=../shared/datasets` keeps pointing at the real files.
+DATA_DIR = Path(os.environ.get("LAB_DATA_DIR") or TESTS.resolve().parents[1] / "shared" / "datasets").resolve()
+
+
+def real_data_dir() -> Path:
+    """The folder holding the real mnist/ ($LAB_DATA_DIR, else ../shared/datasets); skips without it."""
+    if not all((DATA_DIR / "mnist" / name).is_file() for name in MNIST_NAMES):
+        pytest.skip(f"real MNIST not found in {DATA_DIR / 'mnist'}; set LAB_DATA_DIR to a folder with mnist/")
+    return DATA_DIR
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from conftest import real_data_dir
 from lab.buffers import DataBuffer
 from lab.errors import LabError
 
@@ -170,12 +171,9 @@ def test_shards_by_rank_under_torch_distributed(tmp_path: Path) -> None:
 
 
 def test_mnist_epoch_when_available() -> None:
-    data_dir = os.environ.get("LAB_DATA_DIR")
-    if not data_dir or not (Path(data_dir) / "mnist" / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("MNIST not found: set LAB_DATA_DIR to a folder whose mnist/ holds the four *-ubyte.gz files")
     from lab.plugins.datasets import read_mnist
 
-    arrays = read_mnist(Path(data_dir) / "mnist")
+    arrays = read_mnist(real_data_dir() / "mnist")
     buf = DataBuffer(arrays["train_images"].unsqueeze(1), arrays["train_labels"].long(), "cpu", 128,
                      normalize=((0.1307,), (0.3081,)))
     assert len(buf) == 469

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import http.server
-import os
 import shutil
 import socket
 import struct
@@ -17,6 +16,7 @@ import pluggy
 import pytest
 import torch
 
+from conftest import MNIST_NAMES, real_data_dir
 from lab import hookspecs
 from lab.datasets import ImageDataset, UnpairedImageDataset
 from lab.errors import LabError
@@ -24,16 +24,6 @@ from lab.plugins import _mnist_styles as styles
 from lab.plugins import datasets
 from lab.plugins._idx import encode_idx, read_idx
 
-MNIST_NAMES = [name for name, _ in datasets.MNIST_FILES.values()]
-
-
-def real_data_dir() -> Path:
-    """LAB_DATA_DIR, else the checkout's ../shared/datasets (where CI keeps the real files)."""
-    default = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    data_dir = Path(os.environ.get("LAB_DATA_DIR", default))
-    if not all((data_dir / "mnist" / name).is_file() for name in MNIST_NAMES):
-        pytest.skip(f"real MNIST not found in {data_dir / 'mnist'}; set LAB_DATA_DIR to a folder with mnist/")
-    return data_dir
 
 
 def closed_port() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -11,22 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import read_jsonl, run_lab
+from conftest import read_jsonl, real_data_dir, run_lab
 from lab.context import Context
 from lab.errors import LabError
 from lab.registry import Registry
 from lab.tracking import Tracker
 from lab.plugins import datasets, supervised
 
-MNIST_NAMES = [name for name, _ in datasets.MNIST_FILES.values()]
-
-
-def real_data_dir() -> Path:
-    default = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    data_dir = Path(os.environ.get("LAB_DATA_DIR", default))
-    if not all((data_dir / "mnist" / name).is_file() for name in MNIST_NAMES):
-        pytest.skip(f"real MNIST not found in {data_dir / 'mnist'}; set LAB_DATA_DIR to a folder with mnist/")
-    return data_dir
 
 
 def blobs_folder(root: Path, per_class: int = 40) -> Path:
