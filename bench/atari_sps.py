@@ -4,10 +4,12 @@ Both learn with identical hyperparameters and replay ratio (one gradient step of
 transitions every 4 agent steps, RL Zoo's Atari DQN apart from a short warm-up and a
 smaller buffer); the timed window starts after learning has begun. The peer is SB3 as a
 user runs it: `make_atari_env` (AtariWrapper) + `VecFrameStack(4)` + `DQN("CnnPolicy")`.
-`--num-envs 1,2,4,8` also reports the lab's SPS curve over env counts (SB3 runs at 1 env,
-where its `train_freq` means the same). Prints one JSON object.
+`--num-envs 1,2,4,8` reports the lab's SPS curve over env counts; `--sb3-num-envs 1,8` runs
+SB3 at those counts too, with its `train_freq` (counted in vector steps) and
+`gradient_steps` set so that the replay ratio stays one batch per 4 agent steps. Prints one
+JSON object.
 
-    python bench/atari_sps.py --algo dqn --json [--num-envs 1,2,4,8] [--steps 2000]
+    python bench/atari_sps.py --algo dqn --json [--num-envs 1,2,4,8] [--sb3-num-envs 1,8] [--steps 2000]
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def lab_dqn_sps(args: argparse.Namespace, device: torch.device, num_envs: int) -
     return sps
 
 
-def sb3_dqn_sps(args: argparse.Namespace, device: torch.device) -> float:
+def sb3_dqn_sps(args: argparse.Namespace, device: torch.device, num_envs: int) -> float:
     from stable_baselines3 import DQN
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import VecFrameStack
@@ -67,10 +69,12 @@ def sb3_dqn_sps(args: argparse.Namespace, device: torch.device) -> float:
     import gymnasium as gym
 
     gym.register_envs(ale_py)
-    env = VecFrameStack(make_atari_env(ENV_ID, n_envs=1, seed=0), n_stack=4)
+    env = VecFrameStack(make_atari_env(ENV_ID, n_envs=num_envs, seed=0), n_stack=4)
     params = hyperparameters(args)
+    # SB3 counts train_freq in vector steps: keep one gradient step per 4 agent steps
+    params.update(train_freq=max(1, 4 // num_envs), gradient_steps=max(1, num_envs // 4))
     model = DQN("CnnPolicy", env, device=device, seed=0, verbose=0, optimize_memory_usage=False, **params)
-    model.learn(total_timesteps=args.warmup + 4)
+    model.learn(total_timesteps=args.warmup + 4 * num_envs)
     start_step, start = model.num_timesteps, time.perf_counter()
     model.learn(total_timesteps=args.steps, reset_num_timesteps=False)
     if device.type == "cuda":
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2_000, help="timed agent steps after learning starts")
     parser.add_argument("--warmup", type=int, default=1_000, help="agent steps before learning (learning_starts)")
     parser.add_argument("--buffer-size", type=int, default=50_000)
+    parser.add_argument("--sb3-num-envs", default="1", help="comma-separated env counts for SB3")
     parser.add_argument("--skip-sb3", action="store_true")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -114,11 +119,16 @@ def main(argv: list[str] | None = None) -> int:
                                                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},
     }
     curve = {n: lab_dqn_sps(args, device, n) for n in counts}
-    result["lab_sps_by_num_envs"] = {str(n): round(s, 1) for n, s in curve.items()}
     if not args.skip_sb3:
-        sb3 = sb3_dqn_sps(args, device)
-        lab1 = curve.get(1) if 1 in curve else lab_dqn_sps(args, device, 1)
-        result.update(lab_sps=round(lab1, 1), sb3_sps=round(sb3, 1), speedup=round(lab1 / sb3, 2))
+        sb3_curve = {n: sb3_dqn_sps(args, device, n) for n in (int(n) for n in args.sb3_num_envs.split(","))}
+        for n in sb3_curve:
+            curve.setdefault(n, lab_dqn_sps(args, device, n))
+        result["sb3_sps_by_num_envs"] = {str(n): round(s, 1) for n, s in sb3_curve.items()}
+        result["speedup_by_num_envs"] = {str(n): round(curve[n] / s, 2) for n, s in sb3_curve.items()}
+        if 1 in sb3_curve:
+            result.update(lab_sps=round(curve[1], 1), sb3_sps=round(sb3_curve[1], 1),
+                          speedup=round(curve[1] / sb3_curve[1], 2))
+    result["lab_sps_by_num_envs"] = {str(n): round(s, 1) for n, s in sorted(curve.items())}
     result["replay_buffer_1m"] = buffer_bytes(1_000_000)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0

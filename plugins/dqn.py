@@ -197,11 +197,11 @@ class DQN(Agent):
         random_actions = torch.randint(0, self.num_actions, (n,), generator=self.action_generator, device=device)
         if epsilon >= 1.0:
             return random_actions
+        explore = torch.rand(n, generator=self.action_generator, device=device) < epsilon
+        if bool(explore.all()):  # early in training: no forward pass when no env acts greedily
+            return random_actions
         with torch.no_grad():
             greedy = self.q(obs).argmax(dim=1)
-        if epsilon <= 0.0:
-            return greedy
-        explore = torch.rand(n, generator=self.action_generator, device=device) < epsilon
         return torch.where(explore, random_actions, greedy)
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
