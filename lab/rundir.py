@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from lab.atomic import atomic_write
 from lab.errors import LabError
 
 VERSIONED = ("arcade-lab", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3", "pluggy", "wandb")
@@ -38,10 +37,7 @@ def create_run_dir(root: Path, name: str) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def write_config(run_dir: Path, doc: dict[str, Any]) -> None:

@@ -42,6 +42,11 @@ def test_train_writes_complete_run_directory(toy_plugins):
         state = load_checkpoint(run / "checkpoints" / name)
         assert state["algo"] == "toy"
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["global_step"] == 36
+    # atomic writes keep the mode any new file gets (mkstemp alone would leave them 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in ("config.yaml", "summary.json", "checkpoints/latest.pt", "checkpoints/best.pt"):
+        assert (run / path).stat().st_mode & 0o777 == 0o666 & ~umask, path
     # the recording tracker (a plugin) saw the same rows, and the lifecycle hook fired
     recorded = read_jsonl(run / "recorded.jsonl")
     assert [r["metrics"] for r in recorded if r["call"] == "log"] == [
