@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     curve = {n: lab_dqn_sps(args, device, n) for n in counts}
     if not args.skip_sb3:
         sb3_curve = {n: sb3_dqn_sps(args, device, n) for n in (int(n) for n in args.sb3_num_envs.split(","))}
-        for n in sb3_curve:
-            curve.setdefault(n, lab_dqn_sps(args, device, n))
+        for n in sb3_curve.keys() - curve.keys():  # the lab at every count SB3 ran at
+            curve[n] = lab_dqn_sps(args, device, n)
         result["sb3_sps_by_num_envs"] = {str(n): round(s, 1) for n, s in sb3_curve.items()}
         result["speedup_by_num_envs"] = {str(n): round(curve[n] / s, 2) for n, s in sb3_curve.items()}
         if 1 in sb3_curve:

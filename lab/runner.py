@@ -20,7 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-
 from lab.algorithm import Algorithm
 from lab.checkpoint import load_checkpoint, save_checkpoint
 from lab.config import RunConfig, Resolved, as_plain, resolve
