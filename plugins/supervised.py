@@ -3,8 +3,12 @@
 One training class (`Classifier`) does everything: data from the shared `DataBuffer`
 (the whole dataset as uint8 on the device, augmentation on the device), one optimizer
 step per `train_step`, a warmup + linear-decay learning rate over the run's step budget,
-evaluation on the test split in order, and media (confusion matrix, misclassified
-examples). The three algorithms differ only in their config defaults and model builder.
+in-order evaluation, and media (confusion matrix, misclassified examples on the test
+split). The three algorithms differ only in their config defaults and model builder.
+
+The last `validation_size` training images are held out as a validation split: `best.pt`
+is chosen on its accuracy (`val/accuracy`), so the test accuracy (`eval/accuracy`, the
+number to report) never takes part in model selection.
 
 `load_feature_extractor(run_dir)` rebuilds a trained classifier from its run directory
 so other plugins (the generators' Frechet distance, CycleGAN's class preservation) can
@@ -46,7 +50,10 @@ class TrainConfig:
     """Settings every classifier shares (the subclasses change defaults and add model size)."""
 
     batch_size: int = field(default=256, metadata=_help("training minibatch size"))
-    eval_batch_size: int = field(default=2000, metadata=_help("batch size for the in-order test pass"))
+    eval_batch_size: int = field(default=2000, metadata=_help("batch size for the in-order validation and test passes"))
+    validation_size: int = field(
+        default=5000, metadata=_help("last training images held out to choose best.pt (the test split is only reported)")
+    )
     optimizer: Literal["sgd", "adamw"] = field(default="sgd", metadata=_help("sgd (Nesterov momentum) or adamw"))
     learning_rate: float = field(default=0.1, metadata=_help("peak learning rate"))
     momentum: float = field(default=0.9, metadata=_help("SGD momentum / AdamW beta1"))
@@ -62,6 +69,8 @@ class TrainConfig:
         for name in ("batch_size", "eval_batch_size", "learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.validation_size < 1:
+            raise ValueError(f"--validation-size must be at least 1, got {self.validation_size}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"--warmup is a fraction of the run in [0, 1), got {self.warmup}")
         if not 0 <= self.label_smoothing < 1:
@@ -119,7 +128,7 @@ class Classifier(Algorithm):
     """Train an image classifier with cross-entropy; subclasses provide `build_body`."""
 
     kind = "supervised"
-    key_metric = "eval/accuracy"
+    key_metric = "val/accuracy"  # chosen on validation: the test split stays unseen
     Config: ClassVar[type] = TrainConfig
 
     @classmethod
@@ -137,11 +146,21 @@ class Classifier(Algorithm):
         data = labelled(ctx.load_dataset(**options), self.name)
         self.classes = data.classes or [str(i) for i in range(int(data.train_labels.max()) + 1)]
         self.input_shape = data.image_shape
-        mean, std = channel_stats(data.train_images)
+        split = len(data.train_images) - config.validation_size
+        if split < 1:
+            raise LabError(
+                f"--validation-size {config.validation_size} must be smaller than the "
+                f"{len(data.train_images)} training images of {data.name}"
+            )
+        mean, std = channel_stats(data.train_images[:split])
         self.model = self.build_model(config, data.image_shape, len(self.classes), mean, std).to(ctx.device)
         self.train_data = DataBuffer(
-            data.train_images, data.train_labels, ctx.device, config.batch_size, seed=ctx.seed, drop_last=True,
-            crop_padding=config.crop_padding if config.augment else 0, flip=config.augment and config.flip,
+            data.train_images[:split], data.train_labels[:split], ctx.device, config.batch_size, seed=ctx.seed,
+            drop_last=True, crop_padding=config.crop_padding if config.augment else 0,
+            flip=config.augment and config.flip, normalize=None, rank=ctx.rank, world_size=ctx.world_size,
+        )
+        self.val_data = DataBuffer(
+            data.train_images[split:], data.train_labels[split:], ctx.device, config.eval_batch_size, shuffle=False,
             normalize=None, rank=ctx.rank, world_size=ctx.world_size,
         )
         self.test_data = DataBuffer(
@@ -180,30 +199,37 @@ class Classifier(Algorithm):
         return {"train/loss": loss.item(), "train/lr": lr}
 
     @torch.inference_mode()
-    def predict_test(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(summed loss, predictions, targets) over the test split, in order."""
+    def predict(self, split: DataBuffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(summed loss, predictions, targets) over this rank's share of `split`, in order."""
         self.model.eval()
         total = torch.zeros((), device=self.ctx.device)
         predictions, targets = [], []
-        for batch in self.test_data.ordered():
+        for batch in split.ordered():
             logits = self.model(batch.images)
             total += F.cross_entropy(logits, batch.labels, reduction="sum")
             predictions.append(logits.argmax(1))
             targets.append(batch.labels)
         return total, torch.cat(predictions), torch.cat(targets)
 
+    def totals(self, split: DataBuffer) -> torch.Tensor:
+        """(summed loss, correct, count) on this rank: sums, so ranks combine with one all_reduce."""
+        loss, predictions, targets = self.predict(split)
+        correct = (predictions == targets).sum().float()
+        return torch.stack([loss, correct, torch.tensor(float(len(targets)), device=loss.device)])
+
     def evaluate(self) -> dict[str, float]:
-        loss, predictions, targets = self.predict_test()
-        correct = (predictions == targets).sum()
-        count = torch.tensor(float(len(targets)), device=loss.device)
+        """`val/*` on the held-out training images (what best.pt is chosen on), `eval/*` on the test split."""
+        stats = torch.stack([self.totals(self.val_data), self.totals(self.test_data)])
         if self.ctx.world_size > 1 and torch.distributed.is_initialized():
-            stats = torch.stack([loss, correct.float(), count])
             torch.distributed.all_reduce(stats)
-            loss, correct, count = stats
-        return {"eval/loss": float(loss / count), "eval/accuracy": float(correct / count)}
+        (val_loss, val_correct, val_count), (loss, correct, count) = stats.tolist()
+        return {
+            "val/loss": val_loss / val_count, "val/accuracy": val_correct / val_count,
+            "eval/loss": loss / count, "eval/accuracy": correct / count,
+        }
 
     def write_media(self, media_dir: Path) -> dict[str, Path]:
-        _, predictions, targets = self.predict_test()
+        _, predictions, targets = self.predict(self.test_data)
         matrix = confusion_matrix(targets, predictions, len(self.classes))
         wrong = (predictions != targets).nonzero().flatten()[:MISCLASSIFIED_SHOWN]
         rows = torch.arange(self.ctx.rank, self.test_data.num_samples, self.ctx.world_size, device=wrong.device)[wrong]

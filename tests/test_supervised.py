@@ -1,4 +1,4 @@
-"""Supervised baselines: schedule, models, a short training run, resume, media, feature extractor, CLI."""
+"""Supervised baselines: schedule, models, a short training run, validation split, resume, media, feature extractor, CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import read_jsonl, real_data_dir, run_lab
 from lab.context import Context
@@ -16,7 +17,6 @@ from lab.errors import LabError
 from lab.registry import Registry
 from lab.tracking import Tracker
 from lab.plugins import datasets, supervised
-
 
 
 def blobs_folder(root: Path, per_class: int = 40) -> Path:
@@ -71,21 +71,51 @@ def test_models_map_images_to_features_and_logits(name: str) -> None:
 def test_short_training_run_learns_an_image_folder(tmp_path: Path) -> None:
     blobs_folder(tmp_path / "blobs")
     algo = make_algo("cnn", tmp_path, "image-folder:blobs", tmp_path, total_steps=40, batch_size=16,
-                     eval_batch_size=7, widths=(8, 16), augment=False, image_size=12)
-    assert algo.steps_per_epoch == 108 // 16 and algo.classes == ["class0", "class1", "class2"]
+                     eval_batch_size=7, validation_size=12, widths=(8, 16), augment=False, image_size=12)
+    assert algo.steps_per_epoch == (108 - 12) // 16 and algo.classes == ["class0", "class1", "class2"]
     losses = [algo.train_step()["train/loss"] for _ in range(40)]
     assert algo.global_step == 40
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     metrics = algo.evaluate()
     assert metrics["eval/accuracy"] >= 0.9 and metrics["eval/loss"] < 1.0
+    assert metrics["val/accuracy"] >= 0.9 and metrics["val/loss"] < 1.0
     media = algo.write_media(tmp_path / "media")
     assert set(media) == {"eval/confusion_matrix", "eval/misclassified"}
     assert all(path.is_file() and path.read_bytes()[:4] == b"\x89PNG" for path in media.values())
 
 
+def test_best_checkpoint_is_chosen_on_validation_held_out_from_training(tmp_path: Path) -> None:
+    blobs_folder(tmp_path / "blobs", per_class=10)  # 30 images: 27 train, 3 test
+    algo = make_algo("logreg", tmp_path, "image-folder:blobs", tmp_path, batch_size=4, validation_size=6, image_size=12)
+    data = algo.ctx.load_dataset(image_size=12)
+    assert len(data.train_images) == 27 and supervised.Classifier.key_metric == "val/accuracy"
+    assert algo.steps_per_epoch == (27 - 6) // 4
+    assert torch.equal(algo.val_data.images, data.train_images[-6:])
+    assert torch.equal(algo.val_data.labels, data.train_labels[-6:])
+    assert torch.equal(algo.train_data.images, data.train_images[:-6])
+    batches = [algo.train_data.next() for _ in range(3 * algo.steps_per_epoch)]
+    assert max(int(batch.indices.max()) for batch in batches) < 21
+    trained = torch.cat([batch.images for batch in batches]).flatten(1)
+    held_out = algo.val_data.images.flatten(1)
+    assert not (trained[:, None] == held_out[None]).all(-1).any(), "no validation image in a training batch"
+
+    metrics = algo.evaluate()
+    assert set(metrics) == {"val/accuracy", "val/loss", "eval/accuracy", "eval/loss"}
+    splits = {"val": (data.train_images[-6:], data.train_labels[-6:]), "eval": (data.test_images, data.test_labels)}
+    with torch.no_grad():
+        for prefix, (images, labels) in splits.items():
+            logits = algo.model.eval()(images)
+            accuracy = (logits.argmax(1) == labels).float().mean().item()
+            assert metrics[f"{prefix}/accuracy"] == pytest.approx(accuracy)
+            assert metrics[f"{prefix}/loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+
+    with pytest.raises(LabError, match="--validation-size 27 must be smaller than the 27 training images"):
+        make_algo("logreg", tmp_path, "image-folder:blobs", tmp_path, validation_size=27, image_size=12)
+
+
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     blobs_folder(tmp_path / "blobs", per_class=20)
-    settings = dict(total_steps=12, batch_size=8, widths=(4,), augment=True, image_size=12)
+    settings = dict(total_steps=12, batch_size=8, validation_size=6, widths=(4,), augment=True, image_size=12)
     torch.manual_seed(0)
     straight = make_algo("cnn", tmp_path, "image-folder:blobs", tmp_path, **settings)
     torch.manual_seed(0)
@@ -118,11 +148,13 @@ def test_config_rejects_bad_values() -> None:
         supervised.CNNConfig(batch_size=0)
     with pytest.raises(ValueError, match="warmup"):
         supervised.MLPConfig(warmup=1.5)
+    with pytest.raises(ValueError, match="validation-size"):
+        supervised.LogRegConfig(validation_size=0)
 
 
 def test_logreg_learns_mnist_in_a_few_steps(tmp_path: Path) -> None:
     algo = make_algo("logreg", tmp_path, "mnist", real_data_dir(), total_steps=60, learning_rate=0.1)
-    assert algo.steps_per_epoch == 60000 // 256
+    assert algo.steps_per_epoch == (60000 - 5000) // 256 and algo.val_data.num_samples == 5000
     for _ in range(60):
         algo.train_step()
     assert algo.evaluate()["eval/accuracy"] > 0.8
@@ -140,12 +172,14 @@ def test_cli_trains_resumes_and_serves_a_feature_extractor(tmp_path: Path) -> No
     assert any("train/loss" in row for row in rows)
     evals = [row for row in rows if "eval/accuracy" in row]
     assert [row["global_step"] for row in evals] == [3, 6]
+    assert all("val/accuracy" in row for row in evals)
     assert (run_dir / "media" / "confusion_matrix.png").is_file() and (run_dir / "media" / "misclassified.png").is_file()
 
     result = run_lab("resume", str(run_dir), "--steps", "9", env=env)
     assert result.returncode == 0, result.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["global_step"] == 9 and summary["status"] == "finished"
+    assert summary["key_metric"] == "val/accuracy"
     state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
     assert state["algorithm"]["horizon"] == 6, "the LR schedule keeps its first horizon"
 
