@@ -81,11 +81,17 @@ class AtariVecEnv:
     """Turns a back end's single frames and raw rewards into the lab's `VecEnv`.
 
     Life loss as a learning terminal follows the NEXT_STEP convention the buffers rely
-    on: the step after it ignores the agent's action (plays NOOP), reports reward 0 for
-    learning, and starts a new frame stack; the game itself goes on, and its reward
-    still counts toward the true score. NOOP rather than FIRE: evaluation plays full
-    games where nobody presses FIRE for the agent after a lost life, so it must learn to.
-    `info` holds numpy arrays: `lives` and `game_over` (a whole game ended).
+    on: the step after it (the "life reset") ignores the agent's action and presses FIRE
+    (NOOP in games without FIRE), reports reward 0 for learning, and starts a new frame
+    stack; the game itself goes on, and its reward still counts toward the true score.
+    FIRE as SB3's and CleanRL's FireResetEnv press it, so learning curves compare.
+
+    No done is ever reported on an autoreset step: a life lost during the life reset is
+    absorbed (as SB3's EpisodicLifeEnv does), and a game that ends during it is reported
+    one step late, on the back end's own autoreset step (reward 0, the new game's first
+    frame), and the step after that is a life reset again, so no stored transition spans
+    two games. `pop_episodes` still records the game at the step it ended.
+    `info` holds numpy arrays: `lives` and `game_over` (the back end ended a game).
     """
 
     def __init__(
@@ -109,7 +115,8 @@ class AtariVecEnv:
         self.render_fps = RENDER_FPS
         self.single_observation_space = gym.spaces.Box(0, 255, (frame_stack, 84, 84), np.uint8)
         self.single_action_space = gym.spaces.Discrete(len(backend.action_set))
-        self._reset_action = 0  # NOOP is action 0 in every ALE action set
+        actions = backend.action_set
+        self._reset_action = actions.index(ale_py.Action.FIRE) if ale_py.Action.FIRE in actions else 0
         self._seed: int | None = seed
         self._stack = FrameStack(frame_stack)
         self._stats = EpisodeStats(self.num_envs)
@@ -117,6 +124,9 @@ class AtariVecEnv:
         self._lives = np.zeros(n, dtype=np.int64)
         self._game_over = np.zeros(n, dtype=bool)  # next step is the back end's autoreset
         self._life_reset = np.zeros(n, dtype=bool)  # next step is our life-loss "reset"
+        # games that ended during a life reset: their terminated/truncated is due next step
+        self._deferred_term = np.zeros(n, dtype=bool)
+        self._deferred_trunc = np.zeros(n, dtype=bool)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         if seed is None:
@@ -126,6 +136,8 @@ class AtariVecEnv:
         self._lives = lives.astype(np.int64)
         self._game_over[:] = False
         self._life_reset[:] = False
+        self._deferred_term[:] = False
+        self._deferred_trunc[:] = False
         return self._stack.reset(torch.from_numpy(frames).to(self.device))
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -135,19 +147,27 @@ class AtariVecEnv:
         raw = raw.astype(np.float32)
         game_over = terminated | truncated
         backend_reset = self._game_over
+        life_reset = self._life_reset
         self._stats.update(raw, ~backend_reset, game_over)
 
-        starts = backend_reset | self._life_reset
+        starts = backend_reset | life_reset
         life_lost = np.zeros_like(game_over)
         if self.terminal_on_life_loss:
-            life_lost = (lives < self._lives) & ~backend_reset & ~game_over
+            # a life lost during the life reset is absorbed: no done on an autoreset step
+            life_lost = (lives < self._lives) & ~starts & ~game_over
         reward = np.where(starts, 0.0, np.sign(raw) if self.clip_rewards else raw).astype(np.float32)
+        # a game ended during a life reset is reported on the back end's autoreset step next,
+        # and the step after that is a life reset again
+        term = (terminated & ~life_reset) | life_lost | self._deferred_term
+        trunc = (truncated & ~life_reset) | self._deferred_trunc
+        self._life_reset = life_lost | self._deferred_term | self._deferred_trunc
+        self._deferred_term = terminated & life_reset
+        self._deferred_trunc = truncated & life_reset
         self._lives = lives.astype(np.int64)
         self._game_over = game_over
-        self._life_reset = life_lost
 
         # one host-to-device copy for the small per-env arrays
-        packed = torch.from_numpy(np.stack((reward, terminated | life_lost, truncated)).astype(np.float32))
+        packed = torch.from_numpy(np.stack((reward, term, trunc)).astype(np.float32))
         packed = packed.to(self.device)
         frames_t = torch.from_numpy(frames).to(self.device)
         starts_t = torch.from_numpy(starts).to(self.device) if starts.any() else None
