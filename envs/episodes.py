@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
 
 from lab.vecenv import Episode
 
@@ -38,3 +41,13 @@ class EpisodeStats:
         """Games finished since the last call, oldest first."""
         finished, self._finished = self._finished, []
         return finished
+
+    def state_dict(self) -> dict[str, Any]:
+        """Games in progress (finished ones are popped by the runner every step)."""
+        return {"returns": torch.from_numpy(self.returns.copy()), "lengths": torch.from_numpy(self.lengths.copy()),
+                "finished": [(e.episode_return, e.length) for e in self._finished]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.returns = state["returns"].numpy().copy()
+        self.lengths = state["lengths"].numpy().copy()
+        self._finished = [Episode(float(r), int(n)) for r, n in state["finished"]]

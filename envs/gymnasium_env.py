@@ -1,4 +1,11 @@
-"""Classic-control tasks (CartPole, Acrobot, MountainCar, Pendulum) through the lab factory."""
+"""Any environment registered with gymnasium, as the lab's torch `VecEnv`.
+
+Classic control, Box2D (`pip install 'arcade-lab[box2d]'`), MuJoCo
+(`pip install 'arcade-lab[mujoco]'`) and any id a package registers with gymnasium: flat
+`Box` observations and `Discrete` or `Box` actions, the same env for training and
+evaluation (these tasks have no preprocessing to switch off). Rendering draws off-screen:
+pygame through SDL's dummy driver, MuJoCo through EGL (`MUJOCO_GL`, default egl).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,24 @@ import gymnasium as gym
 import torch
 
 from lab.envs.torch_vec import GymTorchVecEnv
-from lab.errors import LabError
+from lab.errors import LabError, unknown
 
-CLASSIC_IDS: tuple[str, ...] = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1")
+CLASSIC_IDS: tuple[str, ...] = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0",
+                                "Pendulum-v1")
+# What to install when making an id fails for a missing package (gymnasium's entry point module).
+EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
 
 
-def make_classic(
+def gymnasium_ids() -> list[str]:
+    return sorted(gym.registry)
+
+
+def _missing_extra(env_id: str) -> str | None:
+    entry = str(gym.registry[env_id].entry_point)
+    return next((extra for key, extra in EXTRAS.items() if f".{key}" in entry), None)
+
+
+def make_gymnasium(
     env_id: str,
     *,
     num_envs: int = 1,
@@ -24,23 +43,33 @@ def make_classic(
     render: bool = False,
     **options: Any,
 ) -> GymTorchVecEnv:
-    """Make `num_envs` copies of a classic-control task (same for training and evaluation:
-    these tasks have no preprocessing to switch off)."""
-    if env_id not in CLASSIC_IDS:
-        from lab.errors import unknown
-
-        raise unknown("classic-control env", env_id, CLASSIC_IDS, "see `lab plugins` for env ids")
+    """`num_envs` copies of a gymnasium id in one synchronous vector env (NEXT_STEP autoreset)."""
+    if env_id not in gym.registry:
+        raise unknown("env", env_id, gymnasium_ids(), "run `lab plugins` to list environments, "
+                      "or install the package that registers it with gymnasium")
     if options:
         raise LabError(f"{env_id} takes no env options (got {', '.join(sorted(options))}); remove them")
     if num_envs < 1:
         raise LabError(f"num_envs must be >= 1 (got {num_envs})")
-    if render:  # pygame draws off-screen; without this SDL complains about a missing display
+    if render:  # draw off-screen: no display is needed (or wanted) for videos
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    vec = gym.make_vec(
-        env_id,
-        num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
-        render_mode="rgb_array" if render else None,
-    )
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        vec = gym.make_vec(
+            env_id,
+            num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
+            render_mode="rgb_array" if render else None,
+        )
+    except (gym.error.DependencyNotInstalled, ImportError) as exc:
+        extra = _missing_extra(env_id)
+        fix = f"pip install 'arcade-lab[{extra}]'" if extra else "install the package it needs"
+        raise LabError(f"{env_id} cannot be made here ({str(exc).splitlines()[0]}); {fix}") from None
+    for name, space in (("observations", vec.single_observation_space), ("actions", vec.single_action_space)):
+        allowed = (gym.spaces.Box,) if name == "observations" else (gym.spaces.Box, gym.spaces.Discrete)
+        if not isinstance(space, allowed):
+            vec.close()
+            raise LabError(f"{env_id} has {name} of type {type(space).__name__}; the lab handles Box observations "
+                           "and Discrete or Box actions (wrap the env in a plugin factory to convert it)")
     return GymTorchVecEnv(vec, torch.device(device), seed)

@@ -1,7 +1,8 @@
 """A gymnasium vector env seen through the lab's torch `VecEnv` contract.
 
-Used for classic control (and any gymnasium env with flat observations): numpy in,
-torch tensors on the training device out, NEXT_STEP autoreset, true episode scores.
+Used for every gymnasium id with flat observations: numpy in, torch tensors on the
+training device out, NEXT_STEP autoreset, true episode scores, and checkpoint state when
+the simulator's state can be captured (`lab.envstate`), so a resumed run plays on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from lab.envs.episodes import EpisodeStats
+from lab.envstate import Unsaveable, restore, snapshot
 from lab.vecenv import Episode
 
 
@@ -76,6 +78,22 @@ class GymTorchVecEnv:
 
     def pop_episodes(self) -> list[Episode]:
         return self._stats.pop()
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Everything needed to continue the episodes in progress; None when the simulator's
+        state cannot be captured (e.g. a Box2D world): the runner then restarts the env."""
+        try:
+            simulator = snapshot(self.env)
+        except Unsaveable:
+            return None
+        return {"simulator": simulator, "autoreset": torch.from_numpy(self._autoreset.copy()),
+                "episodes": self._stats.state_dict(), "first_seed": self._seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        restore(self.env, state["simulator"])
+        self._autoreset = state["autoreset"].numpy().copy()
+        self._stats.load_state_dict(state["episodes"])
+        self._seed = state["first_seed"]
 
     def render(self) -> np.ndarray:
         """RGB uint8 frame of env 0 (the env must be made with render=True)."""

@@ -66,11 +66,14 @@ class Registry:
         return self.algorithms[name].obj
 
     def env_factory(self, env_id: str) -> Callable[..., Any]:
+        """The factory for `env_id`: an exact registration, else the most specific matching
+        glob (the one with the most literal characters), so `ALE/*-v5` beats a catch-all `*`."""
         if env_id in self.envs:
             return self.envs[env_id].obj
-        for pattern, reg in self.envs.items():
-            if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(env_id, pattern):
-                return reg.obj
+        patterns = [p for p in self.envs if any(ch in p for ch in "*?[")]
+        for pattern in sorted(patterns, key=lambda p: -sum(ch not in "*?[]" for ch in p)):
+            if fnmatch.fnmatchcase(env_id, pattern):
+                return self.envs[pattern].obj
         raise unknown("env", env_id, self.known_env_ids(), "run `lab plugins` to list environments")
 
     def known_env_ids(self) -> list[str]:

@@ -1,18 +1,19 @@
-"""Built-in env factories: the four classic-control tasks and every ALE Atari game."""
+"""Built-in env factories: every ALE Atari game (DeepMind preprocessing) and, for any
+other id registered with gymnasium (classic control, Box2D, MuJoCo, ...), the generic one."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from lab.envs.atari import make_atari
-from lab.envs.classic import CLASSIC_IDS, make_classic
+from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium
 from lab.hookspecs import hookimpl
 
 
 @hookimpl
 def register_envs(register: Callable[..., None]) -> None:
     for env_id in CLASSIC_IDS:
-        register(env_id, make_classic, description="gymnasium classic control")
+        register(env_id, make_gymnasium, description="gymnasium classic control")
     register(
         "ALE/*-v5",
         make_atari,
@@ -22,4 +23,9 @@ def register_envs(register: Callable[..., None]) -> None:
         "*NoFrameskip-v4",
         make_atari,
         description="Atari (ale-py vector env, DeepMind preprocessing, no sticky actions when training)",
+    )
+    register(
+        "*",
+        make_gymnasium,
+        description="any other gymnasium id: Box2D with arcade-lab[box2d], MuJoCo with arcade-lab[mujoco]",
     )

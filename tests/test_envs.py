@@ -9,7 +9,7 @@ import torch
 from lab.discovery import load_lab
 from lab.envs.atari import AtariVecEnv, atari_ids, make_atari
 from lab.envs.atari_backends import ALEVectorBackend, AtariSettings
-from lab.envs.classic import CLASSIC_IDS, make_classic
+from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium
 from lab.envs.frame_stack import FrameStack
 from lab.envs.scores import ATARI_REFERENCE_SCORES, normalized_score
 from lab.errors import LabError
@@ -18,7 +18,7 @@ from lab.vecenv import VecEnv
 
 @pytest.mark.parametrize("env_id", CLASSIC_IDS)
 def test_classic_envs_follow_the_vecenv_contract(env_id):
-    env = make_classic(env_id, num_envs=3, seed=0)
+    env = make_gymnasium(env_id, num_envs=3, seed=0)
     assert isinstance(env, VecEnv)
     obs = env.reset()
     assert obs.shape == (3, *env.single_observation_space.shape) and obs.dtype == torch.float32
@@ -30,7 +30,7 @@ def test_classic_envs_follow_the_vecenv_contract(env_id):
 
 
 def test_classic_episodes_report_true_length_and_skip_autoreset_step():
-    env = make_classic("CartPole-v1", num_envs=2, seed=3)
+    env = make_gymnasium("CartPole-v1", num_envs=2, seed=3)
     env.reset()
     lengths_seen = np.zeros(2, dtype=int)
     ended: list[int] = []
@@ -51,23 +51,24 @@ def test_classic_episodes_report_true_length_and_skip_autoreset_step():
 
 
 def test_same_seed_same_observations():
-    a, b = make_classic("Acrobot-v1", seed=7), make_classic("Acrobot-v1", seed=7)
+    a, b = make_gymnasium("Acrobot-v1", seed=7), make_gymnasium("Acrobot-v1", seed=7)
     assert torch.equal(a.reset(), b.reset())
-    assert not torch.equal(a.reset(), make_classic("Acrobot-v1", seed=8).reset())
+    assert not torch.equal(a.reset(), make_gymnasium("Acrobot-v1", seed=8).reset())
 
 
 def test_classic_rejects_options():
     with pytest.raises(LabError, match="takes no env options"):
-        make_classic("CartPole-v1", frame_stack=4)
+        make_gymnasium("CartPole-v1", frame_stack=4)
 
 
 def test_registry_resolves_ids_and_suggests_close_matches():
     registry = load_lab().registry
-    assert registry.env_factory("CartPole-v1") is make_classic
+    assert registry.env_factory("CartPole-v1") is make_gymnasium
     assert registry.env_factory("ALE/Breakout-v5") is make_atari
     assert registry.env_factory("BreakoutNoFrameskip-v4") is make_atari
+    assert registry.env_factory("LunarLander-v3") is make_gymnasium  # the catch-all for gymnasium ids
     with pytest.raises(LabError, match="did you mean: CartPole-v1"):
-        registry.env_factory("CartPol-v1")
+        registry.env_factory("CartPol-v1")("CartPol-v1")
     with pytest.raises(LabError, match="did you mean: ALE/Breakout-v5"):
         make_atari("ALE/Breakot-v5")
 
@@ -149,10 +150,10 @@ def test_atari_life_loss_terminal_and_clipping_keep_the_true_score():
     terms = [t for _, _, t in steps]
     # clipped learning rewards; the step after a life-loss terminal reports 0 and starts anew
     assert rewards == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
-    assert terms == [False, True, False, False, True, True, False, False]
+    assert terms == [False, True, False, False, True, False, True, False]
     assert steps[2][0] == [3, 3]  # new learning episode: stack padded with its first frame
     assert steps[3][0] == [3, 4]
-    # the step after a life loss plays NOOP instead of the agent's action
+    # the step after a life loss plays FIRE (NOOP in this fake game without FIRE) instead of the agent's action
     assert backend.actions[2] == 0 and backend.actions[5] == 0 and backend.actions[3] == 2
     # the runner sees one whole game with the true score and all its game steps
     episodes = env.pop_episodes()

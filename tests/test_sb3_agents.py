@@ -12,7 +12,7 @@ from conftest import read_jsonl
 from lab.cli import main
 from lab.context import Context
 from lab.discovery import load_lab
-from lab.envs.classic import make_classic
+from lab.envs.gymnasium_env import make_gymnasium
 from lab.errors import LabError
 from lab.plugins._sb3_env import LabSB3VecEnv
 from lab.tracking import Tracker
@@ -33,7 +33,7 @@ def build(name: str, tmp_path: Path, env_id: str, total_steps: int = 2_000, **ov
 
 
 def test_adapter_turns_next_step_into_same_step_autoreset():
-    venv = LabSB3VecEnv([make_classic("CartPole-v1", seed=s) for s in (0, 1)])
+    venv = LabSB3VecEnv([make_gymnasium("CartPole-v1", seed=s) for s in (0, 1)])
     obs = venv.reset()
     assert obs.shape == (2, 4)
     lengths, ended = np.zeros(2, int), []
