@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from lab.algorithm import Algorithm, Kind
-from lab.evaluation import evaluate_policy, record_video
+from lab.evaluation import evaluate_policy, evaluation_seed, record_video
 
 
 class Agent(Algorithm):
@@ -29,12 +29,18 @@ class Agent(Algorithm):
 
     @abstractmethod
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """Actions for a batch of observations (num_envs, *obs_shape) on the run's device."""
+        """Actions for a batch of observations (num_envs, *obs_shape) on the run's device.
+
+        `deterministic=True` is the evaluation policy: draw any randomness it needs (an
+        evaluation epsilon) from `self.ctx.rng.eval_generator()`, never a training stream.
+        """
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate_policy(self.ctx, self.act, episodes=self.ctx.eval_episodes, **self.env_options)
+        seed = evaluation_seed(self.ctx, self.global_step)
+        return evaluate_policy(self.ctx, self.act, self.ctx.eval_episodes, seed, **self.env_options)
 
     def write_media(self, media_dir: Path) -> dict[str, Path]:
-        path = media_dir / f"eval-step{self.global_step:09d}.mp4"
-        record_video(self.ctx, self.act, path, max_steps=self.video_max_steps, **self.env_options)
+        path = self.ctx.media_path(f"eval-step{self.global_step:09d}", ".mp4")
+        record_video(self.ctx, self.act, path, evaluation_seed(self.ctx, self.global_step),
+                     max_steps=self.video_max_steps, **self.env_options)
         return {"eval/video": path}

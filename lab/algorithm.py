@@ -27,7 +27,9 @@ class Algorithm(ABC):
       name:     the CLI name (`lab train NAME`).
       kind:     "agent" (needs --env), "generator" or "supervised" (need --data).
       Config:   a dataclass; every field becomes a `--field-name` flag.
-      presets:  {env_or_dataset_id: {field: value}} tuned defaults (RL-Zoo style).
+      presets:  {env_id_or_glob_or_dataset: {field: value}} tuned defaults (RL-Zoo style);
+                the key "steps" is that preset's default budget. Exact ids win over globs
+                (`ALE/*`), globs apply in the order listed.
       key_metric / key_metric_mode: what `best.pt` and `lab runs` rank by.
     """
 
@@ -45,6 +47,12 @@ class Algorithm(ABC):
         self.config = config
         self.ctx = ctx
         self.global_step = 0
+
+    @classmethod
+    def step_multiple(cls, config: Any) -> int:
+        """How many steps one `train_step` advances (num_envs, a whole rollout): the runner
+        rounds a --steps budget up to a multiple, so a run ends where it says it will."""
+        return 1
 
     @property
     def steps_per_epoch(self) -> int | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,8 @@ import torch
 
 from lab.atomic import atomic_write
 from lab.errors import LabError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours parts of its weights_only message
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -24,9 +28,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = _ANSI.sub("", str(exc)).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        detail = textwrap.shorten(first, width=120, placeholder=" ...")  # at a word boundary
         raise LabError(
-            f"checkpoint '{path}' is corrupt or unreadable ({first[:120]}); "
+            f"checkpoint '{path}' is corrupt or unreadable ({detail}); "
             "restore it from a backup or use checkpoints/best.pt"
         ) from None
     if not isinstance(state, dict) or "algorithm" not in state or "global_step" not in state:

@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lab.config import RunConfig, config_fields, flag, load_yaml_file
-from lab.errors import LabError, close_matches
+from lab.signals import STOP  # first: Ctrl-C handling must be ready before the heavier imports
+
+from lab.config import RunConfig, config_fields, flag, load_yaml_file  # noqa: E402
+from lab.errors import LabError, close_matches  # noqa: E402
 
 EXIT_USAGE = 2
 
@@ -24,10 +27,24 @@ class _Parser(argparse.ArgumentParser):
         raise LabError(f"{message}; run `{self.prog} --help` for usage")
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, run_dir: Path | None = None):
+    """Load the plugins; for an existing run, by default from the local plugin folder it was
+    trained with (recorded in its config.yaml), so `resume`/`eval` find its algorithm."""
+    import os
+
     from lab.discovery import load_lab
 
-    lab = load_lab(args.plugins_dir)
+    plugins_dir = args.plugins_dir or os.environ.get("LAB_PLUGINS_DIR")
+    if plugins_dir is None and run_dir is not None and (run_dir / "config.yaml").is_file():
+        from lab.rundir import read_config
+
+        recorded = read_config(run_dir).get("plugins_dir")
+        if recorded and Path(recorded).is_dir():
+            plugins_dir = recorded
+        elif recorded:
+            print(f"warning: the run used plugins from '{recorded}', which no longer exists; "
+                  "pass --plugins-dir DIR if its algorithm is not found", file=sys.stderr)
+    lab = load_lab(plugins_dir)
     if args.command != "plugins":
         for info in lab.failures:
             print(f"warning: plugin '{info.name}' failed to load ({info.error}); the others are loaded",
@@ -37,7 +54,8 @@ def _load(args: argparse.Namespace):
 
 def _algorithm_parser(algo_cls: type) -> _Parser:
     parser = _Parser(prog=f"lab train {algo_cls.name}", description=(algo_cls.__doc__ or "").strip(),
-                     allow_abbrev=False, argument_default=argparse.SUPPRESS)
+                     allow_abbrev=False, argument_default=argparse.SUPPRESS,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", metavar="FILE.yaml", help="settings file (flags win over it)")
     for title, cls in (("run settings", RunConfig), (f"{algo_cls.name} settings", algo_cls.Config)):
         group = parser.add_argument_group(title)
@@ -46,7 +64,12 @@ def _algorithm_parser(algo_cls: type) -> _Parser:
             group.add_argument(f"--{flag(name)}", dest=name, metavar="VALUE",
                                help=f"{help_text} (default: {default})".strip(), **extra)
     if algo_cls.presets:
-        parser.epilog = "presets (applied for --env/--data): " + ", ".join(sorted(algo_cls.presets))
+        lines = ["presets, applied for a matching --env/--data (exact ids before globs; "
+                 "steps is the default budget):"]
+        for key, values in algo_cls.presets.items():
+            shown = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in values.items())
+            lines.append(textwrap.fill(f"{key}: {shown}", width=100, initial_indent="  ", subsequent_indent="      "))
+        parser.epilog = "\n".join(lines)
     return parser
 
 
@@ -125,14 +148,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise LabError("give either --steps or --epochs, not both")
     steps = _positive(args.steps, "steps") if args.steps is not None else None
     epochs = _positive(args.epochs, "epochs") if args.epochs is not None else None
-    return runner.resume(_load(args), Path(args.run_dir), steps, epochs)
+    run_dir = Path(args.run_dir)
+    return runner.resume(_load(args, run_dir), run_dir, steps, epochs, args.checkpoint)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from lab import runner
 
     episodes = _positive(args.episodes, "episodes") if args.episodes is not None else None
-    result = runner.evaluate_run(_load(args), Path(args.run_dir), episodes, args.video, args.checkpoint)
+    run_dir = Path(args.run_dir)
+    result = runner.evaluate_run(_load(args, run_dir), run_dir, episodes, args.video, args.checkpoint)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -145,17 +170,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lab.runs import compare
+    from lab.runs import PLOT_SUFFIXES, compare
 
-    print(compare([Path(p) for p in args.run_dirs], args.metric, Path(args.out)))
+    out = Path(args.out)
+    if out.suffix.lower() not in PLOT_SUFFIXES:  # checked first: matplotlib fails only after all the work
+        got = f"suffix '{out.suffix}'" if out.suffix else "no suffix"
+        raise LabError(f"--out '{out}' has {got}; name the plot file with one of {', '.join(PLOT_SUFFIXES)}")
+    print(compare([Path(p) for p in args.run_dirs], args.metric, out))
     return 0
 
 
-def _train_usage(argv: list[str]) -> int:
+def _train_usage(argv: list[str], plugins_dir: str | None) -> int:
     """`lab train` without an algorithm: list the algorithms instead of an argparse error."""
     from lab.discovery import load_lab
 
-    lab = load_lab()
+    lab = load_lab(plugins_dir)
     names = ", ".join(f"{n} ({r.kind})" for n, r in sorted(lab.registry.algorithms.items()))
     print("usage: lab train ALGO [--env ID | --data NAME] [--steps N | --epochs N] [--seed S] ...\n"
           f"algorithms: {names}\n`lab train ALGO --help` lists every flag of ALGO.")
@@ -181,6 +210,8 @@ def build_parser() -> _Parser:
     p.add_argument("run_dir")
     p.add_argument("--steps", help="new total step budget")
     p.add_argument("--epochs", help="new total epoch budget (dataset algorithms)")
+    p.add_argument("--checkpoint", choices=("latest", "best"), default="latest",
+                   help="continue from latest.pt (default) or go back to best.pt (its replay buffer is refilled)")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint; writes eval.json")
@@ -197,17 +228,42 @@ def build_parser() -> _Parser:
     p = sub.add_parser("compare", help="learning curves and a table across runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--metric", help="metric to compare (default: the runs' key metric)")
-    p.add_argument("--out", default="compare.png", help="plot file (default: compare.png)")
+    p.add_argument("--out", default="compare.png", help="plot file: .png, .svg or .pdf (default: compare.png)")
     p.set_defaults(func=cmd_compare)
     return parser
 
 
+def _pop_plugins_dir(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take `--plugins-dir DIR` / `--plugins-dir=DIR` from anywhere in argv (the last one wins).
+
+    argparse only accepts it before the subcommand; users also put it after (`lab train toy --plugins-dir X`).
+    """
+    plugins_dir, rest = None, []
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--plugins-dir":
+            plugins_dir = next(tokens, None)
+            if plugins_dir is None or plugins_dir.startswith("-"):
+                raise LabError("--plugins-dir needs a directory; e.g. --plugins-dir ./my_plugins")
+        elif token.startswith("--plugins-dir="):
+            plugins_dir = token.partition("=")[2]
+            if not plugins_dir:
+                raise LabError("--plugins-dir= needs a directory; e.g. --plugins-dir=./my_plugins")
+        else:
+            rest.append(token)
+    return plugins_dir, rest
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    trains = any(token in ("train", "resume") for token in argv[:3])
+    if trains:  # before the heavy imports: Ctrl-C during set-up must not land inside them
+        STOP.install()
     try:
+        plugins_dir, argv = _pop_plugins_dir(argv)
         if argv[:1] == ["train"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
-            return _train_usage(argv)
-        args = build_parser().parse_args(argv)
+            return _train_usage(argv, plugins_dir)
+        args = build_parser().parse_args(([] if plugins_dir is None else ["--plugins-dir", plugins_dir]) + argv)
         return int(args.func(args) or 0)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -215,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if trains:
+            STOP.uninstall()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ a bad value is one clear error, never a traceback deep inside training.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
 import types
 import typing
@@ -167,16 +168,50 @@ def convert(value: Any, tp: Any, name: str) -> Any:
     raise LabError(f"{where}: unsupported type {tp!r}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key set twice in one mapping (plain YAML keeps the last silently)."""
+
+    source = "YAML"
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden on purpose
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable key: the base class reports it
+                continue
+            if duplicate:
+                raise LabError(f"{self.source} sets '{key}' twice (line {key_node.start_mark.line + 1}); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str | bytes, source: str) -> Any:
+    """yaml.safe_load for user files, where a duplicate key or a syntax error is a LabError.
+
+    `source` names the file in messages, e.g. "config file 'x.yaml'".
+    """
+    try:
+        loader = _UniqueKeyLoader(text)  # bytes are decoded here: a bad encoding fails already
+        loader.source = source
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LabError(f"{source} is not valid YAML ({detail}); fix it") from None
+
+
 def load_yaml_file(path: str | Path) -> dict[str, Any]:
     """Read a --config file: flat `field: value` pairs, or the `run:`/`config:` shape of config.yaml."""
     path = Path(path)
     if not path.is_file():
         raise LabError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LabError(f"config file '{path}' is not valid YAML ({detail}); fix or remove it") from None
+    data = safe_load_unique(path.read_bytes(), f"config file '{path}'")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -198,6 +233,21 @@ class Resolved:
     run: RunConfig
     algo: Any  # the algorithm's Config instance
     preset: str | None  # which preset applied, if any
+    preset_steps: int | None = None  # the preset's budget, used when neither --steps nor --epochs is given
+
+
+PRESET_BUDGET = "steps"  # a preset's default budget (RL Zoo's n_timesteps) goes under this key
+
+
+def find_preset(presets: dict[str, dict[str, Any]], target: str) -> tuple[str | None, dict[str, Any]]:
+    """The preset for an env id or dataset: an exact key first, then the first glob key
+    (`ALE/*`, `*NoFrameskip-v4`) that matches, in the order the algorithm lists them."""
+    if target in presets:
+        return target, dict(presets[target])
+    for key, values in presets.items():
+        if any(ch in key for ch in "*?[") and fnmatch.fnmatchcase(target, key):
+            return key, dict(values)
+    return None, {}
 
 
 def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | None = None) -> Resolved:
@@ -214,12 +264,8 @@ def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | N
             )
     merged = {**file_values, **cli}
     target = merged.get("env") or merged.get("data")
-    preset_name = None
-    preset: dict[str, Any] = {}
-    if target is not None:
-        key = str(target).partition(":")[0]
-        if key in algo_cls.presets:
-            preset_name, preset = key, dict(algo_cls.presets[key])
+    preset_name, preset = (None, {}) if target is None else find_preset(algo_cls.presets, str(target).partition(":")[0])
+    preset_steps = preset.pop(PRESET_BUDGET, None)
     values = {**preset, **merged}
 
     def build(cls: type, hints: dict[str, Any], names: set[str]) -> Any:
@@ -231,7 +277,7 @@ def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | N
 
     run = build(RunConfig, run_hints, RUN_FIELDS)
     algo = build(algo_cls.Config, algo_hints, set(algo_hints))
-    return Resolved(run, algo, preset_name)
+    return Resolved(run, algo, preset_name, None if preset_steps is None else int(preset_steps))
 
 
 def config_fields(config_cls: type) -> list[tuple[str, Any, Any, str]]:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lab.vecenv import Episode, VecEnv
+from lab.seeding import RNGStreams
+from lab.vecenv import Episode, TrainingEnv, VecEnv
 
 if TYPE_CHECKING:
     from lab.datasets import ImageDataset, UnpairedImageDataset
@@ -26,6 +27,7 @@ class Context:
     eval_episodes: episodes per evaluation (`lab eval --episodes N`).
     training: False under `lab eval`, so an algorithm can skip what only training needs
         (a large replay buffer, training envs).
+    rng: the run's random streams (`generator(name)`); the runner saves them with checkpoints.
     """
 
     device: torch.device
@@ -41,12 +43,27 @@ class Context:
     training: bool = True
     rank: int = 0
     world_size: int = 1
-    _train_envs: list[VecEnv] = field(default_factory=list, repr=False)
+    rng: RNGStreams | None = None
+    _train_envs: list[TrainingEnv] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.rng is None:
+            self.rng = RNGStreams(self.seed, self.device, self.rank)
 
     @property
     def media_dir(self) -> Path:
         path = self.run_dir / "media"
         path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def media_path(self, stem: str, suffix: str) -> Path:
+        """A new file in media/ named after `stem`: media is never overwritten (a `lab eval
+        --video` at the step of the training video gets `stem-2.mp4`)."""
+        path = self.media_dir / f"{stem}{suffix}"
+        copy = 2
+        while path.exists():
+            path = self.media_dir / f"{stem}-{copy}{suffix}"
+            copy += 1
         return path
 
     @property
@@ -61,11 +78,12 @@ class Context:
         render: bool = False,
         seed: int | None = None,
         **options: Any,
-    ) -> VecEnv:
+    ) -> VecEnv | TrainingEnv:
         """Make `--env` as a vector env on this run's device.
 
-        Training envs (evaluation=False) report finished episodes to the runner, which
-        logs `train/episode_return` and `train/episode_length`. Evaluation envs follow
+        Training envs (evaluation=False) come wrapped as a `TrainingEnv`: they report
+        finished episodes to the runner, which logs `train/episode_return` and
+        `train/episode_length`, and the runner checkpoints them. Evaluation envs follow
         the evaluation protocol (full games, no reward clipping, sticky actions).
         """
         if self.env_id is None:
@@ -82,9 +100,12 @@ class Context:
             render=render,
             **options,
         )
-        if not evaluation:
-            self._train_envs.append(env)
-        return env
+        if evaluation:
+            return env
+        index = len(self._train_envs)
+        training = TrainingEnv(env, lambda step: self.rng.seed_for(f"env{index}-restart", step))
+        self._train_envs.append(training)
+        return training
 
     def load_dataset(self, **options: Any) -> ImageDataset | UnpairedImageDataset:
         """Load `--data NAME[:ARG]` from `data_dir` (CPU uint8 tensors)."""
@@ -97,11 +118,25 @@ class Context:
         data_dir = self.data_dir if self.data_dir is not None else Path("data")
         return factory(data_dir, arg or None, **options)
 
-    def generator(self, offset: int = 0, device: torch.device | None = None) -> torch.Generator:
-        """A torch RNG seeded from the run seed (+offset), on `device` (default: run device)."""
-        gen = torch.Generator(device=device or self.device)
-        gen.manual_seed(self.seed * 1_000_003 + offset + self.rank)
-        return gen
+    def generator(self, name: str = "default", device: torch.device | str | None = None) -> torch.Generator:
+        """The run's random stream `name` on `device` (default: the run's device).
+
+        Seeded from (run seed, name, rank), saved with every checkpoint and restored on
+        resume; evaluation never advances it. Use one name per purpose ("actions",
+        "replay", ...) so adding a stream never shifts another.
+        """
+        return self.rng.generator(name, device)
+
+    def env_states(self) -> list[dict[str, Any]]:
+        """Checkpoint state of every training env (used by the runner)."""
+        return [env.state_dict() for env in self._train_envs]
+
+    def load_env_states(self, states: list[dict[str, Any]] | None, step: int) -> list[TrainingEnv]:
+        """Continue each training env from `states`; returns the envs that had to restart."""
+        states = states or []
+        for i, env in enumerate(self._train_envs):
+            env.load_state_dict(states[i] if i < len(states) else None, step)
+        return [env for env in self._train_envs if env.restarted]
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Log scalars now (the runner also logs what `train_step` returns)."""

@@ -44,6 +44,7 @@ class Lab:
     pm: pluggy.PluginManager
     registry: Registry
     plugins: list[PluginInfo]
+    plugins_dir: str | None = None  # the local plugin folder in use (recorded in each run's config)
 
     @property
     def failures(self) -> list[PluginInfo]:
@@ -115,7 +116,7 @@ def load_lab(plugins_dir: str | Path | None = None) -> Lab:
 
     registry = Registry()
     _run_registrations(pm, registry, infos)
-    return Lab(pm, registry, infos)
+    return Lab(pm, registry, infos, str(Path(local_dir).resolve()) if local_dir else None)
 
 
 def _peek_version(path: Path) -> str | None:

@@ -23,8 +23,14 @@ if TYPE_CHECKING:
     from lab.vecenv import VecEnv
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
-EVAL_SEED_OFFSET = 1_000_000  # evaluation games never replay the training seeds
 MAX_EVAL_ENVS = 8
+
+
+def evaluation_seed(ctx: Context, step: int) -> int:
+    """The evaluation envs' seed at `step`: new games at every evaluation (so `best` is not
+    the maximum over the same episodes replayed), never the training envs' seeds, and the
+    same games for `lab eval` of the checkpoint saved at that step."""
+    return ctx.rng.seed_for("evaluation", step)
 
 
 def episode_quotas(episodes: int, num_envs: int) -> np.ndarray:
@@ -102,12 +108,13 @@ def evaluate_policy(
     ctx: Context,
     policy: Policy,
     episodes: int,
+    seed: int,
     num_envs: int | None = None,
     **env_options: Any,
 ) -> dict[str, float]:
-    """Run the evaluation protocol for `policy` on the run's env; returns `eval/*` metrics."""
+    """Run the evaluation protocol for `policy` on the run's env from `seed`; returns `eval/*` metrics."""
     n = num_envs or min(episodes, MAX_EVAL_ENVS)
-    env = ctx.make_env(num_envs=n, evaluation=True, seed=ctx.seed + EVAL_SEED_OFFSET, **env_options)
+    env = ctx.make_env(num_envs=n, evaluation=True, seed=seed, **env_options)
     try:
         returns, lengths = run_episodes(env, policy, episodes)
     finally:
@@ -119,13 +126,14 @@ def record_video(
     ctx: Context,
     policy: Policy,
     path: Path,
+    seed: int,
     max_steps: int = 2_000,
     **env_options: Any,
 ) -> Path:
-    """Play one evaluation episode (at most `max_steps` agent steps) and write it as MP4."""
+    """Play one evaluation episode from `seed` (at most `max_steps` agent steps) and write it as MP4."""
     import imageio.v2 as imageio
 
-    env = ctx.make_env(num_envs=1, evaluation=True, render=True, seed=ctx.seed + EVAL_SEED_OFFSET, **env_options)
+    env = ctx.make_env(num_envs=1, evaluation=True, render=True, seed=seed, **env_options)
     try:
         obs = env.reset()
         frames = [env.render()]

@@ -1,59 +1,133 @@
-"""A progress bar with steps/s and ETA on a terminal; plain log lines elsewhere (CI, files)."""
+"""What a run prints: a one-line progress bar (80 columns) on a terminal, plain lines
+elsewhere (CI, files), and a short report when the run ends.
+
+The ETA comes from the recent rate (an exponential average over half-second windows),
+not from the whole run: DQN's random warm-up runs many times faster than learning, and a
+resumed run starts part-way, so neither may set the pace of what is left.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 
-
+WIDTH = 80
 PLAIN_EVERY_S = 10.0
+RATE_WINDOW_S = 0.5
+RATE_SMOOTHING = 0.1  # weight of the newest window in the average rate
+
+
+def compact(number: float) -> str:
+    """12345 -> '12.3k', 10_000_000 -> '10M' (at most 5 characters for counts)."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(number) >= size:
+            text = f"{number / size:.1f}".rstrip("0").rstrip(".")
+            return text + suffix
+    return f"{number:.0f}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "--:--"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def headline(values: dict[str, Any], key_metric: str, width: int) -> str:
+    """The latest training score and evaluation, shortened to `width` characters."""
+    parts = []
+    for label, key in (("return", "train/episode_return"), (key_metric.split("/")[-1], key_metric),
+                       ("loss", "train/loss")):
+        value = values.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{label} {value:.4g}")
+    text = "  ".join(parts)
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 class RunProgress:
-    def __init__(self, description: str, total: int, start: int) -> None:
-        self.console = Console(stderr=True)
+    def __init__(self, description: str, total: int, start: int, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
         self.live = self.console.is_terminal
         self.total = total
-        self._last_time = time.perf_counter()
-        self._last_step = start
-        self._sps = 0.0
+        self.rate: float | None = None
+        self._window_time = time.perf_counter()
+        self._window_step = start
         self._bar: Progress | None = None
         self._last_line = 0.0  # plain mode prints at most one line per PLAIN_EVERY_S
         if self.live:
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(bar_width=20),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]:>8.0f} steps/s"),
-                TimeRemainingColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=12),
+                TextColumn("{task.fields[count]}"),
+                TextColumn("{task.fields[speed]}"),
+                TextColumn("{task.fields[eta]}"),
                 TextColumn("{task.fields[info]}"),
                 console=self.console,
+                expand=False,
             )
-            self._task = self._bar.add_task(description, total=total, completed=start, sps=0.0, info="")
+            self._task = self._bar.add_task(description[:10], total=total, completed=start, info="",
+                                            **self._fields(start))
             self._bar.start()
+
+    def _fields(self, step: int) -> dict[str, str]:
+        eta = (self.total - step) / self.rate if self.rate else None
+        speed = f"{compact(self.rate)}/s" if self.rate else "-/s"
+        return {"count": f"{compact(step)}/{compact(self.total)}", "speed": f"{speed:>7}", "eta": f"ETA {duration(eta)}"}
 
     def update(self, step: int) -> None:
         now = time.perf_counter()
-        if now - self._last_time >= 0.5:
-            self._sps = (step - self._last_step) / (now - self._last_time)
-            self._last_time, self._last_step = now, step
+        if now - self._window_time >= RATE_WINDOW_S:
+            recent = (step - self._window_step) / (now - self._window_time)
+            self.rate = recent if self.rate is None else (1 - RATE_SMOOTHING) * self.rate + RATE_SMOOTHING * recent
+            self._window_time, self._window_step = now, step
         if self._bar is not None:
-            self._bar.update(self._task, completed=step, sps=self._sps)
+            self._bar.update(self._task, completed=step, **self._fields(step))
 
-    def note(self, step: int, metrics: dict[str, float]) -> None:
+    def note(self, step: int, values: dict[str, Any], key_metric: str) -> None:
         """Show the latest headline metrics (on the bar, or as one plain line)."""
-        text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
-        if self._bar is not None:  # the bar already shows steps/s; keep the line short
-            short = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items()
-                              if isinstance(v, (int, float)) and k != "perf/sps")
-            self._bar.update(self._task, info=short)
-        elif time.perf_counter() - self._last_line >= PLAIN_EVERY_S or step >= self.total:
+        if self._bar is not None:
+            used = 10 + 1 + 12 + 1 + len(self._fields(step)["count"]) + 1 + 7 + 1 + 9 + 1
+            self._bar.update(self._task, info=headline(values, key_metric, WIDTH - used - 1))
+        elif time.perf_counter() - self._last_line >= PLAIN_EVERY_S:  # the end has its own report
             self._last_line = time.perf_counter()
-            print(f"step {step}/{self.total}  {text}", file=sys.stderr, flush=True)
+            every = "  ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, (int, float)))
+            print(f"step {step}/{self.total}  {every}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+            self._bar = None
+
+
+def run_report(algo: str, kind: str, target: str | None, run_dir: Path, summary: dict[str, Any]) -> str:
+    """The few lines that end every run: how it ended, the final and best evaluation,
+    every metric's last value, where it is, and the command to type next."""
+    status, step = summary.get("status"), summary.get("global_step", 0)
+    key = summary.get("key_metric")
+    lines = [f"{status}: {algo} on {target} at step {step:,} after {duration(summary.get('elapsed_s'))}"]
+    final, best = summary.get(key), summary.get("best")
+    if isinstance(final, (int, float)):
+        best_text = f", best {best:.4g} at step {summary.get('best_step'):,}" if isinstance(best, (int, float)) \
+            and summary.get("best_step") is not None else ""
+        lines.append(f"  {key}: final {final:.4g}{best_text}")
+    others = [f"{k} {v:.4g}" for k, v in summary.items()
+              if "/" in k and k != key and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if others:
+        lines.append("  last: " + ", ".join(others))
+    lines.append(f"  run: {run_dir}")
+    if not (run_dir / "checkpoints" / "latest.pt").is_file():
+        lines.append("  next: no checkpoint was saved; start again with `lab train`")
+    elif status == "interrupted":
+        lines.append(f"  next: lab resume {run_dir}")
+    elif status == "finished":
+        lines.append(f"  next: lab eval {run_dir} --video" if kind == "agent" else f"  next: lab compare {run_dir}")
+    else:
+        lines.append(f"  next: fix the error above, then `lab resume {run_dir}`")
+    return "\n".join(lines)

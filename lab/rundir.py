@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 import subprocess
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +38,57 @@ def create_run_dir(root: Path, name: str) -> Path:
     except OSError as exc:
         raise LabError(f"cannot create run directory '{run_dir}' ({exc.strerror}); check --runs-dir") from None
     return run_dir
+
+
+class RunLock:
+    """One process at a time per run directory: `lab train`, `lab resume` and `lab eval`
+    hold `.lock` while they use it, so a second process cannot silently interleave its
+    metrics, checkpoints and W&B history with the first one's.
+
+    The lock is an flock on the file, which the kernel drops when its process dies; the
+    file also names the holder, so a lock left behind by a killed process is recognised
+    (flock succeeds while the file still names someone) and taken over with a message.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self._file: Any = None
+
+    def acquire(self, command: str) -> RunLock:
+        while True:
+            handle = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise LabError(
+                    f"run '{self.path.parent}' is in use by {holder}; wait for it to finish, "
+                    "or stop it (Ctrl-C in its terminal, or kill -INT PID) and try again"
+                ) from None
+            if os.path.exists(self.path) and os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino:
+                break
+            handle.close()  # the holder removed the file while we waited for it: lock the new one
+        handle.seek(0)
+        stale = handle.read().strip()
+        if stale:
+            print(f"note: taking over the lock of {stale}, which is no longer running", file=sys.stderr)
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} (`lab {command}` since {started})\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is None:
+            return
+        self.path.unlink(missing_ok=True)
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

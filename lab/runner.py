@@ -1,8 +1,15 @@
 """The loop every algorithm shares: budget, logging, evaluation, checkpoints, signals, resume.
 
-`train`, `resume` and `evaluate_run` are what the CLI calls. A `Session` is one process's
-life of a run: it builds the context, the algorithm and the trackers, runs the loop and
-always leaves a consistent run directory behind (summary.json says how it ended).
+`train`, `resume`, `evaluate_run` and `load` are what the CLI and `lab.load` call. A
+`Session` is one process's life of a run: it builds the context, the algorithm and the
+trackers, runs the loop and always leaves a consistent run directory behind (summary.json
+says how it ended).
+
+Exact resume: a checkpoint holds, besides the algorithm's state, every random stream of
+the run (`lab.seeding`), the training envs (`lab.vecenv.TrainingEnv`) and the loop's own
+bookkeeping (metrics averaged since the last log row, the last evaluation, the best
+value), so a run stopped and resumed logs what the same run left alone logs, step for
+step, wherever the envs can be saved.
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ import sys
 import time
 import traceback
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,9 @@ from lab.context import Context
 from lab.device import resolve_device
 from lab.discovery import Lab
 from lab.errors import LabError
-from lab.progress import RunProgress
+from lab.progress import RunProgress, run_report
 from lab.rundir import (
+    RunLock,
     create_run_dir,
     default_run_name,
     git_commit,
@@ -40,38 +47,16 @@ from lab.rundir import (
     write_summary,
 )
 from lab.run import RunInfo
-from lab.seeding import rng_state, seed_everything, set_rng_state
+from lab.seeding import seed_everything
+from lab.signals import STOP, SetupInterrupted
 from lab.tracking import MultiTracker, jsonable
 
 EXIT_OK, EXIT_FAILED = 0, 1
-
-
-class StopRequest:
-    """SIGINT/SIGTERM ask the loop to stop after the current step; a second signal stops now."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
-              "(send again to stop at once)", file=sys.stderr, flush=True)
+CHECKPOINT_FORMAT = 2
 
 
 def crossed(before: int, after: int, interval: int) -> bool:
-    """True when [before, after) passed a multiple of `interval` (steps jump by num_envs)."""
+    """True when (before, after] passed a multiple of `interval` (steps jump by num_envs)."""
     return after // interval > before // interval
 
 
@@ -92,28 +77,32 @@ def wandb_mode(requested: str | None) -> str:
     return "online" if auth else "offline"
 
 
-@dataclass
-class Intervals:
-    log: int
-    eval: int
-    checkpoint: int
-
-
-def intervals(algo: Algorithm, run: RunConfig, total: int) -> Intervals:
+def intervals(algo: Algorithm, run: RunConfig, total: int) -> tuple[int, int, int]:
+    """(log, eval, checkpoint) intervals in steps."""
     per_epoch = algo.steps_per_epoch
     if per_epoch:
         log_default, eval_default = max(1, per_epoch // 10), per_epoch
     else:
         log_default, eval_default = max(1, min(1000, total // 100)), max(1, total // 10)
     eval_every = run.eval_interval or eval_default
-    return Intervals(run.log_interval or log_default, eval_every, run.checkpoint_interval or eval_every)
+    return run.log_interval or log_default, eval_every, run.checkpoint_interval or eval_every
+
+
+def round_budget(algo_cls: type[Algorithm], config: Any, steps: int) -> int:
+    """`steps` rounded up to what the algorithm can stop at (whole rollouts, whole vector steps)."""
+    multiple = max(1, int(algo_cls.step_multiple(config)))
+    rounded = -(-steps // multiple) * multiple
+    if rounded != steps:
+        print(f"note: --steps {steps} rounded up to {rounded}: {algo_cls.name} advances "
+              f"{multiple} steps at a time with these settings", file=sys.stderr)
+    return rounded
 
 
 class Session:
     """Build everything a run needs in this process, train, and close cleanly."""
 
     def __init__(self, lab: Lab, algo_cls: type[Algorithm], resolved: Resolved, run_dir: Path,
-                 *, fresh: bool, purpose: str = "train") -> None:
+                 *, fresh: bool, purpose: str = "train", total_steps: int = 0) -> None:
         self.lab = lab
         self.algo_cls = algo_cls
         self.run = resolved.run
@@ -126,7 +115,7 @@ class Session:
         self.ctx = Context(
             device=self.device,
             seed=self.run.seed,
-            total_steps=self.run.steps or 0,
+            total_steps=total_steps,
             run_dir=run_dir,
             registry=lab.registry,
             tracker=self.tracker,
@@ -143,14 +132,19 @@ class Session:
             if fresh:  # nothing of the user's is in a run directory we just made
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        if self.run.epochs is not None:
+        if self.run.epochs is not None and purpose == "train":
             if not self.algo.steps_per_epoch:
                 self.close()
                 raise LabError(f"--epochs needs a dataset algorithm; {algo_cls.name} counts --steps")
             self.ctx.total_steps = self.run.epochs * self.algo.steps_per_epoch
         self.info: RunInfo | None = None
+        # the loop's bookkeeping, checkpointed so a resumed run logs what an uninterrupted one does
         self.best: float | None = None
+        self.best_step: int | None = None
         self.last_values: dict[str, Any] = {}
+        self.pending: dict[str, list[float]] = defaultdict(list)
+        self.last_log_step = 0
+        self.last_eval_step = -1
         self.time_offset = 0.0
         self.started = time.time()
 
@@ -178,6 +172,8 @@ class Session:
         for reg in self.lab.registry.trackers.values():
             try:
                 tracker = reg.obj(self.info)
+            except LabError:
+                raise
             except Exception as exc:
                 print(f"warning: tracker '{reg.name}' could not start ({type(exc).__name__}: {exc}); "
                       "continuing without it", file=sys.stderr)
@@ -198,33 +194,49 @@ class Session:
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {
-            "format": 1,
+            "format": CHECKPOINT_FORMAT,
             "algo": self.algo_cls.name,
             "global_step": self.algo.global_step,
             "algorithm": self.algo.state_dict(),
-            "rng": rng_state(),
-            "runner": {"best": self.best, "elapsed": self.elapsed(), "last_values": dict(self.last_values)},
+            "envs": self.ctx.env_states(),
+            "rng": self.ctx.rng.state_dict(),
+            "runner": {
+                "best": self.best, "best_step": self.best_step, "elapsed": self.elapsed(),
+                "last_values": dict(self.last_values), "pending": {k: list(v) for k, v in self.pending.items()},
+                "last_log_step": self.last_log_step, "last_eval_step": self.last_eval_step,
+            },
         }
 
     def save(self, best: bool = False) -> None:
-        state = self.checkpoint_state()
-        path = self.run_dir / "checkpoints" / "latest.pt"
-        save_checkpoint(state, path)
-        if best:  # for evaluation: the replay/rollout contents are not needed there
-            lean = {**state, "algorithm": {k: v for k, v in state["algorithm"].items() if k != "buffers"}}
-            save_checkpoint(lean, self.run_dir / "checkpoints" / "best.pt")
+        """Write latest.pt (and best.pt); a second Ctrl-C waits until the files are complete."""
+        with STOP.critical():
+            state = self.checkpoint_state()
+            path = self.run_dir / "checkpoints" / "latest.pt"
+            save_checkpoint(state, path)
+            if best:  # for evaluation: the replay/rollout contents are not needed there
+                lean = {**state, "algorithm": {k: v for k, v in state["algorithm"].items() if k != "buffers"}}
+                save_checkpoint(lean, self.run_dir / "checkpoints" / "best.pt")
         if self.run.wandb_artifacts:
             self.tracker.log_artifact(path, f"{self.run_dir.name}-checkpoint", "model")
 
     def restore(self, state: dict[str, Any], rng: bool = True) -> None:
+        step = int(state["global_step"])
+        restarted = self.ctx.load_env_states(state.get("envs"), step)
         self.algo.load_state_dict(state["algorithm"])
-        self.algo.global_step = int(state["global_step"])
+        self.algo.global_step = step
         runner = state.get("runner", {})
-        self.best = runner.get("best")
+        self.best, self.best_step = runner.get("best"), runner.get("best_step")
         self.time_offset = float(runner.get("elapsed", 0.0))
         self.last_values = dict(runner.get("last_values", {}))
+        self.pending = defaultdict(list, {k: list(v) for k, v in runner.get("pending", {}).items()})
+        self.last_log_step = int(runner.get("last_log_step", step))
+        self.last_eval_step = int(runner.get("last_eval_step", step if self.best is not None else -1))
         if rng:
-            set_rng_state(state["rng"])
+            self.ctx.rng.load_state_dict(state["rng"] if "streams" in state["rng"] else {"global": state["rng"]})
+        if restarted and self.purpose == "train":
+            print(f"note: {self.run.env} cannot save its state, so its training envs start new episodes "
+                  "(seeded from the run seed and this step); weights, optimizer, buffers and random "
+                  "streams continue exactly (README: Exact resume)", file=sys.stderr)
 
     def elapsed(self) -> float:
         return self.time_offset + time.time() - self.started
@@ -232,89 +244,93 @@ class Session:
     # -- the loop --
 
     def evaluate(self) -> dict[str, float]:
-        metrics = self.algo.evaluate()
         step = self.algo.global_step
+        with self.ctx.rng.evaluation(step):
+            metrics = self.algo.evaluate()
         self.tracker.log(metrics, step)
-        key = self.algo_cls.key_metric
-        value = metrics.get(key)
+        value = metrics.get(self.algo_cls.key_metric)
         improved = False
         if value is not None and math.isfinite(float(value)):
             better = max if self.algo_cls.key_metric_mode == "max" else min
             improved = self.best is None or better(float(value), self.best) != self.best
             if improved:
-                self.best = float(value)
+                self.best, self.best_step = float(value), step
+        self.last_eval_step = step
         self.save(best=improved)
         return metrics
 
     def log_media(self) -> None:
-        for key, path in self.algo.write_media(self.ctx.media_dir).items():
+        step = self.algo.global_step
+        with self.ctx.rng.evaluation(step):
+            media = self.algo.write_media(self.ctx.media_dir)
+        for key, path in media.items():
             if path.suffix.lower() == ".mp4":
-                self.tracker.log_video(key, path, self.algo.global_step)
+                self.tracker.log_video(key, path, step)
             else:
-                self.tracker.log_image(key, path, self.algo.global_step)
+                self.tracker.log_image(key, path, step)
+
+    def _log_row(self, step: int, seconds: float) -> None:
+        row = {name: sum(vals) / len(vals) for name, vals in self.pending.items() if vals}
+        row["perf/sps"] = (step - self.last_log_step) / max(seconds, 1e-9)
+        self.tracker.log(row, step)
+        self.pending.clear()
+        self.last_log_step = step
 
     def train(self, target: int) -> int:
         """Train until `target` steps or a stop signal; returns the process exit code."""
-        algo, every = self.algo, intervals(self.algo, self.run, target)
+        algo = self.algo
+        log_every, eval_every, checkpoint_every = intervals(algo, self.run, target)
         status, exit_code = "finished", EXIT_OK
-        pending: dict[str, list[float]] = defaultdict(list)
-        last_log_step, last_log_time = algo.global_step, time.perf_counter()
-        side_time = 0.0  # seconds spent evaluating/checkpointing since the last log row
-        last_eval_step = algo.global_step if self.best is not None else -1
+        log_clock, side_time = time.perf_counter(), 0.0  # side: evaluating/checkpointing since the last row
         progress = RunProgress(self.algo_cls.name, target, algo.global_step)
-        with StopRequest() as stop:
-            try:
-                while algo.global_step < target and stop.signum is None:
-                    before = algo.global_step
-                    for name, value in algo.train_step().items():
-                        pending[name].append(float(value))
-                    step = algo.global_step
-                    if step <= before:
-                        raise RuntimeError(f"{self.algo_cls.name}.train_step() did not advance global_step")
-                    for episode in self.ctx.pop_episodes():
-                        self.tracker.log({"train/episode_return": episode.episode_return,
-                                          "train/episode_length": episode.length}, step)
-                    if crossed(before, step, every.log) or step >= target:
-                        now = time.perf_counter()
-                        row = {name: sum(vals) / len(vals) for name, vals in pending.items() if vals}
-                        row["perf/sps"] = (step - last_log_step) / max(now - last_log_time - side_time, 1e-9)
-                        self.tracker.log(row, step)
-                        progress.note(step, self._headline())
-                        pending.clear()
-                        last_log_step, last_log_time, side_time = step, now, 0.0
-                    if crossed(before, step, every.eval) or crossed(before, step, every.checkpoint):
-                        side_start = time.perf_counter()
-                        if crossed(before, step, every.eval):
-                            self.evaluate()
-                            last_eval_step = step
-                        else:
-                            self.save()
-                        side_time += time.perf_counter() - side_start
-                    progress.update(step)
-                if stop.signum is None:
-                    if last_eval_step != algo.global_step:
+        STOP.training = True
+        try:
+            while algo.global_step < target and not STOP.requested:
+                before = algo.global_step
+                for name, value in algo.train_step().items():
+                    self.pending[name].append(float(value))
+                step = algo.global_step
+                if step <= before:
+                    raise RuntimeError(f"{self.algo_cls.name}.train_step() did not advance global_step")
+                for episode in self.ctx.pop_episodes():
+                    self.tracker.log({"train/episode_return": episode.episode_return,
+                                      "train/episode_length": episode.length}, step)
+                if crossed(before, step, log_every) or step >= target:
+                    now = time.perf_counter()
+                    self._log_row(step, now - log_clock - side_time)
+                    log_clock, side_time = now, 0.0
+                    progress.note(step, self.last_values, self.algo_cls.key_metric)
+                if crossed(before, step, eval_every) or crossed(before, step, checkpoint_every):
+                    side_start = time.perf_counter()
+                    if crossed(before, step, eval_every):
                         self.evaluate()
-                    if self.run.video:
-                        self.log_media()
-                else:
-                    status, exit_code = "interrupted", 128 + stop.signum
-                self.save()
-            except KeyboardInterrupt:
-                status, exit_code = "interrupted", 128 + signal.SIGINT
-            except LabError:
-                status, exit_code = "failed", 2
-                raise
-            except Exception:
-                status, exit_code = "failed", EXIT_FAILED
-                traceback.print_exc()
-            finally:
-                progress.close()
+                        progress.note(step, self.last_values, self.algo_cls.key_metric)
+                    else:
+                        self.save()
+                    side_time += time.perf_counter() - side_start
+                progress.update(step)
+            if not STOP.requested:
+                if self.last_eval_step != algo.global_step:
+                    self.evaluate()
+                if self.run.video:
+                    self.log_media()
+            else:
+                status, exit_code = "interrupted", STOP.exit_code()
+            self.save()
+        except KeyboardInterrupt:
+            status, exit_code = "interrupted", 128 + signal.SIGINT
+        except LabError:
+            status, exit_code = "failed", 2
+            raise
+        except Exception:
+            status, exit_code = "failed", EXIT_FAILED
+            progress.close()
+            traceback.print_exc()
+        finally:
+            progress.close()
+            with STOP.critical(then_stop=False):
                 self.finish(status, target)
         return exit_code
-
-    def _headline(self) -> dict[str, float]:
-        keys = ("train/episode_return", self.algo_cls.key_metric, "train/loss", "perf/sps")
-        return {k: self.last_values[k] for k in keys if isinstance(self.last_values.get(k), (int, float))}
 
     def finish(self, status: str, target: int) -> None:
         summary = {
@@ -325,19 +341,22 @@ class Session:
             "elapsed_s": round(self.elapsed(), 3),
             "key_metric": self.algo_cls.key_metric,
             "best": self.best,
+            "best_step": self.best_step,
         }
         write_summary(self.run_dir, summary)
         self.tracker.finish(summary)
         if self.info is not None:
             self.lab.pm.hook.on_run_end(run=self.info, summary=summary)
         self.close()
+        print(run_report(self.algo_cls.name, self.algo_cls.kind, self.run.env or self.run.data, self.run_dir,
+                         summary), file=sys.stderr)
 
     def close(self) -> None:
         self.algo.close()
         self.ctx.close_envs()
 
 
-def _config_doc(session: Session, resolved: Resolved, target: int) -> dict[str, Any]:
+def _config_doc(lab: Lab, session: Session, resolved: Resolved, target: int) -> dict[str, Any]:
     return {
         "algo": session.algo_cls.name,
         "kind": session.algo_cls.kind,
@@ -347,6 +366,7 @@ def _config_doc(session: Session, resolved: Resolved, target: int) -> dict[str, 
         "total_steps": target,
         "run": as_plain(resolved.run),
         "config": as_plain(resolved.algo),
+        "plugins_dir": lab.plugins_dir,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(Path.cwd()),
         "versions": versions(),
@@ -366,31 +386,52 @@ def _check_target(algo_cls: type[Algorithm], run: RunConfig, lab: Lab) -> None:
         lab.registry.dataset_factory(run.data.partition(":")[0])
 
 
-def _with_default_budget(algo_cls: type[Algorithm], resolved: Resolved) -> Resolved:
+def _budget(algo_cls: type[Algorithm], resolved: Resolved) -> None:
+    """Neither --steps nor --epochs: the preset's budget (RL Zoo's n_timesteps), else the algorithm's."""
     run = resolved.run
     if run.steps is None and run.epochs is None:
-        if algo_cls.kind == "agent":
+        if resolved.preset_steps is not None:
+            run.steps = resolved.preset_steps
+        elif algo_cls.kind == "agent":
             run.steps = algo_cls.default_steps
         else:
             run.epochs = algo_cls.default_epochs
-    return resolved
+    if run.steps is not None:
+        run.steps = round_budget(algo_cls, resolved.algo, run.steps)
 
 
 def train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None) -> int:
     algo_cls = lab.registry.algorithm(algo_name)
-    resolved = _with_default_budget(algo_cls, resolve(algo_cls, cli, file_values))
+    resolved = resolve(algo_cls, cli, file_values)
+    _budget(algo_cls, resolved)
     run = resolved.run
     _check_target(algo_cls, run, lab)
     resolve_device(run.device)
     name = run.name or default_run_name(algo_cls.name, run.env or run.data, run.seed)
     run_dir = create_run_dir(run.resolved_runs_dir, name)
-    session = Session(lab, algo_cls, resolved, run_dir, fresh=True)
-    target = session.ctx.total_steps
-    doc = _config_doc(session, resolved, target)
-    write_config(run_dir, doc)
-    session.start_trackers(doc, resumed=False)
-    print(f"run: {run_dir}", file=sys.stderr)
-    return session.train(target)
+    lock = RunLock(run_dir).acquire("train")
+    try:
+        try:
+            session = Session(lab, algo_cls, resolved, run_dir, fresh=True, total_steps=run.steps or 0)
+            try:
+                STOP.raise_if_requested()
+                target = session.ctx.total_steps
+                doc = _config_doc(lab, session, resolved, target)
+                write_config(run_dir, doc)
+                session.start_trackers(doc, resumed=False)
+                STOP.raise_if_requested()
+            except BaseException:
+                session.tracker.finish({"status": "failed"})
+                session.close()
+                raise
+        except SetupInterrupted:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            print("interrupted while setting up; no run was started", file=sys.stderr)
+            return STOP.exit_code()
+        print(f"run: {run_dir}", file=sys.stderr)
+        return session.train(target)
+    finally:
+        lock.release()
 
 
 def _reload(lab: Lab, run_dir: Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], type[Algorithm], Resolved]:
@@ -402,33 +443,49 @@ def _reload(lab: Lab, run_dir: Path, overrides: dict[str, Any] | None = None) ->
     return doc, algo_cls, resolve(algo_cls, {}, values)
 
 
-def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None = None) -> int:
+def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None = None,
+           checkpoint: str = "latest") -> int:
     doc, algo_cls, resolved = _reload(lab, run_dir)
-    state = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
-    session = Session(lab, algo_cls, resolved, run_dir, fresh=False)
+    lock = RunLock(run_dir).acquire("resume")
     try:
-        session.restore(state)
-        done = session.algo.global_step
-        if epochs is not None:
-            if not session.algo.steps_per_epoch:
-                raise LabError(f"{algo_cls.name} counts --steps, not --epochs; resume with --steps N")
-            target = epochs * session.algo.steps_per_epoch
-        else:
-            target = steps if steps is not None else int(doc["total_steps"])
-        if target <= done:
-            raise LabError(
-                f"run '{run_dir}' is already at step {done} (target {target}); "
-                f"pass a larger --steps to train further"
-            )
-    except BaseException:
-        session.close()
-        raise
-    truncate_metrics(run_dir, done)
-    doc["total_steps"] = target
-    write_config(run_dir, doc)
-    session.start_trackers(doc, resumed=True)
-    print(f"resuming {run_dir} from step {done} to {target}", file=sys.stderr)
-    return session.train(target)
+        state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
+        session = Session(lab, algo_cls, resolved, run_dir, fresh=False, total_steps=int(doc["total_steps"]))
+        try:
+            session.restore(state)
+            done = session.algo.global_step
+            if epochs is not None:
+                if not session.algo.steps_per_epoch:
+                    raise LabError(f"{algo_cls.name} counts --steps, not --epochs; resume with --steps N")
+                target = epochs * session.algo.steps_per_epoch
+            elif steps is not None:
+                target = round_budget(algo_cls, resolved.algo, steps)
+            else:
+                target = int(doc["total_steps"])
+            if target <= done:
+                raise LabError(
+                    f"run '{run_dir}' is already at step {done} (target {target}); "
+                    f"pass a larger --steps to train further"
+                )
+            STOP.raise_if_requested()
+            truncate_metrics(run_dir, done)
+            doc["total_steps"] = target
+            doc["run"]["steps"], doc["run"]["epochs"] = (None, epochs) if epochs is not None else (target, None)
+            write_config(run_dir, doc)
+            session.start_trackers(doc, resumed=True)
+            STOP.raise_if_requested()
+        except SetupInterrupted:
+            session.tracker.finish({**read_summary(run_dir)})
+            session.close()
+            print("interrupted while setting up; the run is unchanged", file=sys.stderr)
+            return STOP.exit_code()
+        except BaseException:
+            session.close()
+            raise
+        print(f"resuming {run_dir} from step {done} to {target}" +
+              (" (from best.pt)" if checkpoint == "best" else ""), file=sys.stderr)
+        return session.train(target)
+    finally:
+        lock.release()
 
 
 def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bool = False,
@@ -438,24 +495,48 @@ def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bo
 
     overrides = {"eval_episodes": episodes} if episodes is not None else {}
     doc, algo_cls, resolved = _reload(lab, run_dir, overrides)
+    lock = RunLock(run_dir).acquire("eval")
+    try:
+        state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
+        session = Session(lab, algo_cls, resolved, run_dir, fresh=False, purpose="eval",
+                          total_steps=int(doc["total_steps"]))
+        try:
+            session.restore(state, rng=False)
+            step = session.algo.global_step
+            session.start_trackers(doc, resumed=True)
+            with session.ctx.rng.evaluation(step):
+                metrics = {k: jsonable(v) for k, v in session.algo.evaluate().items()}
+            session.tracker.log(metrics, step)
+            media = {}
+            if video:
+                with session.ctx.rng.evaluation(step):
+                    written = session.algo.write_media(session.ctx.media_dir)
+                media = {k: str(p) for k, p in written.items()}
+                for key, p in media.items():
+                    log = session.tracker.log_video if p.endswith(".mp4") else session.tracker.log_image
+                    log(key, Path(p), step)
+            result = {"checkpoint": checkpoint, "global_step": step,
+                      "episodes": resolved.run.eval_episodes, **metrics, "media": media}
+            (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            session.tracker.finish({**read_summary(run_dir), **metrics})
+        finally:
+            session.close()
+    finally:
+        lock.release()
+    return result
+
+
+def load(lab: Lab, run_dir: Path, checkpoint: str = "best", device: str | None = None) -> Algorithm:
+    """The trained algorithm of `run_dir`, ready to use (`act(obs)` for agents); see `lab.load`."""
+    overrides = {"device": device} if device is not None else {}
+    doc, algo_cls, resolved = _reload(lab, run_dir, overrides)
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     state = load_checkpoint(path)
-    session = Session(lab, algo_cls, resolved, run_dir, fresh=False, purpose="eval")
+    session = Session(lab, algo_cls, resolved, run_dir, fresh=False, purpose="eval",
+                      total_steps=int(doc["total_steps"]))
     try:
         session.restore(state, rng=False)
-        session.start_trackers(doc, resumed=True)
-        metrics = {k: jsonable(v) for k, v in session.algo.evaluate().items()}
-        session.tracker.log(metrics, session.algo.global_step)
-        media = {}
-        if video:
-            media = {k: str(p) for k, p in session.algo.write_media(session.ctx.media_dir).items()}
-            for key, p in media.items():
-                log = session.tracker.log_video if p.endswith(".mp4") else session.tracker.log_image
-                log(key, Path(p), session.algo.global_step)
-        result = {"checkpoint": checkpoint, "global_step": session.algo.global_step,
-                  "episodes": resolved.run.eval_episodes, **metrics, "media": media}
-        (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        session.tracker.finish({**read_summary(run_dir), **{f"{k}": v for k, v in metrics.items()}})
-    finally:
+    except BaseException:
         session.close()
-    return result
+        raise
+    return session.algo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,28 +11,55 @@ import numpy as np
 from lab.errors import LabError
 from lab.rundir import read_config, read_metrics, read_summary
 
+# Plot formats `lab compare --out` writes (matplotlib knows more, but these are the useful ones).
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 # Settings that never make two runs different experiments.
 _NOT_EXPERIMENT = {"seed", "name", "runs_dir", "data_dir", "wandb", "device", "experiment", "project",
                    "wandb_artifacts", "video", "log_interval", "eval_interval", "checkpoint_interval"}
 
 
+def _summary(run_dir: Path) -> dict[str, Any] | None:
+    """summary.json; {} while it does not exist (the run is still going), None when it is corrupt.
+
+    rundir.read_summary returns {} for both, which would list a corrupt run as running.
+    """
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return {}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def _config(run_dir: Path) -> dict[str, Any] | None:
+    """config.yaml, or None when it is corrupt."""
+    try:
+        doc = read_config(run_dir)
+    except LabError:
+        return None
+    return doc if isinstance(doc["run"], dict) else None
+
+
 def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
+    """One row per run directory; a run with a corrupt file is shown as broken, never hidden."""
     rows = []
     if not runs_dir.is_dir():
         return rows
     for run_dir in sorted(p for p in runs_dir.iterdir() if (p / "config.yaml").is_file()):
-        try:
-            doc = read_config(run_dir)
-        except LabError:
-            continue
-        summary = read_summary(run_dir)
+        doc, summary = _config(run_dir), _summary(run_dir)
+        unreadable = [name for name, part in (("config.yaml", doc), ("summary.json", summary)) if part is None]
+        run = doc["run"] if doc else {}
+        summary = summary or {}
         key = summary.get("key_metric")
         rows.append({
             "name": run_dir.name,
-            "algo": doc["algo"],
-            "target": doc["run"].get("env") or doc["run"].get("data") or "-",
+            "algo": doc["algo"] if doc else "-",
+            "target": run.get("env") or run.get("data") or "-",
             "steps": summary.get("global_step", "-"),
-            "status": summary.get("status", "running"),
+            "status": (f"broken ({' and '.join(unreadable)} unreadable)" if unreadable
+                       else summary.get("status", "running")),
             "metric": key or "-",
             "value": summary.get(key) if key else None,
         })
@@ -116,7 +144,7 @@ def compare(run_dirs: list[Path], metric: str | None, out: Path) -> str:
         plotted += 1
     if plotted == 0:
         plt.close(fig)
-        raise LabError(f"no run logged '{metric}'; pass --metric with a name from metrics.jsonl")
+        raise LabError(f"no run logged {metric!r}; pass --metric with a name from metrics.jsonl")
     ax.set_xlabel("global_step")
     ax.set_ylabel(metric)
     ax.legend(fontsize="small")

@@ -1,18 +1,38 @@
-"""Seeding and RNG state capture, so a resumed run continues the same random streams."""
+"""Random streams owned by the runner, so a resumed run continues every one of them.
+
+`RNGStreams` hands out named torch generators derived from the run seed (never from each
+other or from call order), keeps them registered, and saves/restores them with the
+checkpoint together with the global python, numpy and torch states. Evaluation runs
+inside `RNGStreams.evaluation(step)`: the global states and every registered stream are
+put back afterwards, so evaluating never changes what training draws next, and the
+evaluation's own randomness (its env seeds, `eval_generator`) derives from
+(run seed, global_step), so each evaluation plays new episodes.
+"""
 
 from __future__ import annotations
 
 import random
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
+
+EVALUATION = "evaluation"
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """A 63-bit seed that depends on `seed` and every key (names hashed stably, not by `hash`)."""
+    words = [int(seed)] + [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(2, np.uint32).view(np.uint64)[0] >> 1)
 
 
 def rng_state() -> dict[str, Any]:
@@ -38,3 +58,78 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RNGStreams:
+    """Named generators of one run (and one rank), registered for checkpoints."""
+
+    def __init__(self, seed: int, device: torch.device, rank: int = 0) -> None:
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.rank = rank
+        self._streams: dict[str, torch.Generator] = {}
+        self._pending: dict[str, torch.Tensor] = {}  # restored before the stream was asked for
+        self._eval_step = 0
+        self._eval: dict[str, torch.Generator] = {}
+
+    def _key(self, name: str, device: torch.device) -> str:
+        return name if device == self.device else f"{name}@{device}"
+
+    def generator(self, name: str, device: torch.device | str | None = None) -> torch.Generator:
+        """The stream `name` on `device` (default: the run's): the same object on every call."""
+        device = torch.device(device) if device is not None else self.device
+        key = self._key(name, device)
+        if key not in self._streams:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(derive_seed(self.seed, name, self.rank))
+            if key in self._pending:
+                gen.set_state(self._pending.pop(key))
+            self._streams[key] = gen
+        return self._streams[key]
+
+    def seed_for(self, name: str, step: int = 0) -> int:
+        """A seed for something that takes integers (an env reset) from (run seed, name, step)."""
+        return derive_seed(self.seed, name, self.rank, step) % 2**31
+
+    def eval_generator(self, device: torch.device | str | None = None) -> torch.Generator:
+        """Randomness for acting in evaluation (e.g. epsilon 0.05): fresh for each evaluation,
+        a function of (run seed, global_step), never a training stream."""
+        device = torch.device(device) if device is not None else self.device
+        key = str(device)
+        if key not in self._eval:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(derive_seed(self.seed, EVALUATION, self.rank, self._eval_step))
+            self._eval[key] = gen
+        return self._eval[key]
+
+    @contextmanager
+    def evaluation(self, step: int) -> Iterator[None]:
+        """Evaluate at `step` without touching training's randomness.
+
+        Inside, the global RNGs are seeded from (run seed, step); afterwards they and every
+        registered stream are back where they were.
+        """
+        saved_global = rng_state()
+        saved_streams = {key: gen.get_state() for key, gen in self._streams.items()}
+        self._eval_step = step
+        self._eval.clear()
+        seed_everything(derive_seed(self.seed, EVALUATION, "global", self.rank, step) % 2**32)
+        try:
+            yield
+        finally:
+            set_rng_state(saved_global)
+            for key, state in saved_streams.items():
+                self._streams[key].set_state(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"streams": {**self._pending, **{k: g.get_state() for k, g in self._streams.items()}},
+                "global": rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, saved in state.get("streams", {}).items():
+            if key in self._streams:
+                self._streams[key].set_state(saved)
+            else:
+                self._pending[key] = saved
+        if "global" in state:
+            set_rng_state(state["global"])

@@ -6,12 +6,19 @@ so that observations cross to the device once and all agents share one interface
 
 Autoreset follows gymnasium's NEXT_STEP convention: after an env reports
 `terminated | truncated`, its next `step` ignores the action and returns the first
-observation of a new episode with reward 0. Buffers use this to never store that step.
+observation of a new episode with reward 0, and never reports a done itself. Buffers use
+this to never store that step (`lab.buffers.boundaries`); `lab.envcheck` checks it.
+
+An env may also implement `state_dict() -> dict | None` and `load_state_dict(state)`: the
+runner then saves it with checkpoints and a resumed run continues the same episodes.
+Without them (or when `state_dict` returns None) a resumed run restarts the env from a
+seed derived from (run seed, global_step).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -49,3 +56,48 @@ class VecEnv(Protocol):
         """Episodes (whole games) finished since the last call, oldest first."""
 
     def close(self) -> None: ...
+
+
+class TrainingEnv:
+    """A training env as `ctx.make_env` hands it out: the factory's env, plus the
+    observation the agent acts on next (`obs`) and checkpoint state, so the runner can
+    save and restore it without the algorithm's help.
+
+    Every other attribute (`num_envs`, spaces, `frame_stack`, `render`, ...) is the wrapped
+    env's. After `load_state_dict`, `restarted` says whether the env continued its
+    episodes (False) or had to start new ones (True): a replay buffer must then close the
+    episodes it holds (`ReplayBuffer.end_episodes`).
+    """
+
+    def __init__(self, env: VecEnv, restart_seed: Callable[[int], int]) -> None:
+        self.env = env
+        self.obs: torch.Tensor | None = None
+        self.restarted = False
+        self._restart_seed = restart_seed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        self.obs = self.env.reset(seed=seed)
+        return self.obs
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        result = self.env.step(actions)
+        self.obs = result[0]
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        saver = getattr(self.env, "state_dict", None)
+        return {"obs": self.obs, "env": saver() if saver is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any] | None, step: int) -> None:
+        """Continue from `state`, or restart with a seed derived from `step` when it holds no env state."""
+        saved = (state or {}).get("env")
+        if saved is not None and hasattr(self.env, "load_state_dict") and state["obs"] is not None:
+            self.env.load_state_dict(saved)
+            self.obs = state["obs"].to(self.env.device)
+            self.restarted = False
+        else:
+            self.reset(seed=self._restart_seed(step))
+            self.restarted = True

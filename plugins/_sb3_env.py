@@ -60,6 +60,10 @@ class LabSB3VecEnv(SB3VecEnv):
         self._actions = None
         return np.stack(observations), np.array(rewards, np.float32), np.array(dones), infos
 
+    def current_observations(self) -> np.ndarray:
+        """What each env shows now (`TrainingEnv.obs`), as SB3's `_last_obs` after a resume."""
+        return np.stack([self._numpy(env.obs)[0] for env in self.envs])
+
     def close(self) -> None:
         for env in self.envs:
             env.close()

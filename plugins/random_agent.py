@@ -39,25 +39,24 @@ class RandomAgent(Agent):
     Config = RandomConfig
     default_steps = 10_000
 
+    @classmethod
+    def step_multiple(cls, config: RandomConfig) -> int:
+        return config.num_envs
+
     def __init__(self, config: RandomConfig, ctx) -> None:
         super().__init__(config, ctx)
         self.envs = ctx.make_env(num_envs=config.num_envs)
         self.envs.reset(seed=ctx.seed)
-        self.rng = ctx.generator()
+        self.rng = ctx.generator("actions")  # the runner saves and restores it
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        return sample_actions(self.envs.single_action_space, obs.shape[0], self.rng, self.ctx.device)
+        rng = self.ctx.rng.eval_generator() if deterministic else self.rng
+        return sample_actions(self.envs.single_action_space, obs.shape[0], rng, self.ctx.device)
 
     def train_step(self) -> dict[str, float]:
-        self.envs.step(self.act(torch.empty(self.envs.num_envs, device=self.ctx.device)))
+        self.envs.step(self.act(torch.empty(self.envs.num_envs, device=self.ctx.device), deterministic=False))
         self.global_step += self.envs.num_envs
         return {}
-
-    def state_dict(self):
-        return {"rng": self.rng.get_state()}
-
-    def load_state_dict(self, state) -> None:
-        self.rng.set_state(state["rng"])
 
     def close(self) -> None:
         self.envs.close()

@@ -4,7 +4,11 @@ Same env factory, run directory, trackers and metric names as the lab's own agen
 a dashboard shows both side by side. The runner drives SB3 one iteration of its `learn`
 loop per `train_step` (a DQN rollout of `train_freq` steps and its gradient steps, or a
 PPO/A2C rollout and its update). SB3's logger writes nowhere: its `train/*` values are
-returned as this agent's metrics; episode scores come from the lab envs.
+returned as this agent's metrics; episode scores come from the lab envs. Defaults are
+SB3's; presets are RL Zoo's tuned values and budgets (Atari through `ALE/*-v5` and
+`*NoFrameskip-v4`). Checkpoints hold what SB3 carries between iterations (last
+observations, episode starts, the action space's random state), so resume is exact
+wherever the envs can be saved.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar
 
 import gymnasium as gym
+import numpy as np
 import torch
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -23,17 +28,12 @@ from lab.agent import Agent
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
 from lab.plugins._sb3_env import LabSB3VecEnv
-from lab.plugins.dqn import DQN as LabDQN
-from lab.plugins.dqn import DQNSettings
+from lab.plugins.dqn import DQNSettings, DQN_PRESETS
+from lab.schedules import anneal, as_progress_schedule
 
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
-
-
-def _linear(value: float, anneal: bool) -> float | Callable[[float], float]:
-    """SB3 schedule: constant, or linear to 0 over the run (RL Zoo's `lin_` values)."""
-    return (lambda progress_remaining: progress_remaining * value) if anneal else value
 
 
 class SB3Agent(Agent):
@@ -62,7 +62,13 @@ class SB3Agent(Agent):
 
     @property
     def env_options(self) -> dict[str, Any]:
-        return {}
+        return self.config.env_options
+
+    @staticmethod
+    def schedule(value: float, enabled: bool) -> Callable[[float], float]:
+        """RL Zoo's `lin_<value>` (or a constant) over the fraction of the budget SB3 has done,
+        holding its final value past the budget (`lab resume --steps` beyond it)."""
+        return as_progress_schedule(anneal(value, 1, enabled), 1)
 
     def sb3_kwargs(self, images: bool) -> dict[str, Any]:
         """Keyword arguments for the SB3 constructor, from the config."""
@@ -101,9 +107,12 @@ class SB3Agent(Agent):
             "n_updates": int(getattr(m, "_n_updates", 0)),
             "n_calls": int(getattr(m, "_n_calls", 0)),
             "episode_num": int(m._episode_num),
+            "last_episode_starts": torch.from_numpy(np.asarray(m._last_episode_starts, dtype=bool).copy()),
+            "action_space_rng": m.action_space.np_random.bit_generator.state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore after the runner restored the envs: SB3 continues from their observations."""
         m = self.model
         m.policy.load_state_dict(state["policy"])
         m.policy.optimizer.load_state_dict(state["optimizer"])
@@ -114,6 +123,10 @@ class SB3Agent(Agent):
             m._n_calls = int(state["n_calls"])
         m._episode_num = int(state["episode_num"])
         m._update_current_progress_remaining(m.num_timesteps, m._total_timesteps)
+        m._last_obs = self.venv.current_observations()
+        starts = state["last_episode_starts"].numpy().copy()
+        m._last_episode_starts = starts | np.array([env.restarted for env in self.venv.envs])
+        m.action_space.np_random.bit_generator.state = state["action_space_rng"]
         self.global_step = m.num_timesteps
 
     def close(self) -> None:
@@ -123,9 +136,28 @@ class SB3Agent(Agent):
 # ---------------------------------------------------------------------- sb3-dqn
 
 
+def sb3_train_frequency(train_freq: int, gradient_steps: int, num_envs: int) -> tuple[int, int]:
+    """(SB3 train_freq in vector steps, gradient_steps) with the lab's replay ratio.
+
+    The lab counts train_freq in agent steps summed over all envs. SB3 counts vector steps,
+    so with N envs it trains every train_freq / N vector steps, or, when N exceeds
+    train_freq, every vector step with N / train_freq times the gradient steps.
+    """
+    if train_freq % num_envs == 0:
+        return train_freq // num_envs, gradient_steps
+    if num_envs % train_freq == 0:
+        return 1, gradient_steps if gradient_steps < 0 else gradient_steps * (num_envs // train_freq)
+    raise ValueError(f"--num-envs {num_envs} and --train-freq {train_freq}: one must divide the other "
+                     "for SB3 to keep the replay ratio; choose e.g. --num-envs 1, 2, 4 or 8 with --train-freq 4")
+
+
 @dataclass
 class SB3DQNConfig(DQNSettings):
     lab_replay_buffer: bool = field(default=True, metadata=_help("store transitions in the lab's device replay buffer"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        sb3_train_frequency(self.train_freq, self.gradient_steps, self.num_envs)
 
 
 class SB3DQNAgent(SB3Agent):
@@ -135,21 +167,20 @@ class SB3DQNAgent(SB3Agent):
     Config = SB3DQNConfig
     sb3_class = DQN
     discrete_actions_only = True
-    default_steps = LabDQN.default_steps
-    presets = LabDQN.presets
+    default_steps = 1_000_000
+    presets = DQN_PRESETS
 
-    @property
-    def env_options(self) -> dict[str, Any]:
-        return self.config.env_options
+    @classmethod
+    def step_multiple(cls, config: SB3DQNConfig) -> int:
+        return sb3_train_frequency(config.train_freq, config.gradient_steps, config.num_envs)[0] * config.num_envs
 
     def sb3_kwargs(self, images: bool) -> dict[str, Any]:
         c = self.config
+        train_freq, gradient_steps = sb3_train_frequency(c.train_freq, c.gradient_steps, c.num_envs)
         kwargs: dict[str, Any] = dict(
             learning_rate=c.learning_rate, buffer_size=c.buffer_size, learning_starts=c.learning_starts,
-            batch_size=c.batch_size, tau=c.tau, gamma=c.gamma,
-            # the lab counts train_freq in agent steps over all envs; SB3 in vector steps
-            train_freq=max(1, c.train_freq // c.num_envs),
-            gradient_steps=c.gradient_steps, target_update_interval=c.target_update_interval,
+            batch_size=c.batch_size, tau=c.tau, gamma=c.gamma, train_freq=train_freq,
+            gradient_steps=gradient_steps, target_update_interval=c.target_update_interval,
             exploration_fraction=c.exploration_fraction, exploration_initial_eps=c.exploration_initial_eps,
             exploration_final_eps=c.exploration_final_eps, max_grad_norm=c.max_grad_norm,
         )
@@ -163,30 +194,35 @@ class SB3DQNAgent(SB3Agent):
             kwargs["replay_buffer_kwargs"] = dict(frame_stack=stack, stack_padding="reset", gamma=c.gamma)
         return kwargs
 
-    def __init__(self, config: SB3DQNConfig, ctx: Any) -> None:
-        super().__init__(config, ctx)
-        self.eval_generator = ctx.generator(offset=3)
-
     def learn_iteration(self) -> None:
         m: OffPolicyAlgorithm = self.model
         rollout = m.collect_rollouts(m.env, train_freq=m.train_freq, action_noise=m.action_noise,
                                      callback=self.callback, learning_starts=m.learning_starts,
                                      replay_buffer=m.replay_buffer, log_interval=None)
-        if m.num_timesteps > 0 and m.num_timesteps > m.learning_starts:
+        if m.num_timesteps > m.learning_starts and self._buffer_ready():
             gradient_steps = m.gradient_steps if m.gradient_steps >= 0 else rollout.episode_timesteps
             if gradient_steps > 0:
                 m.train(batch_size=m.batch_size, gradient_steps=gradient_steps)
         self.model.logger.record("train/epsilon", m.exploration_rate)
 
+    def _buffer_ready(self) -> bool:
+        """min(learning_starts, capacity) transitions stored: a run resumed without its
+        replay buffer refills it before training again."""
+        m: OffPolicyAlgorithm = self.model
+        stored = m.replay_buffer.size() * m.n_envs
+        return stored >= min(m.learning_starts, m.replay_buffer.buffer_size * m.n_envs) and stored > 0
+
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         greedy = super().act(obs, deterministic=True)
-        eps = self.config.eval_exploration_eps if deterministic else self.model.exploration_rate
+        if not deterministic:
+            eps, generator = self.model.exploration_rate, self.ctx.generator("actions", greedy.device)
+        else:
+            eps, generator = self.config.eval_exploration_eps, self.ctx.rng.eval_generator(greedy.device)
         if eps <= 0:
             return greedy
         n = obs.shape[0]
-        random = torch.randint(0, int(self.venv.action_space.n), (n,), generator=self.eval_generator,
-                               device=greedy.device)
-        explore = torch.rand(n, generator=self.eval_generator, device=greedy.device) < eps
+        random = torch.randint(0, int(self.venv.action_space.n), (n,), generator=generator, device=greedy.device)
+        explore = torch.rand(n, generator=generator, device=greedy.device) < eps
         return torch.where(explore, random, greedy)
 
     def state_dict(self) -> dict[str, Any]:
@@ -198,7 +234,8 @@ class SB3DQNAgent(SB3Agent):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         if "buffers" in state:
-            self.model.replay_buffer.load_state_dict(state["buffers"])
+            restarted = any(env.restarted for env in self.venv.envs)
+            self.model.replay_buffer.load_state_dict(state["buffers"], end_episodes=restarted)
         self.model.exploration_rate = self.model.exploration_schedule(self.model._current_progress_remaining)
 
 
@@ -207,16 +244,18 @@ class SB3DQNAgent(SB3Agent):
 
 @dataclass
 class OnPolicySettings:
-    learning_rate: float = field(default=2.5e-4, metadata=_help("optimizer learning rate"))
-    n_steps: int = field(default=128, metadata=_help("steps per env per rollout"))
+    """Settings PPO and A2C share; defaults are SB3's (A2C overrides its own)."""
+
+    learning_rate: float = field(default=3e-4, metadata=_help("optimizer learning rate"))
+    n_steps: int = field(default=2048, metadata=_help("steps per env per rollout"))
     gamma: float = field(default=0.99, metadata=_help("discount factor"))
     gae_lambda: float = field(default=0.95, metadata=_help("GAE lambda"))
-    ent_coef: float = field(default=0.01, metadata=_help("entropy bonus"))
+    ent_coef: float = field(default=0.0, metadata=_help("entropy bonus"))
     vf_coef: float = field(default=0.5, metadata=_help("value loss weight"))
     max_grad_norm: float = field(default=0.5, metadata=_help("gradient clipping norm"))
-    num_envs: int = field(default=8, metadata=_help("parallel envs"))
+    num_envs: int = field(default=1, metadata=_help("parallel envs"))
     net_arch: tuple[int, ...] = field(default=(64, 64), metadata=_help("MLP widths for vector observations"))
-    anneal: bool = field(default=True, metadata=_help("anneal the learning rate (and PPO clip range) linearly to 0"))
+    anneal: bool = field(default=False, metadata=_help("anneal the learning rate (and PPO clip range) linearly to 0"))
     frame_stack: int = field(default=4, metadata=_help("Atari frames per observation"))
     terminal_on_life_loss: bool = field(default=True, metadata=_help("Atari: a lost life ends the learning episode"))
 
@@ -224,6 +263,12 @@ class OnPolicySettings:
         for name in ("n_steps", "num_envs", "frame_stack"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
 
     @property
     def env_options(self) -> dict[str, Any]:
@@ -231,23 +276,23 @@ class OnPolicySettings:
         defaults = {f.name: f.default for f in fields(OnPolicySettings) if f.name in names}
         return {n: getattr(self, n) for n in names if getattr(self, n) != defaults[n]}
 
-    def common_kwargs(self, images: bool) -> dict[str, Any]:
-        kwargs: dict[str, Any] = dict(
-            learning_rate=_linear(self.learning_rate, self.anneal), n_steps=self.n_steps, gamma=self.gamma,
-            gae_lambda=self.gae_lambda, ent_coef=self.ent_coef, vf_coef=self.vf_coef,
-            max_grad_norm=self.max_grad_norm,
-        )
-        if not images:
-            kwargs["policy_kwargs"] = dict(net_arch=list(self.net_arch))
-        return kwargs
-
 
 class OnPolicyAgent(SB3Agent):
-    default_steps = 10_000_000
+    default_steps = 1_000_000
 
-    @property
-    def env_options(self) -> dict[str, Any]:
-        return self.config.env_options
+    @classmethod
+    def step_multiple(cls, config: OnPolicySettings) -> int:
+        return config.n_steps * config.num_envs  # SB3 updates after whole rollouts
+
+    def common_kwargs(self, images: bool) -> dict[str, Any]:
+        c = self.config
+        kwargs: dict[str, Any] = dict(
+            learning_rate=self.schedule(c.learning_rate, c.anneal), n_steps=c.n_steps, gamma=c.gamma,
+            gae_lambda=c.gae_lambda, ent_coef=c.ent_coef, vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm,
+        )
+        if not images:
+            kwargs["policy_kwargs"] = dict(net_arch=list(c.net_arch))
+        return kwargs
 
     def learn_iteration(self) -> None:
         m = self.model
@@ -258,30 +303,45 @@ class OnPolicyAgent(SB3Agent):
 
 @dataclass
 class SB3PPOConfig(OnPolicySettings):
-    batch_size: int = field(default=256, metadata=_help("minibatch size"))
-    n_epochs: int = field(default=4, metadata=_help("passes over each rollout"))
-    clip_range: float = field(default=0.1, metadata=_help("PPO clip range"))
+    batch_size: int = field(default=64, metadata=_help("minibatch size"))
+    n_epochs: int = field(default=10, metadata=_help("passes over each rollout"))
+    clip_range: float = field(default=0.2, metadata=_help("PPO clip range"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("batch_size", "n_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.clip_range > 0:
+            raise ValueError(f"--clip-range must be positive, got {self.clip_range}")
+
+
+# RL Zoo's Atari PPO (ppo.yml, `atari`): lr and clip range annealed linearly to 0.
+ATARI_PPO: dict[str, Any] = dict(steps=10_000_000, num_envs=8, n_steps=128, n_epochs=4, batch_size=256,
+                                 learning_rate=2.5e-4, clip_range=0.1, vf_coef=0.5, ent_coef=0.01, anneal=True)
 
 
 class SB3PPOAgent(OnPolicyAgent):
-    """Stable-Baselines3's PPO; defaults are RL Zoo's Atari PPO."""
+    """Stable-Baselines3's PPO; defaults are SB3's, presets RL Zoo's."""
 
     name = "sb3-ppo"
     Config = SB3PPOConfig
     sb3_class = PPO
     presets: dict[str, dict[str, Any]] = {
-        "CartPole-v1": dict(num_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
+        "CartPole-v1": dict(steps=100_000, num_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98,
+                            n_epochs=20, ent_coef=0.0, learning_rate=1e-3, clip_range=0.2, anneal=True),
+        "Acrobot-v1": dict(steps=1_000_000, num_envs=16, n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4,
+                           ent_coef=0.0),
+        "Pendulum-v1": dict(steps=100_000, num_envs=4, n_steps=1024, gae_lambda=0.95, gamma=0.9, n_epochs=10,
                             ent_coef=0.0, learning_rate=1e-3, clip_range=0.2),
-        "Acrobot-v1": dict(num_envs=16, n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0,
-                           anneal=False, learning_rate=3e-4, clip_range=0.2, batch_size=64),
-        "Pendulum-v1": dict(num_envs=4, n_steps=1024, gae_lambda=0.95, gamma=0.9, n_epochs=10, ent_coef=0.0,
-                            learning_rate=1e-3, clip_range=0.2, anneal=False, batch_size=64),
+        "ALE/*-v5": ATARI_PPO,
+        "*NoFrameskip-v4": ATARI_PPO,
     }
 
     def sb3_kwargs(self, images: bool) -> dict[str, Any]:
         c = self.config
-        return dict(c.common_kwargs(images), batch_size=c.batch_size, n_epochs=c.n_epochs,
-                    clip_range=_linear(c.clip_range, c.anneal))
+        return dict(self.common_kwargs(images), batch_size=c.batch_size, n_epochs=c.n_epochs,
+                    clip_range=self.schedule(c.clip_range, c.anneal))
 
 
 @dataclass
@@ -289,24 +349,27 @@ class SB3A2CConfig(OnPolicySettings):
     learning_rate: float = field(default=7e-4, metadata=_help("RMSprop learning rate"))
     n_steps: int = field(default=5, metadata=_help("steps per env per update"))
     gae_lambda: float = field(default=1.0, metadata=_help("GAE lambda (1: plain n-step returns)"))
-    vf_coef: float = field(default=0.25, metadata=_help("value loss weight"))
-    num_envs: int = field(default=16, metadata=_help("parallel envs"))
-    anneal: bool = field(default=False, metadata=_help("anneal the learning rate linearly to 0"))
+
+
+# RL Zoo's Atari A2C (a2c.yml, `atari`), RMSprop as in the TF implementation.
+ATARI_A2C: dict[str, Any] = dict(steps=10_000_000, num_envs=16, ent_coef=0.01, vf_coef=0.25)
 
 
 class SB3A2CAgent(OnPolicyAgent):
-    """Stable-Baselines3's A2C; defaults are RL Zoo's Atari A2C."""
+    """Stable-Baselines3's A2C; defaults are SB3's, presets RL Zoo's."""
 
     name = "sb3-a2c"
     Config = SB3A2CConfig
     sb3_class = A2C
     presets: dict[str, dict[str, Any]] = {
-        "CartPole-v1": dict(num_envs=8, ent_coef=0.0, vf_coef=0.5),
-        "Acrobot-v1": dict(num_envs=16, ent_coef=0.0, vf_coef=0.5),
+        "CartPole-v1": dict(steps=500_000, num_envs=8, ent_coef=0.0),
+        "Acrobot-v1": dict(steps=500_000, num_envs=16, ent_coef=0.0),
+        "ALE/*-v5": ATARI_A2C,
+        "*NoFrameskip-v4": ATARI_A2C,
     }
 
     def sb3_kwargs(self, images: bool) -> dict[str, Any]:
-        kwargs = self.config.common_kwargs(images)
+        kwargs = self.common_kwargs(images)
         if images:  # RL Zoo's Atari A2C: RMSprop as in the TF implementation
             from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 

@@ -56,7 +56,8 @@ def test_precedence_defaults_preset_file_cli():
     r = resolve(Algo, {}, {"env": "Acrobot-v1"})
     assert r.preset is None and r.algo.learning_rate == 1e-3
     r = resolve(Algo, {"env": "CartPole-v1"})
-    assert r.preset == "CartPole-v1" and r.algo.batch_size == 64 and r.run.steps == 5000
+    # a preset's steps is its default budget, applied only when neither --steps nor --epochs is given
+    assert r.preset == "CartPole-v1" and r.algo.batch_size == 64 and r.preset_steps == 5000 and r.run.steps is None
     r = resolve(Algo, {"env": "CartPole-v1", "batch_size": "16"}, {"batch_size": 8, "learning_rate": 0.5})
     assert r.algo.batch_size == 16 and r.algo.learning_rate == 0.5
 
@@ -85,3 +86,36 @@ def test_yaml_file_flat_and_nested(tmp_path):
         load_yaml_file(broken)
     with pytest.raises(LabError, match="does not exist"):
         load_yaml_file(tmp_path / "missing.yaml")
+
+
+def test_presets_match_exact_ids_before_globs_in_order():
+    from lab.config import find_preset
+
+    presets = {"ALE/Pong-v5": {"a": 1}, "ALE/*-v5": {"a": 2}, "*-v5": {"a": 3}, "*NoFrameskip-v4": {"a": 4}}
+    assert find_preset(presets, "ALE/Pong-v5") == ("ALE/Pong-v5", {"a": 1})
+    assert find_preset(presets, "ALE/Breakout-v5") == ("ALE/*-v5", {"a": 2})
+    assert find_preset(presets, "Hopper-v5") == ("*-v5", {"a": 3})
+    assert find_preset(presets, "PongNoFrameskip-v4")[0] == "*NoFrameskip-v4"
+    assert find_preset(presets, "CartPole-v1") == (None, {})
+
+
+def test_dqn_presets_give_atari_its_own_settings_and_every_preset_a_budget():
+    from lab.plugins.dqn import DQN
+
+    atari = resolve(DQN, {"env": "ALE/Pong-v5"})
+    assert atari.preset == "ALE/*-v5" and atari.algo.learning_starts == 100_000 and atari.preset_steps == 10_000_000
+    assert resolve(DQN, {"env": "PongNoFrameskip-v4"}).algo.eval_exploration_eps == 0.05
+    other = resolve(DQN, {"env": "CartPole-v0"})  # a discrete env without a preset: SB3's defaults
+    assert other.preset is None and other.algo.learning_starts == 100 and other.preset_steps is None
+    cartpole = resolve(DQN, {"env": "CartPole-v1"})
+    assert cartpole.preset_steps == 50_000 and cartpole.algo.learning_starts == 1_000
+    assert all("steps" in values for values in DQN.presets.values())
+
+
+def test_train_help_shows_each_presets_values(capsys):
+    from lab.cli import main
+
+    assert main(["train", "dqn", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "CartPole-v1: steps=50000, learning_rate=0.0023" in out
+    assert "ALE/*-v5: steps=10000000" in out

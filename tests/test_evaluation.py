@@ -100,7 +100,7 @@ def test_agent_evaluate_runs_the_protocol_on_cartpole(tmp_path):
     assert set(metrics) == {"eval/return_mean", "eval/return_std", "eval/length_mean"}
     assert metrics["eval/return_mean"] >= 195  # the controller balances; random scores ~22
     assert metrics["eval/return_mean"] == metrics["eval/length_mean"]
-    random_metrics = evaluate_policy(agent.ctx, lambda obs: torch.randint(0, 2, (len(obs),)), episodes=5)
+    random_metrics = evaluate_policy(agent.ctx, lambda obs: torch.randint(0, 2, (len(obs),)), episodes=5, seed=0)
     assert random_metrics["eval/return_mean"] < 100
 
 
@@ -117,7 +117,18 @@ def test_agent_writes_an_mp4_video(tmp_path):
 def test_atari_evaluation_reports_full_game_scores_and_normalized_score(tmp_path):
     ctx = make_ctx(tmp_path, "ALE/Breakout-v5")
     gen = torch.Generator().manual_seed(0)
-    metrics = evaluate_policy(ctx, lambda obs: torch.randint(0, 4, (len(obs),), generator=gen), episodes=2)
+    metrics = evaluate_policy(ctx, lambda obs: torch.randint(0, 4, (len(obs),), generator=gen), episodes=2, seed=0)
     # a random Breakout player loses all 5 lives in well over 100 steps (one life: ~30)
     assert metrics["eval/length_mean"] > 100
     assert metrics["eval/normalized_score"] == pytest.approx((metrics["eval/return_mean"] - 1.7) / (30.5 - 1.7))
+
+
+def test_media_is_never_overwritten(tmp_path):
+    """`lab eval --video` at the step of the training video writes a second file."""
+    agent = PoleBalancer(PoleBalancer.Config(), make_ctx(tmp_path, "CartPole-v1"))
+    agent.video_max_steps = 10
+    first = agent.write_media(agent.ctx.media_dir)["eval/video"]
+    before = first.read_bytes()
+    second = agent.write_media(agent.ctx.media_dir)["eval/video"]
+    assert second != first and second.name == first.stem + "-2.mp4"
+    assert first.read_bytes() == before

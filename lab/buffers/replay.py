@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
+from lab.buffers.boundaries import step_flags
 from lab.buffers.sumtree import SumTree
 from lab.errors import LabError
 
@@ -187,10 +188,9 @@ class ReplayBuffer:
         rewards = self._as_device(rewards, (), "rewards")
         terminated = self._as_device(terminated, (), "terminated").bool()
         truncated = self._as_device(truncated, (), "truncated").bool()
-        valid = ~self._done_prev
-        self._write(self._newest(obs), actions, rewards, terminated & valid, truncated & valid, valid)
+        valid, terminated, truncated, self._done_prev = step_flags(self._done_prev, terminated, truncated)
+        self._write(self._newest(obs), actions, rewards, terminated, truncated, valid)
         self._start_next = ~valid
-        self._done_prev = (terminated | truncated) & valid
         self._last_next_frame.copy_(self._newest(next_obs))
 
     def _newest(self, obs: torch.Tensor) -> torch.Tensor:
@@ -460,7 +460,7 @@ class ReplayBuffer:
         }
         state: dict[str, Any] = {
             "version": STATE_VERSION, **self._layout(), "steps": self._steps, **stored,
-            "valid_total": self._valid_total, "done_prev": self._done_prev,
+            "valid_total": self._valid_total, "done_prev": self._done_prev, "generator": self.generator.get_state(),
             "start_next": self._start_next, "last_next_frame": self._last_next_frame,
         }
         if self.prioritized:
@@ -482,6 +482,8 @@ class ReplayBuffer:
             tensor[filled:].zero_()
         self._valid_total.copy_(state["valid_total"])
         self._done_prev.copy_(state["done_prev"])
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
         self._start_next.copy_(state["start_next"])
         self._last_next_frame.copy_(state["last_next_frame"])
         if self.prioritized:

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from lab.buffers.boundaries import step_flags
 from lab.errors import LabError
 
 
@@ -84,17 +85,16 @@ class RolloutBuffer:
         if self.full:
             raise RuntimeError("rollout buffer is full; compute returns, train, then reset()")
         t = self.step
-        valid = ~self._done_prev
-        terminated, truncated = terminated.to(self.device).bool(), truncated.to(self.device).bool()
+        valid, terminated, truncated, self._done_prev = step_flags(
+            self._done_prev, terminated.to(self.device).bool(), truncated.to(self.device).bool())
         self.observations[t] = obs
         self.actions[t] = actions.reshape((self.num_envs, *self.action_shape))
         self.log_probs[t] = log_probs.reshape(self.num_envs)
         self.values[t] = values.reshape(self.num_envs)
         self.rewards[t] = torch.where(valid, rewards.reshape(self.num_envs).float(), 0.0)
-        self.terminated[t] = terminated & valid
-        self.truncated[t] = truncated & valid
+        self.terminated[t] = terminated
+        self.truncated[t] = truncated
         self.valid[t] = valid
-        self._done_prev = (terminated | truncated) & valid
         self.step += 1
 
     def compute_returns_and_advantage(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> None:

@@ -124,7 +124,8 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
 
     def state_dict(self) -> dict[str, Any]:
         """Contents of every env's buffer plus SB3's size bookkeeping (torch.load weights_only safe)."""
-        return {"buffers": [b.state_dict() for b in self.buffers], "pos": int(self.pos), "full": bool(self.full)}
+        return {"buffers": [b.state_dict() for b in self.buffers], "pos": int(self.pos), "full": bool(self.full),
+                "generator": self.generator.get_state(), "env_generator": self.env_generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any], end_episodes: bool = True) -> None:
         """Restore `state_dict()`; open episodes are closed since the envs restart on resume."""
@@ -134,3 +135,6 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         for buffer, saved in zip(self.buffers, state["buffers"]):
             buffer.load_state_dict(saved, end_episodes=end_episodes)
         self.pos, self.full = int(state["pos"]), bool(state["full"])
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+            self.env_generator.set_state(state["env_generator"])

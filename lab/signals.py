@@ -1,0 +1,98 @@
+"""Ctrl-C and SIGTERM for `lab train` / `lab resume`: finish the step, save, stop cleanly.
+
+The handler is installed as the command starts, before the heavy imports, and never
+raises inside them (a KeyboardInterrupt in the middle of importing numpy or torch leaves
+confusing errors). While the run is being set up, a signal is noted and the set-up stops
+at its next safe point (`raise_if_requested`). While training, the first signal lets the
+current step finish, then the runner saves a checkpoint; a second one stops at once
+(KeyboardInterrupt), except inside a `critical()` section such as a checkpoint write,
+which always completes first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class SetupInterrupted(Exception):
+    """A signal arrived before training started; nothing was trained."""
+
+
+class StopRequest:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.training = False  # False: still setting up
+        self._previous: dict[int, Any] = {}
+        self._critical = 0
+        self._hard_stop = False
+
+    def install(self) -> StopRequest:
+        """Start a command: forget earlier signals and handle SIGINT/SIGTERM from now on."""
+        self.signum, self.training, self._critical, self._hard_stop = None, False, 0, False
+        for sig in SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+    def _say(self, text: str) -> None:
+        print(f"\n{text}", file=sys.stderr, flush=True)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is None:
+            self.signum = signum
+            if self.training:
+                self._say(f"{name}: finishing this step, then saving a checkpoint (send again to stop at once)")
+            return
+        if self._critical:
+            self._hard_stop = True
+            self._say(f"{name}: still saving; stopping as soon as the files are complete")
+        elif self.training:
+            raise KeyboardInterrupt
+        else:
+            self._say(f"{name}: stopped during set-up")
+            os._exit(self.exit_code())
+
+    def raise_if_requested(self) -> None:
+        """Call at safe points of the set-up: stop there if a signal came."""
+        if self.signum is not None and not self.training:
+            raise SetupInterrupted(signal.Signals(self.signum).name)
+
+    @contextmanager
+    def critical(self, then_stop: bool = True) -> Iterator[None]:
+        """A section a second signal must not cut short (checkpoint and summary writes).
+
+        A second signal that came meanwhile stops the run right after it (then_stop), or is
+        simply absorbed when the section is the run's own ending.
+        """
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+        if self._critical == 0 and self._hard_stop:
+            self._hard_stop = False
+            if then_stop:
+                raise KeyboardInterrupt
+
+
+# One per process: the CLI installs it for train/resume; the runner consults it.
+STOP = StopRequest()
