@@ -6,9 +6,9 @@ step per `train_step`, a warmup + linear-decay learning rate over the run's step
 in-order evaluation, and media (confusion matrix, misclassified examples on the test
 split). The three algorithms differ only in their config defaults and model builder.
 
-The last `validation_size` training images are held out as a validation split: `best.pt`
-is chosen on its accuracy (`val/accuracy`), so the test accuracy (`eval/accuracy`, the
-number to report) never takes part in model selection.
+`validation_size` training images (a fixed random choice, the same for every run) are held
+out as a validation split: `best.pt` is chosen on its accuracy (`val/accuracy`), so the
+test accuracy (`eval/accuracy`, the number to report) never takes part in model selection.
 
 `load_feature_extractor(run_dir)` rebuilds a trained classifier from its run directory
 so other plugins (the generators' Frechet distance, CycleGAN's class preservation) can
@@ -35,6 +35,7 @@ from lab.context import Context
 from lab.datasets import ImageDataset
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
+from lab.schedules import warmup_decay
 from lab.plugins import _classifiers as models
 from lab.plugins._classifier_media import confusion_matrix, plot_confusion_matrix, plot_misclassified
 
@@ -52,7 +53,7 @@ class TrainConfig:
     batch_size: int = field(default=256, metadata=_help("training minibatch size"))
     eval_batch_size: int = field(default=2000, metadata=_help("batch size for the in-order validation and test passes"))
     validation_size: int = field(
-        default=5000, metadata=_help("last training images held out to choose best.pt (the test split is only reported)")
+        default=5000, metadata=_help("training images held out to choose best.pt (the test split is only reported)")
     )
     optimizer: Literal["sgd", "adamw"] = field(default="sgd", metadata=_help("sgd (Nesterov momentum) or adamw"))
     learning_rate: float = field(default=0.1, metadata=_help("peak learning rate"))
@@ -102,14 +103,12 @@ class CNNConfig(TrainConfig):
     augment: bool = field(default=True, metadata=_help("random crops (and flips if --flip) on the device"))
 
 
-def lr_factor(step: int, horizon: int, warmup: float) -> float:
-    """Linear warmup to 1 over `warmup * horizon` steps, then linear decay to 0 at `horizon`
-    (and 0 beyond it: the horizon is the budget the run was created with, so a resumed run
-    continues the same schedule instead of restarting its warmup)."""
-    warm = int(warmup * horizon)
-    if step < warm:
-        return (step + 1) / warm
-    return max(0.0, (horizon - step) / max(1, horizon - warm))
+def split_validation(count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, validation rows): `size` rows chosen at random with a fixed seed, the
+    same for every run and seed, so the split mixes all classes even where a dataset stores
+    them in order (image folders do, class by class)."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
+    return order[size:].sort().values, order[:size].sort().values
 
 
 def labelled(data: object, algo: str) -> ImageDataset:
@@ -146,22 +145,23 @@ class Classifier(Algorithm):
         data = labelled(ctx.load_dataset(**options), self.name)
         self.classes = data.classes or [str(i) for i in range(int(data.train_labels.max()) + 1)]
         self.input_shape = data.image_shape
-        split = len(data.train_images) - config.validation_size
-        if split < 1:
+        if config.validation_size >= len(data.train_images):
             raise LabError(
                 f"--validation-size {config.validation_size} must be smaller than the "
                 f"{len(data.train_images)} training images of {data.name}"
             )
-        mean, std = channel_stats(data.train_images[:split])
+        train_rows, val_rows = split_validation(len(data.train_images), config.validation_size)
+        train_images, train_labels = data.train_images[train_rows], data.train_labels[train_rows]
+        mean, std = channel_stats(train_images)
         self.model = self.build_model(config, data.image_shape, len(self.classes), mean, std).to(ctx.device)
         self.train_data = DataBuffer(
-            data.train_images[:split], data.train_labels[:split], ctx.device, config.batch_size, seed=ctx.seed,
+            train_images, train_labels, ctx.device, config.batch_size, seed=ctx.seed,
             drop_last=True, crop_padding=config.crop_padding if config.augment else 0,
             flip=config.augment and config.flip, normalize=None, rank=ctx.rank, world_size=ctx.world_size,
         )
         self.val_data = DataBuffer(
-            data.train_images[split:], data.train_labels[split:], ctx.device, config.eval_batch_size, shuffle=False,
-            normalize=None, rank=ctx.rank, world_size=ctx.world_size,
+            data.train_images[val_rows], data.train_labels[val_rows], ctx.device, config.eval_batch_size,
+            shuffle=False, normalize=None, rank=ctx.rank, world_size=ctx.world_size,
         )
         self.test_data = DataBuffer(
             data.test_images, data.test_labels, ctx.device, config.eval_batch_size, shuffle=False,
@@ -186,7 +186,9 @@ class Classifier(Algorithm):
     def train_step(self) -> dict[str, float]:
         if self.horizon is None:
             self.horizon = self.ctx.total_steps or self.steps_per_epoch
-        lr = self.config.learning_rate * lr_factor(self.global_step, self.horizon, self.config.warmup)
+        # the horizon is the budget the run was created with: a resumed or extended run
+        # continues the same schedule (at 0 past the end) instead of restarting its warm-up
+        lr = warmup_decay(self.config.learning_rate, self.horizon, self.config.warmup)(self.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = self.train_data.next()
@@ -230,14 +232,16 @@ class Classifier(Algorithm):
 
     def write_media(self, media_dir: Path) -> dict[str, Path]:
         _, predictions, targets = self.predict(self.test_data)
+        step = f"step{self.global_step:09d}"
         matrix = confusion_matrix(targets, predictions, len(self.classes))
         wrong = (predictions != targets).nonzero().flatten()[:MISCLASSIFIED_SHOWN]
         rows = torch.arange(self.ctx.rank, self.test_data.num_samples, self.ctx.world_size, device=wrong.device)[wrong]
         images = self.test_data.images[rows.to(self.test_data.images.device)]
         return {
-            "eval/confusion_matrix": plot_confusion_matrix(matrix, self.classes, media_dir / "confusion_matrix.png"),
+            "eval/confusion_matrix": plot_confusion_matrix(
+                matrix, self.classes, self.ctx.media_path(f"confusion_matrix-{step}", ".png")),
             "eval/misclassified": plot_misclassified(
-                images, targets[wrong], predictions[wrong], self.classes, media_dir / "misclassified.png"
+                images, targets[wrong], predictions[wrong], self.classes, self.ctx.media_path(f"misclassified-{step}", ".png")
             ),
         }
 

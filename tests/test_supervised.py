@@ -52,7 +52,9 @@ def make_algo(name: str, tmp_path: Path, data: str, data_dir: Path, total_steps:
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
-    factors = [supervised.lr_factor(step, 100, 0.1) for step in range(110)]
+    from lab.schedules import warmup_decay
+
+    factors = [warmup_decay(1.0, 100, 0.1)(step) for step in range(110)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
     assert factors[100] == 0.0 and factors[109] == 0.0
@@ -90,9 +92,14 @@ def test_best_checkpoint_is_chosen_on_validation_held_out_from_training(tmp_path
     data = algo.ctx.load_dataset(image_size=12)
     assert len(data.train_images) == 27 and supervised.Classifier.key_metric == "val/accuracy"
     assert algo.steps_per_epoch == (27 - 6) // 4
-    assert torch.equal(algo.val_data.images, data.train_images[-6:])
-    assert torch.equal(algo.val_data.labels, data.train_labels[-6:])
-    assert torch.equal(algo.train_data.images, data.train_images[:-6])
+    train_rows, val_rows = supervised.split_validation(27, 6)
+    assert sorted(train_rows.tolist() + val_rows.tolist()) == list(range(27))
+    assert torch.equal(algo.val_data.images, data.train_images[val_rows])
+    assert torch.equal(algo.val_data.labels, data.train_labels[val_rows])
+    assert torch.equal(algo.train_data.images, data.train_images[train_rows])
+    # the folder stores its classes in order: a fixed random choice still holds out more than one
+    assert len(set(algo.val_data.labels.tolist())) > 1
+    assert torch.equal(supervised.split_validation(27, 6)[1], val_rows)  # the same split every run
     batches = [algo.train_data.next() for _ in range(3 * algo.steps_per_epoch)]
     assert max(int(batch.indices.max()) for batch in batches) < 21
     trained = torch.cat([batch.images for batch in batches]).flatten(1)
@@ -101,7 +108,8 @@ def test_best_checkpoint_is_chosen_on_validation_held_out_from_training(tmp_path
 
     metrics = algo.evaluate()
     assert set(metrics) == {"val/accuracy", "val/loss", "eval/accuracy", "eval/loss"}
-    splits = {"val": (data.train_images[-6:], data.train_labels[-6:]), "eval": (data.test_images, data.test_labels)}
+    splits = {"val": (data.train_images[val_rows], data.train_labels[val_rows]),
+              "eval": (data.test_images, data.test_labels)}
     with torch.no_grad():
         for prefix, (images, labels) in splits.items():
             logits = algo.model.eval()(images)
@@ -173,7 +181,8 @@ def test_cli_trains_resumes_and_serves_a_feature_extractor(tmp_path: Path) -> No
     evals = [row for row in rows if "eval/accuracy" in row]
     assert [row["global_step"] for row in evals] == [3, 6]
     assert all("val/accuracy" in row for row in evals)
-    assert (run_dir / "media" / "confusion_matrix.png").is_file() and (run_dir / "media" / "misclassified.png").is_file()
+    assert (run_dir / "media" / "confusion_matrix-step000000006.png").is_file()
+    assert (run_dir / "media" / "misclassified-step000000006.png").is_file()
 
     result = run_lab("resume", str(run_dir), "--steps", "9", env=env)
     assert result.returncode == 0, result.stderr
