@@ -92,8 +92,9 @@ class RunProgress:
 
     def note(self, step: int, values: dict[str, Any], key_metric: str) -> None:
         """Show the latest headline metrics (on the bar, or as one plain line)."""
-        if self._bar is not None:
-            used = 10 + 1 + 12 + 1 + len(self._fields(step)["count"]) + 1 + 7 + 1 + 9 + 1
+        if self._bar is not None:  # columns are separated by one space; leave the last column free
+            fields = self._fields(step)
+            used = 10 + 12 + sum(len(text) for text in fields.values()) + len(fields) + 2
             self._bar.update(self._task, info=headline(values, key_metric, WIDTH - used - 1))
         elif time.perf_counter() - self._last_line >= PLAIN_EVERY_S:  # the end has its own report
             self._last_line = time.perf_counter()

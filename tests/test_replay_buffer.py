@@ -390,3 +390,20 @@ def test_sb3_dqn_learns_with_the_adapter() -> None:
     assert model.replay_buffer.size() == 200
     assert model.replay_buffer.sample(8).discounts is not None
     assert model._n_updates > 0
+
+
+def test_a_done_on_an_autoreset_step_never_joins_two_episodes() -> None:
+    """An env that breaks the contract (a done on the step after a done: a game that ended
+    during Atari's life reset) cannot make the buffer store the transition that follows,
+    which would lead from the ended game into the next one."""
+    buffer = ReplayBuffer(64, (1,), 1, "cpu", observation_dtype=torch.float32)
+    obs = torch.tensor([[0.0]])
+    # obs t is the value t: 0 -> 1 -> 2 -> 3 ends episode A; step 3 (3 -> 4) is the autoreset
+    # step and wrongly reports a done, so 4 -> 5 leads out of an ended game; 5 -> 6 is real
+    for t, done in enumerate([False, False, True, True, False, False, False]):
+        next_obs = torch.tensor([[float(t + 1)]])
+        buffer.add(obs, torch.zeros(1, dtype=torch.long), torch.ones(1), next_obs, torch.tensor([done]),
+                   torch.tensor([False]))
+        obs = next_obs
+    batch = buffer.get(buffer.sampleable_indices())
+    assert sorted(batch.observations.flatten().tolist()) == [0.0, 1.0, 2.0, 5.0]

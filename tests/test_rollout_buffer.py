@@ -126,3 +126,13 @@ def test_add_past_the_end_and_early_compute_raise() -> None:
         buf.add(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long), torch.zeros(1), torch.zeros(1), torch.ones(1), no, no)
     buf.reset()
     assert not buf.full
+
+
+def test_a_done_on_an_autoreset_step_is_never_trained_on() -> None:
+    buffer = RolloutBuffer(6, 1, (1,), (), "cpu")
+    dones = [False, True, True, False, False, False]  # step 2 is an autoreset step that reports a done
+    for t, done in enumerate(dones):
+        buffer.add(torch.tensor([[float(t)]]), torch.zeros(1, dtype=torch.long), torch.zeros(1), torch.zeros(1),
+                   torch.ones(1), torch.tensor([done]), torch.tensor([False]))
+    # step 2 (the autoreset step) and step 3 (final obs of nothing -> first obs of the next episode) are out
+    assert buffer.valid.flatten().tolist() == [True, True, False, False, True, True]

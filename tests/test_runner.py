@@ -144,3 +144,67 @@ def test_config_yaml_of_a_run_reproduces_it(toy_plugins):
     a = load_checkpoint(runs_dir() / "orig" / "checkpoints" / "latest.pt")["algorithm"]["model"]
     b = load_checkpoint(runs_dir() / "copy" / "checkpoints" / "latest.pt")["algorithm"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_progress_line_fits_80_columns_with_a_sane_eta():
+    import io
+    import re
+
+    from rich.console import Console
+
+    from lab.progress import RunProgress
+
+    live = Console(file=io.StringIO(), force_terminal=True, width=200)
+    progress = RunProgress("sb3-ppo-long-name", 10_000_000, 4_000_000, console=live)  # a resumed run
+    progress.update(4_000_000)
+    progress._window_time -= 1.0  # one second later, 1,000 steps on
+    progress.update(4_001_000)
+    progress.note(4_001_000, {"train/episode_return": 123456.789, "eval/return_mean": -98765.4321,
+                              "train/loss": 0.000123456, "perf/sps": 1000.0}, "eval/return_mean")
+    shown = Console(file=io.StringIO(), width=200, record=True)
+    shown.print(progress._bar.make_tasks_table(progress._bar.tasks))
+    progress.close()
+    line = shown.export_text().rstrip("\n")
+    assert "\n" not in line and len(line) <= 80, line
+    assert "4M/10M" in line
+    # 5,999,000 steps left at about 1,000 steps/s (not from the 4M the resumed run started at)
+    hours, minutes, _ = map(int, re.search(r"ETA (\d+):(\d\d):(\d\d)", line).groups())
+    assert 95 <= hours * 60 + minutes <= 105, line
+
+
+def test_every_run_ends_with_a_report(toy_plugins, capsys):
+    assert main(["train", "toy", "--data", "toy-data", "--steps", "24", "--name", "rep"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    report = err[-5:]
+    assert report[0].startswith("finished: toy on toy-data at step 24")
+    assert report[1].startswith("  eval/accuracy: final") and "best" in report[1]
+    assert report[2].startswith("  last: train/loss")  # custom metrics reach the console
+    assert report[3] == f"  run: {runs_dir() / 'rep'}"
+    assert report[4] == f"  next: lab compare {runs_dir() / 'rep'}"
+
+
+def test_lab_load_returns_a_trained_agent_ready_to_act():
+    import lab
+
+    assert main(["train", "dqn", "--env", "CartPole-v1", "--steps", "1200", "--learning-starts", "500",
+                 "--eval-episodes", "2", "--video", "false", "--name", "loaded"]) == 0
+    agent = lab.load(runs_dir() / "loaded")
+    try:
+        assert agent.global_step == json.loads((runs_dir() / "loaded" / "summary.json").read_text())["best_step"]
+        assert agent.buffer is None  # nothing only training needs
+        actions = agent.act(torch.zeros(3, 4))
+        assert actions.shape == (3,) and actions.dtype == torch.int64
+        best = load_checkpoint(runs_dir() / "loaded" / "checkpoints" / "best.pt")["algorithm"]["q"]
+        assert all(torch.equal(v, agent.q.state_dict()[k]) for k, v in best.items())
+    finally:
+        agent.close()
+
+
+def test_torch_floor_admits_what_the_code_uses():
+    """dqn builds fused Adam on the CPU, which needs torch >= 2.4."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    floor = next(re.match(r"torch>=(\d+)\.(\d+)", d) for d in deps if d.startswith("torch"))
+    assert (int(floor[1]), int(floor[2])) >= (2, 4)

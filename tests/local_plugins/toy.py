@@ -20,6 +20,7 @@ from lab.datasets import ImageDataset
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
 from lab.tracking import Tracker
+from lab.vecenv import Episode
 
 __version__ = "0.0.7"
 
@@ -106,6 +107,56 @@ class Toy(Algorithm):
         self.horizon = state["horizon"]
 
 
+class ToyCorridor:
+    """A plugin-registered env (the contract test runs on it too): walk right (action 1) to
+    the end of a 5-cell corridor for reward 1; 12 steps at most. NEXT_STEP autoreset, no
+    state_dict: a resumed run restarts it."""
+
+    LENGTH, LIMIT = 5, 12
+
+    def __init__(self, num_envs: int, seed: int, device: torch.device) -> None:
+        import gymnasium as gym
+
+        self.num_envs, self.device = num_envs, torch.device(device)
+        self.single_observation_space = gym.spaces.Box(0.0, float(self.LENGTH), (1,))
+        self.single_action_space = gym.spaces.Discrete(2)
+        self.position = torch.zeros(num_envs)
+        self.steps = torch.zeros(num_envs, dtype=torch.long)
+        self.after_done = torch.zeros(num_envs, dtype=torch.bool)
+        self.returns, self.finished = torch.zeros(num_envs), []
+
+    def reset(self, seed=None):
+        self.position.zero_(), self.steps.zero_(), self.after_done.zero_(), self.returns.zero_()
+        return self.position.unsqueeze(1).clone()
+
+    def step(self, actions):
+        moving = ~self.after_done
+        self.position = torch.where(moving, (self.position + actions.float() * 2 - 1).clamp(0, self.LENGTH), 0.0)
+        self.steps = torch.where(moving, self.steps + 1, 0)
+        terminated = moving & (self.position == self.LENGTH)
+        truncated = moving & ~terminated & (self.steps >= self.LIMIT)
+        reward = terminated.float()
+        self.returns += reward
+        for i in (terminated | truncated).nonzero().flatten().tolist():
+            self.finished.append(Episode(float(self.returns[i]), int(self.steps[i])))
+            self.returns[i] = 0.0
+        self.after_done = terminated | truncated
+        return self.position.unsqueeze(1).clone(), reward, terminated, truncated, {}
+
+    def pop_episodes(self):
+        done, self.finished = self.finished, []
+        return done
+
+    def close(self) -> None:
+        pass
+
+
+def toy_corridor(env_id, *, num_envs=1, seed=0, device="cpu", evaluation=False, render=False, **options):
+    if options:
+        raise LabError(f"{env_id} takes no options")
+    return ToyCorridor(num_envs, seed, device)
+
+
 class RecordingTracker(Tracker):
     """Writes every tracker call to recorded.jsonl in the run dir, so tests see what trackers get."""
 
@@ -137,6 +188,11 @@ def register_datasets(register) -> None:
 @hookimpl
 def register_algorithms(register) -> None:
     register(Toy)
+
+
+@hookimpl
+def register_envs(register) -> None:
+    register("ToyCorridor-v0", toy_corridor, description="a 5-cell corridor (tests)")
 
 
 @hookimpl
