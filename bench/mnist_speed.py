@@ -1,8 +1,10 @@
 """Seconds to reach a test accuracy on MNIST: the lab's `cnn` versus a DataLoader peer.
 
 Both sides train the same network (the lab's CNN builder, same seed, same init), with the
-same optimiser, batch size, label smoothing, LR schedule and crop augmentation. Only the
-feeding differs:
+same optimiser, batch size, label smoothing, LR schedule (`lab.schedules.warmup_decay`) and
+crop augmentation, on the same images: the lab's training split (the `cnn` holds out the
+last `validation_size` training images; the peer gets exactly the split the lab trains on).
+Only the feeding differs:
 
   lab:  the `cnn` algorithm itself (`train_step`), fed by `lab.buffers.DataBuffer`: the
         whole dataset as uint8 on the device, one gather + batched augmentation per step.
@@ -33,9 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from _machine import describe
 from lab.context import Context
 from lab.device import resolve_device
 from lab.registry import Registry
+from lab.schedules import warmup_decay
 from lab.tracking import Tracker
 from lab.plugins import datasets, supervised
 
@@ -81,10 +85,10 @@ def peer_steps(algo: supervised.CNN, images: torch.Tensor, labels: torch.Tensor)
     loader = DataLoader(ExamplesMNIST(images, labels, cfg.crop_padding if cfg.augment else 0), batch_size=cfg.batch_size,
                         shuffle=True, drop_last=True, num_workers=1 if cuda else 0, pin_memory=cuda,
                         generator=torch.Generator().manual_seed(algo.ctx.seed), persistent_workers=cuda)
-    horizon = algo.ctx.total_steps
+    schedule = warmup_decay(cfg.learning_rate, algo.ctx.total_steps, cfg.warmup)
     while True:
         for x, y in loader:
-            lr = cfg.learning_rate * supervised.lr_factor(algo.global_step, horizon, cfg.warmup)
+            lr = schedule(algo.global_step)
             for group in algo.optimizer.param_groups:
                 group["lr"] = lr
             algo.model.train()
@@ -122,8 +126,10 @@ def time_to_targets(algo: supervised.CNN, steps: Iterator[None], targets: list[f
             next(steps)
         sync(device)
         trained += time.perf_counter() - start
-        accuracy = algo.evaluate()["eval/accuracy"]
-        curve.append({"step": algo.global_step, "seconds": round(trained, 3), "accuracy": round(accuracy, 5)})
+        metrics = algo.evaluate()
+        accuracy = metrics["eval/accuracy"]
+        curve.append({"step": algo.global_step, "seconds": round(trained, 3), "accuracy": round(accuracy, 5),
+                      "val_accuracy": round(metrics["val/accuracy"], 5)})
         for t in targets:
             if reached[f"{t:g}"] is None and accuracy >= t:
                 reached[f"{t:g}"] = round(trained, 3)
@@ -145,12 +151,15 @@ def run(side: str, data_dir: Path, device: torch.device, targets: list[float], m
     per_epoch = algo.steps_per_epoch
     max_steps = int(max_epochs * per_epoch)
     algo.ctx.total_steps = max_steps  # as the runner does for --epochs
+    # the peer trains on exactly the lab's training split (the validation images held out)
+    images, labels = algo.train_data.images.cpu(), algo.train_data.labels.cpu()
     builders: dict[str, Callable[[], Iterator[None]]] = {
         "lab": lambda: lab_steps(algo),
-        "dataloader": lambda: peer_steps(algo, algo.train_data.images.cpu(), algo.train_data.labels.cpu()),
+        "dataloader": lambda: peer_steps(algo, images, labels),
     }
     result = time_to_targets(algo, builders[side](), targets, max_steps, max(1, int(eval_fraction * per_epoch)))
-    return {"steps_per_epoch": per_epoch, **result}
+    return {"steps_per_epoch": per_epoch, "train_images": len(images), "validation_size": algo.config.validation_size,
+            **result}
 
 
 def main() -> None:
@@ -168,6 +177,7 @@ def main() -> None:
     targets = args.target or ([0.99, 0.995] if device.type == "cuda" else [0.99])
     seeds = [int(seed) for seed in args.seeds.split(",")]
     sides = args.sides.split(",")
+    machine = describe(device)  # before the runs: the load average says whether the machine was idle
     warm_up(Path(args.data_dir), device, seeds[0])
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for seed in seeds:
@@ -175,9 +185,14 @@ def main() -> None:
             runs[side].append({"seed": seed, **run(side, Path(args.data_dir), device, targets, args.max_epochs,
                                                    args.eval_every, seed)})
     results = {side: summarise(side_runs, targets) for side, side_runs in runs.items()}
+    first = runs[sides[0]][0]
     report: dict[str, object] = {
-        "bench": "mnist_speed", "device": str(device), "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "targets": targets, "max_epochs": args.max_epochs, "seeds": seeds, **results,
+        "bench": "mnist_speed", "device": str(device), "machine": machine, "targets": targets,
+        "max_epochs": args.max_epochs, "seeds": seeds,
+        "data": {"train_images": first["train_images"], "validation_size": first["validation_size"],
+                 "both_sides_train_on": "the lab's training split: the first train_images MNIST training images, "
+                                        "the last validation_size held out; accuracy is on the 10k test split"},
+        **results,
     }
     if {"lab", "dataloader"} <= results.keys():
         lab_t, peer_t = results["lab"]["median_seconds_to"], results["dataloader"]["median_seconds_to"]

@@ -3,7 +3,11 @@
 Atari shape (4x84x84 uint8 stacks, 18 actions). Bytes per transition are read from the
 storage each buffer actually allocated (tensor/array sizes over capacity), not from a
 formula. Sampling: batches of 32 per second from buffers filled with the same episodes,
-both returning torch tensors on the same device, timed in alternating rounds.
+timed in alternating rounds, each side ending with the same usable batch: SB3's `sample`
+returns fresh tensors on the device, while the lab's returns observations and
+next_observations as two overlapping strided views of one gathered window (their copy
+happens later, inside the network), so the lab's side includes materialising both as
+contiguous tensors.
 
 Usage: python bench/replay_memory.py [--json] [--device cpu|cuda] [--capacity N] [--fill N] [--threads N]
 """
@@ -12,17 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer as SB3ReplayBuffer
 
+from _machine import describe
 from lab.buffers import ReplayBuffer
 
 SHAPE = (4, 84, 84)
@@ -90,7 +94,17 @@ def fill(steps: int, device: str) -> tuple[ReplayBuffer, SB3ReplayBuffer]:
     return ours, sb3
 
 
-def rate(sample, seconds: float, sync) -> float:
+def lab_batch(buffer: ReplayBuffer, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sampled batch with contiguous observation and next_observation tensors, as SB3 returns."""
+    batch = buffer.sample(batch_size)
+    return batch.observations.contiguous(), batch.next_observations.contiguous()
+
+
+def same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (a.shape, a.dtype, a.device) == (b.shape, b.dtype, b.device) and a.is_contiguous() and b.is_contiguous()
+
+
+def rate(sample: Callable[[], object], seconds: float, sync: Callable[[], None]) -> float:
     sample()
     sync()
     count, start = 0, time.perf_counter()
@@ -106,9 +120,13 @@ def sampling(steps: int, device: str, rounds: int, seconds: float) -> dict[str, 
     ours, sb3 = fill(steps, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     np.random.seed(0)
+    peer = sb3.sample(32)
+    for ours_tensor, sb3_tensor in zip(lab_batch(ours, 32), (peer.observations, peer.next_observations)):
+        if not same_kind(ours_tensor, sb3_tensor):
+            raise AssertionError("the two sides must produce the same kind of batch")
     ours_rates, sb3_rates = [], []
     for _ in range(rounds):
-        ours_rates.append(rate(lambda: ours.sample(32), seconds, sync))
+        ours_rates.append(rate(lambda: lab_batch(ours, 32), seconds, sync))
         sb3_rates.append(rate(lambda: sb3.sample(32), seconds, sync))
     return {
         "sample_batches_per_s": statistics.median(ours_rates),
@@ -129,6 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    machine = describe(args.device)
     result = {
         **memory(args.capacity, args.device),
         **sampling(args.fill, args.device, args.rounds, args.seconds),
@@ -136,8 +155,8 @@ def main() -> None:
         "capacity": args.capacity,
         "fill": args.fill,
         "device": args.device,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
-        + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ", no GPU"),
+        "lab_batch": "sample + contiguous observations and next_observations",
+        "machine": machine,
     }
     result["sampling_speedup"] = result["sample_batches_per_s"] / result["sb3_sample_batches_per_s"]
     result["memory_ratio"] = result["sb3_bytes_per_transition"] / result["bytes_per_transition"]

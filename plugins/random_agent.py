@@ -54,7 +54,7 @@ class RandomAgent(Agent):
         return sample_actions(self.envs.single_action_space, obs.shape[0], rng, self.ctx.device)
 
     def train_step(self) -> dict[str, float]:
-        self.envs.step(self.act(torch.empty(self.envs.num_envs, device=self.ctx.device), deterministic=False))
+        self.envs.step(self.act(self.envs.obs, deterministic=False))
         self.global_step += self.envs.num_envs
         return {}
 

@@ -51,6 +51,12 @@ def test_bad_input(toy_plugins, capsys, argv, expected):
     check(capsys, argv, *expected)
 
 
+@pytest.mark.parametrize("algo", ["dqn", "sb3-dqn", "sb3-ppo", "sb3-a2c"])
+def test_a_negative_learning_rate_is_one_line(capsys, algo):
+    check(capsys, ["train", algo, "--env", "CartPole-v1", "--learning-rate", "-1"], "learning-rate must be positive")
+    assert not list(Path(os.environ["LAB_RUNS_DIR"]).glob("*"))
+
+
 def test_broken_yaml_and_unknown_yaml_key(toy_plugins, capsys, tmp_path):
     (tmp_path / "bad.yaml").write_text("batch_size: [1,\n")
     check(capsys, ["train", "toy", "--data", "toy-data", "--config", "bad.yaml"], "not valid YAML")
