@@ -2,8 +2,8 @@
 
 Both sides train the same network (the lab's CNN builder, same seed, same init), with the
 same optimiser, batch size, label smoothing, LR schedule (`lab.schedules.warmup_decay`) and
-crop augmentation, on the same images: the lab's training split (the `cnn` holds out the
-last `validation_size` training images; the peer gets exactly the split the lab trains on).
+crop augmentation, on the same images: the lab's training split (the `cnn` holds out
+`validation_size` training images; the peer gets exactly the images the lab trains on).
 Only the feeding differs:
 
   lab:  the `cnn` algorithm itself (`train_step`), fed by `lab.buffers.DataBuffer`: the
@@ -190,8 +190,8 @@ def main() -> None:
         "bench": "mnist_speed", "device": str(device), "machine": machine, "targets": targets,
         "max_epochs": args.max_epochs, "seeds": seeds,
         "data": {"train_images": first["train_images"], "validation_size": first["validation_size"],
-                 "both_sides_train_on": "the lab's training split: the first train_images MNIST training images, "
-                                        "the last validation_size held out; accuracy is on the 10k test split"},
+                 "both_sides_train_on": "the lab's training split: train_images MNIST training images, "
+                                        "validation_size held out; accuracy is on the 10k test split"},
         **results,
     }
     if {"lab", "dataloader"} <= results.keys():

@@ -424,8 +424,10 @@ def train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, 
                 session.tracker.finish({"status": "failed"})
                 session.close()
                 raise
-        except SetupInterrupted:
+        except BaseException as exc:  # nothing was trained: leave no half-made run behind
             shutil.rmtree(run_dir, ignore_errors=True)
+            if not isinstance(exc, SetupInterrupted):
+                raise
             print("interrupted while setting up; no run was started", file=sys.stderr)
             return STOP.exit_code()
         print(f"run: {run_dir}", file=sys.stderr)
