@@ -258,6 +258,8 @@ class OnPolicySettings:
     anneal: bool = field(default=False, metadata=_help("anneal the learning rate (and PPO clip range) linearly to 0"))
     frame_stack: int = field(default=4, metadata=_help("Atari frames per observation"))
     terminal_on_life_loss: bool = field(default=True, metadata=_help("Atari: a lost life ends the learning episode"))
+    eval_stochastic: bool | None = field(default=None, metadata=_help(
+        "sample actions when evaluating (default: on image observations, as RL Zoo evaluates Atari)"))
 
     def __post_init__(self) -> None:
         for name in ("n_steps", "num_envs", "frame_stack"):
@@ -293,6 +295,14 @@ class OnPolicyAgent(SB3Agent):
         if not images:
             kwargs["policy_kwargs"] = dict(net_arch=list(c.net_arch))
         return kwargs
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """The evaluation policy samples on Atari unless told otherwise: a greedy one can stall
+        after a lost life (RL Zoo's rule); SB3 samples with the torch RNG, which evaluation seeds."""
+        sample = self.config.eval_stochastic
+        if sample is None:
+            sample = len(self.venv.observation_space.shape) == 3
+        return super().act(obs, deterministic and not sample)
 
     def learn_iteration(self) -> None:
         m = self.model

@@ -62,6 +62,10 @@ EXACT_CASES = {
                 "--log-interval", "256"],
     "sb3-ppo": ["--env", "CartPole-v1", "--steps", "8192", "--num-envs", "2", "--n-steps", "128",
                 "--n-epochs", "2", "--batch-size", "128", "--eval-interval", "2048", "--log-interval", "256"],
+    "ppo": ["--env", "CartPole-v1", "--steps", "8192", "--num-envs", "2", "--n-steps", "128", "--n-epochs", "2",
+            "--batch-size", "128", "--eval-interval", "2048", "--log-interval", "256", "--norm-obs", "--norm-reward"],
+    "a2c": ["--env", "Pendulum-v1", "--steps", "30000", "--num-envs", "4", "--eval-interval", "7500",
+            "--log-interval", "1000", "--norm-obs", "--norm-reward"],
 }
 
 

@@ -6,8 +6,8 @@ of every minibatch, because the value the agent computed there is V(final observ
 exactly what a truncated episode bootstraps from. So truncation needs no extra value
 pass and no info-dict plumbing.
 
-Nothing here needs checkpointing: a resumed run restarts its envs and collects a fresh
-rollout into a fresh buffer.
+Rollouts are collected and used within one training step, so a checkpoint needs only
+`episode_ended` (which envs are due an autoreset step), not the contents.
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ class RolloutBuffer:
         self.advantages = torch.zeros(shape, device=dev)
         self.returns = torch.zeros(shape, device=dev)
         self.step = 0
-        # Whether each env's last step ended its episode; carried across rollouts.
-        self._done_prev = torch.zeros(num_envs, dtype=torch.bool, device=dev)
+        # Whether each env's last step ended its episode (its next step is an autoreset step):
+        # carried across rollouts, and part of an agent's checkpoint for an exact resume.
+        self.episode_ended = torch.zeros(num_envs, dtype=torch.bool, device=dev)
 
     @property
     def full(self) -> bool:
@@ -85,8 +86,8 @@ class RolloutBuffer:
         if self.full:
             raise RuntimeError("rollout buffer is full; compute returns, train, then reset()")
         t = self.step
-        valid, terminated, truncated, self._done_prev = step_flags(
-            self._done_prev, terminated.to(self.device).bool(), truncated.to(self.device).bool())
+        valid, terminated, truncated, self.episode_ended = step_flags(
+            self.episode_ended, terminated.to(self.device).bool(), truncated.to(self.device).bool())
         self.observations[t] = obs
         self.actions[t] = actions.reshape((self.num_envs, *self.action_shape))
         self.log_probs[t] = log_probs.reshape(self.num_envs)

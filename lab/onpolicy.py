@@ -1,0 +1,210 @@
+"""What every on-policy agent shares: settings, the rollout loop, checkpoints, acting.
+
+`OnPolicyAgent` owns the training env, the actor-critic (`lab.policies`), the optional
+observation/reward normalisation (`lab.normalize`) and the shared `RolloutBuffer` (GAE).
+One `train_step` collects `n_steps` vector steps, computes advantages and returns, and
+hands the filled buffer to the subclass's `update()`, which is the algorithm itself
+(`reinforce`, `a2c`, `ppo` in plugins/). Hyperparameters keep Stable-Baselines3's names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from lab.agent import Agent
+from lab.buffers import RolloutBuffer
+from lab.normalize import Normalizer
+from lab.policies import ActorCritic
+from lab.schedules import anneal
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class OnPolicyConfig:
+    """Settings every on-policy agent takes (SB3's names; defaults are SB3's PPO ones)."""
+
+    learning_rate: float = field(default=3e-4, metadata=_help("optimizer learning rate"))
+    anneal_lr: bool = field(default=False, metadata=_help("anneal the learning rate linearly to 0 (RL Zoo's lin_)"))
+    n_steps: int = field(default=2048, metadata=_help("steps per env per rollout"))
+    gamma: float = field(default=0.99, metadata=_help("discount factor"))
+    gae_lambda: float = field(default=0.95, metadata=_help("GAE lambda"))
+    ent_coef: float = field(default=0.0, metadata=_help("entropy bonus weight"))
+    vf_coef: float = field(default=0.5, metadata=_help("value loss weight"))
+    max_grad_norm: float = field(default=0.5, metadata=_help("gradient clipping norm"))
+    normalize_advantage: bool = field(default=True, metadata=_help("standardise advantages per minibatch"))
+    num_envs: int = field(default=1, metadata=_help("parallel envs"))
+    net_arch: tuple[int, ...] = field(default=(64, 64), metadata=_help("MLP widths of the actor and of the critic"))
+    activation: Literal["tanh", "relu"] = field(default="tanh", metadata=_help("MLP activation"))
+    ortho_init: bool = field(default=True, metadata=_help("orthogonal initialisation (OpenAI baselines' gains)"))
+    log_std_init: float = field(default=0.0, metadata=_help("initial log std of the Gaussian policy (Box actions)"))
+    norm_obs: bool = field(default=False, metadata=_help("normalise observations by running statistics"))
+    norm_reward: bool = field(default=False, metadata=_help("scale rewards by the running std of the return"))
+    frame_stack: int = field(default=4, metadata=_help("Atari frames per observation"))
+    terminal_on_life_loss: bool = field(default=True, metadata=_help("Atari: a lost life ends the learning episode"))
+    eval_stochastic: bool | None = field(default=None, metadata=_help(
+        "sample actions when evaluating (default: on image observations, as RL Zoo and CleanRL evaluate Atari: "
+        "a greedy policy can stall after a lost life)"))
+
+    def __post_init__(self) -> None:
+        for name in ("n_steps", "num_envs", "frame_stack"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("ent_coef", "vf_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def env_options(self) -> dict[str, Any]:
+        """Atari options that differ from the env's defaults (other envs take none)."""
+        names = ("frame_stack", "terminal_on_life_loss")
+        defaults = {f.name: f.default for f in fields(OnPolicyConfig) if f.name in names}
+        return {n: getattr(self, n) for n in names if getattr(self, n) != defaults[n]}
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var(target - predicted) / Var(target): how much of the returns the critic explains."""
+    variance = target.var()
+    return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
+
+
+class OnPolicyAgent(Agent):
+    """Rollouts into the shared buffer; subclasses implement `make_optimizer` and `update`."""
+
+    default_steps: ClassVar[int] = 1_000_000
+
+    @classmethod
+    def step_multiple(cls, config: OnPolicyConfig) -> int:
+        return config.n_steps * config.num_envs  # updates follow whole rollouts
+
+    def __init__(self, config: OnPolicyConfig, ctx: Any) -> None:
+        super().__init__(config, ctx)
+        self.env = ctx.make_env(num_envs=config.num_envs, **config.env_options)
+        obs_space, action_space = self.env.single_observation_space, self.env.single_action_space
+        self.policy = ActorCritic(obs_space, action_space, config.net_arch, config.log_std_init,
+                                  activation=nn.ReLU if config.activation == "relu" else nn.Tanh,
+                                  ortho_init=config.ortho_init).to(ctx.device)
+        self.optimizer = self.make_optimizer()
+        images = len(obs_space.shape) == 3
+        self.normalizer = Normalizer(tuple(obs_space.shape), config.num_envs, ctx.device,
+                                     obs=config.norm_obs and not images, reward=config.norm_reward, gamma=config.gamma)
+        continuous = isinstance(action_space, gym.spaces.Box)
+        self.buffer = RolloutBuffer(
+            config.n_steps, config.num_envs, tuple(obs_space.shape), tuple(action_space.shape) if continuous else (),
+            ctx.device, observation_dtype=torch.uint8 if images else torch.float32,
+            action_dtype=torch.float32 if continuous else torch.int64,
+        )
+        self.horizon = ctx.total_steps  # schedule horizon, kept in the state on resume
+        self.action_generator = ctx.generator("actions")
+        self.minibatch_generator = ctx.generator("minibatches")
+        self.obs = self.normalizer.obs(self.env.reset(), update=True)
+        self.autoreset = torch.zeros(config.num_envs, dtype=torch.bool, device=ctx.device)
+
+    # -------------------------------------------------------------- the algorithm
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Adam with eps 1e-5, as SB3's actor-critic policies use (A2C overrides it)."""
+        return torch.optim.Adam(self.policy.parameters(), lr=self.config.learning_rate, eps=1e-5)
+
+    def update(self) -> dict[str, float]:
+        """Learn from the filled `self.buffer` (advantages and returns computed); return metrics."""
+        raise NotImplementedError
+
+    def learning_rate(self) -> float:
+        return anneal(self.config.learning_rate, self.horizon, self.config.anneal_lr)(self.global_step)
+
+    # ------------------------------------------------------------ the rollout loop
+
+    def collect_rollout(self) -> None:
+        """`n_steps` vector steps with the current policy into the buffer, then GAE."""
+        c, policy, buffer = self.config, self.policy, self.buffer
+        buffer.reset()
+        with torch.no_grad():
+            for _ in range(c.n_steps):
+                step = policy.step(self.obs, self.action_generator)
+                raw_obs, reward, terminated, truncated, _ = self.env.step(policy.to_env(step.actions))
+                done = terminated | truncated
+                reward = self.normalizer.reward(reward, done, ~self.autoreset)
+                buffer.add(self.obs, step.actions, step.log_probs, step.values, reward, terminated, truncated)
+                self.obs = self.normalizer.obs(raw_obs, update=True)
+                self.autoreset = done
+            buffer.compute_returns_and_advantage(policy.value(self.obs), c.gamma, c.gae_lambda)
+
+    def train_step(self) -> dict[str, float]:
+        self.collect_rollout()
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        metrics = self.update()
+        self.global_step += self.config.n_steps * self.config.num_envs
+        valid = self.buffer.valid
+        metrics["train/learning_rate"] = lr
+        metrics["train/explained_variance"] = explained_variance(self.buffer.values[valid], self.buffer.returns[valid])
+        if self.policy.continuous:
+            metrics["train/std"] = float(self.policy.log_std.detach().exp().mean())
+        return metrics
+
+    def clip_and_step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+
+    # -------------------------------------------------------------------- acting
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Raw env observations in, env-ready actions out (normalised with the saved statistics).
+
+        `deterministic=True` is the evaluation policy: the mode, or a sample where
+        `eval_stochastic` asks for one (by default on image observations)."""
+        generator = self.ctx.rng.eval_generator(obs.device) if deterministic else self.action_generator
+        sample = self.config.eval_stochastic
+        if sample is None:
+            sample = self.policy.images
+        with torch.no_grad():
+            return self.policy.act(self.normalizer.obs(obs), deterministic and not sample, generator)
+
+    # --------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "horizon": self.horizon,
+            "global_step": self.global_step,
+            "autoreset": self.autoreset,
+            "episode_ended": self.buffer.episode_ended,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore after the runner restored the envs; restarted envs begin new episodes."""
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.horizon = int(state["horizon"])
+        self.global_step = int(state["global_step"])
+        self.obs = self.normalizer.obs(self.env.obs)
+        if self.env.restarted:
+            self.autoreset = torch.zeros_like(self.autoreset)
+            self.normalizer.returns.zero_()
+            self.buffer.episode_ended = torch.zeros_like(self.buffer.episode_ended)
+        else:
+            self.autoreset = state["autoreset"].to(self.autoreset.device)
+            self.buffer.episode_ended = state["episode_ended"].to(self.buffer.device)
+
+    def close(self) -> None:
+        self.env.close()

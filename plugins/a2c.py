@@ -1,0 +1,76 @@
+"""`a2c`: synchronous advantage actor-critic (Mnih et al. 2016, the A3C paper's A2C form).
+
+`num_envs` envs step together for `n_steps`; GAE(lambda) advantages (lambda 1: plain
+n-step returns) drive one gradient step on policy loss + value loss - entropy bonus, with
+RMSprop as in SB3 and RL Zoo. Names, defaults and logged metrics are SB3's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from lab.hookspecs import hookimpl
+from lab.onpolicy import OnPolicyAgent, OnPolicyConfig
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class A2CConfig(OnPolicyConfig):
+    learning_rate: float = field(default=7e-4, metadata=_help("RMSprop learning rate"))
+    n_steps: int = field(default=5, metadata=_help("steps per env per update"))
+    gae_lambda: float = field(default=1.0, metadata=_help("GAE lambda (1: plain n-step returns)"))
+    normalize_advantage: bool = field(default=False, metadata=_help("standardise advantages per update"))
+    use_rms_prop: bool = field(default=True, metadata=_help("RMSprop (alpha 0.99) instead of Adam"))
+    rms_prop_eps: float = field(default=1e-5, metadata=_help("RMSprop epsilon"))
+
+
+ATARI_A2C = dict(steps=10_000_000, num_envs=16, ent_coef=0.01, vf_coef=0.25)
+A2C_PRESETS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": dict(steps=500_000, num_envs=8, ent_coef=0.0),
+    "Acrobot-v1": dict(steps=500_000, norm_obs=True, norm_reward=True, num_envs=16, ent_coef=0.0),
+    "LunarLander-v3": dict(steps=200_000, num_envs=8, gamma=0.995, n_steps=5, learning_rate=0.00083, anneal_lr=True,
+                           ent_coef=0.00001),
+    "ALE/*-v5": ATARI_A2C,
+    "*NoFrameskip-v4": ATARI_A2C,
+}
+
+
+class A2C(OnPolicyAgent):
+    """Synchronous advantage actor-critic: one RMSprop step per short rollout of all envs."""
+
+    name = "a2c"
+    Config = A2CConfig
+    presets = A2C_PRESETS
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        if c.use_rms_prop:
+            return torch.optim.RMSprop(self.policy.parameters(), lr=c.learning_rate, alpha=0.99, eps=c.rms_prop_eps)
+        return super().make_optimizer()
+
+    def update(self) -> dict[str, float]:
+        c, policy = self.config, self.policy
+        batch = next(self.buffer.minibatches(self.buffer.num_steps * self.buffer.num_envs))  # the whole rollout
+        dist, values = policy(batch.observations)
+        advantages = batch.advantages
+        if c.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = -(advantages * policy.log_prob(dist, batch.actions)).mean()
+        value_loss = F.mse_loss(batch.returns, values)
+        entropy_loss = -policy.entropy(dist).mean()
+        loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
+        self.clip_and_step(loss)
+        return {"train/loss": loss.item(), "train/policy_loss": policy_loss.item(), "train/value_loss": value_loss.item(),
+                "train/entropy_loss": entropy_loss.item()}
+
+
+@hookimpl
+def register_algorithms(register: Callable[[type], None]) -> None:
+    register(A2C)

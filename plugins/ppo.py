@@ -1,0 +1,125 @@
+"""`ppo`: Proximal Policy Optimization with the clipped objective (Schulman et al. 2017).
+
+Reads top to bottom next to the paper, on the lab's shared rollout loop, GAE and
+actor-critic (`lab.onpolicy`): for `n_epochs` passes over each rollout, shuffled
+minibatches take gradient steps on the clipped surrogate, the (optionally clipped) value
+loss and an entropy bonus; a pass stops early when the approximate KL to the rollout's
+policy exceeds 1.5 x `target_kl`. Names, defaults and logged metrics are Stable-Baselines3's;
+presets are RL Zoo's tuned values (Atari: CleanRL's ppo_atari).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from lab.hookspecs import hookimpl
+from lab.onpolicy import OnPolicyAgent, OnPolicyConfig
+from lab.schedules import anneal
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class PPOConfig(OnPolicyConfig):
+    batch_size: int = field(default=64, metadata=_help("minibatch size"))
+    n_epochs: int = field(default=10, metadata=_help("passes over each rollout"))
+    clip_range: float = field(default=0.2, metadata=_help("clip range of the probability ratio"))
+    anneal_clip_range: bool = field(default=False, metadata=_help("anneal the clip range linearly to 0"))
+    clip_range_vf: float | None = field(default=None, metadata=_help("clip the value change to this range (none: off)"))
+    target_kl: float | None = field(default=None, metadata=_help("stop a pass early above 1.5x this approximate KL"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("batch_size", "n_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("clip_range", "clip_range_vf", "target_kl"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+MUJOCO_RELU = dict(norm_obs=True, norm_reward=True, num_envs=1, steps=1_000_000, log_std_init=-2.0,
+                   ortho_init=False, activation="relu", net_arch=(256, 256))
+ATARI_PPO = dict(steps=10_000_000, num_envs=8, n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4,
+                 anneal_lr=True, clip_range=0.1, clip_range_vf=0.1, ent_coef=0.01, vf_coef=0.5)
+PPO_PRESETS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": dict(steps=100_000, num_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98,
+                        n_epochs=20, learning_rate=1e-3, anneal_lr=True, clip_range=0.2, anneal_clip_range=True),
+    "Acrobot-v1": dict(steps=1_000_000, norm_obs=True, norm_reward=True, num_envs=16, n_steps=256,
+                       gae_lambda=0.94, n_epochs=4),
+    "Pendulum-v1": dict(steps=200_000, num_envs=4, n_steps=1024, gae_lambda=0.95, gamma=0.9, n_epochs=10,
+                        learning_rate=1e-3, clip_range=0.2),
+    "LunarLander-v3": dict(steps=1_000_000, num_envs=16, n_steps=1024, batch_size=64, gae_lambda=0.98,
+                           gamma=0.999, n_epochs=4, ent_coef=0.01),
+    "BipedalWalker-v3": dict(steps=5_000_000, norm_obs=True, norm_reward=True, num_envs=32, n_steps=2048,
+                             batch_size=64, gamma=0.999, n_epochs=10, clip_range=0.18),
+    "Hopper-v5": dict(MUJOCO_RELU, batch_size=32, n_steps=512, gamma=0.999, learning_rate=9.80828e-05,
+                      ent_coef=0.00229519, clip_range=0.2, n_epochs=5, gae_lambda=0.99, max_grad_norm=0.7,
+                      vf_coef=0.835671),
+    "Walker2d-v5": dict(norm_obs=True, norm_reward=True, num_envs=1, steps=1_000_000, batch_size=32, n_steps=512,
+                        gamma=0.99, learning_rate=5.05041e-05, ent_coef=0.000585045, clip_range=0.1, n_epochs=20,
+                        gae_lambda=0.95, max_grad_norm=1.0, vf_coef=0.871923),
+    "HalfCheetah-v5": dict(MUJOCO_RELU, batch_size=64, n_steps=512, gamma=0.98, learning_rate=2.0633e-05,
+                           ent_coef=0.000401762, clip_range=0.1, n_epochs=20, gae_lambda=0.92, max_grad_norm=0.8,
+                           vf_coef=0.58096),
+    "ALE/*-v5": ATARI_PPO,
+    "*NoFrameskip-v4": ATARI_PPO,
+}
+
+
+class PPO(OnPolicyAgent):
+    """PPO-Clip with GAE, advantage normalisation, value clipping, entropy bonus and target-KL stop."""
+
+    name = "ppo"
+    Config = PPOConfig
+    presets = PPO_PRESETS
+
+    def update(self) -> dict[str, float]:
+        c, policy, buffer = self.config, self.policy, self.buffer
+        clip = anneal(c.clip_range, self.horizon, c.anneal_clip_range)(self.global_step)
+        stats: dict[str, list[torch.Tensor]] = {"policy_gradient_loss": [], "value_loss": [], "entropy_loss": [],
+                                                "approx_kl": [], "clip_fraction": [], "loss": []}
+        for _ in range(c.n_epochs):
+            stop = False
+            for batch in buffer.minibatches(c.batch_size, self.minibatch_generator):
+                dist, values = policy(batch.observations)
+                log_prob = policy.log_prob(dist, batch.actions)
+                advantages = batch.advantages
+                if c.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                log_ratio = log_prob - batch.log_probs
+                ratio = log_ratio.exp()
+                policy_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)).mean()
+                if c.clip_range_vf is not None:  # a value that moves further than the range gets no credit
+                    values = batch.values + (values - batch.values).clamp(-c.clip_range_vf, c.clip_range_vf)
+                value_loss = F.mse_loss(batch.returns, values)
+                entropy_loss = -policy.entropy(dist).mean()
+                loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
+                    clipped = ((ratio - 1).abs() > clip).float().mean()
+                if c.target_kl is not None and float(approx_kl) > 1.5 * c.target_kl:
+                    stop = True  # SB3: this minibatch takes no step, the update ends here
+                    break
+                self.clip_and_step(loss)
+                for key, value in (("policy_gradient_loss", policy_loss), ("value_loss", value_loss),
+                                   ("entropy_loss", entropy_loss), ("loss", loss), ("approx_kl", approx_kl),
+                                   ("clip_fraction", clipped)):
+                    stats[key].append(value.detach())
+            if stop:
+                break
+        metrics = {f"train/{key}": float(torch.stack(values).mean()) for key, values in stats.items() if values}
+        metrics["train/clip_range"] = clip
+        return metrics
+
+
+@hookimpl
+def register_algorithms(register: Callable[[type], None]) -> None:
+    register(PPO)
