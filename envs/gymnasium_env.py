@@ -4,7 +4,9 @@ Classic control, Box2D (`pip install 'arcade-lab[box2d]'`), MuJoCo
 (`pip install 'arcade-lab[mujoco]'`) and any id a package registers with gymnasium: flat
 `Box` observations and `Discrete` or `Box` actions, the same env for training and
 evaluation (these tasks have no preprocessing to switch off). Rendering draws off-screen:
-pygame through SDL's dummy driver, MuJoCo through EGL (`MUJOCO_GL`, default egl).
+pygame through SDL's dummy driver, MuJoCo through EGL (`MUJOCO_GL`, default egl). Option
+`asynchronous=True` steps each env in a worker process (gymnasium's AsyncVectorEnv), so
+several cores step envs at once; such envs cannot save their state for an exact resume.
 """
 
 from __future__ import annotations
@@ -47,21 +49,30 @@ def make_gymnasium(
     if env_id not in gym.registry:
         raise unknown("env", env_id, gymnasium_ids(), "run `lab plugins` to list environments, "
                       "or install the package that registers it with gymnasium")
+    asynchronous = bool(options.pop("asynchronous", False))
     if options:
-        raise LabError(f"{env_id} takes no env options (got {', '.join(sorted(options))}); remove them")
+        raise LabError(f"{env_id} takes only the env option asynchronous (got {', '.join(sorted(options))})")
     if num_envs < 1:
         raise LabError(f"num_envs must be >= 1 (got {num_envs})")
     if render:  # draw off-screen: no display is needed (or wanted) for videos
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         os.environ.setdefault("MUJOCO_GL", "egl")
     try:
-        vec = gym.make_vec(
-            env_id,
-            num_envs,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
-            render_mode="rgb_array" if render else None,
-        )
+        if asynchronous and not render:  # one worker process per env: both cores step envs
+            vec = gym.make_vec(env_id, num_envs, vectorization_mode="async",
+                               vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP})
+        elif gym.spec(env_id).vector_entry_point is not None and not render:
+            # gymnasium's own batched implementation (CartPole): the same dynamics, all envs in
+            # one numpy step instead of a Python loop over envs (NEXT_STEP autoreset too)
+            vec = gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point")
+        else:
+            vec = gym.make_vec(
+                env_id,
+                num_envs,
+                vectorization_mode="sync",
+                vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
+                render_mode="rgb_array" if render else None,
+            )
     except (gym.error.DependencyNotInstalled, ImportError) as exc:
         extra = _missing_extra(env_id)
         fix = f"pip install 'arcade-lab[{extra}]'" if extra else "install the package it needs"

@@ -49,6 +49,9 @@ class OnPolicyConfig:
     norm_reward: bool = field(default=False, metadata=_help("scale rewards by the running std of the return"))
     frame_stack: int = field(default=4, metadata=_help("Atari frames per observation"))
     terminal_on_life_loss: bool = field(default=True, metadata=_help("Atari: a lost life ends the learning episode"))
+    async_envs: bool = field(default=False, metadata=_help(
+        "step the training envs in worker processes (all cores step envs; not for Atari, whose envs are "
+        "threaded already; a resumed run restarts them)"))
     eval_stochastic: bool | None = field(default=None, metadata=_help(
         "sample actions when evaluating (default: on image observations, as RL Zoo and CleanRL evaluate Atari: "
         "a greedy policy can stall after a lost life)"))
@@ -92,7 +95,8 @@ class OnPolicyAgent(Agent):
 
     def __init__(self, config: OnPolicyConfig, ctx: Any) -> None:
         super().__init__(config, ctx)
-        self.env = ctx.make_env(num_envs=config.num_envs, **config.env_options)
+        asynchronous = {"asynchronous": True} if config.async_envs else {}
+        self.env = ctx.make_env(num_envs=config.num_envs, **config.env_options, **asynchronous)
         obs_space, action_space = self.env.single_observation_space, self.env.single_action_space
         self.policy = ActorCritic(obs_space, action_space, config.net_arch, config.log_std_init,
                                   activation=nn.ReLU if config.activation == "relu" else nn.Tanh,

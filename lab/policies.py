@@ -17,10 +17,12 @@ from typing import NamedTuple
 import gymnasium as gym
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Normal
 
 from lab.errors import LabError
 from lab.networks import flat_size, mlp, nature_cnn
+
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class PolicyStep(NamedTuple):
@@ -76,46 +78,50 @@ class ActorCritic(nn.Module):
             return self.trunk(obs.contiguous(memory_format=torch.channels_last).float().div_(255.0))
         return self.trunk(obs.float())
 
-    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
-        """The action distribution and V(s) for a batch of observations."""
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(policy output, V(s)): log-probabilities of each action (Categorical) or the mean
+        action (Gaussian). The distribution is written out by hand rather than built with
+        torch.distributions, whose objects cost more than a small policy's whole step."""
         features = self._features(obs)
-        logits = self.policy_head(self.actor_body(features))
+        out = self.policy_head(self.actor_body(features))
         value = self.value_head(self.critic_body(features)).squeeze(-1)
-        if self.continuous:
-            return Normal(logits, self.log_std.exp().expand_as(logits)), value
-        return Categorical(logits=logits), value
+        return (out, value) if self.continuous else (torch.log_softmax(out, -1), value)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        features = self._features(obs)
-        return self.value_head(self.critic_body(features)).squeeze(-1)
+        return self.value_head(self.critic_body(self._features(obs))).squeeze(-1)
 
-    def log_prob(self, dist: Distribution, actions: torch.Tensor) -> torch.Tensor:
-        log_prob = dist.log_prob(actions)
-        return log_prob.sum(-1) if self.continuous else log_prob
+    def log_prob(self, out: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        if self.continuous:
+            z = (actions - out) / self.log_std.exp()
+            return (-0.5 * z.square() - self.log_std - HALF_LOG_2PI).sum(-1)
+        return out.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
-    def entropy(self, dist: Distribution) -> torch.Tensor:
-        entropy = dist.entropy()
-        return entropy.sum(-1) if self.continuous else entropy
+    def entropy(self, out: torch.Tensor) -> torch.Tensor:
+        if self.continuous:
+            return (self.log_std + 0.5 + HALF_LOG_2PI).sum().expand(out.shape[0])
+        return -(out.exp() * out).sum(-1)
+
+    def sample(self, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions drawn from `generator` (a run's stream, so a resumed run draws the same)."""
+        if self.continuous:
+            return out + self.log_std.exp() * torch.randn(out.shape, generator=generator, device=out.device)
+        uniform = torch.rand((out.shape[0], 1), generator=generator, device=out.device)
+        index = torch.searchsorted(out.exp().cumsum(-1), uniform).squeeze(-1)
+        return index.clamp_max(out.shape[-1] - 1)  # a rounding shortfall of the last cumsum
+
+    def mode(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.continuous else out.argmax(-1)
 
     def step(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> PolicyStep:
-        """Sample actions (with `generator`: a run's stream) with their log-probabilities and values."""
-        dist, value = self(obs)
-        if self.continuous:
-            noise = torch.randn(dist.mean.shape, generator=generator, device=obs.device)
-            actions = dist.mean + dist.stddev * noise
-        else:
-            uniform = torch.rand((obs.shape[0], 1), generator=generator, device=obs.device)
-            actions = torch.searchsorted(dist.probs.cumsum(-1), uniform).squeeze(-1).clamp_max(dist.probs.shape[-1] - 1)
-        return PolicyStep(actions, self.log_prob(dist, actions), value)
+        """Sample actions with their log-probabilities and V(s), for a rollout."""
+        out, value = self(obs)
+        actions = self.sample(out, generator)
+        return PolicyStep(actions, self.log_prob(out, actions), value)
 
     def act(self, obs: torch.Tensor, deterministic: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         """Env-ready actions: the mode (deterministic) or a sample, clipped to the action box."""
-        if deterministic:
-            dist, _ = self(obs)
-            actions = dist.mean if self.continuous else dist.probs.argmax(-1)
-        else:
-            actions = self.step(obs, generator).actions
-        return self.to_env(actions)
+        out, _ = self(obs)
+        return self.to_env(self.mode(out) if deterministic else self.sample(out, generator))
 
     def to_env(self, actions: torch.Tensor) -> torch.Tensor:
         return torch.maximum(torch.minimum(actions, self.high), self.low) if self.continuous else actions

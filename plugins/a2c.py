@@ -58,13 +58,13 @@ class A2C(OnPolicyAgent):
     def update(self) -> dict[str, float]:
         c, policy = self.config, self.policy
         batch = next(self.buffer.minibatches(self.buffer.num_steps * self.buffer.num_envs))  # the whole rollout
-        dist, values = policy(batch.observations)
+        out, values = policy(batch.observations)
         advantages = batch.advantages
         if c.normalize_advantage and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        policy_loss = -(advantages * policy.log_prob(dist, batch.actions)).mean()
+        policy_loss = -(advantages * policy.log_prob(out, batch.actions)).mean()
         value_loss = F.mse_loss(batch.returns, values)
-        entropy_loss = -policy.entropy(dist).mean()
+        entropy_loss = -policy.entropy(out).mean()
         loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
         self.clip_and_step(loss)
         return {"train/loss": loss.item(), "train/policy_loss": policy_loss.item(), "train/value_loss": value_loss.item(),

@@ -89,8 +89,8 @@ class PPO(OnPolicyAgent):
         for _ in range(c.n_epochs):
             stop = False
             for batch in buffer.minibatches(c.batch_size, self.minibatch_generator):
-                dist, values = policy(batch.observations)
-                log_prob = policy.log_prob(dist, batch.actions)
+                out, values = policy(batch.observations)
+                log_prob = policy.log_prob(out, batch.actions)
                 advantages = batch.advantages
                 if c.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -100,7 +100,7 @@ class PPO(OnPolicyAgent):
                 if c.clip_range_vf is not None:  # a value that moves further than the range gets no credit
                     values = batch.values + (values - batch.values).clamp(-c.clip_range_vf, c.clip_range_vf)
                 value_loss = F.mse_loss(batch.returns, values)
-                entropy_loss = -policy.entropy(dist).mean()
+                entropy_loss = -policy.entropy(out).mean()
                 loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator

@@ -59,14 +59,14 @@ class Reinforce(OnPolicyAgent):
     def update(self) -> dict[str, float]:
         c, policy = self.config, self.policy
         batch = next(self.buffer.minibatches(self.buffer.num_steps * self.buffer.num_envs))  # the whole batch
-        dist, values = policy(batch.observations)
+        out, values = policy(batch.observations)
         returns = batch.returns  # G_t (advantages + the baseline the rollout recorded)
         advantages = (returns - values).detach()
         if c.normalize_advantage and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        policy_loss = -(policy.log_prob(dist, batch.actions) * advantages).mean()
+        policy_loss = -(policy.log_prob(out, batch.actions) * advantages).mean()
         value_loss = F.mse_loss(values, returns)
-        entropy_loss = -policy.entropy(dist).mean()
+        entropy_loss = -policy.entropy(out).mean()
         loss = policy_loss + c.vf_coef * value_loss + c.ent_coef * entropy_loss
         self.clip_and_step(loss)
         return {"train/loss": loss.item(), "train/policy_loss": policy_loss.item(), "train/value_loss": value_loss.item(),

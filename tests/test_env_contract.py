@@ -111,3 +111,16 @@ def test_unknown_gymnasium_ids_fail_with_close_matches(capsys):
     assert not list(Path(os.environ["LAB_RUNS_DIR"]).glob("*"))  # no half-made run left behind
     with pytest.raises(LabError, match="did you mean"):
         load_lab().registry.env_factory("Hoper-v5")("Hoper-v5")
+
+
+def test_asynchronous_envs_keep_the_contract_and_restart_on_resume():
+    from lab.envs.gymnasium_env import make_gymnasium
+
+    check_env_factory(lambda env_id, **kw: make_gymnasium(env_id, asynchronous=not kw["evaluation"], **kw),
+                      "Pendulum-v1", steps=250)
+    env = make_gymnasium("CartPole-v1", num_envs=2, asynchronous=True)
+    try:
+        env.reset()
+        assert env.state_dict() is None  # the sub-envs live in other processes
+    finally:
+        env.close()

@@ -57,7 +57,7 @@ def test_same_seed_same_observations():
 
 
 def test_classic_rejects_options():
-    with pytest.raises(LabError, match="takes no env options"):
+    with pytest.raises(LabError, match="takes only the env option asynchronous"):
         make_gymnasium("CartPole-v1", frame_stack=4)
 
 

@@ -53,8 +53,19 @@ def test_actor_critic_samples_with_exact_log_probs_and_clips_for_the_env(space):
     step = policy.step(obs, torch.Generator().manual_seed(1))
     again = policy.step(obs, torch.Generator().manual_seed(1))
     assert torch.equal(step.actions, again.actions)  # a function of the stream: resumable
-    dist, values = policy(obs)
-    assert torch.allclose(policy.log_prob(dist, step.actions), step.log_probs) and torch.equal(values, step.values)
+    out, values = policy(obs)
+    assert torch.allclose(policy.log_prob(out, step.actions), step.log_probs) and torch.equal(values, step.values)
+    # the hand-written distributions agree with torch.distributions
+    if isinstance(space, gym.spaces.Box):
+        reference = torch.distributions.Normal(out, policy.log_std.exp().expand_as(out))
+        expected_log_prob, expected_entropy = reference.log_prob(step.actions).sum(-1), reference.entropy().sum(-1)
+    else:
+        reference = torch.distributions.Categorical(logits=out)
+        expected_log_prob, expected_entropy = reference.log_prob(step.actions), reference.entropy()
+        frequencies = torch.bincount(step.actions, minlength=3).float() / len(step.actions)
+        assert torch.allclose(frequencies, reference.probs.mean(0), atol=0.06)  # sampled as pi says
+    assert torch.allclose(step.log_probs, expected_log_prob, atol=1e-5)
+    assert torch.allclose(policy.entropy(out), expected_entropy, atol=1e-5)
     env_actions = policy.to_env(step.actions)
     if isinstance(space, gym.spaces.Box):
         assert env_actions.shape == (500, 2) and env_actions.min() >= -2 and env_actions.max() <= 1
@@ -68,8 +79,8 @@ def test_image_observations_share_one_nature_cnn_trunk():
     policy = ActorCritic(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4))
     convs = [m for m in policy.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 3  # one trunk, not one per head
-    dist, values = policy(torch.zeros(2, 4, 84, 84, dtype=torch.uint8))
-    assert dist.probs.shape == (2, 4) and values.shape == (2,)
+    log_probs, values = policy(torch.zeros(2, 4, 84, 84, dtype=torch.uint8))
+    assert log_probs.shape == (2, 4) and values.shape == (2,)
 
 
 @pytest.mark.parametrize("algo, args", [
