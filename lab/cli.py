@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -30,8 +31,6 @@ class _Parser(argparse.ArgumentParser):
 def _load(args: argparse.Namespace, run_dir: Path | None = None):
     """Load the plugins; for an existing run, by default from the local plugin folder it was
     trained with (recorded in its config.yaml), so `resume`/`eval` find its algorithm."""
-    import os
-
     from lab.discovery import load_lab
 
     plugins_dir = args.plugins_dir or os.environ.get("LAB_PLUGINS_DIR")
@@ -271,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lab compare ... | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         if trains:
             STOP.uninstall()

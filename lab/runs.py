@@ -88,11 +88,23 @@ def _experiment_key(doc: dict[str, Any]) -> tuple:
     return (doc["algo"], repr(sorted(settings.items())), repr(sorted(doc.get("config", {}).items())))
 
 
-def _label(doc: dict[str, Any], differing: set[str]) -> str:
-    run = doc["run"]
-    label = f"{doc['algo']} {run.get('env') or run.get('data')}"
-    extras = [f"{k}={v}" for k, v in {**run, **doc.get("config", {})}.items() if k in differing]
-    return label + (f" ({', '.join(extras)})" if extras else "")
+def _base_label(doc: dict[str, Any]) -> str:
+    return f"{doc['algo']} {doc['run'].get('env') or doc['run'].get('data')}"
+
+
+def _labels(experiments: list[dict[str, Any]]) -> list[str]:
+    """'algo env', plus the settings that tell apart experiments sharing that much: only
+    the fields that differ between them, so the legend stays short."""
+    labels = []
+    for doc in experiments:
+        base = _base_label(doc)
+        peers = [{**d["run"], **d.get("config", {})} for d in experiments if _base_label(d) == base]
+        shared = set.intersection(*(set(p) for p in peers)) - _NOT_EXPERIMENT - {"steps", "epochs"}
+        differing = sorted(k for k in shared if len({repr(p.get(k)) for p in peers}) > 1)
+        mine = {**doc["run"], **doc.get("config", {})}
+        extras = [f"{k}={mine[k]}" for k in differing]
+        labels.append(base + (f" ({', '.join(extras)})" if extras else ""))
+    return labels
 
 
 def compare(run_dirs: list[Path], metric: str | None, out: Path) -> str:
@@ -111,15 +123,12 @@ def compare(run_dirs: list[Path], metric: str | None, out: Path) -> str:
     groups: dict[tuple, list[Path]] = {}
     for run_dir, doc in docs.items():
         groups.setdefault(_experiment_key(doc), []).append(run_dir)
-    # Settings that differ between experiments name the curves.
-    flat = [{**doc["run"], **doc.get("config", {})} for doc in docs.values()]
-    differing = {k for k in set().union(*flat) - _NOT_EXPERIMENT - {"steps", "epochs"}
-                 if len({repr(f.get(k)) for f in flat}) > 1}
+    labels = dict(zip(groups, _labels([docs[members[0]] for members in groups.values()])))
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     lines = [f"| experiment | seeds | final {metric} (mean ± std) | best mean |", "|---|---|---|---|"]
     plotted = 0
-    for members in groups.values():
+    for key, members in groups.items():
         curves = []
         for run_dir in members:
             pts = [(r["global_step"], r[metric]) for r in read_metrics(run_dir)
@@ -127,7 +136,7 @@ def compare(run_dirs: list[Path], metric: str | None, out: Path) -> str:
             if pts:
                 steps, values = map(np.asarray, zip(*pts))
                 curves.append((steps, values.astype(float)))
-        label = _label(docs[members[0]], differing)
+        label = labels[key]
         if not curves:
             lines.append(f"| {label} | {len(members)} | no '{metric}' logged | - |")
             continue
@@ -147,10 +156,10 @@ def compare(run_dirs: list[Path], metric: str | None, out: Path) -> str:
         raise LabError(f"no run logged {metric!r}; pass --metric with a name from metrics.jsonl")
     ax.set_xlabel("global_step")
     ax.set_ylabel(metric)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over it
     ax.grid(alpha=0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return "\n".join(lines) + f"\n\nplot: {out}"
