@@ -77,6 +77,8 @@ def make_gymnasium(
         extra = _missing_extra(env_id)
         fix = f"pip install 'arcade-lab[{extra}]'" if extra else "install the package it needs"
         raise LabError(f"{env_id} cannot be made here ({str(exc).splitlines()[0]}); {fix}") from None
+    if render:
+        _follow_with_track_camera(vec)
     for name, space in (("observations", vec.single_observation_space), ("actions", vec.single_action_space)):
         allowed = (gym.spaces.Box,) if name == "observations" else (gym.spaces.Box, gym.spaces.Discrete)
         if not isinstance(space, allowed):
@@ -84,3 +86,17 @@ def make_gymnasium(
             raise LabError(f"{env_id} has {name} of type {type(space).__name__}; the lab handles Box observations "
                            "and Discrete or Box actions (wrap the env in a plugin factory to convert it)")
     return GymTorchVecEnv(vec, torch.device(device), seed)
+
+
+def _follow_with_track_camera(vec: gym.vector.VectorEnv) -> None:
+    """Film MuJoCo runners with the model's own "track" camera, which follows the body:
+    gymnasium's default free camera stays put while a trained Walker2d walks out of view."""
+    env = vec.envs[0].unwrapped
+    renderer, model = getattr(env, "mujoco_renderer", None), getattr(env, "model", None)
+    if renderer is None or model is None or renderer.camera_id not in (None, -1):
+        return
+    import mujoco
+
+    track = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "track")
+    if track >= 0:
+        renderer.camera_id = track
