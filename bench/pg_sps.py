@@ -9,35 +9,29 @@ Both sides: lr 3e-4 (2.5e-4 on Atari) constant, clip 0.2 (0.1 on Atari), gamma 0
 entropy 0 (0.01 on Atari), value weight 0.5, grad norm 0.5, advantage normalisation, Adam
 eps 1e-5, tanh MLPs with orthogonal init. The peer is SB3 as a user runs it: `make_vec_env`
 (DummyVecEnv: envs step one after another) or, for Atari, `make_atari_env` + `VecFrameStack`.
-Each side first runs one rollout and update untimed (start-up), then `--rollouts` rollouts
-and updates are timed. Sides alternate for `--repeats` rounds; medians and their ratio are
-reported, with the share of the lab's time spent collecting (env + acting) vs updating.
+Each side runs in its own fresh process with its library's own defaults, as its users get
+them: SB3 with torch's default threads and OpenMP settings; the lab as `lab train` runs
+(importing `lab` sets OpenMP's passive waiting for the Atari emulator threads, and the agent
+picks its torch threads: 1 for MLP policies). Each side first runs one rollout and update
+untimed (start-up), then `--rollouts` rollouts and updates are timed. Sides alternate for
+`--repeats` rounds; medians and their ratio are reported, with the share of the lab's time
+spent collecting (env + acting) rather than updating.
 
     python bench/pg_sps.py --json [--cases halfcheetah,cartpole,breakout] [--repeats 3]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-
-from _machine import describe  # noqa: E402
-from lab.context import Context  # noqa: E402
-from lab.discovery import load_lab  # noqa: E402
-from lab.plugins.ppo import PPO, PPOConfig  # noqa: E402
-from lab.tracking import Tracker  # noqa: E402
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
 CASES: dict[str, dict[str, Any]] = {
     "halfcheetah": dict(env="HalfCheetah-v5", num_envs=8, n_steps=256, batch_size=64, n_epochs=10),
@@ -55,9 +49,18 @@ def settings(case: str) -> dict[str, Any]:
 
 def lab_sps(case: str, rollouts: int, device: str, seed: int) -> tuple[float, float]:
     """(steps/s, fraction of the time spent collecting rollouts) for the lab's PPO."""
+    import torch
+
+    from lab.context import Context
+    from lab.discovery import load_lab
+    from lab.plugins.ppo import PPO, PPOConfig
+    from lab.tracking import Tracker
+
     ctx = Context(device=torch.device(device), seed=seed, total_steps=10**9, run_dir=Path(tempfile.mkdtemp()),
                   registry=load_lab().registry, tracker=Tracker(), env_id=CASES[case]["env"])
     agent = PPO(PPOConfig(**settings(case)), ctx)
+    if agent.cpu_threads is not None:  # as the runner sets it
+        torch.set_num_threads(agent.cpu_threads)
     collect_time = 0.0
     original = agent.collect_rollout
 
@@ -110,6 +113,25 @@ def sb3_sps(case: str, rollouts: int, device: str, seed: int) -> float:
     return (model.num_timesteps - before) / elapsed
 
 
+def worker(side: str, case: str, rollouts: int, device: str, seed: int) -> dict[str, float]:
+    if side == "lab":
+        sps, share = lab_sps(case, rollouts, device, seed)
+        return {"sps": sps, "collect_share": share}
+    return {"sps": sb3_sps(case, rollouts, device, seed)}
+
+
+def measure(side: str, case: str, rollouts: int, device: str, seed: int) -> dict[str, float]:
+    """One side's run in a fresh process whose environment is that library's default."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    result = subprocess.run(
+        [sys.executable, __file__, "--worker", side, "--cases", case, "--rollouts", str(rollouts),
+         "--device", device, "--seed", str(seed)],
+        capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{side} worker failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="halfcheetah,cartpole,breakout")
@@ -118,24 +140,29 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--worker", choices=("lab", "sb3"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     default_rollouts = {"halfcheetah": 4, "cartpole": 20, "breakout": 3}
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.cases, args.rollouts, args.device, args.seed)))
+        return
+    from _machine import describe
+
     results: dict[str, Any] = {"bench": "pg_sps", "machine": describe(args.device), "cases": {}}
     for case in args.cases.split(","):
         rollouts = args.rollouts or default_rollouts[case]
-        lab_runs, sb3_runs, collect_shares = [], [], []
+        runs: dict[str, list[dict[str, float]]] = {"lab": [], "sb3": []}
         for _ in range(args.repeats):  # alternate sides
-            sps, share = lab_sps(case, rollouts, args.device, args.seed)
-            lab_runs.append(round(sps, 1))
-            collect_shares.append(round(share, 3))
-            sb3_runs.append(round(sb3_sps(case, rollouts, args.device, args.seed), 1))
-            print(f"{case}: lab {lab_runs[-1]} sb3 {sb3_runs[-1]}", file=sys.stderr)
-        lab_median, sb3_median = statistics.median(lab_runs), statistics.median(sb3_runs)
+            for side in ("lab", "sb3"):
+                runs[side].append(measure(side, case, rollouts, args.device, args.seed))
+            print(f"{case}: lab {runs['lab'][-1]['sps']:.0f} sb3 {runs['sb3'][-1]['sps']:.0f}", file=sys.stderr)
+        medians = {side: statistics.median(r["sps"] for r in runs[side]) for side in runs}
         results["cases"][case] = {
             "env": CASES[case]["env"], "settings": settings(case), "timed_rollouts": rollouts,
-            "lab": {"sps_median": lab_median, "sps_runs": lab_runs, "collect_share": statistics.median(collect_shares)},
-            "sb3": {"sps_median": sb3_median, "sps_runs": sb3_runs},
-            "speedup": round(lab_median / sb3_median, 2),
+            "lab": {"sps_median": round(medians["lab"], 1), "sps_runs": [round(r["sps"], 1) for r in runs["lab"]],
+                    "collect_share": statistics.median(r["collect_share"] for r in runs["lab"])},
+            "sb3": {"sps_median": round(medians["sb3"], 1), "sps_runs": [round(r["sps"], 1) for r in runs["sb3"]]},
+            "speedup": round(medians["lab"] / medians["sb3"], 2),
         }
     print(json.dumps(results, indent=None if args.json else 2))
 

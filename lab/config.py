@@ -52,6 +52,7 @@ class RunConfig:
     eval_episodes: int = field(default=10, metadata=_help("episodes per evaluation"))
     checkpoint_interval: int | None = field(default=None, metadata=_help("steps between checkpoints"))
     video: bool = field(default=True, metadata=_help("record media (video, sample grids) at the end"))
+    threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: the algorithm's choice)"))
     wandb_artifacts: bool = field(default=False, metadata=_help("upload checkpoints as W&B artifacts"))
 
     def __post_init__(self) -> None:
@@ -59,6 +60,8 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"--{flag(name)} must be a positive integer, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {self.threads}")
         if self.eval_episodes <= 0:
             raise ValueError(f"--eval-episodes must be a positive integer, got {self.eval_episodes}")
         if not 0 <= self.seed < 2**32:

@@ -117,11 +117,18 @@ class OnPolicyAgent(Agent):
         self.obs = self.normalizer.obs(self.env.reset(), update=True)
         self.autoreset = torch.zeros(config.num_envs, dtype=torch.bool, device=ctx.device)
 
+    @property
+    def cpu_threads(self) -> int | None:
+        return None if self.policy.images else 1  # MLP policies: ops too small to split
+
     # -------------------------------------------------------------- the algorithm
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """Adam with eps 1e-5, as SB3's actor-critic policies use (A2C overrides it)."""
-        return torch.optim.Adam(self.policy.parameters(), lr=self.config.learning_rate, eps=1e-5)
+        """Adam with eps 1e-5, as SB3's actor-critic policies use (A2C overrides it); fused into
+        one kernel where torch has it (CPU, CUDA): the per-tensor loop was a third of a small
+        policy's update."""
+        fused = self.ctx.device.type in ("cpu", "cuda")
+        return torch.optim.Adam(self.policy.parameters(), lr=self.config.learning_rate, eps=1e-5, fused=fused)
 
     def update(self) -> dict[str, float]:
         """Learn from the filled `self.buffer` (advantages and returns computed); return metrics."""
@@ -164,7 +171,7 @@ class OnPolicyAgent(Agent):
     def clip_and_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
+        nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm, foreach=True)
         self.optimizer.step()
 
     # -------------------------------------------------------------------- acting

@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lab.algorithm import Algorithm
 from lab.checkpoint import load_checkpoint, save_checkpoint
 from lab.config import RunConfig, Resolved, as_plain, resolve
@@ -132,6 +134,9 @@ class Session:
             if fresh:  # nothing of the user's is in a run directory we just made
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
+        threads = self.run.threads or self.algo.cpu_threads
+        if threads is not None:
+            torch.set_num_threads(threads)
         if self.run.epochs is not None and purpose == "train":
             if not self.algo.steps_per_epoch:
                 self.close()

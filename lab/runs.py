@@ -15,7 +15,7 @@ from lab.rundir import read_config, read_metrics, read_summary
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 # Settings that never make two runs different experiments.
 _NOT_EXPERIMENT = {"seed", "name", "runs_dir", "data_dir", "wandb", "device", "experiment", "project",
-                   "wandb_artifacts", "video", "log_interval", "eval_interval", "checkpoint_interval"}
+                   "wandb_artifacts", "video", "log_interval", "eval_interval", "checkpoint_interval", "threads"}
 
 
 def _summary(run_dir: Path) -> dict[str, Any] | None:

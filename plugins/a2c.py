@@ -52,7 +52,8 @@ class A2C(OnPolicyAgent):
     def make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
         if c.use_rms_prop:
-            return torch.optim.RMSprop(self.policy.parameters(), lr=c.learning_rate, alpha=0.99, eps=c.rms_prop_eps)
+            return torch.optim.RMSprop(self.policy.parameters(), lr=c.learning_rate, alpha=0.99, eps=c.rms_prop_eps,
+                                       foreach=True)
         return super().make_optimizer()
 
     def update(self) -> dict[str, float]:
