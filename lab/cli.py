@@ -254,10 +254,24 @@ def _pop_plugins_dir(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `lab` command; called with `argv` (tests, scripts) it leaves signal handling as it found it."""
+    as_program = argv is None
     argv = sys.argv[1:] if argv is None else argv
     trains = any(token in ("train", "resume") for token in argv[:3])
     if trains:  # before the heavy imports: Ctrl-C during set-up must not land inside them
         STOP.install()
+    code = 1  # replaced by the command's own exit code unless it raised
+    try:
+        code = _dispatch(argv)
+        return code
+    finally:
+        if trains and as_program:
+            STOP.exit_on_signal(code)
+        elif trains:
+            STOP.uninstall()
+
+
+def _dispatch(argv: list[str]) -> int:
     try:
         plugins_dir, argv = _pop_plugins_dir(argv)
         if argv[:1] == ["train"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
@@ -273,9 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `lab compare ... | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    finally:
-        if trains:
-            STOP.uninstall()
 
 
 if __name__ == "__main__":

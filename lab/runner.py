@@ -54,6 +54,10 @@ from lab.signals import STOP, SetupInterrupted
 from lab.tracking import MultiTracker, jsonable
 
 EXIT_OK, EXIT_FAILED = 0, 1
+# Torch's thread count as this process found it. Every session starts from it, so building the
+# networks (orthogonal init runs LAPACK, whose results depend on the thread count) gives the
+# same weights in a fresh `lab train` process and in a script that ran other sessions before.
+PROCESS_THREADS = torch.get_num_threads()
 CHECKPOINT_FORMAT = 2
 
 
@@ -113,6 +117,7 @@ class Session:
         self.purpose = purpose
         self.device = resolve_device(self.run.device)
         seed_everything(self.run.seed)
+        torch.set_num_threads(PROCESS_THREADS)
         self.tracker = MultiTracker([], on_log=self._on_log)
         self.ctx = Context(
             device=self.device,
@@ -136,7 +141,7 @@ class Session:
             raise
         threads = self.run.threads or self.algo.cpu_threads
         if threads is not None:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(threads)  # for training; the networks were built on PROCESS_THREADS
         if self.run.epochs is not None and purpose == "train":
             if not self.algo.steps_per_epoch:
                 self.close()

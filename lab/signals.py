@@ -45,6 +45,21 @@ class StopRequest:
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def exit_on_signal(self, code: int) -> None:
+        """The command is over and the process is leaving: a late signal exits with `code` at once.
+
+        Python's own handler would raise KeyboardInterrupt during interpreter shutdown and the
+        process would die of SIGINT, although the run was already saved and reported.
+        """
+        def leave(signum: int, frame: object) -> None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+        for sig in SIGNALS:
+            signal.signal(sig, leave)
+        self._previous.clear()
+
     @property
     def requested(self) -> bool:
         return self.signum is not None
