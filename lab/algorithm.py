@@ -31,6 +31,8 @@ class Algorithm(ABC):
                 the key "steps" is that preset's default budget. Exact ids win over globs
                 (`ALE/*`), globs apply in the order listed.
       key_metric / key_metric_mode: what `best.pt` and `lab runs` rank by.
+      media_each_evaluation: also write media after every evaluation (generators' sample
+                grids), not only at the end of the run.
     """
 
     name: ClassVar[str]
@@ -39,6 +41,7 @@ class Algorithm(ABC):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     key_metric: ClassVar[str] = "eval/return_mean"
     key_metric_mode: ClassVar[Literal["max", "min"]] = "max"
+    media_each_evaluation: ClassVar[bool] = False
     version: ClassVar[str | None] = None
     default_steps: ClassVar[int] = 100_000  # budget when neither --steps nor --epochs is given
     default_epochs: ClassVar[int] = 10  # same, for dataset algorithms

@@ -161,6 +161,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Sample a grid from a generator run, or translate a folder with an image-to-image run."""
+    from lab import runner
+    from lab.generative import ImageGenerator, save_grid, translate_folder
+
+    n = _positive(args.n, "n")
+    run_dir = Path(args.run_dir)
+    if args.input is None and args.direction is not None:
+        raise LabError("--direction goes with --input DIR (image-to-image runs)")
+    model = runner.load(_load(args, run_dir), run_dir, args.checkpoint)
+    try:
+        if not isinstance(model, ImageGenerator):
+            raise LabError(f"{run_dir} is a {model.name} run ({model.kind}); lab sample needs a generator run "
+                           "(gan, vae, cyclegan)")
+        if args.input is not None:
+            out = Path(args.out or "translated")
+            count = translate_folder(model, Path(args.input), out, args.direction or "a2b")
+            print(f"translated {count} images ({args.direction or 'a2b'}) into {out}/")
+            return 0
+        out = Path(args.out or "samples.png")
+        if out.suffix.lower() != ".png":
+            raise LabError(f"--out '{out}' must name a .png file for the sample grid")
+        if out.exists():
+            raise LabError(f"'{out}' exists; pass another --out (lab sample never overwrites)")
+        save_grid(model.sample(n), out)
+        print(f"wrote {n} samples to {out}")
+        return 0
+    finally:
+        model.close()
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from lab.runs import print_runs
 
@@ -219,6 +250,15 @@ def build_parser() -> _Parser:
     p.add_argument("--video", action="store_true", help="also record media (episode videos) under media/")
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="a sample grid from a generator run, or translate a folder (cyclegan)")
+    p.add_argument("run_dir")
+    p.add_argument("--n", default="64", help="images in the grid (default 64)")
+    p.add_argument("--out", help="grid PNG (default samples.png), or the output folder with --input")
+    p.add_argument("--input", metavar="DIR", help="translate the images of DIR (image-to-image runs)")
+    p.add_argument("--direction", choices=("a2b", "b2a"), help="with --input: translate A to B (default) or B to A")
+    p.add_argument("--checkpoint", choices=("latest", "best"), default="best")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("runs", help="table of runs")
     p.add_argument("--runs-dir", help="runs root (default: $LAB_RUNS_DIR or ./runs)")

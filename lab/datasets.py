@@ -39,3 +39,11 @@ class UnpairedImageDataset:
 class DatasetFactory(Protocol):
     def __call__(self, data_dir: Path, arg: str | None, **options) -> ImageDataset | UnpairedImageDataset:
         """Load a dataset. `arg` is what follows ':' in `--data NAME:ARG` (e.g. a folder)."""
+
+
+def split_validation(count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, validation rows): `size` rows chosen at random with a fixed seed, the
+    same for every run and seed, so the split mixes all classes even where a dataset stores
+    them in order (image folders do, class by class)."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
+    return order[size:].sort().values, order[:size].sort().values

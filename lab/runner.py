@@ -266,6 +266,8 @@ class Session:
             if improved:
                 self.best, self.best_step = float(value), step
         self.last_eval_step = step
+        if self.algo_cls.media_each_evaluation and self.run.video:
+            self.log_media()
         self.save(best=improved)
         return metrics
 
@@ -322,8 +324,8 @@ class Session:
             if not STOP.requested:
                 if self.last_eval_step != algo.global_step:
                     self.evaluate()
-                if self.run.video:
-                    self.log_media()
+                if self.run.video and not self.algo_cls.media_each_evaluation:
+                    self.log_media()  # (otherwise the last evaluation wrote it)
             else:
                 status, exit_code = "interrupted", STOP.exit_code()
             self.save()

@@ -1,0 +1,285 @@
+"""`gan`: DCGAN (Radford et al. 2016) with the non-saturating loss, optionally class-conditional.
+
+Reads top to bottom: the two networks, one training step (a discriminator update, then a
+generator update), the Frechet distance evaluation, media.
+
+Quality is `eval/fld`, the Frechet distance between 10,000 generated and the real test
+images in the penultimate features of a `cnn` the lab trains on the same data (`--classifier
+RUN_DIR` to bring your own), logged beside `eval/fld_floor`, the same distance between real
+training and test images. best.pt is chosen on `val/fld` (against held-out training images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lab.buffers.data import DataBuffer
+from lab.context import Context
+from lab.datasets import ImageDataset, split_validation
+from lab.errors import LabError
+from lab.generative import FrechetReference, ImageGenerator, save_grid, to_uint8
+from lab.hookspecs import hookimpl
+from lab.plugins.supervised import reference_classifier
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class GANConfig:
+    latent_dim: int = field(default=100, metadata=_help("size of the noise vector z"))
+    g_width: int = field(default=64, metadata=_help("generator channels at full resolution (doubling per halving)"))
+    d_width: int = field(default=64, metadata=_help("discriminator channels after its first convolution"))
+    g_lr: float = field(default=2e-4, metadata=_help("generator Adam learning rate"))
+    d_lr: float = field(default=2e-4, metadata=_help("discriminator Adam learning rate"))
+    beta1: float = field(default=0.5, metadata=_help("Adam beta1 for both networks"))
+    beta2: float = field(default=0.999, metadata=_help("Adam beta2 for both networks"))
+    batch_size: int = field(default=64, metadata=_help("real images per step (and as many generated)"))
+    conditional: bool = field(default=False, metadata=_help("condition both networks on the class label"))
+    validation_size: int = field(default=5000, metadata=_help("training images held out to choose best.pt"))
+    fld_samples: int = field(default=10000, metadata=_help("generated images per Frechet distance"))
+    classifier: str | None = field(default=None, metadata=_help("RUN_DIR of a cnn/mlp run for eval/fld (default: the lab's cached cnn)"))
+    classifier_sha256: str | None = field(default=None, metadata=_help("filled in by the run: the classifier file's hash"))
+    image_size: int | None = field(default=None, metadata=_help("resize images to this square size"))
+
+    def __post_init__(self) -> None:
+        for name in ("latent_dim", "g_width", "d_width", "g_lr", "d_lr", "batch_size", "validation_size", "fld_samples"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.fld_samples < 2:
+            raise ValueError("--fld-samples must be at least 2")
+
+
+def halvings(size: int) -> int:
+    """How many stride-2 stages lead from `size` down to a 4..7 pixel base (28 -> 7: 2, 64 -> 4: 4)."""
+    stages = 0
+    while size % 2 == 0 and size // 2 >= 4:
+        size //= 2
+        stages += 1
+    return stages
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """The DCGAN paper's N(0, 0.02) weights (BatchNorm scales N(1, 0.02))."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """z (and a label) -> a projected base map -> stride-2 transposed convolutions -> tanh image."""
+
+    def __init__(self, shape: tuple[int, int, int], latent: int, width: int, classes: int) -> None:
+        super().__init__()
+        c, h, w = shape
+        stages = halvings(h)
+        self.base = (width * 2 ** (stages - 1), h >> stages, w >> stages)
+        self.embed = nn.Embedding(classes, latent) if classes else None
+        self.project = nn.Sequential(nn.Linear(latent, self.base[0] * self.base[1] * self.base[2], bias=False),
+                                     nn.Unflatten(1, self.base), nn.BatchNorm2d(self.base[0]), nn.ReLU(True))
+        layers: list[nn.Module] = []
+        channels = self.base[0]
+        for _ in range(stages - 1):
+            layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
+            channels //= 2
+        self.up = nn.Sequential(*layers, nn.ConvTranspose2d(channels, c, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            z = z * self.embed(labels)  # multiplicative conditioning keeps z's scale
+        return self.up(self.project(z))
+
+
+class Discriminator(nn.Module):
+    """Image -> stride-2 convolutions (LeakyReLU 0.2, BatchNorm after the first) -> one logit;
+    conditional: plus a projection term <embed(label), features> (Miyato & Koyama 2018)."""
+
+    def __init__(self, shape: tuple[int, int, int], width: int, classes: int) -> None:
+        super().__init__()
+        c, h, w = shape
+        stages = halvings(h)
+        layers: list[nn.Module] = [nn.Conv2d(c, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        channels = width
+        for _ in range(stages - 1):
+            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(channels * 2),
+                       nn.LeakyReLU(0.2, True)]
+            channels *= 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        width_out = channels * (h >> stages) * (w >> stages)
+        self.logit = nn.Linear(width_out, 1)
+        self.embed = nn.Embedding(classes, width_out) if classes else None
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(images)
+        out = self.logit(h).squeeze(1)
+        if self.embed is not None:
+            out = out + (self.embed(labels) * h).sum(1)
+        return out
+
+
+class GAN(ImageGenerator):
+    """DCGAN; key metric val/fld (lower is better)."""
+
+    name = "gan"
+    Config = GANConfig
+    key_metric = "val/fld"
+    key_metric_mode = "min"
+    default_epochs = 5
+    presets = {"mnist": {"g_width": 32, "d_width": 32}}  # a quarter of the arithmetic: ~1 min an epoch on 2 CPU cores
+
+    def __init__(self, config: GANConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        data = ctx.load_dataset(**({} if config.image_size is None else {"image_size": config.image_size}))
+        if not isinstance(data, ImageDataset):
+            raise LabError(f"gan learns one image distribution; {ctx.data} has two domains (that is cyclegan's data)")
+        self.shape = data.image_shape
+        if halvings(self.shape[1]) < 2 or self.shape[1] != self.shape[2]:
+            raise LabError(f"gan needs square images whose side halves twice to 4-7 pixels (28, 32, 64, ...); "
+                           f"{data.name} has {self.shape[1]}x{self.shape[2]}: pass --image-size 32")
+        if config.validation_size >= len(data.train_images):
+            raise LabError(f"--validation-size {config.validation_size} must be smaller than the "
+                           f"{len(data.train_images)} training images of {data.name}")
+        if config.conditional and data.train_labels is None:
+            raise LabError(f"--conditional needs class labels; {data.name} has none")
+        self.classes = int(data.train_labels.max()) + 1 if config.conditional else 0
+        self.g = Generator(self.shape, config.latent_dim, config.g_width, self.classes).to(ctx.device)
+        self.d = Discriminator(self.shape, config.d_width, self.classes).to(ctx.device)
+        self.g.apply(dcgan_init)
+        self.d.apply(dcgan_init)
+        betas = (config.beta1, config.beta2)
+        self.g_opt = torch.optim.Adam(self.g.parameters(), lr=config.g_lr, betas=betas)
+        self.d_opt = torch.optim.Adam(self.d.parameters(), lr=config.d_lr, betas=betas)
+        train_rows, val_rows = split_validation(len(data.train_images), config.validation_size)
+        labels = data.train_labels[train_rows] if data.train_labels is not None else None
+        self.train_data = DataBuffer(data.train_images[train_rows], labels, ctx.device, config.batch_size,
+                                     seed=ctx.seed, drop_last=True, normalize="symmetric",
+                                     rank=ctx.rank, world_size=ctx.world_size)
+        self.noise = ctx.generator("latent")
+        fixed = torch.Generator().manual_seed(ctx.seed)
+        self.fixed_z = torch.randn(100, config.latent_dim, generator=fixed).to(ctx.device)
+        self.fixed_labels = torch.arange(100, device=ctx.device) % max(self.classes, 1)
+        self.data, self.val_rows = data, val_rows
+        self.fld: dict[str, Any] | None = None  # built at the first evaluation (a classifier may need training)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_data)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.shape
+
+    def labels_for(self, n: int, generator: torch.Generator | None) -> torch.Tensor | None:
+        if not self.classes:
+            return None
+        if generator is None:  # grids: class i in column i
+            return torch.arange(n, device=self.ctx.device) % self.classes
+        return torch.randint(self.classes, (n,), generator=generator, device=self.ctx.device)
+
+    # ------------------------------------------------------------------ training
+
+    def train_step(self) -> dict[str, float]:
+        batch = self.train_data.next()
+        real, labels = batch.images, batch.labels if self.classes else None
+        n = len(real)
+        z = torch.randn(n, self.config.latent_dim, generator=self.noise, device=self.ctx.device)
+        fake_labels = self.labels_for(n, self.noise)
+        fake = self.g(z, fake_labels)
+
+        # discriminator: real -> 1, generated -> 0
+        d_real, d_fake = self.d(real, labels), self.d(fake.detach(), fake_labels)
+        d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_opt.step()
+
+        # generator, non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z)))
+        d_on_fake = self.d(fake, fake_labels)
+        g_loss = F.binary_cross_entropy_with_logits(d_on_fake, torch.ones_like(d_on_fake))
+        self.g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.g_opt.step()
+
+        self.global_step += 1
+        return {"train/d_loss": d_loss.item(), "train/g_loss": g_loss.item(),
+                "train/d_real": torch.sigmoid(d_real).mean().item(), "train/d_fake": torch.sigmoid(d_fake).mean().item()}
+
+    # ------------------------------------------------------------------ evaluation
+
+    def frechet(self) -> dict[str, Any]:
+        """The classifier and the real images' statistics, once per process."""
+        if self.fld is None:
+            cfg = self.config
+            classifier, source, digest = reference_classifier(self.data, self.ctx.data_dir, self.ctx.device, cfg.classifier)
+            if cfg.classifier_sha256 not in (None, digest):
+                raise LabError(f"the classifier at {source} changed since this run began (sha256 {digest[:12]} "
+                               f"!= {cfg.classifier_sha256[:12]}): its eval/fld would not be comparable")
+            cfg.classifier_sha256 = digest
+            features = lambda images: classifier(images.to(self.ctx.device))[0]  # noqa: E731
+            test = FrechetReference(features, self.data.test_images)
+            train = self.data.train_images[: len(self.data.test_images)]
+            self.fld = {"val": FrechetReference(features, self.data.train_images[self.val_rows]), "test": test,
+                        "floor": test.distance(train)}
+        return self.fld
+
+    @torch.inference_mode()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        self.g.eval()
+        generator = generator or self.ctx.rng.eval_generator()
+        images = []
+        for start in range(0, n, 1000):
+            m = min(1000, n - start)
+            z = torch.randn(m, self.config.latent_dim, generator=generator, device=self.ctx.device)
+            images.append(to_uint8(self.g(z, self.labels_for(m, generator)), low=-1.0))
+        self.g.train()
+        return torch.cat(images)
+
+    def evaluate(self) -> dict[str, float]:
+        fld = self.frechet()
+        fake = fld["test"].stats_of(self.sample(self.config.fld_samples))
+        return {"val/fld": fld["val"].distance(fake), "eval/fld": fld["test"].distance(fake),
+                "eval/fld_floor": fld["floor"]}
+
+    @torch.inference_mode()
+    def write_media(self, media_dir: Path) -> dict[str, Path]:
+        self.g.eval()
+        labels = self.fixed_labels if self.classes else None
+        images = to_uint8(self.g(self.fixed_z, labels), low=-1.0)
+        self.g.train()
+        path = self.ctx.media_path(f"samples-step{self.global_step:09d}", ".png")
+        return {"media/samples": save_grid(images, path, 10)}
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "g_opt": self.g_opt.state_dict(),
+                "d_opt": self.d_opt.state_dict(), "data": self.train_data.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        if "g_opt" in state:
+            self.g_opt.load_state_dict(state["g_opt"])
+            self.d_opt.load_state_dict(state["d_opt"])
+            self.train_data.load_state_dict(state["data"])
+
+
+@hookimpl
+def register_algorithms(register) -> None:
+    register(GAN)

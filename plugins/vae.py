@@ -1,0 +1,279 @@
+"""`vae`: a variational autoencoder (Kingma & Welling 2014), MLP or conv encoder/decoder.
+
+Reads top to bottom: the model, the negative ELBO, one training step, evaluation, media.
+On MNIST the likelihood is Bernoulli on dynamically binarised digits (each batch draws new
+binary pixels with the pixel intensity as probability, as the IWAE paper does), so
+`eval/nelbo` is in nats per image and comparable with the literature (86.8 nats: the IWAE
+paper's one-stochastic-layer VAE, as a 5,000-sample bound). Other data gets a Gaussian
+likelihood with a learned per-channel scale (a density, so its nats are not comparable).
+
+`val/nelbo` on 5,000 held-out training images chooses best.pt; `eval/nelbo` is the test
+split, binarised once with a fixed seed. `lab eval` adds `eval/iw_nll`, the importance-
+weighted bound with `iw_samples` samples on the first `iw_images` test images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lab.buffers.data import DataBuffer
+from lab.context import Context
+from lab.datasets import ImageDataset, split_validation
+from lab.errors import LabError
+from lab.generative import ImageGenerator, save_grid, to_uint8
+from lab.hookspecs import hookimpl
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class VAEConfig:
+    arch: Literal["mlp", "conv"] = field(default="mlp", metadata=_help("encoder/decoder: mlp or conv"))
+    latent_dim: int = field(default=32, metadata=_help("size of the latent code z"))
+    hidden: tuple[int, ...] = field(default=(512, 256), metadata=_help("mlp hidden sizes (the decoder mirrors them)"))
+    channels: tuple[int, ...] = field(default=(32, 64), metadata=_help("conv widths, each halving H and W"))
+    likelihood: Literal["auto", "bernoulli", "gaussian"] = field(
+        default="auto", metadata=_help("auto: bernoulli on binarised MNIST-like data, gaussian otherwise"))
+    learning_rate: float = field(default=1e-3, metadata=_help("Adam learning rate"))
+    batch_size: int = field(default=128, metadata=_help("training minibatch size"))
+    eval_batch_size: int = field(default=1000, metadata=_help("batch size for the held-out passes"))
+    validation_size: int = field(default=5000, metadata=_help("training images held out to choose best.pt"))
+    iw_samples: int = field(default=5000, metadata=_help("importance samples for eval/iw_nll (lab eval only)"))
+    iw_images: int = field(default=1000, metadata=_help("test images eval/iw_nll is estimated on (lab eval only)"))
+    image_size: int | None = field(default=None, metadata=_help("resize images to this square size"))
+
+    def __post_init__(self) -> None:
+        for name in ("latent_dim", "learning_rate", "batch_size", "eval_batch_size", "validation_size",
+                     "iw_samples", "iw_images"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+
+
+class Encoder(nn.Module):
+    """x in [0, 1] -> (mean, log variance) of q(z|x)."""
+
+    def __init__(self, body: nn.Module, width: int, latent: int) -> None:
+        super().__init__()
+        self.body, self.head = body, nn.Linear(width, 2 * latent)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_var = self.head(self.body(x)).chunk(2, dim=1)
+        return mean, log_var
+
+
+def build(config: VAEConfig, shape: tuple[int, int, int]) -> tuple[Encoder, nn.Module]:
+    c, h, w = shape
+    if config.arch == "mlp":
+        sizes = [c * h * w, *config.hidden]
+        enc: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(sizes, sizes[1:]):
+            enc += [nn.Linear(a, b), nn.ReLU()]
+        dec: list[nn.Module] = []
+        for a, b in zip([config.latent_dim, *config.hidden[::-1]], config.hidden[::-1]):
+            dec += [nn.Linear(a, b), nn.ReLU()]
+        dec += [nn.Linear(config.hidden[0] if config.hidden else config.latent_dim, c * h * w), nn.Unflatten(1, shape)]
+        return Encoder(nn.Sequential(*enc), sizes[-1], config.latent_dim), nn.Sequential(*dec)
+    scale = 2 ** len(config.channels)
+    if h % scale or w % scale:
+        raise LabError(f"--arch conv with {len(config.channels)} halvings needs sides divisible by {scale}; "
+                       f"images are {h}x{w} (use --image-size or fewer --channels)")
+    widths = [c, *config.channels]
+    enc = []
+    for a, b in zip(widths, widths[1:]):
+        enc += [nn.Conv2d(a, b, 4, 2, 1), nn.ReLU()]
+    inner = (widths[-1], h // scale, w // scale)
+    dec = [nn.Linear(config.latent_dim, math.prod(inner)), nn.ReLU(), nn.Unflatten(1, inner)]
+    for i, (a, b) in enumerate(zip(widths[::-1], widths[::-1][1:])):
+        dec += [nn.ConvTranspose2d(a, b, 4, 2, 1)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
+    return Encoder(nn.Sequential(*enc, nn.Flatten()), math.prod(inner), config.latent_dim), nn.Sequential(*dec)
+
+
+class VAE(ImageGenerator):
+    """Variational autoencoder; key metric val/nelbo (nats per image, lower is better)."""
+
+    name = "vae"
+    Config = VAEConfig
+    key_metric = "val/nelbo"
+    key_metric_mode = "min"
+    default_epochs = 10
+
+    def __init__(self, config: VAEConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        data = ctx.load_dataset(**({} if config.image_size is None else {"image_size": config.image_size}))
+        if not isinstance(data, ImageDataset):
+            raise LabError(f"vae learns one image distribution; {ctx.data} has two domains (that is cyclegan's data)")
+        if config.validation_size >= len(data.train_images):
+            raise LabError(f"--validation-size {config.validation_size} must be smaller than the "
+                           f"{len(data.train_images)} training images of {data.name}")
+        likelihood = config.likelihood
+        if likelihood == "auto":
+            likelihood = "bernoulli" if data.name.startswith("mnist") else "gaussian"
+        self.bernoulli = likelihood == "bernoulli"
+        self.shape = data.image_shape
+        self.encoder, self.decoder = build(config, self.shape)
+        self.encoder.to(ctx.device)
+        self.decoder.to(ctx.device)
+        self.log_scale = nn.Parameter(torch.zeros(self.shape[0], device=ctx.device))  # gaussian only
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.learning_rate)
+        train_rows, val_rows = split_validation(len(data.train_images), config.validation_size)
+        held_out = dict(device=ctx.device, batch_size=config.eval_batch_size, shuffle=False)
+        self.train_data = DataBuffer(data.train_images[train_rows], None, ctx.device, config.batch_size,
+                                     seed=ctx.seed, drop_last=True, rank=ctx.rank, world_size=ctx.world_size)
+        self.val_images = self._fixed(DataBuffer(data.train_images[val_rows], None, **held_out), 1)
+        self.test_images = self._fixed(DataBuffer(data.test_images, None, **held_out), 2)
+        self.binarize = ctx.generator("binarize")
+        self.noise = ctx.generator("latent")
+        self.fixed_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(ctx.seed),
+                                   ).to(ctx.device)
+
+    def _fixed(self, split: DataBuffer, seed: int) -> torch.Tensor:
+        """The held-out images as the model sees them; binarised once with a fixed seed."""
+        images = torch.cat([batch.images for batch in split.ordered()])
+        if self.bernoulli:
+            images = torch.bernoulli(images, generator=torch.Generator(images.device).manual_seed(seed))
+        return images
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.decoder.parameters(), self.log_scale]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_data)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.shape
+
+    # ------------------------------------------------------------------ the bound
+
+    def log_likelihood(self, x: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per image, summed over pixels (nats)."""
+        if self.bernoulli:
+            return -F.binary_cross_entropy_with_logits(decoded, x, reduction="none").flatten(1).sum(1)
+        scale = self.log_scale.view(1, -1, 1, 1)
+        z = (x - torch.sigmoid(decoded)) * torch.exp(-scale)
+        return (-0.5 * (z * z + LOG_2PI) - scale).flatten(1).sum(1)
+
+    def nelbo(self, x: torch.Tensor, noise: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(negative ELBO, KL, reconstruction) per image; z drawn with `noise` (None: z = mean)."""
+        mean, log_var = self.encoder(x)
+        z = mean
+        if noise is not None:
+            z = mean + torch.randn(mean.shape, generator=noise, device=mean.device) * torch.exp(0.5 * log_var)
+        recon = -self.log_likelihood(x, self.decoder(z))
+        kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(1)
+        return recon + kl, kl, recon
+
+    def train_step(self) -> dict[str, float]:
+        x = self.train_data.next().images
+        if self.bernoulli:
+            x = torch.bernoulli(x, generator=self.binarize)
+        loss, kl, recon = (v.mean() for v in self.nelbo(x, self.noise))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.global_step += 1
+        return {"train/loss": loss.item(), "train/kl": kl.item(), "train/recon": recon.item()}
+
+    @torch.inference_mode()
+    def held_out(self, images: torch.Tensor) -> tuple[float, float, float]:
+        noise = self.ctx.rng.eval_generator()
+        total = torch.zeros(3, device=self.ctx.device)
+        for start in range(0, len(images), self.config.eval_batch_size):
+            parts = self.nelbo(images[start : start + self.config.eval_batch_size], noise)
+            total += torch.stack([p.sum() for p in parts])
+        nelbo, kl, recon = (total / len(images)).tolist()
+        return nelbo, kl, recon
+
+    @torch.inference_mode()
+    def iw_nll(self, images: torch.Tensor, samples: int, chunk: int = 500) -> float:
+        """-log p(x) by importance sampling with q(z|x): log mean_k p(x, z_k) / q(z_k|x) (Burda et al.)."""
+        noise = self.ctx.rng.eval_generator()
+        total = 0.0
+        for x in images.split(max(1, 20_000 // min(samples, chunk))):
+            mean, log_var = self.encoder(x)
+            std = torch.exp(0.5 * log_var)
+            weights = []
+            for k in range(0, samples, chunk):
+                n = min(chunk, samples - k)
+                eps = torch.randn((n, *mean.shape), generator=noise, device=mean.device)
+                z = mean + eps * std  # (n, B, D)
+                decoded = self.decoder(z.flatten(0, 1))
+                log_px = self.log_likelihood(x.repeat(n, 1, 1, 1), decoded).view(n, -1)
+                log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+                log_qz = -0.5 * (eps.pow(2) + LOG_2PI + log_var).sum(-1)
+                weights.append(log_px + log_pz - log_qz)
+            total += -(torch.logsumexp(torch.cat(weights), 0) - math.log(samples)).sum().item()
+        return total / len(images)
+
+    def evaluate(self) -> dict[str, float]:
+        self.encoder.eval(), self.decoder.eval()
+        val, _, _ = self.held_out(self.val_images)
+        nelbo, kl, recon = self.held_out(self.test_images)
+        metrics = {"val/nelbo": val, "eval/nelbo": nelbo, "eval/kl": kl, "eval/recon": recon}
+        if not self.ctx.training:  # `lab eval`: the tighter, slower bound
+            metrics["eval/iw_nll"] = self.iw_nll(self.test_images[: self.config.iw_images], self.config.iw_samples)
+        self.encoder.train(), self.decoder.train()
+        return metrics
+
+    # ------------------------------------------------------------------ pictures
+
+    def pixels(self, decoded: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean image (Bernoulli probabilities or Gaussian means) as uint8."""
+        return to_uint8(torch.sigmoid(decoded))
+
+    @torch.inference_mode()
+    def sample(self, n: int) -> torch.Tensor:
+        self.decoder.eval()
+        z = torch.randn(n, self.config.latent_dim, generator=self.ctx.rng.eval_generator(), device=self.ctx.device)
+        return self.pixels(self.decoder(z))
+
+    @torch.inference_mode()
+    def write_media(self, media_dir: Path) -> dict[str, Path]:
+        self.encoder.eval(), self.decoder.eval()
+        step = f"step{self.global_step:09d}"
+        samples = self.pixels(self.decoder(self.fixed_z))
+        originals = self.test_images[:32]
+        recon = self.pixels(self.decoder(self.encoder(originals)[0]))
+        pairs = torch.stack([to_uint8(originals), recon], 1).view(-1, *self.shape)  # original, reconstruction
+        ends = self.encoder(self.test_images[:16])[0].view(8, 2, -1)
+        weights = torch.linspace(0, 1, 10, device=ends.device).view(1, 10, 1)
+        path = ends[:, :1] * (1 - weights) + ends[:, 1:] * weights  # (8 rows, 10 steps, D)
+        lerp = self.pixels(self.decoder(path.flatten(0, 1)))
+        self.encoder.train(), self.decoder.train()
+        return {
+            "media/samples": save_grid(samples, self.ctx.media_path(f"samples-{step}", ".png"), 8),
+            "media/reconstructions": save_grid(pairs, self.ctx.media_path(f"reconstructions-{step}", ".png"), 8),
+            "media/interpolations": save_grid(lerp, self.ctx.media_path(f"interpolations-{step}", ".png"), 10),
+        }
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.state_dict(), "decoder": self.decoder.state_dict(),
+                "log_scale": self.log_scale.detach().clone(), "optimizer": self.optimizer.state_dict(),
+                "data": self.train_data.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.encoder.load_state_dict(state["encoder"])
+        self.decoder.load_state_dict(state["decoder"])
+        with torch.no_grad():
+            self.log_scale.copy_(state["log_scale"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.train_data.load_state_dict(state["data"])
+
+
+@hookimpl
+def register_algorithms(register) -> None:
+    register(VAE)
