@@ -200,8 +200,10 @@ class CycleGAN(ImageGenerator):
         self.pool_b = ImagePool(config.pool_size, self.shape, ctx.device, pools)
         self.data, self.val_rows = data, val_rows
         self.labelled = data.a.train_labels is not None and data.b.train_labels is not None
-        self.judge: Any = None  # B's classifier, loaded at the first evaluation
+        self.judge: Any = None
         self.horizon: int | None = None
+        if self.labelled and ctx.training:  # now, so config.yaml records the classifier's hash
+            self.load_judge()
 
     def networks(self) -> tuple[nn.Module, ...]:
         return self.g_ab, self.g_ba, self.d_a, self.d_b
@@ -272,6 +274,15 @@ class CycleGAN(ImageGenerator):
         net.train()
         return torch.cat(out) if out else images
 
+    def load_judge(self) -> None:
+        """Domain B's classifier (trained once and cached, or --classifier), checked against the run's record."""
+        cfg = self.config
+        self.judge, source, digest = reference_classifier(self.data.b, self.ctx.data_dir, self.ctx.device, cfg.classifier)
+        if cfg.classifier_sha256 not in (None, digest):
+            raise LabError(f"the classifier at {source} changed since this run began (sha256 {digest[:12]} "
+                           f"!= {cfg.classifier_sha256[:12]}): class preservation would not be comparable")
+        cfg.classifier_sha256 = digest
+
     def preservation(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Fraction of A images that B's classifier, after translation, reads as their own label."""
         with torch.inference_mode():
@@ -287,13 +298,7 @@ class CycleGAN(ImageGenerator):
                    "eval/cycle_l1_b": (back_b.float() - test_b.float()).abs().mean().item() / 127.5}
         if self.labelled:
             if self.judge is None:
-                cfg = self.config
-                self.judge, source, digest = reference_classifier(self.data.b, self.ctx.data_dir, self.ctx.device,
-                                                                  cfg.classifier)
-                if cfg.classifier_sha256 not in (None, digest):
-                    raise LabError(f"the classifier at {source} changed since this run began (sha256 {digest[:12]} "
-                                   f"!= {cfg.classifier_sha256[:12]}): class preservation would not be comparable")
-                cfg.classifier_sha256 = digest
+                self.load_judge()
             metrics["val/class_preservation"] = self.preservation(
                 self.data.a.train_images[self.val_rows], self.data.a.train_labels[self.val_rows])
             metrics["eval/class_preservation"] = self.preservation(test_a, self.data.a.test_labels)

@@ -174,7 +174,9 @@ class GAN(ImageGenerator):
         self.fixed_z = torch.randn(100, config.latent_dim, generator=fixed).to(ctx.device)
         self.fixed_labels = torch.arange(100, device=ctx.device) % max(self.classes, 1)
         self.data, self.val_rows = data, val_rows
-        self.fld: dict[str, Any] | None = None  # built at the first evaluation (a classifier may need training)
+        self.fld: dict[str, Any] | None = None
+        if ctx.training:  # now, so config.yaml records the classifier's hash and bad data fails before training
+            self.frechet()
 
     @property
     def steps_per_epoch(self) -> int:
@@ -223,7 +225,8 @@ class GAN(ImageGenerator):
     # ------------------------------------------------------------------ evaluation
 
     def frechet(self) -> dict[str, Any]:
-        """The classifier and the real images' statistics, once per process."""
+        """The classifier and the real images' statistics, once per process (at set-up when
+        training; at the first evaluation under `lab eval`, so `lab sample` needs no classifier)."""
         if self.fld is None:
             cfg = self.config
             classifier, source, digest = reference_classifier(self.data, self.ctx.data_dir, self.ctx.device, cfg.classifier)
