@@ -29,6 +29,7 @@ from lab.datasets import ImageDataset, split_validation
 from lab.errors import LabError
 from lab.generative import ImageGenerator, save_grid, to_uint8
 from lab.hookspecs import hookimpl
+from lab.schedules import linear
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -47,6 +48,7 @@ class VAEConfig:
     likelihood: Literal["auto", "bernoulli", "gaussian"] = field(
         default="auto", metadata=_help("auto: bernoulli on binarised MNIST-like data, gaussian otherwise"))
     learning_rate: float = field(default=1e-3, metadata=_help("Adam learning rate"))
+    lr_decay: bool = field(default=True, metadata=_help("decay the learning rate linearly to 0 over the run"))
     batch_size: int = field(default=128, metadata=_help("training minibatch size"))
     eval_batch_size: int = field(default=1000, metadata=_help("batch size for the held-out passes"))
     validation_size: int = field(default=5000, metadata=_help("training images held out to choose best.pt"))
@@ -135,6 +137,7 @@ class VAE(ImageGenerator):
         self.test_images = self._fixed(DataBuffer(data.test_images, None, **held_out), 2)
         self.binarize = ctx.generator("binarize")
         self.noise = ctx.generator("latent")
+        self.horizon: int | None = None  # the budget the run was created with: resumes keep its schedule
         self.fixed_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(ctx.seed),
                                    ).to(ctx.device)
 
@@ -177,6 +180,13 @@ class VAE(ImageGenerator):
         return recon + kl, kl, recon
 
     def train_step(self) -> dict[str, float]:
+        if self.horizon is None:
+            self.horizon = self.ctx.total_steps or self.steps_per_epoch
+        lr = self.config.learning_rate
+        if self.config.lr_decay:
+            lr = linear(lr, 0.0, self.horizon)(self.global_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         x = self.train_data.next().images
         if self.bernoulli:
             x = torch.bernoulli(x, generator=self.binarize)
@@ -185,7 +195,7 @@ class VAE(ImageGenerator):
         loss.backward()
         self.optimizer.step()
         self.global_step += 1
-        return {"train/loss": loss.item(), "train/kl": kl.item(), "train/recon": recon.item()}
+        return {"train/loss": loss.item(), "train/kl": kl.item(), "train/recon": recon.item(), "train/lr": lr}
 
     @torch.inference_mode()
     def held_out(self, images: torch.Tensor) -> tuple[float, float, float]:
@@ -265,7 +275,7 @@ class VAE(ImageGenerator):
     def state_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.state_dict(), "decoder": self.decoder.state_dict(),
                 "log_scale": self.log_scale.detach().clone(), "optimizer": self.optimizer.state_dict(),
-                "data": self.train_data.state_dict()}
+                "data": self.train_data.state_dict(), "horizon": self.horizon}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.encoder.load_state_dict(state["encoder"])
@@ -274,6 +284,7 @@ class VAE(ImageGenerator):
             self.log_scale.copy_(state["log_scale"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.train_data.load_state_dict(state["data"])
+        self.horizon = state["horizon"]
 
 
 @hookimpl

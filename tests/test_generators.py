@@ -333,7 +333,9 @@ def test_vae_trains_on_a_folder_with_fewer_than_16_test_images(capsys, tmp_path:
 
 
 def test_vae_resumes_exactly(capsys, blobs: Path) -> None:
-    common = ["train", "vae", "--data", f"image-folder:{blobs}", *VAE_FLAGS, "--log-interval", "1", "--seed", "5"]
+    # constant lr: a run created with a 1-epoch budget decays its lr over that epoch, by design
+    common = ["train", "vae", "--data", f"image-folder:{blobs}", *VAE_FLAGS, "--log-interval", "1", "--seed", "5",
+              "--lr-decay", "false"]
     ok(capsys, *common, "--epochs", "2", "--name", "straight")
     ok(capsys, *common, "--epochs", "1", "--name", "split")  # stops at the first evaluation (step 7)
     ok(capsys, "resume", str(runs_dir() / "split"), "--epochs", "2")
@@ -497,3 +499,10 @@ def test_bad_generator_settings_are_one_line(capsys, blobs: Path, algo: str, fla
     defaults = ["--image-size", str(SIZE), "--validation-size", "20", "--steps", "2"]  # flags given later win
     one_line_error(capsys, ["train", algo, "--data", f"image-folder:{blobs}", *defaults, *flags], expected)
     assert not list(runs_dir().glob("*"))
+
+
+def test_vae_learning_rate_decays_to_zero_over_the_budget(capsys, blobs: Path) -> None:
+    ok(capsys, "train", "vae", "--data", f"image-folder:{blobs}", *VAE_FLAGS, "--log-interval", "1",
+       "--epochs", "2", "--name", "decay")
+    lrs = [row["train/lr"] for row in read_jsonl(runs_dir() / "decay" / "metrics.jsonl") if "train/lr" in row]
+    assert lrs[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 1e-3 / len(lrs) * 1.5
