@@ -170,7 +170,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if args.input is None and args.direction is not None:
         raise LabError("--direction goes with --input DIR (image-to-image runs)")
-    model = runner.load(_load(args, run_dir), run_dir, args.checkpoint)
+    checkpoint = args.checkpoint
+    if checkpoint == "best" and not (run_dir / "checkpoints" / "best.pt").is_file() \
+            and (run_dir / "checkpoints" / "latest.pt").is_file():
+        print("note: the run has no best.pt (no key metric was logged: unlabelled data); using latest.pt",
+              file=sys.stderr)
+        checkpoint = "latest"
+    model = runner.load(_load(args, run_dir), run_dir, checkpoint)
     try:
         if not isinstance(model, ImageGenerator):
             raise LabError(f"{run_dir} is a {model.name} run ({model.kind}); lab sample needs a generator run "

@@ -222,7 +222,7 @@ class CycleGAN(ImageGenerator):
         if self.horizon is None:
             self.horizon = self.ctx.total_steps or self.steps_per_epoch
         decay = self.config.decay_fraction * self.horizon
-        factor = linear(1.0, 0.0, decay, begin=self.horizon - decay)(self.global_step)
+        factor = linear(1.0, 0.0, decay, begin=self.horizon - decay)(self.global_step) if decay > 0 else 1.0
         for optimizer, lr in ((self.g_opt, self.config.g_lr), (self.d_opt, self.config.d_lr)):
             for group in optimizer.param_groups:
                 group["lr"] = lr * factor

@@ -357,7 +357,7 @@ def fit_reference_cnn(images: torch.Tensor, labels: torch.Tensor, device: torch.
     config = CNNConfig()
     classes = int(labels.max()) + 1
     model = CNN.build_model(config, tuple(images.shape[1:]), classes, *channel_stats(images)).to(device)
-    data = DataBuffer(images, labels, device, config.batch_size, seed=0, drop_last=True,
+    data = DataBuffer(images, labels, device, min(config.batch_size, len(images)), seed=0, drop_last=True,
                       crop_padding=config.crop_padding, normalize=None)
     optimizer = make_optimizer(model, config)
     horizon = REFERENCE_EPOCHS * len(data)
