@@ -79,8 +79,6 @@ def peer_step(model: gan.GAN, real: torch.Tensor) -> None:
     model.g_opt.zero_grad(set_to_none=True)
     g_loss.backward()
     model.g_opt.step()
-    if model.config.ema:
-        model.g_ema.update_parameters(model.g)
     # the lab's step reads its four metrics back too
     for value in (d_loss, g_loss, torch.sigmoid(d_real).mean(), torch.sigmoid(d_fake).mean()):
         value.item()

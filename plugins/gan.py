@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lab.buffers.data import DataBuffer
 from lab.context import Context
@@ -44,7 +43,6 @@ class GANConfig:
     beta2: float = field(default=0.999, metadata=_help("Adam beta2 for both networks"))
     batch_size: int = field(default=64, metadata=_help("real images per step (and as many generated)"))
     conditional: bool = field(default=False, metadata=_help("condition both networks on the class label"))
-    ema: float = field(default=0.999, metadata=_help("samples come from an exponential moving average of the generator's weights with this decay (0: the raw generator)"))
     validation_size: int = field(default=5000, metadata=_help("training images held out to choose best.pt"))
     fld_samples: int = field(default=10000, metadata=_help("generated images per Frechet distance"))
     classifier: str | None = field(default=None, metadata=_help("RUN_DIR of a cnn/mlp run for eval/fld (default: the lab's cached cnn)"))
@@ -55,7 +53,7 @@ class GANConfig:
         for name in ("latent_dim", "g_width", "d_width", "g_lr", "d_lr", "batch_size", "validation_size", "fld_samples"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("beta1", "beta2", "ema"):
+        for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if self.fld_samples < 2:
@@ -163,8 +161,6 @@ class GAN(ImageGenerator):
         self.d = Discriminator(self.shape, config.d_width, self.classes).to(ctx.device)
         self.g.apply(dcgan_init)
         self.d.apply(dcgan_init)
-        # what sample() and evaluation use: the averaged weights are smoother than the last step's
-        self.g_ema = AveragedModel(self.g, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
         betas = (config.beta1, config.beta2)
         self.g_opt = torch.optim.Adam(self.g.parameters(), lr=config.g_lr, betas=betas)
         self.d_opt = torch.optim.Adam(self.d.parameters(), lr=config.d_lr, betas=betas)
@@ -221,8 +217,6 @@ class GAN(ImageGenerator):
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_opt.step()
-        if self.config.ema:
-            self.g_ema.update_parameters(self.g)
 
         self.global_step += 1
         return {"train/d_loss": d_loss.item(), "train/g_loss": g_loss.item(),
@@ -247,19 +241,16 @@ class GAN(ImageGenerator):
                         "floor": test.distance(train)}
         return self.fld
 
-    @property
-    def sampler(self) -> nn.Module:
-        return self.g_ema.module if self.config.ema else self.g
-
     @torch.inference_mode()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        g = self.sampler.eval()
+        self.g.eval()
         generator = generator or self.ctx.rng.eval_generator()
         images = []
         for start in range(0, n, 1000):
             m = min(1000, n - start)
             z = torch.randn(m, self.config.latent_dim, generator=generator, device=self.ctx.device)
-            images.append(to_uint8(g(z, self.labels_for(m, generator)), low=-1.0))
+            images.append(to_uint8(self.g(z, self.labels_for(m, generator)), low=-1.0))
+        self.g.train()
         return torch.cat(images)
 
     def evaluate(self) -> dict[str, float]:
@@ -270,20 +261,21 @@ class GAN(ImageGenerator):
 
     @torch.inference_mode()
     def write_media(self, media_dir: Path) -> dict[str, Path]:
+        self.g.eval()
         labels = self.fixed_labels if self.classes else None
-        images = to_uint8(self.sampler.eval()(self.fixed_z, labels), low=-1.0)
+        images = to_uint8(self.g(self.fixed_z, labels), low=-1.0)
+        self.g.train()
         path = self.ctx.media_path(f"samples-step{self.global_step:09d}", ".png")
         return {"media/samples": save_grid(images, path, 10)}
 
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        return {"g": self.g.state_dict(), "g_ema": self.g_ema.state_dict(), "d": self.d.state_dict(),
-                "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(), "data": self.train_data.state_dict()}
+        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "g_opt": self.g_opt.state_dict(),
+                "d_opt": self.d_opt.state_dict(), "data": self.train_data.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.g.load_state_dict(state["g"])
-        self.g_ema.load_state_dict(state["g_ema"])
         self.d.load_state_dict(state["d"])
         if "g_opt" in state:
             self.g_opt.load_state_dict(state["g_opt"])
