@@ -73,6 +73,9 @@ def _algorithm_parser(algo_cls: type) -> _Parser:
 
 
 def _parse_algorithm_flags(algo_cls: type, argv: list[str]) -> tuple[dict[str, Any], str | None]:
+    # `--learning_rate=3e-4` (W&B sweep agents write field names) means `--learning-rate=3e-4`
+    argv = [t.split("=", 1)[0].replace("_", "-") + t[len(t.split("=", 1)[0]):] if t.startswith("--") else t
+            for t in argv]
     parser = _algorithm_parser(algo_cls)
     known = {f"--{flag(n)}" for n, *_ in config_fields(RunConfig)} | {
         f"--{flag(n)}" for n, *_ in config_fields(algo_cls.Config)} | {"--config"}
@@ -125,9 +128,61 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "-h" in args.rest or "--help" in args.rest:
         _algorithm_parser(algo_cls).print_help()
         return 0
-    cli, config_file = _parse_algorithm_flags(algo_cls, args.rest)
+    rest, seeds = _pop_option(args.rest, "--seeds")
+    rest, parallel = _pop_option(rest, "--parallel")
+    cli, config_file = _parse_algorithm_flags(algo_cls, rest)
     file_values = load_yaml_file(config_file) if config_file else None
-    return runner.train(lab, args.algo, cli, file_values)
+    if seeds is None:
+        if parallel is not None:
+            raise LabError("--parallel goes with --seeds (or lab sweep): one run uses one process")
+        return runner.train(lab, args.algo, cli, file_values)
+    return _train_seeds(lab, algo_cls, rest, cli, file_values, seeds, parallel)
+
+
+def _pop_option(tokens: list[str], name: str) -> tuple[list[str], str | None]:
+    """Remove `name VALUE` / `name=VALUE` from tokens; (the rest, VALUE or None)."""
+    rest, value, i = [], None, 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == name:
+            if i + 1 >= len(tokens):
+                raise LabError(f"{name} needs a value")
+            value, i = tokens[i + 1], i + 2
+            continue
+        if token.startswith(name + "="):
+            value = token.split("=", 1)[1]
+        else:
+            rest.append(token)
+        i += 1
+    return rest, value
+
+
+def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
+                 file_values: dict[str, Any] | None, seeds_text: str, parallel_text: str | None) -> int:
+    """`lab train ... --seeds 1,2,3 [--parallel N]`: one run per seed, named STEM-sSEED, one W&B group."""
+    from lab.config import resolve
+    from lab.experiments import Job, overall_exit_code, parse_parallel, parse_seeds, results_table, run_jobs
+    from lab.rundir import default_run_name
+
+    seeds, parallel = parse_seeds(seeds_text), parse_parallel(parallel_text)
+    if "seed" in cli:
+        raise LabError("--seeds and --seed do not mix: --seeds 1,2,3 runs one run per seed")
+    resolved = resolve(algo_cls, cli, file_values)  # bad values fail here, once, not in every run
+    stem = resolved.run.name or default_run_name(algo_cls.name, resolved.run.env or resolved.run.data, None)
+    experiment = resolved.run.experiment or stem
+    base, _ = _pop_option(rest, "--name")
+    base, _ = _pop_option(base, "--experiment")
+    if lab.plugins_dir:
+        base += ["--plugins-dir", str(lab.plugins_dir)]
+    jobs = [Job(["train", algo_cls.name, *base, "--seed", str(seed), "--name", f"{stem}-s{seed}",
+                 "--experiment", experiment], resolved.run.resolved_runs_dir / f"{stem}-s{seed}", f"seed {seed}",
+                {"seed": seed}) for seed in seeds]
+    for job in jobs:
+        if job.run_dir.exists():
+            raise LabError(f"run '{job.run_dir}' already exists; choose another --name")
+    codes = run_jobs(jobs, parallel)
+    print(results_table(jobs, None))
+    return overall_exit_code(codes)
 
 
 def _positive(value: str, name: str) -> int:
@@ -198,6 +253,35 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model.close()
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a sweep spec's trials here (or hand it to W&B's server with --wandb-agent); rank them."""
+    from lab.config import resolve
+    from lab.experiments import overall_exit_code, parse_parallel, results_table, run_jobs
+    from lab.sweep import jobs, load_sweep, run_wandb_agent, train_args, trials
+
+    sweep = load_sweep(Path(args.spec))
+    count = _positive(args.count, "count") if args.count is not None else None
+    parallel = parse_parallel(args.parallel)
+    lab = _load(args)
+    algo_cls = lab.registry.algorithm(sweep.algo)
+    for params in trials(sweep, count):  # every trial's settings are checked before any starts
+        cli, _ = _parse_algorithm_flags(algo_cls, train_args(params)[2:])
+        resolve(algo_cls, cli, None)
+    if args.wandb_agent:
+        return run_wandb_agent(sweep, count, args.project or "arcade-lab")
+    runs_dir = Path(args.runs_dir) if args.runs_dir else RunConfig().resolved_runs_dir
+    todo = jobs(sweep, count, runs_dir, lab.plugins_dir)
+    done = [job for job in todo if not job.args]
+    if done:
+        print(f"{len(done)} of {len(todo)} trials already finished; running the rest", file=sys.stderr)
+    for job in todo:
+        if job.args and job.args[0] == "train" and args.runs_dir:
+            job.args += ["--runs-dir", args.runs_dir]
+    codes = run_jobs([job for job in todo if job.args], parallel)
+    print(results_table(todo, sweep.metric, rank=sweep.goal))
+    return overall_exit_code(codes)
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from lab.runs import print_runs
 
@@ -212,7 +296,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in PLOT_SUFFIXES:  # checked first: matplotlib fails only after all the work
         got = f"suffix '{out.suffix}'" if out.suffix else "no suffix"
         raise LabError(f"--out '{out}' has {got}; name the plot file with one of {', '.join(PLOT_SUFFIXES)}")
-    print(compare([Path(p) for p in args.run_dirs], args.metric, out))
+    print(compare([Path(p) for p in args.run_dirs], args.metric, out, by=args.by, x=args.x))
     return 0
 
 
@@ -266,6 +350,15 @@ def build_parser() -> _Parser:
     p.add_argument("--checkpoint", choices=("latest", "best"), default="best")
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("sweep", help="grid/random search from a W&B-format sweep spec (re-run to continue)")
+    p.add_argument("spec", metavar="SPEC.yaml")
+    p.add_argument("--parallel", help="trials running at once (default 1)")
+    p.add_argument("--count", help="trials to run (random search: how many to draw; grid: the first K)")
+    p.add_argument("--runs-dir", help="runs root (default: $LAB_RUNS_DIR or ./runs)")
+    p.add_argument("--wandb-agent", action="store_true", help="create the sweep on W&B's server and run an agent")
+    p.add_argument("--project", help="W&B project for --wandb-agent (default arcade-lab)")
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("runs", help="table of runs")
     p.add_argument("--runs-dir", help="runs root (default: $LAB_RUNS_DIR or ./runs)")
     p.set_defaults(func=cmd_runs)
@@ -274,6 +367,11 @@ def build_parser() -> _Parser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--metric", help="metric to compare (default: the runs' key metric)")
     p.add_argument("--out", default="compare.png", help="plot file: .png, .svg or .pdf (default: compare.png)")
+    p.add_argument("--by", metavar="FIELD",
+                   help="one curve per value of FIELD (algo, env, data or a config key such as learning_rate); "
+                        "default: one per experiment (runs that differ only by seed)")
+    p.add_argument("--x", choices=("steps", "time"), default="steps",
+                   help="x axis: global_step (default) or wall-clock seconds since the run started")
     p.set_defaults(func=cmd_compare)
     return parser
 
@@ -303,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `lab` command; called with `argv` (tests, scripts) it leaves signal handling as it found it."""
     as_program = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    trains = any(token in ("train", "resume") for token in argv[:3])
+    trains = any(token in ("train", "resume", "sweep") for token in argv[:3])
     if trains:  # before the heavy imports: Ctrl-C during set-up must not land inside them
         STOP.install()
     code = 1  # replaced by the command's own exit code unless it raised
@@ -317,9 +415,18 @@ def main(argv: list[str] | None = None) -> int:
             STOP.uninstall()
 
 
+def _algo_as_flag(argv: list[str]) -> list[str]:
+    """`lab train --algo=dqn ...` (how a W&B sweep agent passes it) -> `lab train dqn ...`."""
+    if argv[:1] != ["train"] or (len(argv) > 1 and not argv[1].startswith("--")):
+        return argv
+    rest, algo = _pop_option(argv[1:], "--algo")
+    return ["train", algo, *rest] if algo else argv
+
+
 def _dispatch(argv: list[str]) -> int:
     try:
         plugins_dir, argv = _pop_plugins_dir(argv)
+        argv = _algo_as_flag(argv)
         if argv[:1] == ["train"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
             return _train_usage(argv, plugins_dir)
         args = build_parser().parse_args(([] if plugins_dir is None else ["--plugins-dir", plugins_dir]) + argv)

@@ -54,6 +54,11 @@ class RunConfig:
     video: bool = field(default=True, metadata=_help("record media (video, sample grids) at the end"))
     threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: the algorithm's choice)"))
     wandb_artifacts: bool = field(default=False, metadata=_help("upload checkpoints as W&B artifacts"))
+    trackers: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_help("trackers to use, e.g. jsonl,wandb,tensorboard (default: every one installed; "
+                       "jsonl, the run's metrics.jsonl, always runs)"),
+    )
 
     def __post_init__(self) -> None:
         for name in ("steps", "epochs", "log_interval", "eval_interval", "checkpoint_interval"):
@@ -70,6 +75,13 @@ class RunConfig:
             raise ValueError("give either --steps or --epochs, not both")
         if self.name is not None and not _valid_name(self.name):
             raise ValueError(f"--name '{self.name}' may only use letters, digits, '.', '_' and '-'")
+        if self.trackers is not None:
+            given = self.trackers.split(",") if isinstance(self.trackers, str) else self.trackers
+            names = [str(n).strip() for n in given]
+            if not all(names):
+                raise ValueError(f"--trackers has an empty name in {','.join(names)!r}; "
+                                 "give names separated by commas, e.g. --trackers jsonl,tensorboard")
+            self.trackers = tuple(dict.fromkeys(names))  # keeps the order, drops repeats
 
     @property
     def resolved_runs_dir(self) -> Path:

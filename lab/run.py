@@ -24,6 +24,8 @@ class RunInfo:
     resumed: bool = False
     purpose: str = "train"  # train | eval (`lab eval` adds to W&B but not to metrics.jsonl)
     time_offset: float = 0.0  # seconds trained before this process (resumed runs)
+    start_step: int = 0  # global_step this process starts from (a resumed run's checkpoint step)
+    trackers: tuple[str, ...] | None = None  # the trackers the user named (--trackers); None: every one
 
     @property
     def tags(self) -> list[str]:

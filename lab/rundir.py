@@ -18,12 +18,13 @@ import yaml
 from lab.atomic import atomic_write
 from lab.errors import LabError
 
-VERSIONED = ("arcade-lab", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3", "pluggy", "wandb")
+VERSIONED = ("arcade-lab", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3", "pluggy", "wandb", "tensorboard")
 
 
-def default_run_name(algo: str, target: str | None, seed: int) -> str:
+def default_run_name(algo: str, target: str | None, seed: int | None) -> str:
+    """algo-target-sSEED-time; without a seed, the name several seeds' runs share as a stem."""
     where = "".join(c if c.isalnum() or c in "._-" else "-" for c in (target or "none"))
-    return f"{algo}-{where}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{algo}-{where}{'' if seed is None else f'-s{seed}'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def create_run_dir(root: Path, name: str) -> Path:

@@ -34,7 +34,7 @@ from lab.config import RunConfig, Resolved, as_plain, resolve
 from lab.context import Context
 from lab.device import resolve_device
 from lab.discovery import Lab
-from lab.errors import LabError
+from lab.errors import LabError, unknown
 from lab.progress import RunProgress, run_report
 from lab.rundir import (
     RunLock,
@@ -54,6 +54,9 @@ from lab.signals import STOP, SetupInterrupted
 from lab.tracking import MultiTracker, jsonable
 
 EXIT_OK, EXIT_FAILED = 0, 1
+# metrics.jsonl is the run directory's own record (`lab runs`, `lab compare` and resume read it):
+# it is written whatever --trackers names.
+ALWAYS_TRACKERS = ("jsonl",)
 # Torch's thread count as this process found it. Every session starts from it, so building the
 # networks (orthogonal init runs LAPACK, whose results depend on the thread count) gives the
 # same weights in a fresh `lab train` process and in a script that ran other sessions before.
@@ -81,6 +84,20 @@ def wandb_mode(requested: str | None) -> str:
     except (OSError, netrc.NetrcParseError):
         auth = None
     return "online" if auth else "offline"
+
+
+def selected_trackers(lab: Lab, names: tuple[str, ...] | None) -> list[str]:
+    """The registered trackers a run starts, in registration order: every one when `names` is
+    None (each factory still decides, e.g. W&B disabled), else the named ones plus jsonl.
+    An unknown name is a LabError listing the registered trackers."""
+    registered = lab.registry.trackers
+    if names is None:
+        return list(registered)
+    for name in names:
+        if name not in registered:
+            raise unknown("tracker", name, registered,
+                          f"--trackers takes names from: {', '.join(registered)} (`lab plugins` lists them)")
+    return [name for name in registered if name in names or name in ALWAYS_TRACKERS]
 
 
 def intervals(algo: Algorithm, run: RunConfig, total: int) -> tuple[int, int, int]:
@@ -178,8 +195,12 @@ class Session:
             resumed=resumed,
             purpose=self.purpose,
             time_offset=self.time_offset,
+            start_step=self.algo.global_step,
+            trackers=self.run.trackers,
         )
-        for reg in self.lab.registry.trackers.values():
+        started = []
+        for name in selected_trackers(self.lab, self.run.trackers):
+            reg = self.lab.registry.trackers[name]
             try:
                 tracker = reg.obj(self.info)
             except LabError:
@@ -190,7 +211,8 @@ class Session:
                 continue
             if tracker is not None:
                 self.tracker.trackers.append(tracker)
-        if mode == "offline" and "wandb" in self.lab.registry.trackers:
+                started.append(name)
+        if mode == "offline" and "wandb" in started:
             print(f"W&B is offline: upload later with "
                   f"`wandb sync --id {self.run_dir.name} {self.run_dir / 'wandb'}/offline-run-*`", file=sys.stderr)
         self.lab.pm.hook.on_run_start(run=self.info)
@@ -418,6 +440,7 @@ def train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, 
     _budget(algo_cls, resolved)
     run = resolved.run
     _check_target(algo_cls, run, lab)
+    selected_trackers(lab, run.trackers)  # an unknown name fails before the run directory exists
     resolve_device(run.device)
     name = run.name or default_run_name(algo_cls.name, run.env or run.data, run.seed)
     run_dir = create_run_dir(run.resolved_runs_dir, name)
@@ -460,6 +483,7 @@ def _reload(lab: Lab, run_dir: Path, overrides: dict[str, Any] | None = None) ->
 def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None = None,
            checkpoint: str = "latest") -> int:
     doc, algo_cls, resolved = _reload(lab, run_dir)
+    selected_trackers(lab, resolved.run.trackers)  # before metrics.jsonl is cut back
     lock = RunLock(run_dir).acquire("resume")
     try:
         state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")

@@ -1,21 +1,25 @@
-"""`lab runs` (a table of runs) and `lab compare` (curves with seed spread + markdown table)."""
+"""`lab runs` (a table of runs) and `lab compare` (mean curves with a 95% band over runs + markdown table)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lab.errors import LabError
+from lab.envs.scores import ATARI_REFERENCE_SCORES, normalized_score
+from lab.errors import LabError, unknown
 from lab.rundir import read_config, read_metrics, read_summary
 
 # Plot formats `lab compare --out` writes (matplotlib knows more, but these are the useful ones).
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 # Settings that never make two runs different experiments.
 _NOT_EXPERIMENT = {"seed", "name", "runs_dir", "data_dir", "wandb", "device", "experiment", "project",
-                   "wandb_artifacts", "video", "log_interval", "eval_interval", "checkpoint_interval", "threads"}
+                   "wandb_artifacts", "video", "log_interval", "eval_interval", "checkpoint_interval", "threads",
+                   "trackers"}
 
 
 def _summary(run_dir: Path) -> dict[str, Any] | None:
@@ -88,78 +92,309 @@ def _experiment_key(doc: dict[str, Any]) -> tuple:
     return (doc["algo"], repr(sorted(settings.items())), repr(sorted(doc.get("config", {}).items())))
 
 
+def _target(doc: dict[str, Any]) -> Any:
+    return doc["run"].get("env") or doc["run"].get("data")
+
+
 def _base_label(doc: dict[str, Any]) -> str:
-    return f"{doc['algo']} {doc['run'].get('env') or doc['run'].get('data')}"
+    return f"{doc['algo']} {_target(doc)}"
 
 
-def _labels(experiments: list[dict[str, Any]]) -> list[str]:
-    """'algo env', plus the settings that tell apart experiments sharing that much: only
-    the fields that differ between them, so the legend stays short."""
-    labels = []
+def _extras(experiments: list[dict[str, Any]]) -> list[list[str]]:
+    """Per experiment, 'key=value' for the settings that tell it apart from the experiments
+    sharing its algorithm and env/data (only settings they all have, and only those that differ)."""
+    extras = []
     for doc in experiments:
         base = _base_label(doc)
         peers = [{**d["run"], **d.get("config", {})} for d in experiments if _base_label(d) == base]
         shared = set.intersection(*(set(p) for p in peers)) - _NOT_EXPERIMENT - {"steps", "epochs"}
         differing = sorted(k for k in shared if len({repr(p.get(k)) for p in peers}) > 1)
         mine = {**doc["run"], **doc.get("config", {})}
-        extras = [f"{k}={mine[k]}" for k in differing]
-        labels.append(base + (f" ({', '.join(extras)})" if extras else ""))
+        extras.append([f"{k}={mine[k]}" for k in differing])
+    return extras
+
+
+def _labels(experiments: list[dict[str, Any]]) -> list[str]:
+    """'algo env', plus the settings that tell apart experiments sharing that much: only
+    the fields that differ between them, so the table stays short."""
+    return [_base_label(doc) + (f" ({', '.join(extra)})" if extra else "")
+            for doc, extra in zip(experiments, _extras(experiments))]
+
+
+def _legend_labels(experiments: list[dict[str, Any]]) -> list[str]:
+    """Like `_labels`, but algorithm and env/data only where they differ between experiments
+    (what all share goes in the plot's title): the legend names only what tells curves apart."""
+    many_algos = len({d["algo"] for d in experiments}) > 1
+    many_targets = len({repr(_target(d)) for d in experiments}) > 1
+    labels = []
+    for doc, extra in zip(experiments, _extras(experiments)):
+        parts = ([doc["algo"]] if many_algos else []) + ([str(_target(doc))] if many_targets else [])
+        if extra:
+            parts.append(f"({', '.join(extra)})" if parts else ", ".join(extra))
+        labels.append(" ".join(parts) or _base_label(doc))
     return labels
 
 
-def compare(run_dirs: list[Path], metric: str | None, out: Path) -> str:
-    """Plot `metric` against global_step per experiment (mean and spread over seeds).
+def _shared_title(docs: list[dict[str, Any]]) -> str:
+    """'algo on env' for what every run shares (either part may be missing)."""
+    algos, targets = {d["algo"] for d in docs}, {repr(_target(d)) for d in docs}
+    algo = docs[0]["algo"] if len(algos) == 1 else None
+    target = _target(docs[0]) if len(targets) == 1 and _target(docs[0]) is not None else None
+    if algo and target:
+        return f"{algo} on {target}"
+    return str(algo or target or "")
 
-    Returns a markdown table: experiment, seeds, final mean ± std, best mean.
+
+# --- `lab compare --by FIELD`: the value of FIELD in a run's config.yaml -------------------------------
+_TOP_LEVEL_FIELDS = ("algo", "kind")
+_UNSET = object()
+
+
+def _field_name(by: str) -> str:
+    """`--by learning-rate` and `--by --learning-rate` mean the config key learning_rate."""
+    return by.strip().lstrip("-").replace("-", "_")
+
+
+def _field_value(doc: dict[str, Any], name: str) -> Any:
+    if name in _TOP_LEVEL_FIELDS:
+        return doc.get(name, _UNSET)
+    if name in doc["run"]:
+        return doc["run"][name]
+    return doc.get("config", {}).get(name, _UNSET)
+
+
+def _known_fields(docs: list[dict[str, Any]]) -> list[str]:
+    fields: dict[str, None] = dict.fromkeys(_TOP_LEVEL_FIELDS)
+    for doc in docs:
+        fields.update(dict.fromkeys(doc["run"]))
+        fields.update(dict.fromkeys(doc.get("config", {})))
+    return list(fields)
+
+
+def _sort_key(value: Any) -> tuple:
+    """Groups of --by in value order (numbers numerically); unset last."""
+    if value is _UNSET:
+        return (2, "", 0.0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, "", float(value))
+    return (1, repr(value), 0.0)
+
+
+# --- the confidence band --------------------------------------------------------------------------------
+# Two-sided 95% critical values of Student's t for 1..30 degrees of freedom.
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+         2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+         2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+BAND = "95% t-interval of the mean over runs"
+
+
+def t_critical(df: int) -> float:
+    """t_{0.975, df}: the table above, then the Cornish-Fisher expansion (error < 1e-4 beyond 30)."""
+    if df < 1:
+        raise ValueError("a t-interval needs at least 2 runs")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959963985
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+
+
+# --- Atari: finals as (score - random) / (human - random) ---------------------------------------------
+SCORE_METRICS = ("eval/return_mean", "train/episode_return")  # true game scores (not clipped rewards)
+_ATARI_PATTERNS = ("ALE/*-v5", "*NoFrameskip-v4")  # as in lab.envs.atari, without importing ale_py
+
+
+def _atari_game(doc: dict[str, Any]) -> str | None:
+    env = doc["run"].get("env")
+    if not isinstance(env, str) or not any(fnmatch.fnmatchcase(env, p) for p in _ATARI_PATTERNS):
+        return None
+    from lab.evaluation import atari_game_of
+
+    return atari_game_of(env)
+
+
+@dataclass
+class Group:
+    """One curve of `lab compare`: runs sharing an experiment (or a --by value)."""
+
+    label: str  # its row in the table
+    legend: str  # its line in the legend: only what differs between groups
+    runs: list[Path]
+    n: int = 0  # runs that logged the metric
+    x: np.ndarray = field(default_factory=lambda: np.zeros(0))  # common grid: where all n runs have data
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    low: np.ndarray = field(default_factory=lambda: np.zeros(0))  # band edges (== mean for one run)
+    high: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    finals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # each run's last logged value
+    normalized: np.ndarray | None = None  # Atari finals, random-normalised, when every run has a reference
+
+
+@dataclass
+class Comparison:
+    metric: str
+    x: str  # "steps" or "time"
+    by: str | None
+    title: str
+    higher_is_better: bool
+    groups: list[Group]
+
+
+def _higher_is_better(metric: str, run_dirs: list[Path], summaries: dict[Path, dict[str, Any]],
+                      curves: dict[Path, tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Read off a run that ranks by this metric (its summary's `best` is its max or its min);
+    otherwise by name: losses, likelihood bounds and distances are better low."""
+    for run_dir in run_dirs:
+        summary, curve = summaries[run_dir], curves.get(run_dir)
+        best = summary.get("best")
+        if summary.get("key_metric") != metric or not isinstance(best, (int, float)) or curve is None:
+            continue
+        low, high = float(curve[1].min()), float(curve[1].max())
+        if low < high and np.isclose(best, low):
+            return False
+        if low < high and np.isclose(best, high):
+            return True
+    name = metric.rsplit("/", 1)[-1]
+    return not any(word in name for word in ("loss", "nll", "nelbo", "fld", "error", "l1", "bpd"))
+
+
+def _curve(run_dir: Path, metric: str, x: str) -> tuple[np.ndarray, np.ndarray] | None:
+    column = "global_step" if x == "steps" else "time"
+    pts = [(r[column], r[metric]) for r in read_metrics(run_dir)
+           if isinstance(r.get(metric), (int, float)) and isinstance(r.get(column), (int, float))]
+    if not pts:
+        return None
+    xs, ys = (np.asarray(a, dtype=float) for a in zip(*pts))
+    order = np.argsort(xs, kind="stable")
+    return xs[order], ys[order]
+
+
+def compare_data(run_dirs: list[Path], metric: str | None = None, by: str | None = None,
+                 x: str = "steps") -> Comparison:
+    """The numbers behind `lab compare`: per group, the mean curve and its band on a common grid.
+
+    Each run's curve is linearly interpolated onto the union of the group's x values, kept only
+    where every run of the group has data (from the latest first point to the earliest last one),
+    so a shorter run never drags the band. The band is the 95% t-interval of the mean over the
+    group's runs: mean ± t(0.975, n-1) · std / sqrt(n) (std with n-1).
     """
+    if x not in ("steps", "time"):
+        raise LabError(f"--x must be steps or time (got {x!r})")
+    docs = {d: read_config(d) for d in run_dirs}
+    summaries = {d: read_summary(d) for d in run_dirs}
+    if metric is None:
+        metric = summaries[run_dirs[0]].get("key_metric") or "train/episode_return"
+    curves = {d: c for d in run_dirs if (c := _curve(d, metric, x)) is not None}
+    if not curves:
+        if x == "time" and any(_curve(d, metric, "steps") is not None for d in run_dirs):
+            raise LabError(f"no run has a 'time' column beside {metric!r} in metrics.jsonl; use --x steps")
+        raise LabError(f"no run logged {metric!r}; pass --metric with a name from metrics.jsonl")
+
+    members: dict[Any, list[Path]] = {}
+    if by is None:
+        for run_dir, doc in docs.items():
+            members.setdefault(_experiment_key(doc), []).append(run_dir)
+        firsts = [docs[runs[0]] for runs in members.values()]
+        labels, legends = _labels(firsts), _legend_labels(firsts)
+    else:
+        name = _field_name(by)
+        if not any(_field_value(doc, name) is not _UNSET for doc in docs.values()):
+            shown = by.encode("unicode_escape").decode("ascii")  # the error stays one line
+            raise unknown("--by field", shown, _known_fields(list(docs.values())),
+                          "use algo, env, data or a key of the runs' config.yaml (e.g. learning_rate, seed)")
+        values: dict[str, Any] = {}
+        for run_dir, doc in docs.items():
+            value = _field_value(doc, name)
+            key = "unset" if value is _UNSET else repr(value)
+            values.setdefault(key, value)
+            members.setdefault(key, []).append(run_dir)
+        members = dict(sorted(members.items(), key=lambda item: _sort_key(values[item[0]])))
+        labels = [f"{name} not set" if values[k] is _UNSET else f"{name}={values[k]}" for k in members]
+        legends = labels
+    if len(set(labels)) < len(labels):  # experiments that differ only in settings some of them lack
+        labels = [f"{label} [{runs[0].name}]" for label, runs in zip(labels, members.values())]
+        legends = [f"{label} [{runs[0].name}]" for label, runs in zip(legends, members.values())]
+
+    score = metric in SCORE_METRICS
+    games = {d: _atari_game(doc) for d, doc in docs.items()} if score else {}
+    groups = []
+    for label, legend, runs in zip(labels, legends, members.values()):
+        group = Group(label, legend, runs)
+        have = [curves[d] for d in runs if d in curves]
+        group.n = len(have)
+        if have:
+            group.finals = np.array([ys[-1] for _, ys in have])
+            start, end = max(xs[0] for xs, _ in have), min(xs[-1] for xs, _ in have)
+            grid = np.unique(np.concatenate([xs for xs, _ in have]))
+            group.x = grid[(grid >= start) & (grid <= end)]
+            stacked = np.stack([np.interp(group.x, xs, ys) for xs, ys in have])
+            group.mean = stacked.mean(0)
+            if group.n > 1:
+                half = t_critical(group.n - 1) * stacked.std(0, ddof=1) / np.sqrt(group.n)
+                group.low, group.high = group.mean - half, group.mean + half
+            else:
+                group.low, group.high = group.mean.copy(), group.mean.copy()
+            with_curve = [d for d in runs if d in curves]
+            if score and all(games.get(d) in ATARI_REFERENCE_SCORES for d in with_curve):
+                group.normalized = np.array([normalized_score(games[d], curves[d][1][-1]) for d in with_curve])
+        groups.append(group)
+    return Comparison(metric, x, _field_name(by) if by else None, _shared_title(list(docs.values())),
+                      _higher_is_better(metric, run_dirs, summaries, curves), groups)
+
+
+def _mean_std(values: np.ndarray, mean_digits: str = ".4g") -> str:
+    if len(values) == 1:
+        return format(float(values[0]), mean_digits)
+    return f"{values.mean():{mean_digits}} ± {values.std(ddof=1):.2g}"
+
+
+def compare_table(comparison: Comparison) -> str:
+    """Markdown: group, runs, final value mean ± std over runs, best of the mean curve, and for
+    Atari game scores the final random-normalised score (a column only when some group has one)."""
+    metric = comparison.metric
+    normalized = any(g.normalized is not None for g in comparison.groups)
+    best = "max" if comparison.higher_is_better else "min"
+    head = ["experiment" if comparison.by is None else comparison.by, "runs",
+            f"final {metric} (mean ± std)", f"best mean ({best})"]
+    if normalized:
+        head.append("final (score - random) / (human - random)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in comparison.groups:
+        if g.n == 0:
+            cells = [g.label, str(len(g.runs)), f"no '{metric}' logged", "-"]
+        else:
+            peak = "-" if not len(g.mean) else format(float(g.mean.max() if best == "max" else g.mean.min()), ".4g")
+            cells = [g.label, str(g.n), _mean_std(g.finals), peak]
+        if normalized:
+            cells.append("-" if g.normalized is None else _mean_std(g.normalized, ".3f"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare(run_dirs: list[Path], metric: str | None, out: Path, by: str | None = None, x: str = "steps") -> str:
+    """Plot `metric` against global_step (or wall-clock time) per group: the mean over its runs
+    and a 95% t-interval band. Returns the markdown table of `compare_table` and the plot's path."""
+    comparison = compare_data(run_dirs, metric, by, x)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    docs = {d: read_config(d) for d in run_dirs}
-    if metric is None:
-        metric = read_summary(run_dirs[0]).get("key_metric") or "train/episode_return"
-    groups: dict[tuple, list[Path]] = {}
-    for run_dir, doc in docs.items():
-        groups.setdefault(_experiment_key(doc), []).append(run_dir)
-    labels = dict(zip(groups, _labels([docs[members[0]] for members in groups.values()])))
-
     fig, ax = plt.subplots(figsize=(10, 5))
-    lines = [f"| experiment | seeds | final {metric} (mean ± std) | best mean |", "|---|---|---|---|"]
-    plotted = 0
-    for key, members in groups.items():
-        curves = []
-        for run_dir in members:
-            pts = [(r["global_step"], r[metric]) for r in read_metrics(run_dir)
-                   if isinstance(r.get(metric), (int, float))]
-            if pts:
-                steps, values = map(np.asarray, zip(*pts))
-                curves.append((steps, values.astype(float)))
-        label = labels[key]
-        if not curves:
-            lines.append(f"| {label} | {len(members)} | no '{metric}' logged | - |")
+    for g in comparison.groups:
+        if not len(g.x):
             continue
-        grid = np.unique(np.concatenate([s for s, _ in curves]))
-        grid = grid[grid <= min(s[-1] for s, _ in curves)] if len(curves) > 1 else grid
-        stacked = np.stack([np.interp(grid, s, v) for s, v in curves])
-        mean, std = stacked.mean(0), stacked.std(0)
-        ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
-        if len(curves) > 1:
-            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
-        finals = np.array([v[-1] for _, v in curves])
-        best = float(mean.max())
-        lines.append(f"| {label} | {len(curves)} | {finals.mean():.4g} ± {finals.std():.2g} | {best:.4g} |")
-        plotted += 1
-    if plotted == 0:
-        plt.close(fig)
-        raise LabError(f"no run logged {metric!r}; pass --metric with a name from metrics.jsonl")
-    ax.set_xlabel("global_step")
-    ax.set_ylabel(metric)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over it
+        (line,) = ax.plot(g.x, g.mean, label=f"{g.legend} (n={g.n})")
+        if g.n > 1:
+            ax.fill_between(g.x, g.low, g.high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("global_step" if comparison.x == "steps" else "wall-clock time (s)")
+    ax.set_ylabel(comparison.metric)
+    if comparison.title:
+        ax.set_title(comparison.title)
+    ax.legend(fontsize="small", title=f"mean; band: {BAND}", title_fontsize="small",
+              loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over it
     ax.grid(alpha=0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return "\n".join(lines) + f"\n\nplot: {out}"
+    return compare_table(comparison) + f"\n\nplot: {out}"

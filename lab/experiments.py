@@ -1,0 +1,152 @@
+"""Many runs from one command: `lab train ... --seeds 1,2,3` and `lab sweep SPEC.yaml`.
+
+Each run is an ordinary `lab train` (or `lab resume`) in its own process, so it gets its
+own run directory, checkpoints, W&B run and exact resume; this module only decides what
+to run, keeps at most `parallel` of them going, passes Ctrl-C on, and tabulates results.
+Runs of one command share a W&B group (`--experiment`), so the dashboard lines them up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.errors import LabError
+from lab.rundir import read_summary
+from lab.signals import STOP
+
+
+@dataclass
+class Job:
+    """One `lab` invocation and the run directory it makes (or continues)."""
+
+    args: list[str]
+    run_dir: Path
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)  # what sets this job apart (sweep tables)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'1,2,3' or '1-5' (or both: '1-3,7') -> [1, 2, 3, ...], each once."""
+    seeds: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
+    except ValueError:
+        raise LabError(f"--seeds takes integers like 1,2,3 or 1-5; got '{text}'") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise LabError(f"--seeds needs distinct non-negative integers like 1,2,3; got '{text}'")
+    return seeds
+
+
+def parse_parallel(text: str | None) -> int:
+    if text is None:
+        return 1
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise LabError(f"--parallel takes a positive number of processes; got '{text}'")
+    return value
+
+
+def _stop_all(running: dict[subprocess.Popen, Any], sig: int) -> None:
+    for proc in running:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+
+
+def run_jobs(jobs: list[Job], parallel: int) -> dict[str, int]:
+    """Run `jobs` (at most `parallel` at once); {label: exit code}. Ctrl-C is passed on to
+    the running jobs once per press (their first finishes the step and saves; a second stops
+    at once) and no new job starts. One job at a time prints as usual; several at a time
+    each write to a log file, and its report is printed when it ends."""
+    codes: dict[str, int] = {}
+    pending = list(jobs)
+    running: dict[subprocess.Popen, tuple[Job, Any]] = {}
+    forwarded = 0
+    STOP.training = True  # from here on, a second Ctrl-C arrives as KeyboardInterrupt
+    try:
+        while running or (pending and not STOP.requested):
+            try:
+                while pending and len(running) < parallel and not STOP.requested:
+                    job = pending.pop(0)
+                    log = None if parallel == 1 else tempfile.TemporaryFile(mode="w+")
+                    proc = subprocess.Popen([sys.executable, "-m", "lab", *job.args], stdout=log, stderr=log,
+                                            start_new_session=True)  # Ctrl-C reaches it only through us
+                    print(f"started {job.label}: lab {' '.join(job.args)}", file=sys.stderr, flush=True)
+                    running[proc] = (job, log)
+                if STOP.requested and forwarded == 0:
+                    forwarded = 1
+                    _stop_all(running, STOP.signum or signal.SIGINT)
+                for proc in [p for p in running if p.poll() is not None]:
+                    job, log = running.pop(proc)
+                    codes[job.label] = proc.returncode
+                    if log is not None:
+                        log.seek(0)
+                        tail = log.read().strip().splitlines()[-8:]
+                        log.close()
+                        print("\n".join(f"  {job.label}| {line}" for line in tail), file=sys.stderr)
+                    print(f"ended {job.label}: exit {proc.returncode}", file=sys.stderr, flush=True)
+                time.sleep(0.1)
+            except KeyboardInterrupt:  # a second Ctrl-C: the jobs stop at once too
+                forwarded = 2
+                _stop_all(running, signal.SIGINT)
+    finally:
+        for proc, (job, _) in running.items():
+            proc.wait()
+            codes.setdefault(job.label, proc.returncode)
+    for job in pending:
+        print(f"not started {job.label} (stopped)", file=sys.stderr)
+    return codes
+
+
+def overall_exit_code(codes: dict[str, int]) -> int:
+    """0 when every job finished; 130 when stopped by Ctrl-C; else the first failure's code."""
+    if STOP.requested:
+        return STOP.exit_code()
+    failures = [code for code in codes.values() if code != 0]
+    return failures[0] if failures else 0
+
+
+def results_table(jobs: list[Job], metric: str | None, rank: str | None = None) -> str:
+    """Markdown: one row per job with its settings, status and `metric` (the best value if it
+    is the run's key metric, else the last); ranked by it when `rank` is maximize/minimize."""
+    rows = []
+    for job in jobs:
+        summary = read_summary(job.run_dir) if (job.run_dir / "summary.json").is_file() else {}
+        name = metric or summary.get("key_metric")
+        value = summary.get("best") if name == summary.get("key_metric") else summary.get(name) if name else None
+        rows.append((job, summary.get("status", "not run"), name, value))
+    if rank:
+        ranked = sorted((r for r in rows if isinstance(r[3], (int, float))), key=lambda r: r[3],
+                        reverse=rank == "maximize")
+        rows = ranked + [r for r in rows if not isinstance(r[3], (int, float))]
+    columns = list(dict.fromkeys(key for job in jobs for key in job.params))
+    head = ["run", *columns, "status", metric or next((r[2] for r in rows if r[2]), "metric")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for job, status, _, value in rows:
+        cells = [job.run_dir.name, *(f"{job.params.get(c, '-'):.4g}" if isinstance(job.params.get(c), float)
+                                     else str(job.params.get(c, "-")) for c in columns), status,
+                 f"{value:.6g}" if isinstance(value, (int, float)) else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def runs_root(rest: list[str]) -> Path:
+    """The runs directory a `lab train` command line will use (--runs-dir, else $LAB_RUNS_DIR, else ./runs)."""
+    for i, token in enumerate(rest):
+        if token == "--runs-dir" and i + 1 < len(rest):
+            return Path(rest[i + 1])
+        if token.startswith("--runs-dir="):
+            return Path(token.split("=", 1)[1])
+    return Path(os.environ.get("LAB_RUNS_DIR", "runs"))

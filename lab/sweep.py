@@ -1,0 +1,243 @@
+"""`lab sweep SPEC.yaml`: grid and random search over any config field, in W&B's sweep format.
+
+One file serves a laptop and a cluster: locally every trial is a normal `lab train` run
+named SWEEP-001, SWEEP-002, ... in the W&B group SWEEP; `--wandb-agent` hands the same
+file to W&B's sweep server and agents instead. The spec, as W&B writes it:
+
+    name: cartpole-lr                 # optional; default: the file's name
+    method: grid                      # grid | random (bayes needs W&B's server: --wandb-agent)
+    metric: {name: eval/return_mean, goal: maximize}
+    parameters:
+      algo: {value: dqn}              # fixed settings are single values
+      env: {value: CartPole-v1}
+      steps: {value: 20000}
+      learning_rate: {values: [0.0001, 0.0003, 0.001]}
+      gamma: {min: 0.95, max: 0.999}  # random search: uniform between (ints: int_uniform)
+
+Trials are a function of the spec alone (random search draws from a generator seeded by
+the spec's name), so running the same command again after Ctrl-C skips finished trials,
+resumes interrupted ones and starts the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.config import flag
+from lab.errors import LabError
+from lab.experiments import Job
+from lab.rundir import read_config, read_summary
+
+METHODS = ("grid", "random")
+DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform",
+                 "log_uniform_values", "normal", "q_normal")
+
+
+@dataclass
+class Sweep:
+    name: str
+    method: str
+    metric: str | None
+    goal: str
+    parameters: dict[str, dict[str, Any]]
+    spec: dict[str, Any]
+
+    @property
+    def algo(self) -> str:
+        return str(self.parameters["algo"]["value"])
+
+    @property
+    def searched(self) -> list[str]:
+        return [k for k, p in self.parameters.items() if "value" not in p]
+
+
+def load_sweep(path: Path) -> Sweep:
+    """Read and check a sweep spec; every mistake is one LabError naming the fix."""
+    if not path.is_file():
+        raise LabError(f"sweep spec '{path}' not found; pass a YAML file in W&B's sweep format (see README: Sweeps)")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise LabError(f"sweep spec '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("parameters"), dict):
+        raise LabError(f"sweep spec '{path}' needs a `parameters:` mapping (W&B's sweep format)")
+    method = spec.get("method", "grid")
+    if method == "bayes":
+        raise LabError("method: bayes needs W&B's sweep server; run `lab sweep SPEC --wandb-agent`, or use grid/random")
+    if method not in METHODS:
+        raise LabError(f"unknown sweep method '{method}'; use one of {', '.join(METHODS)} (bayes with --wandb-agent)")
+    metric = spec.get("metric") or {}
+    if not isinstance(metric, dict):
+        raise LabError("`metric:` must be a mapping like {name: eval/return_mean, goal: maximize}")
+    goal = metric.get("goal", "maximize")
+    if goal not in ("maximize", "minimize"):
+        raise LabError(f"metric goal must be maximize or minimize, got '{goal}'")
+    parameters: dict[str, dict[str, Any]] = {}
+    for name, param in spec["parameters"].items():
+        if not isinstance(param, dict):
+            raise LabError(f"parameter '{name}' must be a mapping ({{value: X}}, {{values: [...]}} or {{min: A, max: B}})")
+        _check_parameter(str(name), param, method)
+        parameters[str(name).replace("-", "_")] = param
+    if "value" not in parameters.get("algo", {}):
+        raise LabError("the sweep needs the algorithm as a fixed parameter: `algo: {value: dqn}`")
+    name = str(spec.get("name") or path.stem)
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise LabError(f"sweep name '{name}' must be letters, digits, '-', '_' or '.' (it names the runs)")
+    return Sweep(name, method, metric.get("name"), goal, parameters, spec)
+
+
+def _check_parameter(name: str, param: dict[str, Any], method: str) -> None:
+    kind = distribution(param)
+    if kind not in DISTRIBUTIONS:
+        raise LabError(f"parameter '{name}': unknown distribution '{kind}'; use one of {', '.join(DISTRIBUTIONS)}")
+    if kind == "categorical" and not (isinstance(param.get("values"), list) and param["values"]):
+        raise LabError(f"parameter '{name}': `values:` must be a non-empty list")
+    if kind in ("uniform", "int_uniform", "q_uniform", "log_uniform", "log_uniform_values"):
+        if "min" not in param or "max" not in param or not param["min"] < param["max"]:
+            raise LabError(f"parameter '{name}': {kind} needs min < max")
+        if kind == "log_uniform_values" and param["min"] <= 0:
+            raise LabError(f"parameter '{name}': log_uniform_values needs min > 0")
+    if kind in ("normal", "q_normal") and param.get("sigma", 1) <= 0:
+        raise LabError(f"parameter '{name}': sigma must be positive")
+    if method == "grid" and kind not in ("constant", "categorical"):
+        raise LabError(f"parameter '{name}' is a {kind} range; grid search needs `values: [...]` (or method: random)")
+
+
+def distribution(param: dict[str, Any]) -> str:
+    """W&B's inference: value -> constant, values -> categorical, int min/max -> int_uniform, else uniform."""
+    if "distribution" in param:
+        return str(param["distribution"])
+    if "value" in param:
+        return "constant"
+    if "values" in param:
+        return "categorical"
+    if isinstance(param.get("min"), int) and isinstance(param.get("max"), int):
+        return "int_uniform"
+    return "uniform"
+
+
+def draw(param: dict[str, Any], rng: random.Random) -> Any:
+    kind = distribution(param)
+    lo, hi = param.get("min"), param.get("max")
+    if kind == "constant":
+        return param["value"]
+    if kind == "categorical":
+        return rng.choice(param["values"])
+    if kind == "uniform":
+        return rng.uniform(lo, hi)
+    if kind == "int_uniform":
+        return rng.randint(int(lo), int(hi))
+    if kind == "q_uniform":
+        q = param.get("q", 1)
+        return round(rng.uniform(lo, hi) / q) * q
+    if kind == "log_uniform":  # W&B: min and max are natural-log exponents
+        return math.exp(rng.uniform(lo, hi))
+    if kind == "log_uniform_values":
+        return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    value = rng.gauss(param.get("mu", 0.0), param.get("sigma", 1.0))
+    return round(value / param.get("q", 1)) * param.get("q", 1) if kind == "q_normal" else value
+
+
+def trials(sweep: Sweep, count: int | None) -> list[dict[str, Any]]:
+    """Every trial's parameters, in order: the grid's product (first `count`), or `count` random draws."""
+    if sweep.method == "grid":
+        names = list(sweep.parameters)
+        choices = [p["values"] if "values" in p else [p["value"]] for p in sweep.parameters.values()]
+        grid = [dict(zip(names, combo)) for combo in itertools.product(*choices)]
+        return grid[:count] if count else grid
+    if not count:
+        raise LabError("random search needs --count K (how many trials to draw)")
+    rng = random.Random(int(hashlib.sha256(sweep.name.encode()).hexdigest()[:16], 16))
+    return [{name: draw(param, rng) for name, param in sweep.parameters.items()} for _ in range(count)]
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def train_args(params: dict[str, Any]) -> list[str]:
+    """`lab train` arguments for one trial: ALGO, then --flag=value for every other parameter
+    (with '=', so a negative number is never taken for a flag)."""
+    return ["train", str(params["algo"]), *(f"--{flag(k)}={_flag_value(v)}" for k, v in params.items() if k != "algo")]
+
+
+def jobs(sweep: Sweep, count: int | None, runs_dir: Path, plugins_dir: str | None) -> list[Job]:
+    """One job per trial: train a new run, resume an interrupted one, or nothing left to do (finished)."""
+    result = []
+    for i, params in enumerate(trials(sweep, count), start=1):
+        name = f"{sweep.name}-{i:03d}"
+        run_dir = runs_dir / name
+        shown = {k: params[k] for k in sweep.searched}
+        args = [*train_args(params), "--name", name, "--experiment", sweep.name]
+        if run_dir.exists():
+            _check_same_trial(run_dir, params)
+            status = read_summary(run_dir).get("status") if (run_dir / "summary.json").is_file() else None
+            if status == "finished":
+                args = []
+            elif (run_dir / "checkpoints" / "latest.pt").is_file():
+                args = ["resume", str(run_dir)]
+            else:
+                raise LabError(f"trial {run_dir} exists but has no checkpoint to continue from; "
+                               "remove it and run the sweep again to redo it")
+        if plugins_dir and args:
+            args += ["--plugins-dir", plugins_dir]
+        result.append(Job(args, run_dir, f"trial {i:03d}", shown))
+    return result
+
+
+def _check_same_trial(run_dir: Path, params: dict[str, Any]) -> None:
+    """A run of this name must have been made from these parameters (else the spec changed)."""
+    doc = read_config(run_dir)
+    recorded = {**(doc.get("run") or {}), **(doc.get("config") or {}), "algo": doc.get("algo")}
+    for key, value in params.items():
+        if key in recorded and key != "steps" and _flag_value(recorded[key]) != _flag_value(value) \
+                and not _same_number(recorded[key], value):
+            raise LabError(f"{run_dir} was made with {key}={recorded[key]}, but the spec now says {value}; "
+                           "give the changed sweep another `name:`")
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
+
+
+def wandb_config(sweep: Sweep) -> dict[str, Any]:
+    """The spec for W&B's server: agents run `python -m lab train --algo=... --flag=value ...`."""
+    config = {k: v for k, v in sweep.spec.items() if k != "command"}
+    config["command"] = ["${env}", "${interpreter}", "-m", "lab", "train", "${args}"]
+    config.setdefault("name", sweep.name)
+    return config
+
+
+def run_wandb_agent(sweep: Sweep, count: int | None, project: str) -> int:
+    """Create the sweep on W&B's server and run an agent here (`wandb sweep` + `wandb agent`)."""
+    import wandb
+
+    try:
+        sweep_id = wandb.sweep(wandb_config(sweep), project=project)
+    except Exception as exc:  # offline, not logged in, no network
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LabError(f"W&B could not create the sweep ({reason}); W&B sweeps need `wandb login` and a network; "
+                       "run `lab sweep SPEC` without --wandb-agent to search locally") from None
+    if not sweep_id:
+        raise LabError("W&B did not create the sweep (offline or not logged in); `wandb login` first, "
+                       "or run `lab sweep SPEC` without --wandb-agent to search locally")
+    command = [sys.executable, "-m", "wandb", "agent", *(["--count", str(count)] if count else []),
+               f"{project}/{sweep_id}"]
+    return subprocess.call(command)

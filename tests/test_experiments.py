@@ -1,0 +1,187 @@
+"""Many runs from one command: `lab train --seeds`, `lab sweep` (grid, random, resume, W&B spec)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_lab
+from lab.cli import main
+from lab.experiments import parse_seeds
+from lab.errors import LabError
+from lab.sweep import load_sweep, train_args, trials, wandb_config
+
+
+def runs_dir() -> Path:
+    return Path(os.environ["LAB_RUNS_DIR"])
+
+
+def config_of(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def summary_of(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def write_spec(path: Path, **spec) -> Path:
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+RANDOM_FIXED = {"algo": {"value": "random"}, "env": {"value": "CartPole-v1"}, "steps": {"value": 200},
+                "eval_episodes": {"value": 2}}
+
+
+# ------------------------------------------------------------------ seeds
+
+def test_seed_lists_parse_and_bad_ones_are_refused() -> None:
+    assert parse_seeds("1,2,3") == [1, 2, 3] and parse_seeds("1-3,7") == [1, 2, 3, 7]
+    for bad in ("a", "1,1", "", "-1", "3-x"):
+        with pytest.raises(LabError):
+            parse_seeds(bad)
+
+
+def test_seeds_make_one_run_each_in_one_group(capsys) -> None:
+    code = main(["train", "random", "--env", "CartPole-v1", "--steps", "200", "--eval-episodes", "2",
+                 "--seeds", "1,2", "--parallel", "2", "--name", "rs"])
+    assert code == 0
+    runs = sorted(p.name for p in runs_dir().iterdir())
+    assert runs == ["rs-s1", "rs-s2"]
+    configs = [config_of(runs_dir() / name) for name in runs]
+    assert [c["seed"] for c in configs] == [1, 2]
+    assert {c["run"]["experiment"] for c in configs} == {"rs"}  # one W&B group
+    assert all(summary_of(runs_dir() / name)["status"] == "finished" for name in runs)
+    table = capsys.readouterr().out
+    assert "| rs-s1 | 1 | finished |" in table and "| rs-s2 | 2 | finished |" in table
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds", "1,x"], "--seeds takes integers"),
+    (["--seeds", "1,2", "--seed", "3"], "do not mix"),
+    (["--seeds", "1,2", "--parallel", "0"], "--parallel takes a positive"),
+    (["--parallel", "2"], "--parallel goes with --seeds"),
+    (["--seeds", "1,2", "--gamma", "2"], "gamma"),  # a bad value fails once, before any run
+])
+def test_bad_seed_options_are_one_line(capsys, flags, message) -> None:
+    assert main(["train", "dqn", "--env", "CartPole-v1", "--steps", "200", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())
+
+
+# ------------------------------------------------------------------ sweeps
+
+def test_grid_sweep_runs_every_combination_ranks_them_and_skips_finished_trials(capsys, tmp_path) -> None:
+    spec = write_spec(tmp_path / "grid.yaml", method="grid", metric={"name": "eval/return_mean", "goal": "maximize"},
+                      parameters={**RANDOM_FIXED, "seed": {"values": [1, 2]}, "num_envs": {"values": [1, 2]}})
+    assert main(["sweep", str(spec), "--parallel", "2"]) == 0
+    names = sorted(p.name for p in runs_dir().iterdir())
+    assert names == ["grid-001", "grid-002", "grid-003", "grid-004"]
+    made = {(config_of(runs_dir() / n)["seed"], config_of(runs_dir() / n)["config"]["num_envs"]) for n in names}
+    assert made == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert all(config_of(runs_dir() / n)["run"]["experiment"] == "grid" for n in names)
+    table = capsys.readouterr().out.strip().splitlines()
+    scores = [float(line.split("|")[-2]) for line in table[2:]]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)  # ranked by the metric
+    stamps = {n: (runs_dir() / n / "summary.json").stat().st_mtime_ns for n in names}
+    assert main(["sweep", str(spec)]) == 0  # again: nothing left to do
+    assert "4 of 4 trials already finished" in capsys.readouterr().err
+    assert stamps == {n: (runs_dir() / n / "summary.json").stat().st_mtime_ns for n in names}
+
+
+def test_random_sweep_draws_the_same_trials_every_time_within_their_ranges(tmp_path) -> None:
+    spec = write_spec(tmp_path / "rnd.yaml", method="random", parameters={
+        **RANDOM_FIXED, "algo": {"value": "dqn"}, "gamma": {"min": 0.9, "max": 0.999}, "learning_rate": {"distribution": "log_uniform_values",
+                                                                              "min": 1e-5, "max": 1e-2},
+        "batch_size": {"min": 16, "max": 64}, "exploration_fraction": {"values": [0.1, 0.2]}})
+    sweep = load_sweep(spec)
+    first, again = trials(sweep, 5), trials(load_sweep(spec), 5)
+    assert first == again and len({t["gamma"] for t in first}) == 5
+    for t in first:
+        assert 0.9 <= t["gamma"] <= 0.999 and 1e-5 <= t["learning_rate"] <= 1e-2
+        assert isinstance(t["batch_size"], int) and 16 <= t["batch_size"] <= 64
+        assert t["exploration_fraction"] in (0.1, 0.2)
+    assert train_args(first[0])[:2] == ["train", "dqn"]
+    assert "--learning-rate=" + str(first[0]["learning_rate"]) in train_args(first[0])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"method": "bayes", "parameters": RANDOM_FIXED}, "--wandb-agent"),
+    ({"method": "grid", "parameters": {**RANDOM_FIXED, "gamma": {"min": 0.9, "max": 0.99}}}, "grid search needs"),
+    ({"method": "random", "parameters": RANDOM_FIXED}, "--count"),
+    ({"method": "grid", "parameters": {"env": {"value": "CartPole-v1"}}}, "algo: {value: dqn}"),
+    ({"method": "grid", "parameters": {**RANDOM_FIXED, "gama": {"values": [0.9]}}}, "unknown flag --gama"),
+    ({"method": "grid", "parameters": {**RANDOM_FIXED, "eval_episodes": {"values": [1, -1]}}}, "eval"),
+    ({"method": "grid", "metric": {"name": "x", "goal": "up"}, "parameters": RANDOM_FIXED}, "maximize or minimize"),
+])
+def test_bad_sweep_specs_are_one_line_before_any_run(capsys, tmp_path, spec, message) -> None:
+    path = write_spec(tmp_path / "bad.yaml", **spec)
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())
+
+
+def test_a_changed_spec_is_not_mistaken_for_finished_trials(capsys, tmp_path) -> None:
+    spec = write_spec(tmp_path / "s.yaml", parameters={**RANDOM_FIXED, "seed": {"values": [1]}})
+    assert main(["sweep", str(spec)]) == 0
+    write_spec(tmp_path / "s.yaml", parameters={**RANDOM_FIXED, "seed": {"values": [5]}})
+    assert main(["sweep", str(spec)]) == 2
+    assert "give the changed sweep another `name:`" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_a_sweep_and_running_it_again_finishes_it(tmp_path) -> None:
+    spec = write_spec(tmp_path / "long.yaml", parameters={
+        **RANDOM_FIXED, "steps": {"value": 400_000}, "log_interval": {"value": 2000}, "eval_interval": {"value": 400_000},
+        "seed": {"values": [1, 2]}})
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = runs_dir() / "long-001" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the first trial never logged"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err
+    assert summary_of(runs_dir() / "long-001")["status"] == "interrupted"
+    assert not (runs_dir() / "long-002").exists()  # no new trial starts after Ctrl-C
+    again = run_lab("sweep", str(spec), timeout=600)
+    assert again.returncode == 0, again.stderr
+    for name in ("long-001", "long-002"):
+        summary = summary_of(runs_dir() / name)
+        assert summary["status"] == "finished" and summary["global_step"] == 400_000
+
+
+def test_the_same_spec_serves_a_wandb_agent(tmp_path) -> None:
+    spec = write_spec(tmp_path / "w.yaml", method="bayes", metric={"name": "eval/return_mean", "goal": "maximize"},
+                      parameters={**RANDOM_FIXED, "gamma": {"min": 0.9, "max": 0.99}})
+    config = wandb_config(load_sweep_for_agent(spec))
+    assert config["method"] == "bayes" and config["parameters"]["algo"] == {"value": "random"}
+    assert config["command"] == ["${env}", "${interpreter}", "-m", "lab", "train", "${args}"]
+
+
+def load_sweep_for_agent(path: Path):
+    """bayes is refused locally but is what an agent runs: build the sweep from a grid twin."""
+    doc = yaml.safe_load(path.read_text())
+    twin = write_spec(path.with_name("twin.yaml"), **{**doc, "method": "random"})
+    sweep = load_sweep(twin)
+    sweep.spec["method"] = doc["method"]
+    return sweep
+
+
+def test_train_accepts_what_a_wandb_agent_passes(capsys) -> None:
+    """W&B's ${args}: --algo=NAME and field names with underscores."""
+    assert main(["train", "--algo=random", "--env=CartPole-v1", "--steps=50", "--eval_episodes=1", "--name=agent"]) == 0
+    doc = config_of(runs_dir() / "agent")
+    assert doc["algo"] == "random" and doc["run"]["eval_episodes"] == 1
