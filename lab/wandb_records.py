@@ -12,17 +12,27 @@ zero padding. W&B checksums with the IEEE CRC-32 (zlib.crc32) of the type byte a
 not LevelDB's masked CRC-32C. Each reassembled record is one serialized
 `wandb.proto.wandb_internal_pb2.Record`.
 
-Used by the tests to check that the W&B history matches metrics.jsonl, and by users who
-want to inspect an offline run before `wandb sync`.
+Used by the tests to check that the W&B history matches metrics.jsonl, by users who want
+to inspect an offline run before `wandb sync`, and by the W&B tracker when a run resumes
+(`drop_history_after` rewrites a file in the same format, byte for byte as wandb-core
+writes it).
+
+What a sync makes of a resumed run (`synced_history`): every session of a run writes its
+own folder and file with the same run id; `wandb sync` replays the files of one run in
+the order their sessions started, into one W&B run, and W&B keeps a history row only if
+its `_step` is above every `_step` the run already holds (a row at a lower or equal step
+is dropped).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
+import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +50,26 @@ class WandbFileError(ValueError):
     """The file is not a `.wandb` log or is corrupt where it is not merely truncated."""
 
 
-def _payloads(data: bytes) -> Iterator[bytes]:
+def _payloads(data: bytes, start: int = FILE_HEADER.size) -> Iterator[bytes]:
     """Reassemble record payloads from the chunks of a LevelDB log (after the file header).
 
     A truncated final chunk (a run killed mid-write) ends the stream quietly; a checksum
     mismatch or an impossible chunk sequence raises, so silent corruption never passes.
+    `data` may also be the file from a block boundary on (`start` 0): the chunks that end
+    a record begun in an earlier block are skipped.
     """
-    pos = FILE_HEADER.size
+    pos = start
     pending: list[bytes] | None = None
+    if start == 0:  # mid-file: wait for a record's first chunk
+        while pos + CHUNK_HEADER.size <= len(data):
+            block_left = BLOCK_LEN - pos % BLOCK_LEN
+            if block_left < CHUNK_HEADER.size:
+                pos += block_left
+                continue
+            _, length, kind = CHUNK_HEADER.unpack_from(data, pos)
+            if kind in (FULL, FIRST) or (kind == 0 and length == 0):
+                break
+            pos += CHUNK_HEADER.size + length
     while pos < len(data):
         block_left = BLOCK_LEN - pos % BLOCK_LEN
         if block_left < CHUNK_HEADER.size:  # zero-padded block trailer
@@ -82,20 +104,97 @@ def _payloads(data: bytes) -> Iterator[bytes]:
             raise WandbFileError(f"unexpected chunk type {kind} at byte {pos - length}")
 
 
-def read_records(path: str | Path) -> Iterator[Record]:
-    """Yield every protobuf `Record` in a `.wandb` file, in write order."""
-    from wandb.proto.wandb_internal_pb2 import Record
+def _chunks(payloads: Iterable[bytes]) -> bytes:
+    """The inverse of `_payloads`: a whole `.wandb` file (header included) holding `payloads`."""
+    out = bytearray(FILE_HEADER.pack(FILE_IDENT, FILE_MAGIC, FILE_VERSION))
+    for payload in payloads:
+        rest, first = memoryview(payload), True
+        while True:
+            block_left = BLOCK_LEN - len(out) % BLOCK_LEN
+            if block_left < CHUNK_HEADER.size:  # too small for a chunk header: pad the block
+                out += bytes(block_left)
+                continue
+            room = block_left - CHUNK_HEADER.size
+            piece, rest = rest[:room], rest[room:]
+            last = len(rest) == 0
+            kind = FULL if first and last else FIRST if first else LAST if last else MIDDLE
+            crc = zlib.crc32(piece, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF
+            out += CHUNK_HEADER.pack(crc, len(piece), kind)
+            out += piece
+            first = False
+            if last:
+                break
+    return bytes(out)
 
-    data = Path(path).read_bytes()
+
+def write_records(path: str | Path, records: Iterable[Record | bytes]) -> None:
+    """Write `records` (protobuf records, or serialized ones as `read_payloads` gives them)
+    as a `.wandb` file, atomically (temp file + rename): the file holds either its old or
+    its new records, never a mix."""
+    path = Path(path)
+    data = _chunks(r if isinstance(r, bytes) else r.SerializeToString() for r in records)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_payloads(path: str | Path, limit: int | None = None) -> Iterator[bytes]:
+    """Yield every serialized record in a `.wandb` file, in write order, as wandb-core
+    wrote it (protobuf serialization is not canonical: re-serializing a parsed record may
+    order its fields differently). `limit`: read only the file's first `limit` bytes."""
+    with open(path, "rb") as handle:
+        data = handle.read() if limit is None else handle.read(limit)
     if len(data) < FILE_HEADER.size:
+        if FILE_HEADER.pack(FILE_IDENT, FILE_MAGIC, FILE_VERSION).startswith(data):
+            return  # killed before its first record was written: an empty log
         raise WandbFileError(f"{path}: too short for a .wandb file")
     ident, magic, version = FILE_HEADER.unpack_from(data)
     if (ident, magic, version) != (FILE_IDENT, FILE_MAGIC, FILE_VERSION):
         raise WandbFileError(f"{path}: not a .wandb file (header {data[:7]!r})")
-    for payload in _payloads(data):
+    yield from _payloads(data)
+
+
+def read_records(path: str | Path, limit: int | None = None) -> Iterator[Record]:
+    """Yield every protobuf `Record` in a `.wandb` file, in write order (`limit`: only
+    those in the file's first `limit` bytes)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    for payload in read_payloads(path, limit):
         record = Record()
         record.ParseFromString(payload)
         yield record
+
+
+def has_exit_record(path: str | Path) -> bool:
+    """Whether the file ends its session (wandb-core writes the exit record last), reading
+    only its last blocks: cheap enough to poll while wandb-core finishes a file."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    path = Path(path)
+    size = path.stat().st_size
+    start = max(0, size - 2 * BLOCK_LEN) // BLOCK_LEN * BLOCK_LEN
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read()
+    if start == 0:
+        if len(data) < FILE_HEADER.size:
+            return False
+        payloads = _payloads(data)
+    else:
+        payloads = _payloads(data, start=0)
+    record = Record()
+    for payload in payloads:
+        record.ParseFromString(payload)
+        if record.WhichOneof("record_type") == "exit":
+            return True
+    return False
 
 
 def _assign(target: dict[str, Any], item: Any, value: Any) -> None:
@@ -193,18 +292,109 @@ def read_run(path: str | Path) -> dict[str, Any]:
 _RUN_DIR_TIME = re.compile(r"run-(\d{8}_\d{6})-")
 
 
+def session_start(path: str | Path) -> float | None:
+    """When the session that wrote `path` started (its run record), as `wandb sync` orders
+    the files of one run; None for a file cut before its run record (a session killed
+    with kill -9 before wandb-core wrote anything to disk), which no sync can read."""
+    for limit in (1 << 20, None):  # the run record is the second one: look at the start first
+        try:
+            for rec in read_records(path, limit):
+                if rec.WhichOneof("record_type") == "run":
+                    return rec.run.start_time.ToMicroseconds() / 1e6
+        except WandbFileError:
+            return None
+        if limit is not None and Path(path).stat().st_size <= limit:
+            break
+    return None
+
+
 def find_wandb_files(run_dir: str | Path) -> list[Path]:
     """Every `.wandb` file of a lab run directory, oldest first.
 
     A resumed run continues the same W&B run id, but W&B starts a new local folder
-    (`offline-run-<time>-<id>[-N]`) and file for each session; read them in order.
+    (`offline-run-<time>-<id>[-N]`) and file for each session; read them in order: the
+    order in which `wandb sync` replays them, the sessions' start times (the folder name's
+    second, then the run record's microseconds).
     """
 
-    def start(path: Path) -> tuple[str, str]:
+    def start(path: Path) -> tuple[str, float, str]:
         match = _RUN_DIR_TIME.search(path.parent.name)
-        return (match.group(1) if match else "", path.parent.name)
+        started = session_start(path)
+        return (match.group(1) if match else "", float("inf") if started is None else started, path.parent.name)
 
     return sorted(Path(run_dir).glob("wandb/*run-*/run-*.wandb"), key=start)
+
+
+def is_synced(path: str | Path) -> bool:
+    """Whether `wandb sync` has uploaded this file (it leaves `run-ID.wandb.synced` beside it)."""
+    return Path(path).with_suffix(".wandb.synced").exists()
+
+
+def is_offline(path: str | Path) -> bool:
+    """Whether the file is an offline session's (`offline-run-...`); an online session
+    streamed its rows to the server as it logged them."""
+    return Path(path).parent.name.startswith("offline-")
+
+
+def synced_history(files: str | Path | Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The history W&B holds once every file of a run is synced (`wandb sync` of all of
+    them, or of each in turn, oldest first): the files' rows in session order, less every
+    row whose `_step` is not above the highest `_step` already kept, which W&B drops.
+
+    `files` is a lab run directory (all its `.wandb` files) or the files themselves.
+    """
+    if isinstance(files, (str, Path)) and Path(files).is_dir():
+        files = find_wandb_files(files)
+    elif isinstance(files, (str, Path)):
+        files = [Path(files)]
+    return sync_rule(read_history(path) for path in files)
+
+
+def sync_rule(histories: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The rows W&B keeps of the histories of one run's files, replayed in order: each row
+    whose `_step` is above every `_step` kept before it."""
+    rows: list[dict[str, Any]] = []
+    top: int | None = None
+    for history in histories:
+        for row in history:
+            step = row.get("_step")
+            if not isinstance(step, int) or (top is not None and step <= top):
+                continue
+            top = step
+            rows.append(row)
+    return rows
+
+
+def _after(rec: Any, step: int, key: str) -> bool:
+    """Whether `rec` is a history row whose `key` is above `step`."""
+    if rec.WhichOneof("record_type") != "history":
+        return False
+    for item in rec.history.item:
+        if (item.key or ".".join(item.nested_key)) == key:
+            value = _history_value(item)
+            return isinstance(value, (int, float)) and value > step
+    return False
+
+
+def drop_history_after(path: str | Path, step: int, key: str = "global_step") -> int:
+    """Remove from the file every history row whose `key` is above `step` (rows a session
+    logged after the checkpoint a later session resumed from); returns how many. Every
+    other record stays byte for byte as wandb-core wrote it. Leaves the file untouched
+    (not even rewritten) when nothing is above `step`.
+    """
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    payloads = list(read_payloads(path))
+    kept = []
+    for payload in payloads:
+        record = Record()
+        record.ParseFromString(payload)
+        if not _after(record, step, key):
+            kept.append(payload)
+    dropped = len(payloads) - len(kept)
+    if dropped:
+        write_records(path, kept)
+    return dropped
 
 
 def find_wandb_file(run_dir: str | Path) -> Path:
@@ -216,15 +406,23 @@ def find_wandb_file(run_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m lab.wandb_records FILE_OR_RUN_DIR`: print run info, config, history
-    rows and summary as JSON lines, to inspect an offline run before `wandb sync`."""
+    """`python -m lab.wandb_records [--synced] FILE_OR_RUN_DIR`: print run info, config,
+    history rows and summary as JSON lines, to inspect an offline run before `wandb sync`;
+    with --synced, only the history a sync of all the files would leave."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
+    synced = "--synced" in args
+    args = [a for a in args if a != "--synced"]
     if len(args) != 1:
-        raise SystemExit("usage: python -m lab.wandb_records FILE.wandb | RUN_DIR")
+        raise SystemExit("usage: python -m lab.wandb_records [--synced] FILE.wandb | RUN_DIR\n"
+                         "  --synced: only the history rows W&B holds once every file is synced")
     target = Path(args[0])
     files = find_wandb_files(target) if target.is_dir() else [target]
+    if synced:
+        for row in synced_history(files):
+            print(json.dumps(row, default=str))
+        return
     for path in files:
         print(json.dumps({"file": str(path), "run": read_run(path)}))
         print(json.dumps({"config": read_config(path)}, default=str))

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -23,13 +24,18 @@ from lab.errors import LabError
 from lab.run import RunInfo
 from lab.wandb_records import (
     WandbFileError,
+    drop_history_after,
     find_wandb_file,
     find_wandb_files,
+    is_synced,
     read_config,
     read_history,
+    read_payloads,
     read_records,
     read_run,
     read_summary,
+    synced_history,
+    write_records,
 )
 from lab.plugins import wandb_tracker
 from lab.plugins.wandb_tracker import EXIT_CODES, WandbTracker, make_tracker
@@ -220,6 +226,86 @@ def test_resume_continues_the_same_run_id(tmp_path: Path) -> None:
         [{"global_step": 10, "train/loss": 1.0}],
         [{"global_step": 20, "train/loss": 0.5}],
     ]
+    # the resumed session numbers its rows after the first one's, so a sync keeps both
+    assert [row["_step"] for p in files for row in read_history(p)] == [0, 1]
+    assert [row["global_step"] for row in synced_history(run_dir)] == [10, 20]
+
+
+def test_sync_drops_a_resumed_offline_session_that_restarts_step(tmp_path: Path) -> None:
+    """Why the tracker numbers rows itself: plain `run.log` in an offline session that
+    resumes a run starts `_step` at 0 again, below the rows the run holds, and a sync drops
+    every row of it (W&B's rule, as `synced_history` applies it)."""
+    run_dir = tmp_path / "run"
+    for resumed, steps in ((False, (1, 2, 3)), (True, (4, 5))):
+        run = wandb.init(project="arcade-lab-tests", id="run", dir=str(run_dir), mode="offline",
+                         resume="allow" if resumed else None, reinit="create_new",
+                         settings=wandb_tracker.wandb_settings())
+        for step in steps:
+            run.log({"global_step": step})
+        run.finish()
+    wandb.teardown()
+    files = find_wandb_files(run_dir)
+    assert [[row["_step"] for row in read_history(p)] for p in files] == [[0, 1, 2], [0, 1]]
+    assert [row["global_step"] for row in synced_history(run_dir)] == [1, 2, 3]
+
+
+def test_resumed_session_logs_again_the_rows_a_killed_session_lost(tmp_path: Path) -> None:
+    """A session killed with kill -9 loses the rows wandb-core had not written to disk (a
+    short one, all of them: its file is the bare header); metrics.jsonl has them, and the
+    next session logs them first (here: rows 3 and 4)."""
+    run_dir = tmp_path / "run"
+    rows = [{"global_step": 10 * i, "time": 0.1 * i, "train/loss": 1.0 / i, "eval/return_mean": 5.0 * i}
+            for i in range(1, 5)]
+    first = make_tracker(make_info(run_dir))
+    for row in rows[:2]:
+        first.log({k: v for k, v in row.items() if k not in ("global_step", "time")}, row["global_step"])
+    first.finish({"status": "interrupted"})
+    wandb.teardown()
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    killed = run_dir / "wandb" / "offline-run-20000101_000000-run" / "run-run.wandb"
+    killed.parent.mkdir()
+    killed.write_bytes(b":W&B\xe1\xbe\x00")  # wandb-core killed before its first record
+
+    second = make_tracker(make_info(run_dir, resumed=True))  # from the checkpoint at step 40
+    second.log({"train/loss": 0.1, "eval/return_mean": 1.0}, step=50)
+    second.finish({"status": "finished"})
+    wandb.teardown()
+
+    assert is_synced(killed)  # `wandb sync` would stop at a file without a run record
+    synced = [comparable(r) for r in synced_history(run_dir)]
+    expected = [comparable(r) for r in rows] + [{"global_step": 50, "train/loss": 0.1, "eval/return_mean": 1.0}]
+    assert synced == expected
+    summary = read_summary(find_wandb_file(run_dir))
+    assert summary["eval/return_mean"] == {"min": 1.0, "max": 20.0, "last": 1.0}  # over both sessions
+
+
+def test_rewritten_file_keeps_wandb_cores_format_and_the_other_records(tmp_path: Path) -> None:
+    tracker = make_tracker(make_info(tmp_path / "run", config={"blob": "x" * 50_000}))
+    for step in range(1, 201):
+        tracker.log({"v": step * 0.5}, step=step)
+    tracker.finish({"status": "finished"})
+    wandb.teardown()
+    path = find_wandb_file(tmp_path / "run")
+    original = path.read_bytes()
+    payloads = list(read_payloads(path))
+
+    write_records(path, payloads)
+    assert path.read_bytes() == original  # byte for byte what wandb-core wrote
+    assert drop_history_after(path, 500) == 0 and path.read_bytes() == original
+    assert drop_history_after(path, 150) == 50
+    assert [row["global_step"] for row in read_history(path)] == list(range(1, 151))
+    gone = [p for p in payloads if p not in set(read_payloads(path))]
+    assert len(gone) == 50 and all(r.WhichOneof("record_type") == "history" for r in map(parse, gone))
+    assert list(read_payloads(path)) == [p for p in payloads if p not in gone]  # the rest as it was
+    assert read_config(path)["blob"] == "x" * 50_000 and read_run(path)["exit_code"] == 0
+
+
+def parse(payload: bytes):
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    record = Record()
+    record.ParseFromString(payload)
+    return record
 
 
 def test_artifacts_only_on_request(tmp_path: Path) -> None:
@@ -393,3 +479,153 @@ def test_random_cartpole_history_matches_metrics_jsonl(tmp_path: Path) -> None:
     (mp4,) = list((run_dir / "media").glob("*.mp4"))
     assert len(videos) == 1
     assert (path.parent / "files" / videos[0]["path"]).read_bytes() == mp4.read_bytes()
+
+
+# -- a run stopped twice, resumed twice and evaluated: one W&B run, every row once ------------
+
+SLOW_RANDOM = """
+import os
+import signal
+import time
+
+from lab.hookspecs import hookimpl
+from lab.plugins.random_agent import RandomAgent
+
+CTRL_C_TWICE_AT = int(os.environ.get("SLOW_RANDOM_CTRL_C_TWICE_AT", "0"))
+
+
+class SlowRandom(RandomAgent):
+    \"\"\"The random agent at a few hundred steps a second, so a test can stop it mid-run;
+    with SLOW_RANDOM_CTRL_C_TWICE_AT it presses Ctrl-C twice itself at that step (the second
+    stops the run at once, without a checkpoint), which a test cannot time from outside.\"\"\"
+
+    name = "slow-random"
+
+    def train_step(self):
+        time.sleep(0.003)
+        metrics = super().train_step()
+        if CTRL_C_TWICE_AT and self.global_step >= CTRL_C_TWICE_AT:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs before os.kill returns
+            os.kill(os.getpid(), signal.SIGINT)
+        return metrics
+
+
+@hookimpl
+def register_algorithms(register):
+    register(SlowRandom)
+"""
+
+
+def start_lab(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`lab ...` in its own process group (wandb-core included), as a terminal starts it."""
+    return subprocess.Popen([sys.executable, "-m", "lab", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+
+
+def wait_for_row(proc: subprocess.Popen, run_dir: Path, step: int, timeout: float = 300) -> None:
+    """Until metrics.jsonl has a complete row at `step` or later (generous: busy CI machines)."""
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while True:
+        lines = metrics.read_text().splitlines()[:-1] if metrics.exists() else []
+        if lines and json.loads(lines[-1])["global_step"] >= step:
+            return
+        assert proc.poll() is None, f"the run ended before step {step}: {proc.communicate()}"
+        assert time.time() < deadline, f"no row at step {step} after {timeout} s"
+        time.sleep(0.02)
+
+
+def wait_for_group_exit(pgid: int, timeout: float = 120) -> None:
+    """Until no process of the group is left (wandb-core outlives a killed lab process briefly)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process group {pgid} still running after {timeout} s")
+
+
+def read_jsonl_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("second_stop", ["ctrl-c-twice", "kill-9"])
+def test_run_interrupted_and_resumed_twice_syncs_to_one_complete_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_stop: str
+) -> None:
+    """Ctrl-C at ~step 250 (a checkpoint there), resume, stopped again at ~step 450 with no
+    checkpoint since step 400 (rows 401..450 logged past it), resume to 600, `lab eval`.
+
+    ctrl-c-twice: the run closes its W&B session, whose file keeps the rows past the
+    checkpoint. kill-9: wandb-core dies without writing what it held (its file may keep
+    nothing at all), while metrics.jsonl has every row. Either way, the history a sync of
+    the run's four offline files leaves is metrics.jsonl, each row once and in step order,
+    then the evaluation; and the sync drops no row.
+    """
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "slow_random.py").write_text(SLOW_RANDOM)
+    monkeypatch.setenv("LAB_PLUGINS_DIR", str(plugins))
+    run_dir = tmp_path / "runs" / "r"
+
+    first = start_lab("train", "slow-random", "--env", "CartPole-v1", "--steps", "600", "--log-interval", "50",
+                      "--eval-interval", "200", "--eval-episodes", "2", "--video", "false", "--seed", "1",
+                      "--wandb", "offline", "--name", "r", "--runs-dir", str(tmp_path / "runs"))
+    wait_for_row(first, run_dir, 250)
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: the step finishes, a checkpoint is saved
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 128 + signal.SIGINT, stderr
+    stopped_at = json.loads((run_dir / "summary.json").read_text())["global_step"]
+    assert 250 <= stopped_at < 400
+
+    if second_stop == "ctrl-c-twice":
+        second = start_lab("resume", str(run_dir), env={"SLOW_RANDOM_CTRL_C_TWICE_AT": "450"})
+        _, stderr = second.communicate(timeout=300)
+        assert second.returncode == 128 + signal.SIGINT, stderr
+        killed = find_wandb_files(run_dir)[1]
+        assert max(row["global_step"] for row in read_history(killed)) > 400  # rows past the checkpoint
+    else:
+        second = start_lab("resume", str(run_dir))
+        wait_for_row(second, run_dir, 450)
+        os.kill(second.pid, signal.SIGKILL)
+        second.communicate(timeout=300)
+        wait_for_group_exit(second.pid)
+        killed = find_wandb_files(run_dir)[1]
+    assert max(r["global_step"] for r in read_jsonl_rows(run_dir)) > 400
+
+    third = subprocess.run([sys.executable, "-m", "lab", "resume", str(run_dir)], capture_output=True,
+                           text=True, timeout=300)
+    assert third.returncode == 0, third.stderr
+    evaluated = subprocess.run([sys.executable, "-m", "lab", "eval", str(run_dir), "--episodes", "2"],
+                               capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+
+    files = find_wandb_files(run_dir)
+    assert len(files) == 4 and files[1] == killed  # train, resume, resume, eval: a folder each ...
+    assert {read_run(p)["run_id"] for p in files if not is_synced(p)} == {"r"}  # ... one W&B run
+    every = [row for p in files for row in read_history(p)]
+    synced = synced_history(run_dir)
+    assert synced == every  # the sync drops nothing: `_step` rises across the sessions
+    assert all(row["global_step"] <= 400 for row in read_history(killed))  # rows past the checkpoint: cut
+
+    jsonl = jsonl_rows(run_dir)
+    result = json.loads((run_dir / "eval.json").read_text())
+    eval_metrics = {k: v for k, v in result.items() if k not in ("checkpoint", "global_step", "episodes", "media")}
+    assert result["global_step"] == 600
+    assert [comparable(row) for row in synced] == jsonl + [{"global_step": 600, **eval_metrics}]
+    # metrics.jsonl itself holds each step once, in order (the runner cut rows past the checkpoint)
+    steps = [row["global_step"] for row in jsonl]
+    assert steps == sorted(steps) and steps[-1] == 600
+    assert [row["global_step"] for row in jsonl if "perf/sps" in row] == list(range(50, 601, 50))
+    assert sum("train/episode_return" in row for row in jsonl) > 10
+
+    summary = read_summary(files[-1])  # the eval session's, the last a sync applies
+    returns = [row["eval/return_mean"] for row in jsonl if "eval/return_mean" in row] + [eval_metrics["eval/return_mean"]]
+    assert summary["eval/return_mean"] == {"min": min(returns), "max": max(returns), "last": returns[-1]}
+    episodes = [row["train/episode_return"] for row in jsonl if "train/episode_return" in row]
+    assert (summary["train/episode_return"]["min"], summary["train/episode_return"]["max"]) == (min(episodes), max(episodes))
+    assert summary["global_step"] == 600 and summary["status"] == "finished"
