@@ -194,7 +194,8 @@ class WandbTracker(Tracker):
             job_type=info.kind,
             tags=info.tags,
             config=info.config,
-            id=info.name,
+            # under a W&B sweep agent the run id is the agent's (WANDB_RUN_ID), so the trial joins the sweep
+            id=None if os.environ.get("WANDB_SWEEP_ID") else info.name,
             name=info.name,
             dir=str(info.run_dir),
             mode=info.wandb_mode,
