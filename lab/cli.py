@@ -164,6 +164,8 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
     from lab.experiments import Job, overall_exit_code, parse_parallel, parse_seeds, results_table, run_jobs
     from lab.rundir import default_run_name
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise LabError("--seeds starts its own processes: run it without torchrun")
     seeds, parallel = parse_seeds(seeds_text), parse_parallel(parallel_text)
     if "seed" in cli:
         raise LabError("--seeds and --seed do not mix: --seeds 1,2,3 runs one run per seed")
@@ -259,6 +261,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from lab.experiments import overall_exit_code, parse_parallel, results_table, run_jobs
     from lab.sweep import jobs, load_sweep, run_wandb_agent, train_args, trials
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise LabError("lab sweep starts its own processes: run it without torchrun")
     sweep = load_sweep(Path(args.spec))
     count = _positive(args.count, "count") if args.count is not None else None
     parallel = parse_parallel(args.parallel)

@@ -28,6 +28,9 @@ class Context:
     training: False under `lab eval`, so an algorithm can skip what only training needs
         (a large replay buffer, training envs).
     rng: the run's random streams (`generator(name)`); the runner saves them with checkpoints.
+    rank / world_size: this process and how many train together under torchrun (0 and 1
+        otherwise). An algorithm that supports it (`data_parallel = True`) takes its share
+        of the data or envs and averages its gradients across them (`lab.distributed`).
     """
 
     device: torch.device
@@ -91,10 +94,13 @@ class Context:
 
             raise LabError("this algorithm needs an environment; pass --env ID (see `lab plugins`)")
         factory = self.registry.env_factory(self.env_id)
+        if seed is None:  # rank r's training envs are envs r*num_envs... of the whole run: one
+            # process with all of them starts the same games (gymnasium seeds env i with seed + i)
+            seed = self.seed if evaluation else self.seed + self.rank * num_envs
         env = factory(
             self.env_id,
             num_envs=num_envs,
-            seed=self.seed if seed is None else seed,
+            seed=seed,
             device=self.device,
             evaluation=evaluation,
             render=render,

@@ -5,10 +5,17 @@ observation/reward normalisation (`lab.normalize`) and the shared `RolloutBuffer
 One `train_step` collects `n_steps` vector steps, computes advantages and returns, and
 hands the filled buffer to the subclass's `update()`, which is the algorithm itself
 (`reinforce`, `a2c`, `ppo` in plugins/). Hyperparameters keep Stable-Baselines3's names.
+
+Under torchrun every process steps its share of `num_envs` (a global count) into its own
+buffer; `clip_and_step` averages the gradients over the processes before clipping, so every
+subclass is data-parallel without a line of its own; the normalisation statistics are merged
+after each rollout, and `minibatches` cuts every rank's rollout into the same number of
+minibatches (README: Several processes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
@@ -16,9 +23,11 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from lab import distributed
 from lab.agent import Agent
 from lab.buffers import RolloutBuffer
-from lab.normalize import Normalizer
+from lab.buffers.rollout import RolloutBatch
+from lab.normalize import Normalizer, RunningMeanStd
 from lab.policies import ActorCritic
 from lab.schedules import anneal
 
@@ -84,6 +93,26 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
     return float("nan") if variance == 0 else float(1 - (target - predicted).var() / variance)
 
 
+def merge_statistics(stats: RunningMeanStd, start: tuple[torch.Tensor, ...]) -> None:
+    """Make every rank's `stats` what one process would have from all the ranks' data.
+
+    Every rank started from the same `start` (mean, var, count) and added its own batches
+    since; the ranks' additions are summed as moments about the start's mean (numerically
+    stable), in one all-reduce.
+    """
+    mean0, var0, count0 = start
+    delta = stats.mean - mean0
+    moments = torch.cat([stats.count.view(1), (stats.count * delta).reshape(-1),
+                         (stats.count * (stats.var + delta.square())).reshape(-1)])
+    total = distributed.all_reduce_sum(moments)
+    others = distributed.world_size() - 1  # the start is in every rank's sums: count it once
+    size = delta.numel()
+    count = total[0] - others * count0
+    shift = total[1 : 1 + size].view_as(delta) / count
+    second = (total[1 + size :].view_as(delta) - others * count0 * var0) / count
+    stats.mean, stats.var, stats.count = mean0 + shift, (second - shift.square()).clamp_min(0.0), count
+
+
 class OnPolicyAgent(Agent):
     """Rollouts into the shared buffer; subclasses implement `make_optimizer` and `update`."""
 
@@ -93,29 +122,35 @@ class OnPolicyAgent(Agent):
     def step_multiple(cls, config: OnPolicyConfig) -> int:
         return config.n_steps * config.num_envs  # updates follow whole rollouts
 
+    data_parallel: ClassVar[bool] = True  # torchrun: each process its envs, gradients averaged
+
     def __init__(self, config: OnPolicyConfig, ctx: Any) -> None:
         super().__init__(config, ctx)
         asynchronous = {"asynchronous": True} if config.async_envs else {}
-        self.env = ctx.make_env(num_envs=config.num_envs, **config.env_options, **asynchronous)
+        self.num_envs = distributed.split(config.num_envs, "--num-envs") if ctx.world_size > 1 else config.num_envs
+        self.env = ctx.make_env(num_envs=self.num_envs, **config.env_options, **asynchronous)
         obs_space, action_space = self.env.single_observation_space, self.env.single_action_space
         self.policy = ActorCritic(obs_space, action_space, config.net_arch, config.log_std_init,
                                   activation=nn.ReLU if config.activation == "relu" else nn.Tanh,
                                   ortho_init=config.ortho_init).to(ctx.device)
         self.optimizer = self.make_optimizer()
         images = len(obs_space.shape) == 3
-        self.normalizer = Normalizer(tuple(obs_space.shape), config.num_envs, ctx.device,
+        self.normalizer = Normalizer(tuple(obs_space.shape), self.num_envs, ctx.device,
                                      obs=config.norm_obs and not images, reward=config.norm_reward, gamma=config.gamma)
         continuous = isinstance(action_space, gym.spaces.Box)
         self.buffer = RolloutBuffer(
-            config.n_steps, config.num_envs, tuple(obs_space.shape), tuple(action_space.shape) if continuous else (),
+            config.n_steps, self.num_envs, tuple(obs_space.shape), tuple(action_space.shape) if continuous else (),
             ctx.device, observation_dtype=torch.uint8 if images else torch.float32,
             action_dtype=torch.float32 if continuous else torch.int64,
         )
         self.horizon = ctx.total_steps  # schedule horizon, kept in the state on resume
         self.action_generator = ctx.generator("actions")
         self.minibatch_generator = ctx.generator("minibatches")
+        self.synced_statistics = self.statistics()  # what every rank's normaliser holds alike
         self.obs = self.normalizer.obs(self.env.reset(), update=True)
-        self.autoreset = torch.zeros(config.num_envs, dtype=torch.bool, device=ctx.device)
+        self.autoreset = torch.zeros(self.num_envs, dtype=torch.bool, device=ctx.device)
+        self.same_weights = ctx.world_size == 1  # ranks take rank 0's weights at their first step
+        self.valid_counts: torch.Tensor | None = None  # several processes: each rank's real transitions
 
     @property
     def cpu_threads(self) -> int | None:
@@ -143,6 +178,7 @@ class OnPolicyAgent(Agent):
         """`n_steps` vector steps with the current policy into the buffer, then GAE."""
         c, policy, buffer = self.config, self.policy, self.buffer
         buffer.reset()
+        self.valid_counts = None
         with torch.no_grad():
             for _ in range(c.n_steps):
                 step = policy.step(self.obs, self.action_generator)
@@ -153,8 +189,43 @@ class OnPolicyAgent(Agent):
                 self.obs = self.normalizer.obs(raw_obs, update=True)
                 self.autoreset = done
             buffer.compute_returns_and_advantage(policy.value(self.obs), c.gamma, c.gae_lambda)
+        self.merge_statistics()
+
+    def statistics(self) -> list[tuple[torch.Tensor, ...]]:
+        return [(s.mean, s.var, s.count) for s in (self.normalizer.obs_stats, self.normalizer.return_stats)]
+
+    def merge_statistics(self) -> None:
+        """Several processes: merge what each rank's normaliser saw in this rollout (one process: nothing)."""
+        if self.ctx.world_size > 1 and (self.normalizer.normalize_obs or self.normalizer.normalize_reward):
+            for stats, start in zip((self.normalizer.obs_stats, self.normalizer.return_stats), self.synced_statistics):
+                merge_statistics(stats, start)
+            self.obs = self.normalizer.obs(self.env.obs)  # as a run resumed from this step sees it
+        self.synced_statistics = self.statistics()
+
+    def minibatches(self, batch_size: int) -> Iterator[RolloutBatch]:
+        """Shuffled minibatches of the rollout, `batch_size` transitions each (the last may be smaller).
+
+        Several processes: `batch_size` counts all of them; each rank cuts its own transitions
+        into as many minibatches as one process would cut all of them into, so the ranks take
+        their gradient steps together (autoreset steps, left out, differ between the ranks).
+        """
+        buffer = self.buffer
+        if self.ctx.world_size == 1:
+            yield from buffer.minibatches(batch_size, self.minibatch_generator)
+            return
+        whole = next(buffer.minibatches(buffer.num_steps * buffer.num_envs, self.minibatch_generator))
+        if self.valid_counts is None:  # once per rollout: every rank's real transitions
+            self.valid_counts = distributed.all_gather_cat(torch.tensor([len(whole.actions)]))
+        counts = self.valid_counts
+        chunks = max(1, min(-(-int(counts.sum()) // batch_size), int(counts.min())))
+        parts = [tensor.tensor_split(chunks) for tensor in whole]
+        for i in range(chunks):
+            yield RolloutBatch(*(part[i] for part in parts))
 
     def train_step(self) -> dict[str, float]:
+        if not self.same_weights:  # identical weights on every rank, whatever each process built
+            distributed.broadcast_module(self.policy)
+            self.same_weights = True
         self.collect_rollout()
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
@@ -171,6 +242,7 @@ class OnPolicyAgent(Agent):
     def clip_and_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(self.policy.parameters())  # several processes: their mean gradient
         nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm, foreach=True)
         self.optimizer.step()
 
@@ -191,21 +263,28 @@ class OnPolicyAgent(Agent):
     # --------------------------------------------------------------- checkpoints
 
     def state_dict(self) -> dict[str, Any]:
+        """Per-env tensors hold all `num_envs` envs, whatever the number of processes (under
+        torchrun every rank must call this together: the ranks' envs are gathered)."""
+        normalizer = self.normalizer.state_dict()
+        normalizer["returns"] = distributed.all_gather_cat(normalizer["returns"])
         return {
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "normalizer": self.normalizer.state_dict(),
+            "normalizer": normalizer,
             "horizon": self.horizon,
             "global_step": self.global_step,
-            "autoreset": self.autoreset,
-            "episode_ended": self.buffer.episode_ended,
+            "autoreset": distributed.all_gather_cat(self.autoreset),
+            "episode_ended": distributed.all_gather_cat(self.buffer.episode_ended),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore after the runner restored the envs; restarted envs begin new episodes."""
+        mine = slice(self.ctx.rank * self.num_envs, (self.ctx.rank + 1) * self.num_envs)  # this rank's envs
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.normalizer.load_state_dict(state["normalizer"])
+        self.normalizer.returns = self.normalizer.returns[mine]
+        self.synced_statistics = self.statistics()
         self.horizon = int(state["horizon"])
         self.global_step = int(state["global_step"])
         self.obs = self.normalizer.obs(self.env.obs)
@@ -214,8 +293,8 @@ class OnPolicyAgent(Agent):
             self.normalizer.returns.zero_()
             self.buffer.episode_ended = torch.zeros_like(self.buffer.episode_ended)
         else:
-            self.autoreset = state["autoreset"].to(self.autoreset.device)
-            self.buffer.episode_ended = state["episode_ended"].to(self.buffer.device)
+            self.autoreset = state["autoreset"][mine].to(self.autoreset.device)
+            self.buffer.episode_ended = state["episode_ended"][mine].to(self.buffer.device)
 
     def close(self) -> None:
         self.env.close()

@@ -10,6 +10,12 @@ the run (`lab.seeding`), the training envs (`lab.vecenv.TrainingEnv`) and the lo
 bookkeeping (metrics averaged since the last log row, the last evaluation, the best
 value), so a run stopped and resumed logs what the same run left alone logs, step for
 step, wherever the envs can be saved.
+
+Under torchrun (`lab.distributed`, README: Several processes) every process runs a Session
+in lockstep: rank 0 alone makes the run directory, logs, evaluates agents, writes
+checkpoints and the summary and prints; the others train their share. Set-up failures on
+any rank stop them all (`distributed.together`), a stop signal on any rank stops them all
+at the same step, and checkpoints gather each rank's envs and random streams.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 
 import torch
 
+from lab import distributed
 from lab.algorithm import Algorithm
 from lab.checkpoint import load_checkpoint, save_checkpoint
 from lab.config import RunConfig, Resolved, as_plain, resolve
@@ -49,7 +56,7 @@ from lab.rundir import (
     write_summary,
 )
 from lab.run import RunInfo
-from lab.seeding import seed_everything
+from lab.seeding import derive_seed, seed_everything
 from lab.signals import STOP, SetupInterrupted
 from lab.tracking import MultiTracker, jsonable
 
@@ -115,10 +122,19 @@ def round_budget(algo_cls: type[Algorithm], config: Any, steps: int) -> int:
     """`steps` rounded up to what the algorithm can stop at (whole rollouts, whole vector steps)."""
     multiple = max(1, int(algo_cls.step_multiple(config)))
     rounded = -(-steps // multiple) * multiple
-    if rounded != steps:
+    if rounded != steps and distributed.is_main():
         print(f"note: --steps {steps} rounded up to {rounded}: {algo_cls.name} advances "
               f"{multiple} steps at a time with these settings", file=sys.stderr)
     return rounded
+
+
+class Silent:
+    """The progress bar of ranks other than 0: nothing."""
+
+    def note(self, *args: Any) -> None:
+        pass
+
+    update = close = note
 
 
 class Session:
@@ -132,7 +148,15 @@ class Session:
         self.resolved = resolved
         self.run_dir = run_dir
         self.purpose = purpose
+        # only training runs on several processes; `lab eval` and `lab.load` are one process
+        rank, world = (distributed.rank(), distributed.world_size()) if purpose == "train" else (0, 1)
+        self.main = rank == 0
+        if world > 1 and not getattr(algo_cls, "data_parallel", False):
+            raise LabError(f"{algo_cls.name} cannot train on several processes yet (it does not average its "
+                           f"gradients across them); run it without torchrun")
         self.device = resolve_device(self.run.device)
+        if world > 1:
+            self.device = distributed.device_for(self.device)
         seed_everything(self.run.seed)
         torch.set_num_threads(PROCESS_THREADS)
         self.tracker = MultiTracker([], on_log=self._on_log)
@@ -148,14 +172,18 @@ class Session:
             data_dir=self.run.resolved_data_dir,
             eval_episodes=self.run.eval_episodes,
             training=purpose == "train",
+            rank=rank,
+            world_size=world,
         )
         try:
             self.algo = algo_cls(resolved.algo, self.ctx)
         except BaseException:
             self.ctx.close_envs()
-            if fresh:  # nothing of the user's is in a run directory we just made
+            if fresh and self.main:  # nothing of the user's is in a run directory we just made
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
+        if rank > 0:  # the same weights everywhere, but each rank its own dropout and other draws
+            seed_everything(derive_seed(self.run.seed, "global", rank) % 2**32)
         threads = self.run.threads or self.algo.cpu_threads
         if threads is not None:
             torch.set_num_threads(threads)  # for training; the networks were built on PROCESS_THREADS
@@ -174,6 +202,7 @@ class Session:
         self.last_eval_step = -1
         self.time_offset = 0.0
         self.started = time.time()
+        self.episodes: list[tuple[int, Any]] = []  # several processes: (step, episode) not yet logged
 
     # -- trackers --
 
@@ -225,24 +254,33 @@ class Session:
     # -- checkpoints --
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {
+        """What latest.pt holds. Several processes: rank 0's state, plus every rank's envs and
+        random streams under "ranks" (all ranks call this together; only rank 0's is written)."""
+        state = {
             "format": CHECKPOINT_FORMAT,
             "algo": self.algo_cls.name,
             "global_step": self.algo.global_step,
             "algorithm": self.algo.state_dict(),
             "envs": self.ctx.env_states(),
             "rng": self.ctx.rng.state_dict(),
+            "world_size": self.ctx.world_size,
             "runner": {
                 "best": self.best, "best_step": self.best_step, "elapsed": self.elapsed(),
                 "last_values": dict(self.last_values), "pending": {k: list(v) for k, v in self.pending.items()},
                 "last_log_step": self.last_log_step, "last_eval_step": self.last_eval_step,
             },
         }
+        if self.ctx.world_size > 1:
+            state["ranks"] = distributed.gather_object(distributed.to_cpu({"envs": state["envs"], "rng": state["rng"]}))
+        return state
 
     def save(self, best: bool = False) -> None:
         """Write latest.pt (and best.pt); a second Ctrl-C waits until the files are complete."""
+        self.log_episodes()  # several processes: what the envs finished belongs before the checkpoint
         with STOP.critical():
             state = self.checkpoint_state()
+            if not self.main:
+                return
             path = self.run_dir / "checkpoints" / "latest.pt"
             save_checkpoint(state, path)
             if best:  # for evaluation: the replay/rollout contents are not needed there
@@ -253,7 +291,10 @@ class Session:
 
     def restore(self, state: dict[str, Any], rng: bool = True) -> None:
         step = int(state["global_step"])
-        restarted = self.ctx.load_env_states(state.get("envs"), step)
+        saved_world, world = int(state.get("world_size", 1)), self.ctx.world_size
+        mine = state["ranks"][self.ctx.rank] if world > 1 and saved_world == world else state
+        # another number of processes: the saved envs and streams belonged to other ranks
+        restarted = self.ctx.load_env_states(mine.get("envs") if saved_world == world else None, step)
         self.algo.load_state_dict(state["algorithm"])
         self.algo.global_step = step
         runner = state.get("runner", {})
@@ -263,9 +304,20 @@ class Session:
         self.pending = defaultdict(list, {k: list(v) for k, v in runner.get("pending", {}).items()})
         self.last_log_step = int(runner.get("last_log_step", step))
         self.last_eval_step = int(runner.get("last_eval_step", step if self.best is not None else -1))
-        if rng:
-            self.ctx.rng.load_state_dict(state["rng"] if "streams" in state["rng"] else {"global": state["rng"]})
-        if restarted and self.purpose == "train":
+        if rng and saved_world != world:
+            self.ctx.rng.restart(step)
+        elif rng:
+            self.ctx.rng.load_state_dict(mine["rng"] if "streams" in mine["rng"] else {"global": mine["rng"]})
+        if saved_world != world and self.purpose == "train":
+            if self.main:
+                kept = "weights, optimizer and normalisation statistics continue" if restarted else \
+                    "weights, optimizer and the data position continue (the batches of all processes together " \
+                    "do not depend on their number)"
+                print(f"note: the checkpoint was written by {saved_world} process{'es' * (saved_world > 1)} and "
+                      f"this run has {world}: {'the training envs start new episodes and ' * bool(restarted)}each "
+                      f"process's random streams start afresh (seeded from the run seed, its rank and this step); "
+                      f"{kept} (README: Several processes)", file=sys.stderr)
+        elif restarted and self.purpose == "train" and self.main:
             print(f"note: {self.run.env} cannot save its state, so its training envs start new episodes "
                   "(seeded from the run seed and this step); weights, optimizer, buffers and random "
                   "streams continue exactly (README: Exact resume)", file=sys.stderr)
@@ -276,9 +328,15 @@ class Session:
     # -- the loop --
 
     def evaluate(self) -> dict[str, float]:
+        """Evaluate, log, checkpoint. Several processes: every rank evaluates its share of a
+        dataset (the algorithm adds the ranks up); agents are evaluated by rank 0 alone, on
+        the same episodes one process would play."""
         step = self.algo.global_step
-        with self.ctx.rng.evaluation(step):
-            metrics = self.algo.evaluate()
+        self.log_episodes()  # (several processes) the episodes up to this step come first
+        metrics: dict[str, float] = {}
+        if self.main or self.algo_cls.kind != "agent":
+            with self.ctx.rng.evaluation(step):
+                metrics = self.algo.evaluate()
         self.tracker.log(metrics, step)
         value = metrics.get(self.algo_cls.key_metric)
         improved = False
@@ -288,7 +346,7 @@ class Session:
             if improved:
                 self.best, self.best_step = float(value), step
         self.last_eval_step = step
-        if self.algo_cls.media_each_evaluation and self.run.video:
+        if self.algo_cls.media_each_evaluation and self.run.video and self.main:
             self.log_media()
         self.save(best=improved)
         return metrics
@@ -303,7 +361,19 @@ class Session:
             else:
                 self.tracker.log_image(key, path, step)
 
+    def log_episodes(self) -> None:
+        """Several processes: log the episodes every rank finished since the last call, each
+        at its own step (all ranks call this together, at log rows and checkpoints)."""
+        if self.ctx.world_size == 1 or self.algo_cls.kind != "agent":
+            return
+        finished = [e for part in distributed.all_gather_object(self.episodes) for e in part]
+        self.episodes = []
+        for step, episode in sorted(finished, key=lambda item: item[0]):
+            self.tracker.log({"train/episode_return": episode.episode_return,
+                              "train/episode_length": episode.length}, step)
+
     def _log_row(self, step: int, seconds: float) -> None:
+        self.log_episodes()
         row = {name: sum(vals) / len(vals) for name, vals in self.pending.items() if vals}
         row["perf/sps"] = (step - self.last_log_step) / max(seconds, 1e-9)
         self.tracker.log(row, step)
@@ -316,10 +386,12 @@ class Session:
         log_every, eval_every, checkpoint_every = intervals(algo, self.run, target)
         status, exit_code = "finished", EXIT_OK
         log_clock, side_time = time.perf_counter(), 0.0  # side: evaluating/checkpointing since the last row
-        progress = RunProgress(self.algo_cls.name, target, algo.global_step)
+        progress = RunProgress(self.algo_cls.name, target, algo.global_step) if self.main else Silent()
         STOP.training = True
+        stop = False
         try:
-            while algo.global_step < target and not STOP.requested:
+            # several processes stop together: a signal to any of them stops all at this step
+            while algo.global_step < target and not (stop := distributed.any_flag(STOP.requested)):
                 before = algo.global_step
                 for name, value in algo.train_step().items():
                     self.pending[name].append(float(value))
@@ -327,6 +399,9 @@ class Session:
                 if step <= before:
                     raise RuntimeError(f"{self.algo_cls.name}.train_step() did not advance global_step")
                 for episode in self.ctx.pop_episodes():
+                    if self.ctx.world_size > 1:  # logged with the other ranks' at the next row
+                        self.episodes.append((step, episode))
+                        continue
                     self.tracker.log({"train/episode_return": episode.episode_return,
                                       "train/episode_length": episode.length}, step)
                 if crossed(before, step, log_every) or step >= target:
@@ -343,10 +418,10 @@ class Session:
                         self.save()
                     side_time += time.perf_counter() - side_start
                 progress.update(step)
-            if not STOP.requested:
+            if not (stop or distributed.any_flag(STOP.requested)):
                 if self.last_eval_step != algo.global_step:
                     self.evaluate()
-                if self.run.video and not self.algo_cls.media_each_evaluation:
+                if self.run.video and not self.algo_cls.media_each_evaluation and self.main:
                     self.log_media()  # (otherwise the last evaluation wrote it)
             else:
                 status, exit_code = "interrupted", STOP.exit_code()
@@ -367,6 +442,9 @@ class Session:
         return exit_code
 
     def finish(self, status: str, target: int) -> None:
+        if not self.main:  # rank 0 writes and reports for every process
+            self.close()
+            return
         summary = {
             **self.last_values,
             "status": status,
@@ -398,6 +476,7 @@ def _config_doc(lab: Lab, session: Session, resolved: Resolved, target: int) -> 
         "seed": resolved.run.seed,
         "device": str(session.device),
         "total_steps": target,
+        "world_size": session.ctx.world_size,  # processes training together (torchrun)
         "run": as_plain(resolved.run),
         "config": as_plain(resolved.algo),
         "plugins_dir": lab.plugins_dir,
@@ -435,44 +514,68 @@ def _budget(algo_cls: type[Algorithm], resolved: Resolved) -> None:
 
 
 def train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None) -> int:
-    algo_cls = lab.registry.algorithm(algo_name)
-    resolved = resolve(algo_cls, cli, file_values)
-    _budget(algo_cls, resolved)
-    run = resolved.run
-    _check_target(algo_cls, run, lab)
-    selected_trackers(lab, run.trackers)  # an unknown name fails before the run directory exists
-    resolve_device(run.device)
-    name = run.name or default_run_name(algo_cls.name, run.env or run.data, run.seed)
-    run_dir = create_run_dir(run.resolved_runs_dir, name)
-    lock = RunLock(run_dir).acquire("train")
+    distributed.init_from_env()  # under torchrun: join the other processes (otherwise nothing)
     try:
+        return _train(lab, algo_name, cli, file_values)
+    finally:
+        distributed.destroy()
+
+
+def _train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None) -> int:
+    main, lock, run_dir = distributed.is_main(), None, None
+    with distributed.together():  # every rank checks the settings
+        algo_cls = lab.registry.algorithm(algo_name)
+        resolved = resolve(algo_cls, cli, file_values)
+        _budget(algo_cls, resolved)
+        run = resolved.run
+        _check_target(algo_cls, run, lab)
+        selected_trackers(lab, run.trackers)  # an unknown name fails before the run directory exists
+        resolve_device(run.device)
+    with distributed.together():  # then rank 0 makes the run directory
+        if main:
+            name = run.name or default_run_name(algo_cls.name, run.env or run.data, run.seed)
+            run_dir = create_run_dir(run.resolved_runs_dir, name)
+            lock = RunLock(run_dir).acquire("train")
+    # the others learn its name (a default one has rank 0's time in it); they never write there
+    run_dir = run.resolved_runs_dir / distributed.broadcast_object(run_dir.name if main else None)
+    try:
+        session = None
         try:
-            session = Session(lab, algo_cls, resolved, run_dir, fresh=True, total_steps=run.steps or 0)
-            try:
+            with distributed.together():
+                session = Session(lab, algo_cls, resolved, run_dir, fresh=True, total_steps=run.steps or 0)
+            with distributed.together():
                 STOP.raise_if_requested()
                 target = session.ctx.total_steps
-                doc = _config_doc(lab, session, resolved, target)
-                write_config(run_dir, doc)
-                session.start_trackers(doc, resumed=False)
+                if main:
+                    doc = _config_doc(lab, session, resolved, target)
+                    write_config(run_dir, doc)
+                    session.start_trackers(doc, resumed=False)
                 STOP.raise_if_requested()
-            except BaseException:
+        except BaseException as exc:  # nothing was trained: leave no half-made run behind
+            if session is not None:
                 session.tracker.finish({"status": "failed"})
                 session.close()
-                raise
-        except BaseException as exc:  # nothing was trained: leave no half-made run behind
-            shutil.rmtree(run_dir, ignore_errors=True)
+            if main:
+                shutil.rmtree(run_dir, ignore_errors=True)
             if not isinstance(exc, SetupInterrupted):
                 raise
-            print("interrupted while setting up; no run was started", file=sys.stderr)
+            if main:
+                print("interrupted while setting up; no run was started", file=sys.stderr)
             return STOP.exit_code()
-        print(f"run: {run_dir}", file=sys.stderr)
+        if main:
+            print(f"run: {run_dir}", file=sys.stderr)
         return session.train(target)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _reload(lab: Lab, run_dir: Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], type[Algorithm], Resolved]:
-    doc = read_config(run_dir)
+    return _resolve_doc(lab, read_config(run_dir), overrides)
+
+
+def _resolve_doc(lab: Lab, doc: dict[str, Any],
+                 overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], type[Algorithm], Resolved]:
     algo_cls = lab.registry.algorithm(str(doc["algo"]))
     values = {**doc.get("run", {}), **doc.get("config", {}), **(overrides or {})}
     values.pop("steps", None), values.pop("epochs", None)
@@ -482,54 +585,81 @@ def _reload(lab: Lab, run_dir: Path, overrides: dict[str, Any] | None = None) ->
 
 def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None = None,
            checkpoint: str = "latest") -> int:
-    doc, algo_cls, resolved = _reload(lab, run_dir)
-    selected_trackers(lab, resolved.run.trackers)  # before metrics.jsonl is cut back
-    lock = RunLock(run_dir).acquire("resume")
+    distributed.init_from_env()  # under torchrun: join the other processes (otherwise nothing)
     try:
-        state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
-        session = Session(lab, algo_cls, resolved, run_dir, fresh=False, total_steps=int(doc["total_steps"]))
+        return _resume(lab, run_dir, steps, epochs, checkpoint)
+    finally:
+        distributed.destroy()
+
+
+def _resume(lab: Lab, run_dir: Path, steps: int | None, epochs: int | None, checkpoint: str) -> int:
+    main, lock, loaded = distributed.is_main(), None, None
+    try:
+        with distributed.together():  # rank 0 alone reads the run directory (other nodes need not see it)
+            if main:
+                doc, algo_cls, resolved = _reload(lab, run_dir)
+                selected_trackers(lab, resolved.run.trackers)  # before metrics.jsonl is cut back
+                lock = RunLock(run_dir).acquire("resume")
+                loaded = (doc, load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt"))
+        doc, state = distributed.broadcast_object(loaded)
+        session = None
         try:
-            session.restore(state)
-            done = session.algo.global_step
-            if epochs is not None:
-                if not session.algo.steps_per_epoch:
-                    raise LabError(f"{algo_cls.name} counts --steps, not --epochs; resume with --steps N")
-                target = epochs * session.algo.steps_per_epoch
-            elif steps is not None:
-                target = round_budget(algo_cls, resolved.algo, steps)
-            else:
-                target = int(doc["total_steps"])
-            if target <= done:
-                raise LabError(
-                    f"run '{run_dir}' is already at step {done} (target {target}); "
-                    f"pass a larger --steps to train further"
-                )
-            STOP.raise_if_requested()
-            truncate_metrics(run_dir, done)
-            doc["total_steps"] = target
-            doc["run"]["steps"], doc["run"]["epochs"] = (None, epochs) if epochs is not None else (target, None)
-            write_config(run_dir, doc)
-            session.start_trackers(doc, resumed=True)
-            STOP.raise_if_requested()
+            with distributed.together():
+                if not main:
+                    doc, algo_cls, resolved = _resolve_doc(lab, doc)
+                session = Session(lab, algo_cls, resolved, run_dir, fresh=False, total_steps=int(doc["total_steps"]))
+            with distributed.together():
+                session.restore(state)
+                done = session.algo.global_step
+                if epochs is not None:
+                    if not session.algo.steps_per_epoch:
+                        raise LabError(f"{algo_cls.name} counts --steps, not --epochs; resume with --steps N")
+                    target = epochs * session.algo.steps_per_epoch
+                elif steps is not None:
+                    target = round_budget(algo_cls, resolved.algo, steps)
+                else:
+                    target = int(doc["total_steps"])
+                if target <= done:
+                    raise LabError(
+                        f"run '{run_dir}' is already at step {done} (target {target}); "
+                        f"pass a larger --steps to train further"
+                    )
+                STOP.raise_if_requested()
+                if main:
+                    truncate_metrics(run_dir, done)
+                    doc["total_steps"] = target
+                    doc["run"]["steps"], doc["run"]["epochs"] = (None, epochs) if epochs is not None else (target, None)
+                    doc["world_size"] = session.ctx.world_size
+                    write_config(run_dir, doc)
+                    session.start_trackers(doc, resumed=True)
+                STOP.raise_if_requested()
         except SetupInterrupted:
-            session.tracker.finish({**read_summary(run_dir)})
-            session.close()
-            print("interrupted while setting up; the run is unchanged", file=sys.stderr)
+            if session is not None:
+                session.tracker.finish({**read_summary(run_dir)} if main else {})
+                session.close()
+            if main:
+                print("interrupted while setting up; the run is unchanged", file=sys.stderr)
             return STOP.exit_code()
         except BaseException:
-            session.close()
+            if session is not None:
+                session.close()
             raise
-        print(f"resuming {run_dir} from step {done} to {target}" +
-              (" (from best.pt)" if checkpoint == "best" else ""), file=sys.stderr)
+        if main:
+            print(f"resuming {run_dir} from step {done} to {target}" +
+                  (" (from best.pt)" if checkpoint == "best" else ""), file=sys.stderr)
         return session.train(target)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bool = False,
                  checkpoint: str = "latest") -> dict[str, Any]:
     """`lab eval`: load a checkpoint, evaluate, write eval.json (and media), log to W&B."""
     import json
+
+    if distributed.launched():
+        raise LabError("lab eval runs in one process; run it without torchrun")
 
     overrides = {"eval_episodes": episodes} if episodes is not None else {}
     doc, algo_cls, resolved = _reload(lab, run_dir, overrides)

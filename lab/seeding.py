@@ -71,6 +71,10 @@ class RNGStreams:
         self._pending: dict[str, torch.Tensor] = {}  # restored before the stream was asked for
         self._eval_step = 0
         self._eval: dict[str, torch.Generator] = {}
+        self._restart: tuple[str, int] | None = None  # set by `restart`: new streams since that step
+
+    def _seed(self, name: str) -> int:
+        return derive_seed(self.seed, name, self.rank, *(self._restart or ()))
 
     def _key(self, name: str, device: torch.device) -> str:
         return name if device == self.device else f"{name}@{device}"
@@ -81,11 +85,23 @@ class RNGStreams:
         key = self._key(name, device)
         if key not in self._streams:
             gen = torch.Generator(device=device)
-            gen.manual_seed(derive_seed(self.seed, name, self.rank))
+            gen.manual_seed(self._seed(name))
             if key in self._pending:
                 gen.set_state(self._pending.pop(key))
             self._streams[key] = gen
         return self._streams[key]
+
+    def restart(self, step: int) -> None:
+        """Start every stream and the global states afresh from (run seed, name, rank, step).
+
+        For a run resumed on another number of processes: the saved streams belonged to other
+        ranks, so each rank starts new ones, as its training envs start new episodes.
+        """
+        self._restart = ("restart", int(step))
+        self._pending.clear()
+        for key, gen in self._streams.items():
+            gen.manual_seed(self._seed(key.split("@")[0]))
+        seed_everything(derive_seed(self.seed, "global", self.rank, *self._restart) % 2**32)
 
     def seed_for(self, name: str, step: int = 0) -> int:
         """A seed for something that takes integers (an env reset) from (run seed, name, step)."""

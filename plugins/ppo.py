@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from lab import distributed
 from lab.hookspecs import hookimpl
 from lab.onpolicy import OnPolicyAgent, OnPolicyConfig
 from lab.schedules import anneal
@@ -82,13 +83,13 @@ class PPO(OnPolicyAgent):
     presets = PPO_PRESETS
 
     def update(self) -> dict[str, float]:
-        c, policy, buffer = self.config, self.policy, self.buffer
+        c, policy = self.config, self.policy
         clip = anneal(c.clip_range, self.horizon, c.anneal_clip_range)(self.global_step)
         stats: dict[str, list[torch.Tensor]] = {"policy_gradient_loss": [], "value_loss": [], "entropy_loss": [],
                                                 "approx_kl": [], "clip_fraction": [], "loss": []}
         for _ in range(c.n_epochs):
             stop = False
-            for batch in buffer.minibatches(c.batch_size, self.minibatch_generator):
+            for batch in self.minibatches(c.batch_size):
                 out, values = policy(batch.observations)
                 log_prob = policy.log_prob(out, batch.actions)
                 advantages = batch.advantages
@@ -104,6 +105,8 @@ class PPO(OnPolicyAgent):
                 loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
+                    if c.target_kl is not None:  # several processes stop together, on their mean
+                        approx_kl = distributed.all_reduce_mean(approx_kl)
                     clipped = ((ratio - 1).abs() > clip).float().mean()
                 if c.target_kl is not None and float(approx_kl) > 1.5 * c.target_kl:
                     stop = True  # SB3: this minibatch takes no step, the update ends here

@@ -29,6 +29,7 @@ import yaml
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lab import distributed
 from lab.algorithm import Algorithm
 from lab.buffers.data import DataBuffer
 from lab.checkpoint import load_checkpoint, save_checkpoint
@@ -140,11 +141,18 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any
 
 
 class Classifier(Algorithm):
-    """Train an image classifier with cross-entropy; subclasses provide `build_body`."""
+    """Train an image classifier with cross-entropy; subclasses provide `build_body`.
+
+    Under torchrun (README: Several processes) `batch_size` is the global batch: each rank
+    trains on its 1/world_size of every batch through DistributedDataParallel, so a step of
+    N processes is a step of one process on the same batch (up to BatchNorm's per-process
+    statistics and augmentation draws), and an epoch has the same number of steps.
+    """
 
     kind = "supervised"
     key_metric = "val/accuracy"  # chosen on validation: the test split stays unseen
     Config: ClassVar[type] = TrainConfig
+    data_parallel: ClassVar[bool] = True
 
     @classmethod
     def build_body(cls, config: Any, shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
@@ -170,8 +178,9 @@ class Classifier(Algorithm):
         train_images, train_labels = data.train_images[train_rows], data.train_labels[train_rows]
         mean, std = channel_stats(train_images)
         self.model = self.build_model(config, data.image_shape, len(self.classes), mean, std).to(ctx.device)
+        batch_size = distributed.split(config.batch_size, "--batch-size") if ctx.world_size > 1 else config.batch_size
         self.train_data = DataBuffer(
-            train_images, train_labels, ctx.device, config.batch_size, seed=ctx.seed,
+            train_images, train_labels, ctx.device, batch_size, seed=ctx.seed,
             drop_last=True, crop_padding=config.crop_padding if config.augment else 0,
             flip=config.augment and config.flip, normalize=None, rank=ctx.rank, world_size=ctx.world_size,
         )
@@ -185,6 +194,19 @@ class Classifier(Algorithm):
         )
         self.optimizer = make_optimizer(self.model, config)
         self.horizon: int | None = None  # fixed at the first step: ctx.total_steps is known by then
+        self.trainer: nn.Module | None = None  # the model to train: DDP around it under torchrun
+
+    def training_model(self) -> nn.Module:
+        """`self.model`, wrapped in DistributedDataParallel under torchrun (made at the first
+        step: wrapping is a collective, which set-up must not contain). Checkpoints, evaluation
+        and `lab.load` use the unwrapped model."""
+        if self.trainer is None:
+            if self.ctx.world_size == 1:
+                self.trainer = self.model
+            else:
+                device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+                self.trainer = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        return self.trainer
 
     @property
     def steps_per_epoch(self) -> int:
@@ -196,7 +218,8 @@ class Classifier(Algorithm):
         # the horizon is the budget the run was created with: a resumed or extended run
         # continues the same schedule (at 0 past the end) instead of restarting its warm-up
         lr = warmup_decay(self.config.learning_rate, self.horizon, self.config.warmup)(self.global_step)
-        loss = training_step(self.model, self.optimizer, self.train_data.next(), lr, self.config.label_smoothing)
+        loss = training_step(self.training_model(), self.optimizer, self.train_data.next(), lr,
+                             self.config.label_smoothing)
         self.global_step += 1
         return {"train/loss": loss.item(), "train/lr": lr}
 
@@ -220,10 +243,15 @@ class Classifier(Algorithm):
         return torch.stack([loss, correct, torch.tensor(float(len(targets)), device=loss.device)])
 
     def evaluate(self) -> dict[str, float]:
-        """`val/*` on the held-out training images (what best.pt is chosen on), `eval/*` on the test split."""
+        """`val/*` on the held-out training images (what best.pt is chosen on), `eval/*` on the test split.
+
+        Under torchrun each rank evaluates its share of both splits with rank 0's BatchNorm
+        statistics (the ones checkpoints keep) and the sums are added up."""
+        if self.ctx.world_size > 1:
+            distributed.broadcast_module(self.model)
         stats = torch.stack([self.totals(self.val_data), self.totals(self.test_data)])
-        if self.ctx.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(stats)
+        if self.ctx.world_size > 1:
+            stats = distributed.all_reduce_sum(stats)
         (val_loss, val_correct, val_count), (loss, correct, count) = stats.tolist()
         return {
             "val/loss": val_loss / val_count, "val/accuracy": val_correct / val_count,
@@ -231,12 +259,12 @@ class Classifier(Algorithm):
         }
 
     def write_media(self, media_dir: Path) -> dict[str, Path]:
-        _, predictions, targets = self.predict(self.test_data)
+        test = self.test_data.unsharded()  # under torchrun only rank 0 writes media: the whole split
+        _, predictions, targets = self.predict(test)
         step = f"step{self.global_step:09d}"
         matrix = confusion_matrix(targets, predictions, len(self.classes))
         wrong = (predictions != targets).nonzero().flatten()[:MISCLASSIFIED_SHOWN]
-        rows = torch.arange(self.ctx.rank, self.test_data.num_samples, self.ctx.world_size, device=wrong.device)[wrong]
-        images = self.test_data.images[rows.to(self.test_data.images.device)]
+        images = test.images[wrong.to(test.images.device)]
         return {
             "eval/confusion_matrix": plot_confusion_matrix(
                 matrix, self.classes, self.ctx.media_path(f"confusion_matrix-{step}", ".png")),

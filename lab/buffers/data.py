@@ -8,10 +8,15 @@ is used.
 
 Everything random is a function of (seed, epoch, batch index, rank), so a run resumed
 mid-epoch sees exactly the batches it would have seen.
+
+Under torch.distributed each rank takes every world_size-th row of the epoch's shuffled
+order: with a per-rank batch of B / world_size, batch k of all the ranks together is batch
+k of one process with batch B, whatever the number of processes.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any, Literal, NamedTuple
 
@@ -221,6 +226,14 @@ class DataBuffer:
             if i + 1 < len(chunks):
                 staged = self._stage(chunks[i + 1])
             yield self._finish(*ready, None)
+
+    def unsharded(self) -> DataBuffer:
+        """The same data as one shard (rank 0 of 1), sharing this buffer's tensors: a look at
+        the whole split from one process (rank 0's media under torchrun)."""
+        whole = copy.copy(self)
+        whole.rank, whole.world_size = 0, 1
+        whole._epoch_cache = whole._prefetched = None
+        return whole
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
