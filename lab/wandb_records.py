@@ -27,14 +27,14 @@ is dropped).
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lab.atomic import atomic_write
 
 if TYPE_CHECKING:
     from wandb.proto.wandb_internal_pb2 import Record
@@ -131,18 +131,8 @@ def write_records(path: str | Path, records: Iterable[Record | bytes]) -> None:
     """Write `records` (protobuf records, or serialized ones as `read_payloads` gives them)
     as a `.wandb` file, atomically (temp file + rename): the file holds either its old or
     its new records, never a mix."""
-    path = Path(path)
     data = _chunks(r if isinstance(r, bytes) else r.SerializeToString() for r in records)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda handle: handle.write(data))
 
 
 def read_payloads(path: str | Path, limit: int | None = None) -> Iterator[bytes]:

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
 from lab.context import Context
-from lab.datasets import UnpairedImageDataset, split_validation
 from lab.errors import LabError
 from lab.generative import ImageGenerator, save_grid, to_uint8
 from lab.hookspecs import hookimpl
@@ -169,19 +168,14 @@ class CycleGAN(ImageGenerator):
 
     def __init__(self, config: CycleGANConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
-        data = ctx.load_dataset(**({} if config.image_size is None else {"image_size": config.image_size}))
-        if not isinstance(data, UnpairedImageDataset):
-            raise LabError(f"cyclegan needs two unpaired domains: a folder with trainA/ trainB/ testA/ testB/ "
-                           f"(--data image-folder:PATH) or mnist-styles; {ctx.data} is one image set")
+        data = self.load_images(unpaired=True)
         self.shape = data.a.image_shape
         if data.b.image_shape != self.shape:
             raise LabError(f"domains A {data.a.image_shape} and B {data.b.image_shape} differ in shape; pass --image-size")
         c, h, w = self.shape
         if h % 4 or w % 4:
             raise LabError(f"cyclegan halves the images twice: sides must be multiples of 4, got {h}x{w} (use --image-size)")
-        if config.validation_size >= len(data.a.train_images):
-            raise LabError(f"--validation-size {config.validation_size} must be smaller than the "
-                           f"{len(data.a.train_images)} training images of domain A")
+        train_rows, val_rows = self.validation_rows(data.a, "domain A")
         self.g_ab, self.g_ba = (resnet_generator(c, config.g_width, config.res_blocks).to(ctx.device) for _ in range(2))
         layers = config.d_layers or scaled_d_layers(min(h, w))
         self.d_a, self.d_b = (patch_discriminator(c, config.d_width, layers).to(ctx.device) for _ in range(2))
@@ -190,7 +184,6 @@ class CycleGAN(ImageGenerator):
         betas = (config.beta1, 0.999)
         self.g_opt = torch.optim.Adam([*self.g_ab.parameters(), *self.g_ba.parameters()], lr=config.g_lr, betas=betas)
         self.d_opt = torch.optim.Adam([*self.d_a.parameters(), *self.d_b.parameters()], lr=config.d_lr, betas=betas)
-        train_rows, val_rows = split_validation(len(data.a.train_images), config.validation_size)
         common = dict(device=ctx.device, batch_size=config.batch_size, drop_last=True, normalize="symmetric",
                       rank=ctx.rank, world_size=ctx.world_size)
         self.data_a = DataBuffer(data.a.train_images[train_rows], None, seed=ctx.seed, **common)
@@ -211,10 +204,6 @@ class CycleGAN(ImageGenerator):
     @property
     def steps_per_epoch(self) -> int:
         return max(len(self.data_a), len(self.data_b))
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.shape
 
     # ------------------------------------------------------------------ training
 

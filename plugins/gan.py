@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
 from lab.context import Context
-from lab.datasets import ImageDataset, split_validation
 from lab.errors import LabError
 from lab.generative import FrechetReference, ImageGenerator, save_grid, to_uint8
 from lab.hookspecs import hookimpl
@@ -144,16 +143,12 @@ class GAN(ImageGenerator):
 
     def __init__(self, config: GANConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
-        data = ctx.load_dataset(**({} if config.image_size is None else {"image_size": config.image_size}))
-        if not isinstance(data, ImageDataset):
-            raise LabError(f"gan learns one image distribution; {ctx.data} has two domains (that is cyclegan's data)")
+        data = self.load_images()
         self.shape = data.image_shape
         if halvings(self.shape[1]) < 2 or self.shape[1] != self.shape[2]:
             raise LabError(f"gan needs square images whose side halves twice to 4-7 pixels (28, 32, 64, ...); "
                            f"{data.name} has {self.shape[1]}x{self.shape[2]}: pass --image-size 32")
-        if config.validation_size >= len(data.train_images):
-            raise LabError(f"--validation-size {config.validation_size} must be smaller than the "
-                           f"{len(data.train_images)} training images of {data.name}")
+        train_rows, val_rows = self.validation_rows(data)
         if config.conditional and data.train_labels is None:
             raise LabError(f"--conditional needs class labels; {data.name} has none")
         self.classes = int(data.train_labels.max()) + 1 if config.conditional else 0
@@ -164,7 +159,6 @@ class GAN(ImageGenerator):
         betas = (config.beta1, config.beta2)
         self.g_opt = torch.optim.Adam(self.g.parameters(), lr=config.g_lr, betas=betas)
         self.d_opt = torch.optim.Adam(self.d.parameters(), lr=config.d_lr, betas=betas)
-        train_rows, val_rows = split_validation(len(data.train_images), config.validation_size)
         labels = data.train_labels[train_rows] if data.train_labels is not None else None
         self.train_data = DataBuffer(data.train_images[train_rows], labels, ctx.device, config.batch_size,
                                      seed=ctx.seed, drop_last=True, normalize="symmetric",
@@ -177,14 +171,6 @@ class GAN(ImageGenerator):
         self.fld: dict[str, Any] | None = None
         if ctx.training:  # now, so config.yaml records the classifier's hash and bad data fails before training
             self.frechet()
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train_data)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.shape
 
     def labels_for(self, n: int, generator: torch.Generator | None) -> torch.Tensor | None:
         if not self.classes:

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
 from lab.context import Context
-from lab.datasets import ImageDataset, split_validation
 from lab.errors import LabError
 from lab.generative import ImageGenerator, save_grid, to_uint8
 from lab.hookspecs import hookimpl
@@ -113,12 +112,8 @@ class VAE(ImageGenerator):
 
     def __init__(self, config: VAEConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
-        data = ctx.load_dataset(**({} if config.image_size is None else {"image_size": config.image_size}))
-        if not isinstance(data, ImageDataset):
-            raise LabError(f"vae learns one image distribution; {ctx.data} has two domains (that is cyclegan's data)")
-        if config.validation_size >= len(data.train_images):
-            raise LabError(f"--validation-size {config.validation_size} must be smaller than the "
-                           f"{len(data.train_images)} training images of {data.name}")
+        data = self.load_images()
+        train_rows, val_rows = self.validation_rows(data)
         likelihood = config.likelihood
         if likelihood == "auto":
             likelihood = "bernoulli" if data.name.startswith("mnist") else "gaussian"
@@ -129,7 +124,6 @@ class VAE(ImageGenerator):
         self.decoder.to(ctx.device)
         self.log_scale = nn.Parameter(torch.zeros(self.shape[0], device=ctx.device))  # gaussian only
         self.optimizer = torch.optim.Adam(self.parameters(), lr=config.learning_rate)
-        train_rows, val_rows = split_validation(len(data.train_images), config.validation_size)
         held_out = dict(device=ctx.device, batch_size=config.eval_batch_size, shuffle=False)
         self.train_data = DataBuffer(data.train_images[train_rows], None, ctx.device, config.batch_size,
                                      seed=ctx.seed, drop_last=True, rank=ctx.rank, world_size=ctx.world_size)
@@ -150,14 +144,6 @@ class VAE(ImageGenerator):
 
     def parameters(self) -> list[nn.Parameter]:
         return [*self.encoder.parameters(), *self.decoder.parameters(), self.log_scale]
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train_data)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.shape
 
     # ------------------------------------------------------------------ the bound
 
