@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
+from lab.cli import main
 from lab.plugins.datasets import MNIST_FILES
 
 TESTS = Path(__file__).parent
@@ -17,6 +20,7 @@ LOCAL_PLUGINS = TESTS / "local_plugins"
 MNIST_NAMES = [name for name, _ in MNIST_FILES.values()]
 # Resolved now, before the autouse fixture moves each test into its own tmp dir, so the
 # README's relative `LAB_DATA_DIR=../shared/datasets` keeps pointing at the real files.
+TIMING = ("time", "perf/sps")  # the only values allowed to differ between two runs
 DATA_DIR = Path(os.environ.get("LAB_DATA_DIR") or TESTS.resolve().parents[1] / "shared" / "datasets").resolve()
 
 
@@ -52,3 +56,43 @@ def run_lab(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def runs_dir() -> Path:
+    return Path(os.environ["LAB_RUNS_DIR"])
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    """Metric rows without their timings: what an exact rerun or resume must reproduce."""
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def lab(capsys, *argv: str) -> tuple[int, str]:
+    """Run `lab ARGV` in this process; (exit code, stderr)."""
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def ok(capsys, *argv: str) -> str:
+    code, err = lab(capsys, *argv)
+    assert code == 0, err
+    return err
+
+
+def one_line_error(capsys, argv: list[str], *expected: str) -> str:
+    """Exit 2, exactly one `error:` line on stderr (warnings aside), no traceback."""
+    code, err = lab(capsys, *argv)
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def read_png(path: Path) -> np.ndarray:
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    picture = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert picture is not None, path
+    return picture

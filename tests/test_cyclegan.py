@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch.nn as nn
 import yaml
 
 import lab as lab_package
-from conftest import TESTS, read_jsonl
+from conftest import TESTS, comparable, lab, ok, one_line_error, read_jsonl, read_png, runs_dir
 from lab.checkpoint import load_checkpoint
 from lab.cli import main
 from lab.context import Context
@@ -46,7 +45,6 @@ from lab.plugins.supervised import CACHE_FOLDER, file_sha256
 from lab.tracking import Tracker
 
 CYCLEGAN_PLUGINS = TESTS / "cyclegan_plugins"
-TIMING = ("time", "perf/sps")  # the only values allowed to differ between two runs
 SIZE = 16
 TINY = ["--g-width", "4", "--d-width", "4", "--res-blocks", "1", "--batch-size", "8", "--validation-size", "10",
         "--pool-size", "4", "--threads", "1"]
@@ -119,45 +117,6 @@ def shape_pairs(monkeypatch) -> str:
     monkeypatch.setenv("LAB_PLUGINS_DIR", str(CYCLEGAN_PLUGINS))
     monkeypatch.delenv("LAB_TEST_STOP_AT", raising=False)
     return "shape-pairs"
-
-
-def runs_dir() -> Path:
-    return Path(os.environ["LAB_RUNS_DIR"])
-
-
-def comparable(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-
-
-def lab(capsys, *argv: str) -> tuple[int, str]:
-    """Run `lab ARGV` in this process; (exit code, stderr)."""
-    code = main(list(argv))
-    return code, capsys.readouterr().err
-
-
-def ok(capsys, *argv: str) -> str:
-    code, err = lab(capsys, *argv)
-    assert code == 0, err
-    return err
-
-
-def one_line_error(capsys, argv: list[str], *expected: str) -> str:
-    """Exit 2, exactly one `error:` line on stderr (warnings aside), no traceback."""
-    code, err = lab(capsys, *argv)
-    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
-
-
-def read_png(path: Path) -> np.ndarray:
-    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
-    picture = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    assert picture is not None, path
-    return picture
 
 
 def train(capsys, data: str, name: str, *flags: str) -> Path:

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import LOCAL_PLUGINS, read_jsonl, run_lab
+from conftest import LOCAL_PLUGINS, comparable, read_jsonl, run_lab, runs_dir
 from lab.checkpoint import load_checkpoint
 from lab.cli import main
 from lab.context import Context
@@ -24,16 +24,6 @@ from lab.evaluation import evaluate_policy, evaluation_seed
 from lab.seeding import RNGStreams
 from lab.signals import StopRequest
 from lab.tracking import Tracker
-
-TIMING = ("time", "perf/sps")  # the only values allowed to differ between two runs
-
-
-def runs_dir() -> Path:
-    return Path(os.environ["LAB_RUNS_DIR"])
-
-
-def comparable(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
 def start(*args: str) -> subprocess.Popen:

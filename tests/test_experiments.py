@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,15 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_lab
+from conftest import run_lab, runs_dir
 from lab.cli import main
 from lab.experiments import parse_seeds
 from lab.errors import LabError
 from lab.sweep import load_sweep, train_args, trials, wandb_config
-
-
-def runs_dir() -> Path:
-    return Path(os.environ["LAB_RUNS_DIR"])
 
 
 def config_of(run: Path) -> dict:

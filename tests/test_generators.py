@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import read_jsonl
+from conftest import comparable, lab, ok, one_line_error, read_jsonl, read_png, runs_dir
 from lab.checkpoint import load_checkpoint, save_checkpoint
 from lab.cli import main
 from lab.context import Context
@@ -39,7 +39,6 @@ from lab.plugins.vae import VAE
 from lab.registry import Registry
 from lab.tracking import Tracker
 
-TIMING = ("time", "perf/sps")  # the only values allowed to differ between two runs
 SIZE = 16
 GAN_FLAGS = ["--image-size", str(SIZE), "--validation-size", "20", "--fld-samples", "64", "--g-width", "8",
              "--d-width", "8", "--latent-dim", "16", "--batch-size", "32"]
@@ -86,45 +85,6 @@ def data_dir(tmp_path, monkeypatch) -> Path:
     path.mkdir()
     monkeypatch.setenv("LAB_DATA_DIR", str(path))
     return path
-
-
-def runs_dir() -> Path:
-    return Path(os.environ["LAB_RUNS_DIR"])
-
-
-def comparable(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-
-
-def lab(capsys, *argv: str) -> tuple[int, str]:
-    """Run `lab ARGV` in this process; (exit code, stderr)."""
-    code = main(list(argv))
-    return code, capsys.readouterr().err
-
-
-def ok(capsys, *argv: str) -> str:
-    code, err = lab(capsys, *argv)
-    assert code == 0, err
-    return err
-
-
-def one_line_error(capsys, argv: list[str], *expected: str) -> str:
-    """Exit 2, exactly one `error:` line on stderr (warnings aside), no traceback."""
-    code, err = lab(capsys, *argv)
-    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
-
-
-def read_png(path: Path) -> np.ndarray:
-    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
-    picture = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    assert picture is not None, path
-    return picture
 
 
 def grid_side(count: int, columns: int, side: int = SIZE, pad: int = 2) -> tuple[int, int]:

@@ -4,7 +4,6 @@ EventAccumulator must hold what metrics.jsonl holds, step for step, also across 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_jsonl
+from conftest import one_line_error, read_jsonl, runs_dir
 from lab.checkpoint import load_checkpoint
 from lab.cli import main
 from lab.config import RunConfig, resolve
@@ -36,10 +35,6 @@ needs_tensorboard = pytest.mark.skipif(
     reason='tensorboard is not installed (pip install -e ".[tensorboard]"); the tracker stays off without it',
 )
 JSONL_ONLY = ("global_step", "time")
-
-
-def runs_dir() -> Path:
-    return Path(os.environ["LAB_RUNS_DIR"])
 
 
 def load_events(run: Path):
@@ -75,17 +70,6 @@ def assert_same_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
         for (_, a), (_, b) in zip(got, expected):
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-6, abs=1e-6), (tag, a, b)
     return tb
-
-
-def one_line_error(capsys, argv: list[str], *expected: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
-    assert code == 2, err
-    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 def make_info(run_dir: Path, **overrides) -> RunInfo:
