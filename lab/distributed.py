@@ -55,10 +55,17 @@ def init_from_env() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def destroy() -> None:
-    """Leave the process group (the end of `lab train` / `lab resume`)."""
+def destroy(wait: bool = False) -> None:
+    """Leave the process group (the end of `lab train` / `lab resume`).
+
+    wait: meet the other processes first. Without it, a process that tears gloo down while a
+    peer is still finishing (rank 0 writes the summary) could abort in gloo's threads
+    ("terminate called without an active exception", seen in CI). Not after an error: the
+    peers may never arrive."""
     global _rank, _world, _local, _control
     if _world > 1 and dist.is_initialized():
+        if wait:
+            dist.barrier(group=_control)
         dist.destroy_process_group()
     _rank, _world, _local, _control = 0, 1, 0, None
 

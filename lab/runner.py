@@ -516,9 +516,12 @@ def _budget(algo_cls: type[Algorithm], resolved: Resolved) -> None:
 def train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None) -> int:
     distributed.init_from_env()  # under torchrun: join the other processes (otherwise nothing)
     try:
-        return _train(lab, algo_name, cli, file_values)
-    finally:
+        code = _train(lab, algo_name, cli, file_values)
+    except BaseException:
         distributed.destroy()
+        raise
+    distributed.destroy(wait=True)
+    return code
 
 
 def _train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None) -> int:
@@ -587,9 +590,12 @@ def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None
            checkpoint: str = "latest") -> int:
     distributed.init_from_env()  # under torchrun: join the other processes (otherwise nothing)
     try:
-        return _resume(lab, run_dir, steps, epochs, checkpoint)
-    finally:
+        code = _resume(lab, run_dir, steps, epochs, checkpoint)
+    except BaseException:
         distributed.destroy()
+        raise
+    distributed.destroy(wait=True)
+    return code
 
 
 def _resume(lab: Lab, run_dir: Path, steps: int | None, epochs: int | None, checkpoint: str) -> int:
