@@ -439,6 +439,7 @@ class Session:
             progress.close()
             with STOP.critical(then_stop=False):
                 self.finish(status, target)
+            STOP.done = True  # saved and reported: a late Ctrl-C now just ends the process
         return exit_code
 
     def finish(self, status: str, target: int) -> None:

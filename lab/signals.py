@@ -29,6 +29,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.training = False  # False: still setting up
+        self.done = False  # True: the run has been saved and reported; only leaving is left
         self._previous: dict[int, Any] = {}
         self._critical = 0
         self._hard_stop = False
@@ -36,6 +37,7 @@ class StopRequest:
     def install(self) -> StopRequest:
         """Start a command: forget earlier signals and handle SIGINT/SIGTERM from now on."""
         self.signum, self.training, self._critical, self._hard_stop = None, False, 0, False
+        self.done = False
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -72,6 +74,10 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
+        if self.done:  # the run is saved and reported: leave now, with the run's exit code
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(self.exit_code() if self.signum is not None else 128 + signum)
         if self.signum is None:
             self.signum = signum
             if self.training:
