@@ -48,18 +48,20 @@ class StopRequest:
         self._previous.clear()
 
     def exit_on_signal(self, code: int) -> None:
-        """The command is over and the process is leaving: a late signal exits with `code` at once.
+        """The command is over and the process is leaving: a late Ctrl-C no longer matters.
 
-        Python's own handler would raise KeyboardInterrupt during interpreter shutdown and the
-        process would die of SIGINT, although the run was already saved and reported.
+        SIGINT is ignored rather than handled in Python: the interpreter puts every Python
+        handler back to the default while it shuts down, so a Ctrl-C landing then would kill
+        the process with SIGINT although the run was already saved and reported. A late
+        SIGTERM still ends the process at once, with the run's exit code.
         """
         def leave(signum: int, frame: object) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
 
-        for sig in SIGNALS:
-            signal.signal(sig, leave)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, leave)
         self._previous.clear()
 
     @property

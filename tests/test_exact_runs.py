@@ -187,6 +187,29 @@ def test_double_ctrl_c_while_saving_leaves_an_intact_interrupted_run():
     assert load_checkpoint(runs_dir() / "twice" / "checkpoints" / "latest.pt")["global_step"] > 0
 
 
+LEAVING = """
+import sys
+from lab.signals import STOP
+STOP.install()
+garbage = [{"n": [i] * 4} for i in range(1_000_000)]  # freed while the interpreter shuts down
+STOP.exit_on_signal(130)
+print("leaving", flush=True)
+sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03])
+def test_ctrl_c_while_the_interpreter_shuts_down_keeps_the_exit_code(delay):
+    # Python puts its own handlers back to the default during shutdown: a handler written in
+    # Python cannot catch this Ctrl-C, and the process used to die of SIGINT (-2).
+    proc = subprocess.Popen([sys.executable, "-c", LEAVING], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert proc.stdout.readline() == "leaving\n"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+
+
 def wait_for_handler(proc: subprocess.Popen, timeout: float = 120) -> None:
     """Wait until `lab` has installed its signal handlers (it catches SIGTERM; Python alone does not).
 
