@@ -52,6 +52,9 @@ class RunConfig:
     eval_episodes: int = field(default=10, metadata=_help("episodes per evaluation"))
     checkpoint_interval: int | None = field(default=None, metadata=_help("steps between checkpoints"))
     video: bool = field(default=True, metadata=_help("record media (video, sample grids) at the end"))
+    compile: Literal["auto", "true", "false"] = field(
+        default="auto", metadata=_help("torch.compile the hot functions: auto when the run repays it")
+    )
     threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: the algorithm's choice)"))
     wandb_artifacts: bool = field(default=False, metadata=_help("upload checkpoints as W&B artifacts"))
     trackers: tuple[str, ...] | None = field(
@@ -146,6 +149,8 @@ def convert(value: Any, tp: Any, name: str) -> Any:
     origin = typing.get_origin(base)
     if origin is Literal:
         choices = typing.get_args(base)
+        if isinstance(value, bool):  # YAML reads `compile: true` as a bool
+            value = "true" if value else "false"
         if value in choices:
             return value
         raise LabError(f"{where} must be one of {', '.join(map(str, choices))}; got '{value}'")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lab.compile import CompileSetting, HotFunction
 from lab.seeding import RNGStreams
 from lab.vecenv import Episode, TrainingEnv, VecEnv
 
@@ -31,6 +34,7 @@ class Context:
     rank / world_size: this process and how many train together under torchrun (0 and 1
         otherwise). An algorithm that supports it (`data_parallel = True`) takes its share
         of the data or envs and averages its gradients across them (`lab.distributed`).
+    compile_setting: `--compile` (see `compile`).
     """
 
     device: torch.device
@@ -47,6 +51,8 @@ class Context:
     rank: int = 0
     world_size: int = 1
     rng: RNGStreams | None = None
+    compile_setting: CompileSetting = "auto"
+    _compile_seconds: float = field(default=0.0, repr=False)
     _train_envs: list[TrainingEnv] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -132,6 +138,28 @@ class Context:
         "replay", ...) so adding a stream never shifts another.
         """
         return self.rng.generator(name, device)
+
+    def compile(self, fn: Callable[..., Any], *, name: str, calls: Callable[[], int],
+                pays_on_cpu: bool = False) -> HotFunction:
+        """`fn` compiled with torch.compile or left eager, as `--compile` says (`lab.compile`).
+
+        name: how notes call it ("dqn update"); calls: how many times this run will call it
+        (asked at the first call, when the budget is known); pays_on_cpu: compiling it was
+        measured to pay on a CPU (`auto` compiles on CUDA regardless).
+        """
+        return HotFunction(fn, name=name, setting=self.compile_setting, device=self.device, calls=calls,
+                           pays_on_cpu=pays_on_cpu, report=self._compiled)
+
+    def _compiled(self, name: str, seconds: float) -> None:
+        if self.is_main_process:
+            print(f"note: compiled the {name} in {seconds:.1f} s (--compile {self.compile_setting})",
+                  file=sys.stderr, flush=True)
+        self._compile_seconds += seconds
+
+    def pop_compile_seconds(self) -> float:
+        """Seconds spent compiling since the last call (used by the runner)."""
+        seconds, self._compile_seconds = self._compile_seconds, 0.0
+        return seconds
 
     def env_states(self) -> list[dict[str, Any]]:
         """Checkpoint state of every training env (used by the runner)."""

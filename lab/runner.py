@@ -174,6 +174,7 @@ class Session:
             training=purpose == "train",
             rank=rank,
             world_size=world,
+            compile_setting=self.run.compile,
         )
         try:
             self.algo = algo_cls(resolved.algo, self.ctx)
@@ -395,6 +396,10 @@ class Session:
                 before = algo.global_step
                 for name, value in algo.train_step().items():
                     self.pending[name].append(float(value))
+                compiling = self.ctx.pop_compile_seconds()
+                if compiling:  # start-up, not training: kept out of perf/sps, logged on its own
+                    self.pending["perf/compile_s"].append(compiling)
+                    side_time += compiling
                 step = algo.global_step
                 if step <= before:
                     raise RuntimeError(f"{self.algo_cls.name}.train_step() did not advance global_step")
@@ -417,6 +422,9 @@ class Session:
                     else:
                         self.save()
                     side_time += time.perf_counter() - side_start
+                    compiled_meanwhile = self.ctx.pop_compile_seconds()  # a new batch shape: already side time
+                    if compiled_meanwhile:
+                        self.pending["perf/compile_s"].append(compiled_meanwhile)
                 progress.update(step)
             if not (stop or distributed.any_flag(STOP.requested)):
                 if self.last_eval_step != algo.global_step:

@@ -21,6 +21,7 @@ from torch import nn
 
 from lab.agent import Agent
 from lab.buffers import ReplayBuffer
+from lab.device import small_pass_threads
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
 from lab.networks import flat_size, mlp, nature_cnn, nature_convs
@@ -245,6 +246,16 @@ class DQN(Agent):
         )
         self.action_generator = ctx.generator("actions")
         self.obs = self.env.reset()
+        # torch.compile per --compile: on a CPU only the Nature-CNN update pays (1.1x at batch
+        # 32); a batch-1 acting pass and small MLPs run slower compiled there
+        self.td_loss = ctx.compile(self._td_loss, name="dqn update", calls=self.gradient_steps_in_run,
+                                   pays_on_cpu=self.q.images)
+        self.greedy = ctx.compile(self._greedy, name="dqn acting pass", calls=lambda: self.horizon)
+
+    def gradient_steps_in_run(self) -> int:
+        c = self.config
+        per_training = c.gradient_steps if c.gradient_steps > 0 else c.train_freq
+        return max(0, self.horizon - c.learning_starts) // c.train_freq * per_training
 
     @property
     def env_options(self) -> dict[str, Any]:
@@ -274,9 +285,13 @@ class DQN(Agent):
         explore = torch.rand(n, generator=generator, device=device) < epsilon
         if bool(explore.all()):  # early in training: no forward pass when no env acts greedily
             return random_actions
-        with torch.no_grad():
-            greedy = self.q(obs).argmax(dim=1)
+        with small_pass_threads(n, device):
+            greedy = self.greedy(obs)
         return torch.where(explore, random_actions, greedy)
+
+    def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.q(obs).argmax(dim=1)
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """Evaluation policy (greedy up to `eval_exploration_eps`) or the training policy."""
@@ -318,19 +333,27 @@ class DQN(Agent):
         if c.prioritized_replay:
             self.buffer.beta = linear(c.prioritized_replay_beta, 1.0, self.horizon)(self.global_step)
         batch = self.buffer.sample(c.batch_size)
-        q_values = self.q(batch.observations).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
-        with torch.no_grad():
-            next_q_target = self.q_target(batch.next_observations)
-            next_q_online = self.q(batch.next_observations) if c.double_q else None
-            targets = td_targets(batch.rewards, batch.discounts, batch.dones, next_q_target, next_q_online)
-        loss = (batch.weights * F.smooth_l1_loss(q_values, targets, reduction="none")).mean()
+        loss, td_errors = self.td_loss(batch.observations, batch.actions, batch.rewards, batch.discounts,
+                                       batch.dones, batch.next_observations, batch.weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.q.parameters(), c.max_grad_norm)
         self.optimizer.step()
         if c.prioritized_replay:
-            self.buffer.update_priorities(batch.indices, (q_values - targets).detach())
+            self.buffer.update_priorities(batch.indices, td_errors)
         return loss.detach()
+
+    def _td_loss(self, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+                 discounts: torch.Tensor, dones: torch.Tensor, next_observations: torch.Tensor,
+                 weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(importance-weighted Huber TD loss, TD errors): the part of a step torch.compile fuses."""
+        q_values = self.q(observations).gather(1, actions.long().unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            next_q_target = self.q_target(next_observations)
+            next_q_online = self.q(next_observations) if self.config.double_q else None
+            targets = td_targets(rewards, discounts, dones, next_q_target, next_q_online)
+        loss = (weights * F.smooth_l1_loss(q_values, targets, reduction="none")).mean()
+        return loss, (q_values - targets).detach()
 
     def update_target(self) -> None:
         with torch.no_grad():

@@ -27,6 +27,7 @@ def check(capsys, argv, *expected):
     (["train", "toy", "--data", "toy-data", "--steps", "-5"], ("--steps must be a positive integer",)),
     (["train", "toy", "--data", "toy-data", "--seed", "abc"], ("--seed expects an integer; got 'abc'",)),
     (["train", "toy", "--data", "toy-data", "--wandb", "sometimes"], ("--wandb must be one of",)),
+    (["train", "toy", "--data", "toy-data", "--compile", "maybe"], ("--compile must be one of auto, true, false",)),
     (["train", "toy", "--data", "toy-data", "--lerning-rate", "1"], ("unknown flag --lerning-rate",
                                                                     "--learning-rate")),
     (["train", "toy", "--data", "toy-data", "--lr", "1"], ("unknown flag --lr", "did you mean: --learning-rate")),
