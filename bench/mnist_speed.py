@@ -4,13 +4,20 @@ Both sides train the same network (the lab's CNN builder, same seed, same init),
 same optimiser, batch size, label smoothing, LR schedule (`lab.schedules.warmup_decay`) and
 crop augmentation, on the same images: the lab's training split (the `cnn` holds out
 `validation_size` training images; the peer gets exactly the images the lab trains on).
-Only the feeding differs:
+Only how the step is run differs:
 
   lab:  the `cnn` algorithm itself (`train_step`), fed by `lab.buffers.DataBuffer`: the
-        whole dataset as uint8 on the device, one gather + batched augmentation per step.
+        whole dataset as uint8 on the device, one gather + batched augmentation per step;
+        weights stored channels-last (NHWC convolutions) and the loss compiled when
+        `--compile` says so (`auto` leaves it eager on a CPU).
   peer: the pytorch/examples MNIST pipeline: a map-style Dataset doing per-sample
         ToTensor / RandomCrop(padding) work, `torch.utils.data.DataLoader` collating
-        (num_workers=1 and pin_memory on CUDA, 0 workers on CPU, as in pytorch/examples).
+        (num_workers=1 and pin_memory on CUDA, 0 workers on CPU, as in pytorch/examples),
+        PyTorch's default NCHW weights, eager. `--sides ...,dataloader_channels_last` runs
+        the peer with NHWC weights too, to show what the layout alone is worth.
+
+`bound` is the lab's step on one batch already on the device (forward, backward,
+optimizer: the network's arithmetic) as a fraction of its whole step.
 
 The clock runs only while training; it is paused for the periodic test evaluations
 (identical code on both sides). Where a run crosses a target depends on its shuffle order,
@@ -18,6 +25,7 @@ so each side runs several seeds (alternating sides, so drifts of a shared machin
 both) and the medians are compared. Prints one JSON object.
 
     python bench/mnist_speed.py --json [--target 0.99] [--max-epochs 3] [--seeds 1,2,3] [--device auto]
+                                [--compile auto|true|false]
 """
 
 from __future__ import annotations
@@ -69,18 +77,24 @@ class ExamplesMNIST(Dataset):
         return image, int(self.labels[index])
 
 
-def make_cnn(data_dir: Path, device: torch.device, total_steps: int, seed: int) -> supervised.CNN:
+def make_cnn(data_dir: Path, device: torch.device, total_steps: int, seed: int,
+             compile_setting: str = "auto") -> supervised.CNN:
     registry = Registry()
     registry.add_dataset("datasets", "mnist", datasets.mnist)
     ctx = Context(device=device, seed=seed, total_steps=total_steps, run_dir=Path("."), registry=registry,
-                  tracker=Quiet(), data="mnist", data_dir=data_dir)
+                  tracker=Quiet(), data="mnist", data_dir=data_dir, compile_setting=compile_setting)
     torch.manual_seed(seed)
     return supervised.CNN(supervised.CNNConfig(), ctx)
 
 
-def peer_steps(algo: supervised.CNN, images: torch.Tensor, labels: torch.Tensor) -> Iterator[None]:
-    """One optimizer step per item, fed by DataLoader; same model/optimizer/schedule as the lab."""
+def peer_steps(algo: supervised.CNN, images: torch.Tensor, labels: torch.Tensor,
+               memory_format: torch.memory_format = torch.contiguous_format) -> Iterator[None]:
+    """One optimizer step per item, fed by DataLoader; same model/optimizer/schedule as the lab.
+
+    The model's weights go back to PyTorch's default NCHW layout, as pytorch/examples keeps
+    them (the `cnn` stores them channels-last); `memory_format` shows what that part is worth."""
     cfg, device = algo.config, algo.ctx.device
+    algo.model.to(memory_format=memory_format)  # in place: the optimizer keeps the same tensors
     cuda = device.type == "cuda"
     loader = DataLoader(ExamplesMNIST(images, labels, cfg.crop_padding if cfg.augment else 0), batch_size=cfg.batch_size,
                         shuffle=True, drop_last=True, num_workers=1 if cuda else 0, pin_memory=cuda,
@@ -137,17 +151,33 @@ def time_to_targets(algo: supervised.CNN, steps: Iterator[None], targets: list[f
             "train_seconds": round(trained, 3), "curve": curve}
 
 
-def warm_up(data_dir: Path, device: torch.device, seed: int) -> None:
+def arithmetic_seconds_per_step(data_dir: Path, device: torch.device, seed: int, compile_setting: str,
+                                steps: int = 30) -> float:
+    """The lab's step on one batch already on the device, no data pipeline: the network's
+    forward, backward and optimizer arithmetic alone, the bound on this machine."""
+    algo = make_cnn(data_dir, device, steps + 3, seed, compile_setting)
+    batch = algo.train_data.next()
+    for _ in range(3):
+        supervised.training_step(algo.model, algo.optimizer, batch, 0.01, 0.0, algo.loss)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        supervised.training_step(algo.model, algo.optimizer, batch, 0.01, 0.0, algo.loss)
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def warm_up(data_dir: Path, device: torch.device, seed: int, compile_setting: str) -> None:
     """A few untimed steps so one-off costs (kernel/primitive setup, allocator) hit neither side."""
-    algo = make_cnn(data_dir, device, 10, seed)
+    algo = make_cnn(data_dir, device, 10, seed, compile_setting)
     for _ in range(3):
         algo.train_step()
     algo.evaluate()
 
 
 def run(side: str, data_dir: Path, device: torch.device, targets: list[float], max_epochs: float,
-        eval_fraction: float, seed: int) -> dict[str, object]:
-    algo = make_cnn(data_dir, device, 0, seed)
+        eval_fraction: float, seed: int, compile_setting: str) -> dict[str, object]:
+    algo = make_cnn(data_dir, device, 0, seed, compile_setting)
     per_epoch = algo.steps_per_epoch
     max_steps = int(max_epochs * per_epoch)
     algo.ctx.total_steps = max_steps  # as the runner does for --epochs
@@ -156,6 +186,7 @@ def run(side: str, data_dir: Path, device: torch.device, targets: list[float], m
     builders: dict[str, Callable[[], Iterator[None]]] = {
         "lab": lambda: lab_steps(algo),
         "dataloader": lambda: peer_steps(algo, images, labels),
+        "dataloader_channels_last": lambda: peer_steps(algo, images, labels, torch.channels_last),
     }
     result = time_to_targets(algo, builders[side](), targets, max_steps, max(1, int(eval_fraction * per_epoch)))
     return {"steps_per_epoch": per_epoch, "train_images": len(images), "validation_size": algo.config.validation_size,
@@ -169,26 +200,28 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=float, default=3.0, help="budget and LR-schedule horizon")
     parser.add_argument("--eval-every", type=float, default=0.25, help="evaluate every this fraction of an epoch")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", default="auto", choices=["auto", "true", "false"], help="the lab's --compile")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds; medians are compared")
     parser.add_argument("--data-dir", default=os.environ.get("LAB_DATA_DIR", "data"))
-    parser.add_argument("--sides", default="lab,dataloader", help="which pipelines to run, comma-separated")
+    parser.add_argument("--sides", default="lab,dataloader",
+                        help="pipelines to run, comma-separated: lab, dataloader, dataloader_channels_last")
     args = parser.parse_args()
     device = resolve_device(args.device)
     targets = args.target or ([0.99, 0.995] if device.type == "cuda" else [0.99])
     seeds = [int(seed) for seed in args.seeds.split(",")]
     sides = args.sides.split(",")
     machine = describe(device)  # before the runs: the load average says whether the machine was idle
-    warm_up(Path(args.data_dir), device, seeds[0])
+    warm_up(Path(args.data_dir), device, seeds[0], args.compile)
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for seed in seeds:
         for side in sides:
             runs[side].append({"seed": seed, **run(side, Path(args.data_dir), device, targets, args.max_epochs,
-                                                   args.eval_every, seed)})
+                                                   args.eval_every, seed, args.compile)})
     results = {side: summarise(side_runs, targets) for side, side_runs in runs.items()}
     first = runs[sides[0]][0]
     report: dict[str, object] = {
         "bench": "mnist_speed", "device": str(device), "machine": machine, "targets": targets,
-        "max_epochs": args.max_epochs, "seeds": seeds,
+        "max_epochs": args.max_epochs, "seeds": seeds, "compile": args.compile,
         "data": {"train_images": first["train_images"], "validation_size": first["validation_size"],
                  "both_sides_train_on": "the lab's training split: train_images MNIST training images, "
                                         "validation_size held out; accuracy is on the 10k test split"},
@@ -198,6 +231,10 @@ def main() -> None:
         lab_t, peer_t = results["lab"]["median_seconds_to"], results["dataloader"]["median_seconds_to"]
         report["speedup"] = {k: (round(peer_t[k] / lab_t[k], 2) if lab_t[k] and peer_t[k] else None) for k in lab_t}
         report["speedup_per_step"] = round(results["dataloader"]["seconds_per_step"] / results["lab"]["seconds_per_step"], 2)
+    if "lab" in results:
+        arithmetic = arithmetic_seconds_per_step(Path(args.data_dir), device, seeds[0], args.compile)
+        report["bound"] = {"arithmetic_seconds_per_step": round(arithmetic, 5),
+                           "network_fraction_of_lab_step": round(arithmetic / results["lab"]["seconds_per_step"], 3)}
     if not args.json:
         print(f"mnist_speed on {device}:")
     print(json.dumps(report, indent=None if args.json else 2))

