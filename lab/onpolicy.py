@@ -27,6 +27,7 @@ from lab import distributed
 from lab.agent import Agent
 from lab.buffers import RolloutBuffer
 from lab.buffers.rollout import RolloutBatch
+from lab.device import small_pass_threads
 from lab.normalize import Normalizer, RunningMeanStd
 from lab.policies import ActorCritic
 from lab.schedules import anneal
@@ -179,7 +180,7 @@ class OnPolicyAgent(Agent):
         c, policy, buffer = self.config, self.policy, self.buffer
         buffer.reset()
         self.valid_counts = None
-        with torch.no_grad():
+        with torch.no_grad(), small_pass_threads(self.env.num_envs, self.ctx.device):
             for _ in range(c.n_steps):
                 step = policy.step(self.obs, self.action_generator)
                 raw_obs, reward, terminated, truncated, _ = self.env.step(policy.to_env(step.actions))
