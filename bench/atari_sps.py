@@ -9,9 +9,10 @@ Both sides do the same work in the timed window:
   - steady state only: random play fills the buffer up to `--learning-starts`, then
     `--warmup-steps` learning steps run untimed, then `--steps` learning steps are timed.
 The peer is SB3 as a user runs it: `make_atari_env` (AtariWrapper) + `VecFrameStack(4)` +
-`DQN("CnnPolicy")`; the lab runs `train_step` as its runner does. A forward hook on each
-online Q-network counts acting passes (no grad) and gradient steps (with grad) in the
-window, so the JSON shows both sides acted and learned alike.
+`DQN("CnnPolicy")`; the lab runs `train_step` as its runner does. The window counts acting
+passes and gradient steps on both sides (SB3: a forward hook on its online Q-network, grad
+off or on; the lab: calls of its acting pass and gradient step, which a compiled network
+would hide from a hook), so the JSON shows both sides acted and learned alike.
 
 `--num-envs 1,2,4,8` reports the lab's SPS over env counts; `--sb3-num-envs 1,8` runs SB3 at
 those counts too, with its `train_freq` (counted in vector steps) and `gradient_steps` set so
@@ -20,6 +21,12 @@ sb3, ...) for `--repeats` rounds; medians and the ratio of medians are reported.
 JSON object.
 
     python bench/atari_sps.py --algo dqn --json [--num-envs 1,2,4,8] [--sb3-num-envs 1,8] [--repeats 3]
+                              [--compile auto|true|false]
+
+The lab side runs with `--compile` as a 10M-step run would (`auto` compiles the Nature-CNN
+update; compile time falls in the untimed warm-up); `network_fraction` is the share of the
+lab's window spent in its network's arithmetic (acting passes and gradient steps), the
+bound on this machine.
 """
 
 from __future__ import annotations
@@ -83,7 +90,32 @@ class PassCounter:
         self.handle.remove()
 
 
-def window(steps: int, vector_steps: int, seconds: float, passes: PassCounter) -> dict[str, float]:
+class NetworkClock:
+    """The lab's acting passes and gradient steps: how many, and the seconds spent in the
+    network's arithmetic (acting passes and gradient steps: forward, backward, optimizer;
+    replay sampling excluded). On a CPU every op is synchronous, so wall time around the
+    calls is their cost."""
+
+    def __init__(self, agent: DQN) -> None:
+        self.seconds = 0.0
+        self.acting = self.learning = 0
+        agent.greedy = self._timed(agent.greedy, +1, "acting")
+        agent.gradient_step = self._timed(agent.gradient_step, +1, "learning")
+        agent.buffer.sample = self._timed(agent.buffer.sample, -1, None)  # inside gradient_step
+
+    def _timed(self, fn: Callable[..., Any], sign: int, count: str | None) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if count is not None:
+                setattr(self, count, getattr(self, count) + 1)
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += sign * (time.perf_counter() - start)
+        return timed
+
+
+def window(steps: int, vector_steps: int, seconds: float, passes: PassCounter | NetworkClock) -> dict[str, float]:
     """A timed window's figures; refuses a window without acting passes (it would flatter a side)."""
     if passes.acting == 0:
         raise AssertionError("no acting forward pass in the timed window: epsilon must be < 1 after learning starts")
@@ -101,8 +133,11 @@ def lab_dqn(args: argparse.Namespace, device: torch.device, num_envs: int) -> di
     params = hyperparameters(args)
     untimed = args.learning_starts + args.warmup_steps
     with tempfile.TemporaryDirectory() as run_dir:
-        ctx = Context(device=device, seed=0, total_steps=untimed + args.steps, run_dir=Path(run_dir),
-                      registry=load_lab().registry, tracker=Tracker(), env_id=ENV_ID)
+        # the budget of the run whose steady state this samples (RL Zoo's 10M): `--compile auto`
+        # decides as it would there; the fixed epsilon makes the horizon matter nowhere else
+        ctx = Context(device=device, seed=0, total_steps=ATARI_DQN["steps"], run_dir=Path(run_dir),
+                      registry=load_lab().registry, tracker=Tracker(), env_id=ENV_ID,
+                      compile_setting=args.compile)
         agent = DQN(DQNConfig(**params, num_envs=num_envs), ctx)
         try:
             def run_to(target: int) -> None:
@@ -113,15 +148,18 @@ def lab_dqn(args: argparse.Namespace, device: torch.device, num_envs: int) -> di
             run_to(untimed)
             if agent.epsilon() != args.epsilon:
                 raise AssertionError(f"lab epsilon {agent.epsilon()} after learning starts, expected {args.epsilon}")
-            passes = PassCounter(agent.q)
+            clock = NetworkClock(agent)
             sync(device)
             start_step, start = agent.global_step, time.perf_counter()
             run_to(start_step + args.steps)
             sync(device)
             seconds = time.perf_counter() - start
-            passes.remove()
             steps = agent.global_step - start_step
-            return window(steps, steps // num_envs, seconds, passes)
+            result = window(steps, steps // num_envs, seconds, clock)
+            if device.type == "cpu":  # (a GPU's asynchronous ops would need a sync per call)
+                result["network_fraction"] = clock.seconds / seconds
+            result["compiled_update"] = float(bool(agent.td_loss.compiled))
+            return result
         finally:
             agent.close()
 
@@ -192,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", default="1", help="comma-separated env counts for the lab")
     parser.add_argument("--sb3-num-envs", default="1", help="comma-separated env counts for SB3 (divisors or multiples of 4)")
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--compile", default="auto", choices=["auto", "true", "false"],
+                        help="the lab's --compile (auto: as a 10M-step Breakout run decides)")
+    parser.add_argument("--compare-eager", action="store_true",
+                        help="at 1 env, also run the lab with --compile false (alternating): compile_gain")
     args = parser.parse_args(argv)
     if not 0.0 <= args.epsilon < 1.0:
         parser.error("--epsilon must be in [0, 1): at 1 no acting forward pass runs")
@@ -204,12 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     lab_counts = sorted(set(counts(args.num_envs)) | set(sb3_counts))  # the lab at every count SB3 runs at
     machine = describe(device)  # before the runs: the load average says whether the machine was idle
 
+    eager = argparse.Namespace(**{**vars(args), "compile": "false"})
     sides: dict[str, Callable[[argparse.Namespace, torch.device, int], dict[str, float]]] = {
-        "lab": lab_dqn, "sb3": sb3_dqn}
+        "lab": lab_dqn, "sb3": sb3_dqn, "lab_eager": lambda _, d, n: lab_dqn(eager, d, n)}
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     for _ in range(args.repeats):
         for n in lab_counts:
-            for side in ["lab", "sb3"] if n in sb3_counts else ["lab"]:
+            order = ["lab", "sb3"] if n in sb3_counts else ["lab"]
+            if args.compare_eager and n == 1:
+                order.append("lab_eager")
+            for side in order:
                 runs.setdefault((side, n), []).append(sides[side](args, device, n))
                 gc.collect()
 
@@ -219,11 +265,14 @@ def main(argv: list[str] | None = None) -> int:
         if n in sb3_counts:
             row["sb3"] = summarise(runs[("sb3", n)])
             row["speedup"] = round(row["lab"]["sps_median"] / row["sb3"]["sps_median"], 2)
+        if ("lab_eager", n) in runs:
+            row["lab_eager"] = summarise(runs[("lab_eager", n)])
+            row["compile_gain"] = round(row["lab"]["sps_median"] / row["lab_eager"]["sps_median"], 2)
         by_num_envs[str(n)] = row
     result: dict[str, Any] = {
         "bench": "atari_sps", "env": ENV_ID, "machine": machine, "hyperparameters": hyperparameters(args),
         "epsilon": args.epsilon, "learning_starts": args.learning_starts, "warmup_steps": args.warmup_steps,
-        "timed_steps": args.steps, "repeats": args.repeats, "by_num_envs": by_num_envs,
+        "timed_steps": args.steps, "repeats": args.repeats, "compile": args.compile, "by_num_envs": by_num_envs,
     }
     if "1" in by_num_envs and "speedup" in by_num_envs["1"]:
         one = by_num_envs["1"]
