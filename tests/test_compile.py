@@ -18,6 +18,10 @@ from lab.plugins.dqn import DQN, DQNConfig
 from lab.tracking import Tracker
 
 
+needs_compile = pytest.mark.skipif(lab.compile.unavailable_reason() is not None,
+                                   reason=f"torch.compile cannot run here: {lab.compile.unavailable_reason()}")
+
+
 def affine(x: torch.Tensor) -> torch.Tensor:
     return x * 2 + 1
 
@@ -40,6 +44,7 @@ def test_auto_compiles_where_it_pays_and_the_run_repays_it(setting, calls, pays_
     assert hot(setting, calls, pays_on_cpu, device).wanted() is wanted
 
 
+@needs_compile
 def test_a_compiled_function_gives_the_eager_result_and_reports_its_compile_time():
     reports: list[float] = []
     fn = hot("true", reports=reports)
@@ -79,6 +84,7 @@ def test_yaml_booleans_are_compile_settings():
     assert convert(False, field_type, "compile") == "false"
 
 
+@needs_compile
 def test_the_compiled_dqn_update_matches_the_eager_one(tmp_path):
     ctx = Context(device=torch.device("cpu"), seed=0, total_steps=1_000, run_dir=tmp_path,
                   registry=load_lab().registry, tracker=Tracker(), env_id="CartPole-v1", compile_setting="true")
@@ -98,6 +104,7 @@ def test_the_compiled_dqn_update_matches_the_eager_one(tmp_path):
         agent.close()
 
 
+@needs_compile
 def test_lab_train_compile_true_logs_compile_time_apart_from_sps(capsys):
     err = ok(capsys, "train", "dqn", "--env", "CartPole-v1", "--steps", "600", "--learning-starts", "200",
              "--compile", "true", "--name", "compiled", "--video", "false", "--log-interval", "100",
