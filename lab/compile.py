@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -44,19 +45,19 @@ def unavailable_reason() -> str | None:
     return None
 
 
+@dataclass
 class HotFunction:
-    """`fn`, eager or compiled as the setting decides at the first call (see the module doc)."""
+    """`fn`, eager or compiled as `setting` decides at the first call (see the module doc)."""
 
-    def __init__(self, fn: Callable[..., Any], *, name: str, setting: CompileSetting, device: torch.device,
-                 calls: Callable[[], int], pays_on_cpu: bool, report: Callable[[str, float], None]) -> None:
-        self.fn = fn
-        self.name = name
-        self.setting = setting
-        self.device = device
-        self.calls = calls
-        self.pays_on_cpu = pays_on_cpu
-        self.report = report
-        self.compiled: bool | None = None  # None until the first call decides
+    fn: Callable[..., Any]
+    name: str
+    setting: CompileSetting
+    device: torch.device
+    calls: Callable[[], int]  # how often the run will call it: asked at the first call
+    pays_on_cpu: bool
+    report: Callable[[str, float], None]  # (name, seconds the compiling call took)
+    compiled: bool | None = None  # None until the first call decides
+    _impl: Callable[..., Any] | None = field(default=None, repr=False)
 
     def wanted(self) -> bool:
         if self.setting != "auto":
