@@ -13,6 +13,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,6 +97,31 @@ class RunConfig:
 
 
 RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+# The range rules plugin configs share: (test, how the one-line error states it).
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "positive": (lambda v: v > 0, "must be positive"),
+    "at_least_one": (lambda v: v >= 1, "must be >= 1"),
+    "non_negative": (lambda v: v >= 0, "must be >= 0"),
+    "fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "below_one": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+}
+
+
+def check_ranges(config: Any, **rules: Sequence[str]) -> None:
+    """Raise ValueError (shown as one `error:` line) for the first field outside its range.
+
+    `check_ranges(self, positive=("learning_rate",), fraction=("gamma",))`; the rules are
+    positive, at_least_one, non_negative, fraction ([0, 1]) and below_one ([0, 1)). A None
+    value (an optional setting left off) passes; NaN fails every rule.
+    """
+    for rule, names in rules.items():
+        test, says = _RULES[rule]
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and not test(value):
+                raise ValueError(f"--{flag(name)} {says}, got {value}")
 
 
 def _valid_name(name: str) -> bool:

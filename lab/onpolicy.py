@@ -27,6 +27,7 @@ from lab import distributed
 from lab.agent import Agent
 from lab.buffers import RolloutBuffer
 from lab.buffers.rollout import RolloutBatch
+from lab.config import check_ranges
 from lab.device import small_pass_threads
 from lab.normalize import Normalizer, RunningMeanStd
 from lab.policies import ActorCritic
@@ -67,18 +68,9 @@ class OnPolicyConfig:
         "a greedy policy can stall after a lost life)"))
 
     def __post_init__(self) -> None:
-        for name in ("n_steps", "num_envs", "frame_stack"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("learning_rate", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("ent_coef", "vf_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        check_ranges(self, at_least_one=("n_steps", "num_envs", "frame_stack"),
+                     positive=("learning_rate", "max_grad_norm"), fraction=("gamma", "gae_lambda"),
+                     non_negative=("ent_coef", "vf_coef"))
 
     @property
     def env_options(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
+from lab.config import check_ranges
 from lab.context import Context
 from lab.errors import LabError
 from lab.generative import ImageGenerator, save_grid, to_uint8
@@ -59,14 +60,12 @@ class CycleGANConfig:
     image_size: int | None = field(default=None, metadata=_help("resize images to this square size"))
 
     def __post_init__(self) -> None:
-        for name in ("g_width", "d_width", "g_lr", "d_lr", "batch_size", "validation_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("res_blocks", "d_layers", "pool_size", "lambda_cycle", "lambda_identity"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.decay_fraction <= 1:
-            raise ValueError(f"--decay-fraction must be in [0, 1], got {self.decay_fraction}")
+        check_ranges(
+            self,
+            positive=("g_width", "d_width", "g_lr", "d_lr", "batch_size", "validation_size"),
+            non_negative=("res_blocks", "d_layers", "pool_size", "lambda_cycle", "lambda_identity"),
+            fraction=("decay_fraction",),
+        )
 
 
 def norm(channels: int) -> nn.Module:

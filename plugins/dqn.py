@@ -21,6 +21,7 @@ from torch import nn
 
 from lab.agent import Agent
 from lab.buffers import ReplayBuffer
+from lab.config import check_ranges
 from lab.device import small_pass_threads
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
@@ -57,22 +58,17 @@ class DQNSettings:
     checkpoint_replay_buffer: bool = field(default=True, metadata=_help("save the replay buffer with checkpoints"))
 
     def __post_init__(self) -> None:
-        positive = ("buffer_size", "batch_size", "train_freq", "target_update_interval", "num_envs", "frame_stack")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"--learning-rate must be positive, got {self.learning_rate}")
-        if not self.max_grad_norm > 0:
-            raise ValueError(f"--max-grad-norm must be positive, got {self.max_grad_norm}")
+        check_ranges(
+            self,
+            at_least_one=("buffer_size", "batch_size", "train_freq", "target_update_interval", "num_envs",
+                          "frame_stack"),
+            positive=("learning_rate", "max_grad_norm"),
+            fraction=("exploration_fraction", "exploration_initial_eps", "exploration_final_eps",
+                      "eval_exploration_eps", "tau", "gamma"),
+            non_negative=("learning_starts",),
+        )
         if self.gradient_steps == 0 or self.gradient_steps < -1:
             raise ValueError(f"--gradient-steps must be >= 1 or -1, got {self.gradient_steps}")
-        for name in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps",
-                     "eval_exploration_eps", "tau", "gamma"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
-        if self.learning_starts < 0:
-            raise ValueError(f"--learning-starts must be >= 0, got {self.learning_starts}")
 
     @property
     def env_options(self) -> dict[str, Any]:
@@ -129,8 +125,7 @@ class DQNConfig(DQNSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n_step < 1:
-            raise ValueError(f"--n-step must be >= 1, got {self.n_step}")
+        check_ranges(self, at_least_one=("n_step",))
 
 
 class QNetwork(nn.Module):
@@ -252,10 +247,15 @@ class DQN(Agent):
                                    pays_on_cpu=self.q.images)
         self.greedy = ctx.compile(self._greedy, name="dqn acting pass", calls=lambda: self.horizon)
 
+    @property
+    def steps_per_training(self) -> int:
+        """Gradient steps each training does (`gradient_steps`, or one per agent step for -1)."""
+        c = self.config
+        return c.gradient_steps if c.gradient_steps > 0 else c.train_freq
+
     def gradient_steps_in_run(self) -> int:
         c = self.config
-        per_training = c.gradient_steps if c.gradient_steps > 0 else c.train_freq
-        return max(0, self.horizon - c.learning_starts) // c.train_freq * per_training
+        return max(0, self.horizon - c.learning_starts) // c.train_freq * self.steps_per_training
 
     @property
     def env_options(self) -> dict[str, Any]:
@@ -313,8 +313,7 @@ class DQN(Agent):
         metrics: dict[str, float] = {"train/epsilon": epsilon}
         if self.global_step > c.learning_starts and self._buffer_ready():
             trainings = crossings(before, self.global_step, c.train_freq)
-            per_training = c.gradient_steps if c.gradient_steps > 0 else c.train_freq
-            losses = [self.gradient_step() for _ in range(trainings * per_training)]
+            losses = [self.gradient_step() for _ in range(trainings * self.steps_per_training)]
             if losses:
                 metrics["train/loss"] = float(torch.stack(losses).mean())
         if crossings(before, self.global_step, c.target_update_interval):

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
+from lab.config import check_ranges
 from lab.context import Context
 from lab.errors import LabError
 from lab.generative import FrechetReference, ImageGenerator, save_grid, to_uint8
@@ -49,12 +50,12 @@ class GANConfig:
     image_size: int | None = field(default=None, metadata=_help("resize images to this square size"))
 
     def __post_init__(self) -> None:
-        for name in ("latent_dim", "g_width", "d_width", "g_lr", "d_lr", "batch_size", "validation_size", "fld_samples"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        check_ranges(
+            self,
+            positive=("latent_dim", "g_width", "d_width", "g_lr", "d_lr", "batch_size", "validation_size",
+                      "fld_samples"),
+            below_one=("beta1", "beta2"),
+        )
         if self.fld_samples < 2:
             raise ValueError("--fld-samples must be at least 2")
 

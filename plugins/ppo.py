@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lab import distributed
+from lab.config import check_ranges
 from lab.hookspecs import hookimpl
 from lab.onpolicy import OnPolicyAgent, OnPolicyConfig
 from lab.schedules import anneal
@@ -37,13 +38,8 @@ class PPOConfig(OnPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("batch_size", "n_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("clip_range", "clip_range_vf", "target_kl"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        check_ranges(self, at_least_one=("batch_size", "n_epochs"),
+                     positive=("clip_range", "clip_range_vf", "target_kl"))
 
 
 MUJOCO_RELU = dict(norm_obs=True, norm_reward=True, num_envs=1, steps=1_000_000, log_std_init=-2.0,

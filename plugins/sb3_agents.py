@@ -25,6 +25,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from lab.agent import Agent
+from lab.config import check_ranges
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
 from lab.plugins._sb3_env import LabSB3VecEnv
@@ -262,15 +263,8 @@ class OnPolicySettings:
         "sample actions when evaluating (default: on image observations, as RL Zoo evaluates Atari)"))
 
     def __post_init__(self) -> None:
-        for name in ("n_steps", "num_envs", "frame_stack"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("learning_rate", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        check_ranges(self, at_least_one=("n_steps", "num_envs", "frame_stack"),
+                     positive=("learning_rate", "max_grad_norm"), fraction=("gamma", "gae_lambda"))
 
     @property
     def env_options(self) -> dict[str, Any]:
@@ -319,11 +313,7 @@ class SB3PPOConfig(OnPolicySettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("batch_size", "n_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.clip_range > 0:
-            raise ValueError(f"--clip-range must be positive, got {self.clip_range}")
+        check_ranges(self, at_least_one=("batch_size", "n_epochs"), positive=("clip_range",))
 
 
 # RL Zoo's Atari PPO (ppo.yml, `atari`): lr and clip range annealed linearly to 0.

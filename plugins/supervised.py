@@ -34,7 +34,7 @@ from lab import distributed
 from lab.algorithm import Algorithm
 from lab.buffers.data import DataBuffer
 from lab.checkpoint import load_checkpoint, save_checkpoint
-from lab.config import convert
+from lab.config import check_ranges, convert
 from lab.context import Context
 from lab.datasets import ImageDataset, split_validation
 from lab.errors import LabError
@@ -71,15 +71,12 @@ class TrainConfig:
     image_size: int | None = field(default=None, metadata=_help("resize images to this square size (default: as stored)"))
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "eval_batch_size", "learning_rate"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        check_ranges(self, positive=("batch_size", "eval_batch_size", "learning_rate"),
+                     below_one=("label_smoothing",))
         if self.validation_size < 1:
             raise ValueError(f"--validation-size must be at least 1, got {self.validation_size}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"--warmup is a fraction of the run in [0, 1), got {self.warmup}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass

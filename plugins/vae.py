@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
+from lab.config import check_ranges
 from lab.context import Context
 from lab.errors import LabError
 from lab.generative import ImageGenerator, save_grid, to_uint8
@@ -56,10 +57,8 @@ class VAEConfig:
     image_size: int | None = field(default=None, metadata=_help("resize images to this square size"))
 
     def __post_init__(self) -> None:
-        for name in ("latent_dim", "learning_rate", "batch_size", "eval_batch_size", "validation_size",
-                     "iw_samples", "iw_images"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        check_ranges(self, positive=("latent_dim", "learning_rate", "batch_size", "eval_batch_size",
+                                     "validation_size", "iw_samples", "iw_images"))
 
 
 class Encoder(nn.Module):
