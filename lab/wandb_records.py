@@ -235,28 +235,27 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The run config as the last write left it (including W&B's own `_wandb` entry)."""
-    config: dict[str, Any] = {}
+def _merged(path: str | Path, part: str) -> dict[str, Any]:
+    """`part` ("config" or "summary") as the file leaves it: the run record's, then every
+    `part` record's updates and removals, in order."""
+    merged: dict[str, Any] = {}
     for rec in read_records(path):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
-            _merge(config, rec.run.config)
-        elif kind == "config":
-            _merge(config, rec.config)
-    return config
+            _merge(merged, getattr(rec.run, part))
+        elif kind == part:
+            _merge(merged, getattr(rec, part))
+    return merged
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The run config as the last write left it (including W&B's own `_wandb` entry)."""
+    return _merged(path, "config")
 
 
 def read_summary(path: str | Path) -> dict[str, Any]:
     """The run summary after every update and removal in the file."""
-    summary: dict[str, Any] = {}
-    for rec in read_records(path):
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            _merge(summary, rec.run.summary)
-        elif kind == "summary":
-            _merge(summary, rec.summary)
-    return summary
+    return _merged(path, "summary")
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
