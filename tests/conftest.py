@@ -20,7 +20,7 @@ LOCAL_PLUGINS = TESTS / "local_plugins"
 MNIST_NAMES = [name for name, _ in MNIST_FILES.values()]
 # Resolved now, before the autouse fixture moves each test into its own tmp dir, so the
 # README's relative `LAB_DATA_DIR=../shared/datasets` keeps pointing at the real files.
-TIMING = ("time", "perf/sps")  # the only values allowed to differ between two runs
+TIMING = ("time", "perf/sps", "perf/compile_s")  # the only values allowed to differ between two runs
 DATA_DIR = Path(os.environ.get("LAB_DATA_DIR") or TESTS.resolve().parents[1] / "shared" / "datasets").resolve()
 
 
@@ -40,6 +40,16 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.delenv("LAB_LOAD_PLUGINS", raising=False)
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> Path:
+    """A data dir of the test's own ($LAB_DATA_DIR): a reference classifier's cache goes there.
+    Modules that train generators use it for every test (`pytestmark`)."""
+    path = tmp_path / "data"
+    path.mkdir()
+    monkeypatch.setenv("LAB_DATA_DIR", str(path))
+    return path
 
 
 @pytest.fixture

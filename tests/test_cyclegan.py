@@ -57,6 +57,10 @@ SHAPES = ((2, 10), (10, 2), (6, 6))  # horizontal bar, vertical bar, square
 # ------------------------------------------------------------------ helpers
 
 
+# every test gets a data dir of its own: reference classifiers are cached there
+pytestmark = pytest.mark.usefixtures("data_dir")
+
+
 def shape_image(rng: np.random.Generator, label: int, size: int = SIZE) -> np.ndarray:
     image = rng.integers(0, 40, (size, size), dtype=np.uint8)
     height, width = SHAPES[label]
@@ -92,15 +96,6 @@ def write_classes(root: Path, per_class: int = 20) -> Path:
 @pytest.fixture(scope="module")
 def unpaired(tmp_path_factory) -> Path:
     return write_unpaired(tmp_path_factory.mktemp("cyclegan") / "unpaired")
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch) -> Path:
-    """A data dir of the test's own: the reference classifier's cache goes here."""
-    path = tmp_path / "data"
-    path.mkdir()
-    monkeypatch.setenv("LAB_DATA_DIR", str(path))
-    return path
 
 
 @pytest.fixture(autouse=True)

@@ -49,6 +49,10 @@ VAE_FLAGS = ["--image-size", str(SIZE), "--validation-size", "20", "--hidden", "
 # ------------------------------------------------------------------ helpers
 
 
+# every test gets a data dir of its own: reference classifiers are cached there
+pytestmark = pytest.mark.usefixtures("data_dir")
+
+
 def write_blobs(root: Path, per_class: int = 100, size: int = SIZE) -> Path:
     """Three classes of grayscale images: a horizontal bar, a vertical bar or a square on noise."""
     rng = np.random.default_rng(0)
@@ -76,15 +80,6 @@ def write_loose(root: Path, count: int = 60, size: int = SIZE) -> Path:
 def blobs(tmp_path_factory) -> Path:
     """300 labelled images: 270 train (20 of them validation), 30 test."""
     return write_blobs(tmp_path_factory.mktemp("generators") / "blobs")
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch) -> Path:
-    """A data dir of the test's own: the reference classifier's cache goes here."""
-    path = tmp_path / "data"
-    path.mkdir()
-    monkeypatch.setenv("LAB_DATA_DIR", str(path))
-    return path
 
 
 def grid_side(count: int, columns: int, side: int = SIZE, pad: int = 2) -> tuple[int, int]:
