@@ -52,8 +52,8 @@ from torch import nn  # noqa: E402
 
 from _machine import describe  # noqa: E402
 from lab.buffers import ReplayBuffer  # noqa: E402
-from lab.context import Context  # noqa: E402
-from lab.discovery import load_lab  # noqa: E402
+from lab.run.context import Context  # noqa: E402
+from lab.run.discovery import load_lab  # noqa: E402
 from lab.plugins.dqn import ATARI_DQN, DQN, DQNConfig, DQNSettings  # noqa: E402
 from lab.tracking import Tracker  # noqa: E402
 

@@ -44,9 +44,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from _machine import describe
-from lab.context import Context
+from lab.run.context import Context
 from lab.device import resolve_device
-from lab.registry import Registry
+from lab.run.registry import Registry
 from lab.schedules import warmup_decay
 from lab.tracking import Tracker
 from lab.plugins import datasets, supervised

@@ -51,8 +51,8 @@ def lab_sps(case: str, rollouts: int, device: str, seed: int) -> tuple[float, fl
     """(steps/s, fraction of the time spent collecting rollouts) for the lab's PPO."""
     import torch
 
-    from lab.context import Context
-    from lab.discovery import load_lab
+    from lab.run.context import Context
+    from lab.run.discovery import load_lab
     from lab.plugins.ppo import PPO, PPOConfig
     from lab.tracking import Tracker
 

@@ -2,7 +2,7 @@
 
 Used for every gymnasium id with flat observations: numpy in, torch tensors on the
 training device out, NEXT_STEP autoreset, true episode scores, and checkpoint state when
-the simulator's state can be captured (`lab.envstate`), so a resumed run plays on.
+the simulator's state can be captured (`lab.envs.snapshot`), so a resumed run plays on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lab.envs.episodes import EpisodeStats
-from lab.envstate import Unsaveable, restore, snapshot
+from lab.envs.snapshot import Unsaveable, restore, snapshot
 from lab.vecenv import Episode
 
 

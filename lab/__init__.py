@@ -21,9 +21,9 @@ def load(run_dir, checkpoint: str = "best", device: str | None = None, plugins_d
     """
     from pathlib import Path
 
-    from lab.discovery import load_lab
-    from lab.rundir import read_config
-    from lab.runner import load as load_run
+    from lab.run.discovery import load_lab
+    from lab.run.rundir import read_config
+    from lab.run.runner import load as load_run
 
     run_dir = Path(run_dir)
     doc = read_config(run_dir)

@@ -9,12 +9,12 @@ from typing import Any, ClassVar
 import torch
 
 from lab.algorithm import Algorithm, Kind
-from lab.evaluation import evaluate_policy, evaluation_seed, record_video
+from lab.rl.evaluation import evaluate_policy, evaluation_seed, record_video
 
 
 class Agent(Algorithm):
     """An algorithm that acts in `--env`. Subclasses implement `act` (and training);
-    `evaluate` runs `lab.evaluation`'s protocol and `write_media` records a video.
+    `evaluate` runs `lab.rl.evaluation`'s protocol and `write_media` records a video.
 
     `env_options` are passed to every `ctx.make_env` call (training and evaluation), e.g.
     `{"frame_stack": 4}`; learning-only options are ignored by evaluation envs.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from lab.context import Context
+    from lab.run.context import Context
 
 Kind = Literal["agent", "generator", "supervised"]
 KINDS: tuple[str, ...] = ("agent", "generator", "supervised")

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lab.signals import STOP  # first: Ctrl-C handling must be ready before the heavier imports
+from lab.run.signals import STOP  # first: Ctrl-C handling must be ready before the heavier imports
 
 from lab.config import RunConfig, config_fields, flag, load_yaml_file  # noqa: E402
 from lab.errors import LabError, close_matches  # noqa: E402
@@ -31,11 +31,11 @@ class _Parser(argparse.ArgumentParser):
 def _load(args: argparse.Namespace, run_dir: Path | None = None):
     """Load the plugins; for an existing run, by default from the local plugin folder it was
     trained with (recorded in its config.yaml), so `resume`/`eval` find its algorithm."""
-    from lab.discovery import load_lab
+    from lab.run.discovery import load_lab
 
     plugins_dir = args.plugins_dir or os.environ.get("LAB_PLUGINS_DIR")
     if plugins_dir is None and run_dir is not None and (run_dir / "config.yaml").is_file():
-        from lab.rundir import read_config
+        from lab.run.rundir import read_config
 
         recorded = read_config(run_dir).get("plugins_dir")
         if recorded and Path(recorded).is_dir():
@@ -121,7 +121,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lab import runner
+    from lab.run import runner
 
     lab = _load(args)
     algo_cls = lab.registry.algorithm(args.algo)
@@ -161,8 +161,8 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
                  file_values: dict[str, Any] | None, seeds_text: str, parallel_text: str | None) -> int:
     """`lab train ... --seeds 1,2,3 [--parallel N]`: one run per seed, named STEM-sSEED, one W&B group."""
     from lab.config import resolve
-    from lab.experiments import Job, overall_exit_code, parse_parallel, parse_seeds, results_table, run_jobs
-    from lab.rundir import default_run_name
+    from lab.experiments.jobs import Job, overall_exit_code, parse_parallel, parse_seeds, results_table, run_jobs
+    from lab.run.rundir import default_run_name
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise LabError("--seeds starts its own processes: run it without torchrun")
@@ -198,7 +198,7 @@ def _positive(value: str, name: str) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from lab import runner
+    from lab.run import runner
 
     if args.steps is not None and args.epochs is not None:
         raise LabError("give either --steps or --epochs, not both")
@@ -209,7 +209,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lab import runner
+    from lab.run import runner
 
     episodes = _positive(args.episodes, "episodes") if args.episodes is not None else None
     run_dir = Path(args.run_dir)
@@ -220,8 +220,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample a grid from a generator run, or translate a folder with an image-to-image run."""
-    from lab import runner
-    from lab.generative import ImageGenerator, save_grid, translate_folder
+    from lab.run import runner
+    from lab.generative.images import ImageGenerator, save_grid, translate_folder
 
     n = _positive(args.n, "n")
     run_dir = Path(args.run_dir)
@@ -258,8 +258,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a sweep spec's trials here (or hand it to W&B's server with --wandb-agent); rank them."""
     from lab.config import resolve
-    from lab.experiments import overall_exit_code, parse_parallel, results_table, run_jobs
-    from lab.sweep import jobs, load_sweep, run_wandb_agent, train_args, trials
+    from lab.experiments.jobs import overall_exit_code, parse_parallel, results_table, run_jobs
+    from lab.experiments.sweep import jobs, load_sweep, run_wandb_agent, train_args, trials
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise LabError("lab sweep starts its own processes: run it without torchrun")
@@ -287,14 +287,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from lab.runs import print_runs
+    from lab.experiments.runs import print_runs
 
     print_runs(Path(args.runs_dir) if args.runs_dir else RunConfig().resolved_runs_dir)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lab.runs import PLOT_SUFFIXES, compare
+    from lab.experiments.runs import PLOT_SUFFIXES, compare
 
     out = Path(args.out)
     if out.suffix.lower() not in PLOT_SUFFIXES:  # checked first: matplotlib fails only after all the work
@@ -306,7 +306,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _train_usage(argv: list[str], plugins_dir: str | None) -> int:
     """`lab train` without an algorithm: list the algorithms instead of an argparse error."""
-    from lab.discovery import load_lab
+    from lab.run.discovery import load_lab
 
     lab = load_lab(plugins_dir)
     names = ", ".join(f"{n} ({r.kind})" for n, r in sorted(lab.registry.algorithms.items()))

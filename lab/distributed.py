@@ -243,7 +243,7 @@ class QuietExit(SystemExit):
 
 
 def _agree(exc: BaseException | None) -> None:
-    from lab.signals import SetupInterrupted
+    from lab.run.signals import SetupInterrupted
 
     def describe(e: BaseException | None) -> tuple[str, str] | None:
         if e is None:

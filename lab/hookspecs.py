@@ -48,14 +48,14 @@ def register_datasets(register: Callable[..., None]) -> None:
 def register_trackers(register: Callable[..., None]) -> None:
     """Register experiment trackers: `register(name, factory)`.
 
-    `factory(run)` gets the `lab.run.RunInfo` of a starting run and returns a
+    `factory(run)` gets the `lab.run.info.RunInfo` of a starting run and returns a
     `lab.tracking.Tracker`, or None to stay out of this run (e.g. W&B disabled).
     """
 
 
 @hookspec
 def on_run_start(run: Any) -> None:
-    """A run is about to train (`run` is a `lab.run.RunInfo`)."""
+    """A run is about to train (`run` is a `lab.run.info.RunInfo`)."""
 
 
 @hookspec

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lab.hookspecs import hookimpl
-from lab.onpolicy import OnPolicyAgent, OnPolicyConfig
+from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
 
 
 def _help(text: str) -> dict[str, str]:

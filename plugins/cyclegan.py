@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
 from lab.config import check_ranges
-from lab.context import Context
+from lab.run.context import Context
 from lab.errors import LabError
-from lab.generative import ImageGenerator, save_grid, to_uint8
+from lab.generative.images import ImageGenerator, save_grid, to_uint8
 from lab.hookspecs import hookimpl
 from lab.plugins.supervised import reference_classifier
 from lab.schedules import linear

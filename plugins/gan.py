@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
 from lab.config import check_ranges
-from lab.context import Context
+from lab.run.context import Context
 from lab.errors import LabError
-from lab.generative import FrechetReference, ImageGenerator, save_grid, to_uint8
+from lab.generative.images import FrechetReference, ImageGenerator, save_grid, to_uint8
 from lab.hookspecs import hookimpl
 from lab.plugins.supervised import reference_classifier
 

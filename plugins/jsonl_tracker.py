@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from lab.hookspecs import hookimpl
-from lab.run import RunInfo
+from lab.run.info import RunInfo
 from lab.tracking import JsonlTracker
 
 

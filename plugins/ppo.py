@@ -1,7 +1,7 @@
 """`ppo`: Proximal Policy Optimization with the clipped objective (Schulman et al. 2017).
 
 Reads top to bottom next to the paper, on the lab's shared rollout loop, GAE and
-actor-critic (`lab.onpolicy`): for `n_epochs` passes over each rollout, shuffled
+actor-critic (`lab.rl.onpolicy`): for `n_epochs` passes over each rollout, shuffled
 minibatches take gradient steps on the clipped surrogate, the (optionally clipped) value
 loss and an entropy bonus; a pass stops early when the approximate KL to the rollout's
 policy exceeds 1.5 x `target_kl`. Names, defaults and logged metrics are Stable-Baselines3's;
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from lab import distributed
 from lab.config import check_ranges
 from lab.hookspecs import hookimpl
-from lab.onpolicy import OnPolicyAgent, OnPolicyConfig
+from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
 from lab.schedules import anneal
 
 

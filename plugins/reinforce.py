@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch.nn.functional as F
 
 from lab.hookspecs import hookimpl
-from lab.onpolicy import OnPolicyAgent, OnPolicyConfig
+from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
 
 
 def _help(text: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ from typing import Any
 
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
-from lab.run import RunInfo
+from lab.run.info import RunInfo
 from lab.tracking import Tracker
 
 NAME = "tensorboard"

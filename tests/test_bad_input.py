@@ -124,7 +124,7 @@ def test_corrupt_checkpoint_detail_is_cut_at_a_word(toy_plugins, capsys):
 
     import torch
 
-    from lab.checkpoint import load_checkpoint
+    from lab.run.checkpoint import load_checkpoint
     from lab.errors import LabError
 
     assert main(["train", "toy", "--data", "toy-data", "--steps", "3", "--name", "w"]) == 0

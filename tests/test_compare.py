@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from lab.cli import main
-from lab.runs import BAND, compare_data, t_critical
+from lab.experiments.runs import BAND, compare_data, t_critical
 
 RETURN = "eval/return_mean"
 

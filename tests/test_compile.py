@@ -8,18 +8,18 @@ import typing
 import pytest
 import torch
 
-import lab.compile
+import lab.run.compile
 from conftest import ok, read_jsonl, runs_dir
-from lab.compile import AUTO_MIN_CALLS, HotFunction
+from lab.run.compile import AUTO_MIN_CALLS, HotFunction
 from lab.config import RunConfig, convert
-from lab.context import Context
-from lab.discovery import load_lab
+from lab.run.context import Context
+from lab.run.discovery import load_lab
 from lab.plugins.dqn import DQN, DQNConfig
 from lab.tracking import Tracker
 
 
-needs_compile = pytest.mark.skipif(lab.compile.unavailable_reason() is not None,
-                                   reason=f"torch.compile cannot run here: {lab.compile.unavailable_reason()}")
+needs_compile = pytest.mark.skipif(lab.run.compile.unavailable_reason() is not None,
+                                   reason=f"torch.compile cannot run here: {lab.run.compile.unavailable_reason()}")
 
 
 def affine(x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ def test_a_compiled_function_gives_the_eager_result_and_reports_its_compile_time
 
 
 def test_unavailable_compile_runs_eagerly_after_one_note(monkeypatch, capsys):
-    monkeypatch.setattr(lab.compile, "unavailable_reason", lambda: "no C++ compiler on PATH")
+    monkeypatch.setattr(lab.run.compile, "unavailable_reason", lambda: "no C++ compiler on PATH")
     fn = hot("true")
     x = torch.arange(3.0)
     assert torch.equal(fn(x), affine(x)) and fn.compiled is False

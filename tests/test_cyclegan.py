@@ -28,11 +28,11 @@ import yaml
 
 import lab as lab_package
 from conftest import TESTS, comparable, lab, ok, one_line_error, read_jsonl, read_png, runs_dir
-from lab.checkpoint import load_checkpoint
+from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
-from lab.context import Context
-from lab.discovery import load_lab
-from lab.generative import read_folder
+from lab.run.context import Context
+from lab.run.discovery import load_lab
+from lab.generative.images import read_folder
 from lab.plugins.cyclegan import (
     CycleGAN,
     ImagePool,

@@ -20,9 +20,9 @@ from conftest import MNIST_NAMES, real_data_dir
 from lab import hookspecs
 from lab.datasets import ImageDataset, UnpairedImageDataset
 from lab.errors import LabError
-from lab.plugins import _mnist_styles as styles
+from lab.plugins.datasets import styles
 from lab.plugins import datasets
-from lab.plugins._idx import encode_idx, read_idx
+from lab.plugins.datasets.idx import encode_idx, read_idx
 
 
 
@@ -286,7 +286,7 @@ def test_mnist_styles_rejects_bad_pairs(tmp_path: Path) -> None:
 
 
 def test_datasets_register_through_the_hook() -> None:
-    from lab.registry import Registry
+    from lab.run.registry import Registry
 
     pm = pluggy.PluginManager("lab")
     pm.add_hookspecs(hookspecs)

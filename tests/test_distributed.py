@@ -22,9 +22,9 @@ import lab
 from lab import distributed
 from lab.cli import main
 from lab.errors import LabError
-from lab.normalize import RunningMeanStd
-from lab.onpolicy import merge_statistics
-from lab.checkpoint import load_checkpoint
+from lab.rl.normalize import RunningMeanStd
+from lab.rl.onpolicy import merge_statistics
+from lab.run.checkpoint import load_checkpoint
 from tests.conftest import read_jsonl
 from tests.test_exact_runs import wait_for_step
 from tests.test_supervised import blobs_folder

@@ -9,10 +9,10 @@ import torch
 import yaml
 
 from conftest import read_jsonl
-from lab.checkpoint import load_checkpoint
+from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
-from lab.context import Context
-from lab.discovery import load_lab
+from lab.run.context import Context
+from lab.run.discovery import load_lab
 from lab.errors import LabError
 from lab.plugins.dqn import DQN, DQNConfig, QNetwork, crossings, td_targets
 from lab.tracking import Tracker

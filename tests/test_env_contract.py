@@ -14,7 +14,7 @@ import torch
 
 from conftest import LOCAL_PLUGINS, read_jsonl
 from lab.cli import main
-from lab.discovery import load_lab
+from lab.run.discovery import load_lab
 from lab.envcheck import EnvContractError, check_env_factory, check_steps
 from lab.envs.atari import atari_ids
 from lab.errors import LabError

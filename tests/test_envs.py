@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lab.discovery import load_lab
+from lab.run.discovery import load_lab
 from lab.envs.atari import AtariVecEnv, atari_ids, make_atari
 from lab.envs.atari_backends import ALEVectorBackend, AtariSettings
 from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium

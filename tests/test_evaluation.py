@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from lab.agent import Agent
-from lab.context import Context
-from lab.discovery import load_lab
-from lab.evaluation import episode_quotas, evaluate_policy, run_episodes, summarize
+from lab.run.context import Context
+from lab.run.discovery import load_lab
+from lab.rl.evaluation import episode_quotas, evaluate_policy, run_episodes, summarize
 from lab.tracking import Tracker
 
 

@@ -16,13 +16,13 @@ import torch
 import yaml
 
 from conftest import LOCAL_PLUGINS, comparable, read_jsonl, run_lab, runs_dir
-from lab.checkpoint import load_checkpoint
+from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
-from lab.context import Context
-from lab.discovery import load_lab
-from lab.evaluation import evaluate_policy, evaluation_seed
-from lab.seeding import RNGStreams
-from lab.signals import StopRequest
+from lab.run.context import Context
+from lab.run.discovery import load_lab
+from lab.rl.evaluation import evaluate_policy, evaluation_seed
+from lab.run.seeding import RNGStreams
+from lab.run.signals import StopRequest
 from lab.tracking import Tracker
 
 
@@ -189,7 +189,7 @@ def test_double_ctrl_c_while_saving_leaves_an_intact_interrupted_run():
 
 LEAVING = """
 import sys
-from lab.signals import STOP
+from lab.run.signals import STOP
 STOP.install()
 garbage = [{"n": [i] * 4} for i in range(1_000_000)]  # freed while the interpreter shuts down
 STOP.exit_on_signal(130)

@@ -14,9 +14,9 @@ import yaml
 
 from conftest import run_lab, runs_dir
 from lab.cli import main
-from lab.experiments import parse_seeds
+from lab.experiments.jobs import parse_seeds
 from lab.errors import LabError
-from lab.sweep import load_sweep, train_args, trials, wandb_config
+from lab.experiments.sweep import load_sweep, train_args, trials, wandb_config
 
 
 def config_of(run: Path) -> dict:

@@ -20,11 +20,11 @@ import torch
 import yaml
 
 from conftest import comparable, lab, ok, one_line_error, read_jsonl, read_png, runs_dir
-from lab.checkpoint import load_checkpoint, save_checkpoint
+from lab.run.checkpoint import load_checkpoint, save_checkpoint
 from lab.cli import main
-from lab.context import Context
+from lab.run.context import Context
 from lab.errors import LabError
-from lab.generative import (
+from lab.generative.images import (
     FeatureStats,
     FrechetReference,
     feature_stats,
@@ -36,7 +36,7 @@ from lab.generative import (
 from lab.plugins import datasets
 from lab.plugins.supervised import CACHE_FOLDER, file_sha256
 from lab.plugins.vae import VAE
-from lab.registry import Registry
+from lab.run.registry import Registry
 from lab.tracking import Tracker
 
 SIZE = 16

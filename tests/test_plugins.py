@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LOCAL_PLUGINS, TESTS, run_lab
-from lab.discovery import load_lab
+from lab.run.discovery import load_lab
 
 
 def test_builtins_register_through_the_public_hooks():

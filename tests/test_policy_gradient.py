@@ -14,8 +14,8 @@ import torch
 
 from conftest import read_jsonl
 from lab.cli import main
-from lab.normalize import Normalizer, RunningMeanStd
-from lab.policies import ActorCritic
+from lab.rl.normalize import Normalizer, RunningMeanStd
+from lab.rl.policies import ActorCritic
 
 
 def runs_dir() -> Path:

@@ -333,7 +333,7 @@ def test_sb3_adapter_returns_the_transitions_sb3_stores() -> None:
     from stable_baselines3.common.buffers import ReplayBuffer as SB3Buffer
     from stable_baselines3.common.env_util import make_vec_env
 
-    from lab.buffers.sb3 import SB3ReplayBuffer
+    from lab.plugins.sb3_agents.replay import SB3ReplayBuffer
 
     venv = make_vec_env("CartPole-v1", n_envs=2, seed=0, env_kwargs={"max_episode_steps": 15})
     space, actions = venv.observation_space, venv.action_space
@@ -380,7 +380,7 @@ def test_sb3_adapter_returns_the_transitions_sb3_stores() -> None:
 def test_sb3_dqn_learns_with_the_adapter() -> None:
     from stable_baselines3 import DQN
 
-    from lab.buffers.sb3 import SB3ReplayBuffer
+    from lab.plugins.sb3_agents.replay import SB3ReplayBuffer
 
     model = DQN("MlpPolicy", "CartPole-v1", learning_starts=50, buffer_size=1000, batch_size=16,
                 replay_buffer_class=SB3ReplayBuffer, replay_buffer_kwargs={"n_steps": 3, "gamma": 0.99},

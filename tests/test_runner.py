@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from conftest import read_jsonl, run_lab
-from lab.checkpoint import load_checkpoint
+from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
 
 
@@ -152,7 +152,7 @@ def test_progress_line_fits_80_columns_with_a_sane_eta():
 
     from rich.console import Console
 
-    from lab.progress import RunProgress
+    from lab.run.progress import RunProgress
 
     live = Console(file=io.StringIO(), force_terminal=True, width=200)
     progress = RunProgress("sb3-ppo-long-name", 10_000_000, 4_000_000, console=live)  # a resumed run

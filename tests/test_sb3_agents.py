@@ -11,11 +11,11 @@ import torch
 
 from conftest import read_jsonl
 from lab.cli import main
-from lab.context import Context
-from lab.discovery import load_lab
+from lab.run.context import Context
+from lab.run.discovery import load_lab
 from lab.envs.gymnasium_env import make_gymnasium
 from lab.errors import LabError
-from lab.plugins._sb3_env import LabSB3VecEnv
+from lab.plugins.sb3_agents.env import LabSB3VecEnv
 from lab.tracking import Tracker
 
 
@@ -57,7 +57,7 @@ def test_adapter_turns_next_step_into_same_step_autoreset():
 
 def test_sb3_dqn_learns_on_the_lab_buffer_and_resumes_its_schedule(tmp_path):
     agent = build("sb3-dqn", tmp_path, "CartPole-v1", **SMALL_DQN)
-    from lab.buffers.sb3 import SB3ReplayBuffer
+    from lab.plugins.sb3_agents.replay import SB3ReplayBuffer
 
     assert isinstance(agent.model.replay_buffer, SB3ReplayBuffer)
     metrics = {}

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import read_jsonl, real_data_dir, run_lab
-from lab.context import Context
+from lab.run.context import Context
 from lab.errors import LabError
-from lab.registry import Registry
+from lab.run.registry import Registry
 from lab.tracking import Tracker
 from lab.plugins import datasets, supervised
 

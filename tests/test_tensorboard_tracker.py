@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from conftest import one_line_error, read_jsonl, runs_dir
-from lab.checkpoint import load_checkpoint
+from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
 from lab.config import RunConfig, resolve
 from lab.errors import LabError
-from lab.run import RunInfo
+from lab.run.info import RunInfo
 from lab.plugins.tensorboard_tracker import LOG_DIR, make_tracker
 
 try:

@@ -21,8 +21,8 @@ import pytest
 import wandb
 
 from lab.errors import LabError
-from lab.run import RunInfo
-from lab.wandb_records import (
+from lab.run.info import RunInfo
+from lab.plugins.wandb_tracker.records import (
     WandbFileError,
     drop_history_after,
     find_wandb_file,
@@ -460,7 +460,7 @@ def test_train_and_resume_history_matches_metrics_jsonl(tmp_path: Path, toy_plug
 @pytest.mark.slow
 def test_random_cartpole_history_matches_metrics_jsonl(tmp_path: Path) -> None:
     """The acceptance run from the brief: `lab train random --env CartPole-v1 --steps 2000`."""
-    from lab.discovery import load_lab
+    from lab.run.discovery import load_lab
 
     if "random" not in load_lab().registry.algorithms:
         pytest.skip("the built-in `random` agent is not registered yet")

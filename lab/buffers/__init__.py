@@ -1,6 +1,6 @@
 """Shared buffers that live on the training device: replay, rollout and whole-dataset loaders.
 
-The Stable-Baselines3 adapter is in `lab.buffers.sb3` (imported on demand).
+The Stable-Baselines3 adapter of the replay buffer lives with the SB3 agents (`lab.plugins.sb3_agents.replay`).
 """
 
 from lab.buffers.data import DataBatch, DataBuffer

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lab.algorithm import Algorithm
-from lab.atomic import atomic_write
+from lab.run.atomic import atomic_write
 from lab.datasets import ImageDataset, UnpairedImageDataset, split_validation
 from lab.errors import LabError
 

@@ -1,7 +1,7 @@
 """What every on-policy agent shares: settings, the rollout loop, checkpoints, acting.
 
-`OnPolicyAgent` owns the training env, the actor-critic (`lab.policies`), the optional
-observation/reward normalisation (`lab.normalize`) and the shared `RolloutBuffer` (GAE).
+`OnPolicyAgent` owns the training env, the actor-critic (`lab.rl.policies`), the optional
+observation/reward normalisation (`lab.rl.normalize`) and the shared `RolloutBuffer` (GAE).
 One `train_step` collects `n_steps` vector steps, computes advantages and returns, and
 hands the filled buffer to the subclass's `update()`, which is the algorithm itself
 (`reinforce`, `a2c`, `ppo` in plugins/). Hyperparameters keep Stable-Baselines3's names.
@@ -29,8 +29,8 @@ from lab.buffers import RolloutBuffer
 from lab.buffers.rollout import RolloutBatch
 from lab.config import check_ranges
 from lab.device import small_pass_threads
-from lab.normalize import Normalizer, RunningMeanStd
-from lab.policies import ActorCritic
+from lab.rl.normalize import Normalizer, RunningMeanStd
+from lab.rl.policies import ActorCritic
 from lab.schedules import anneal
 
 

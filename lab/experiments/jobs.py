@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
-from lab.rundir import read_summary
-from lab.signals import STOP
+from lab.run.rundir import read_summary
+from lab.run.signals import STOP
 
 
 @dataclass

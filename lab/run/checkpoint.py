@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from lab.atomic import atomic_write
+from lab.run.atomic import atomic_write
 from lab.errors import LabError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours parts of its weights_only message

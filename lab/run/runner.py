@@ -6,7 +6,7 @@ trackers, runs the loop and always leaves a consistent run directory behind (sum
 says how it ended).
 
 Exact resume: a checkpoint holds, besides the algorithm's state, every random stream of
-the run (`lab.seeding`), the training envs (`lab.vecenv.TrainingEnv`) and the loop's own
+the run (`lab.run.seeding`), the training envs (`lab.vecenv.TrainingEnv`) and the loop's own
 bookkeeping (metrics averaged since the last log row, the last evaluation, the best
 value), so a run stopped and resumed logs what the same run left alone logs, step for
 step, wherever the envs can be saved.
@@ -36,14 +36,14 @@ import torch
 
 from lab import distributed
 from lab.algorithm import Algorithm
-from lab.checkpoint import load_checkpoint, save_checkpoint
+from lab.run.checkpoint import load_checkpoint, save_checkpoint
 from lab.config import RunConfig, Resolved, as_plain, resolve
-from lab.context import Context
+from lab.run.context import Context
 from lab.device import resolve_device
-from lab.discovery import Lab
+from lab.run.discovery import Lab
 from lab.errors import LabError, unknown
-from lab.progress import RunProgress, run_report
-from lab.rundir import (
+from lab.run.progress import RunProgress, run_report
+from lab.run.rundir import (
     RunLock,
     create_run_dir,
     default_run_name,
@@ -55,9 +55,9 @@ from lab.rundir import (
     write_config,
     write_summary,
 )
-from lab.run import RunInfo
-from lab.seeding import derive_seed, seed_everything
-from lab.signals import STOP, SetupInterrupted
+from lab.run.info import RunInfo
+from lab.run.seeding import derive_seed, seed_everything
+from lab.run.signals import STOP, SetupInterrupted
 from lab.tracking import MultiTracker, jsonable
 
 EXIT_OK, EXIT_FAILED = 0, 1

@@ -35,8 +35,8 @@ import yaml
 
 from lab.config import flag
 from lab.errors import LabError
-from lab.experiments import Job
-from lab.rundir import read_config, read_summary
+from lab.experiments.jobs import Job
+from lab.run.rundir import read_config, read_summary
 
 METHODS = ("grid", "random")
 DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform",

@@ -28,7 +28,7 @@ class Registry:
         self.datasets: dict[str, Registration] = {}
         self.trackers: dict[str, Registration] = {}
 
-    # -- filling (called by lab.discovery with the registering plugin's name) --
+    # -- filling (called by lab.run.discovery with the registering plugin's name) --
 
     def add_algorithm(self, plugin: str, cls: type) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Algorithm)):

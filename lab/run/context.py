@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lab.compile import CompileSetting, HotFunction
-from lab.seeding import RNGStreams
+from lab.run.compile import CompileSetting, HotFunction
+from lab.run.seeding import RNGStreams
 from lab.vecenv import Episode, TrainingEnv, VecEnv
 
 if TYPE_CHECKING:
     from lab.datasets import ImageDataset, UnpairedImageDataset
-    from lab.registry import Registry
+    from lab.run.registry import Registry
     from lab.tracking import Tracker
 
 
@@ -141,7 +141,7 @@ class Context:
 
     def compile(self, fn: Callable[..., Any], *, name: str, calls: Callable[[], int],
                 pays_on_cpu: bool = False) -> HotFunction:
-        """`fn` compiled with torch.compile or left eager, as `--compile` says (`lab.compile`).
+        """`fn` compiled with torch.compile or left eager, as `--compile` says (`lab.run.compile`).
 
         name: how notes call it ("dqn update"); calls: how many times this run will call it
         (asked at the first call, when the budget is known); pays_on_cpu: compiling it was

@@ -22,7 +22,7 @@ import torch
 
 from lab.datasets import ImageDataset, UnpairedImageDataset
 from lab.errors import LabError
-from lab.plugins._image_io import decode
+from lab.plugins.datasets.image_io import decode
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"})
 UNPAIRED_DIRS = ("trainA", "trainB", "testA", "testB")

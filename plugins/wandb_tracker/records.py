@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab.atomic import atomic_write
+from lab.run.atomic import atomic_write
 
 if TYPE_CHECKING:
     from wandb.proto.wandb_internal_pb2 import Record
@@ -395,7 +395,7 @@ def find_wandb_file(run_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m lab.wandb_records [--synced] FILE_OR_RUN_DIR`: print run info, config,
+    """`python -m lab.plugins.wandb_tracker.records [--synced] FILE_OR_RUN_DIR`: print run info, config,
     history rows and summary as JSON lines, to inspect an offline run before `wandb sync`;
     with --synced, only the history a sync of all the files would leave."""
     import sys
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     synced = "--synced" in args
     args = [a for a in args if a != "--synced"]
     if len(args) != 1:
-        raise SystemExit("usage: python -m lab.wandb_records [--synced] FILE.wandb | RUN_DIR\n"
+        raise SystemExit("usage: python -m lab.plugins.wandb_tracker.records [--synced] FILE.wandb | RUN_DIR\n"
                          "  --synced: only the history rows W&B holds once every file is synced")
     target = Path(args[0])
     files = find_wandb_files(target) if target.is_dir() else [target]

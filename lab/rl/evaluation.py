@@ -19,7 +19,7 @@ import torch
 from lab.errors import LabError
 
 if TYPE_CHECKING:
-    from lab.context import Context
+    from lab.run.context import Context
     from lab.vecenv import VecEnv
 
 Policy = Callable[[torch.Tensor], torch.Tensor]

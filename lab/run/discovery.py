@@ -25,7 +25,7 @@ import pluggy
 
 import lab
 from lab import hookspecs
-from lab.registry import Registry
+from lab.run.registry import Registry
 
 
 @dataclass

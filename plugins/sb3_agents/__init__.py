@@ -28,7 +28,7 @@ from lab.agent import Agent
 from lab.config import check_ranges
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
-from lab.plugins._sb3_env import LabSB3VecEnv
+from lab.plugins.sb3_agents.env import LabSB3VecEnv
 from lab.plugins.dqn import DQNSettings, DQN_PRESETS
 from lab.schedules import anneal, as_progress_schedule
 
@@ -188,7 +188,7 @@ class SB3DQNAgent(SB3Agent):
         if not images:
             kwargs["policy_kwargs"] = dict(net_arch=list(c.net_arch))
         if c.lab_replay_buffer:
-            from lab.buffers.sb3 import SB3ReplayBuffer
+            from lab.plugins.sb3_agents.replay import SB3ReplayBuffer
 
             stack = c.frame_stack if images else 1
             kwargs["replay_buffer_class"] = SB3ReplayBuffer

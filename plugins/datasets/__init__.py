@@ -15,11 +15,11 @@ import torch
 from lab.datasets import ImageDataset, UnpairedImageDataset
 from lab.errors import LabError, unknown
 from lab.hookspecs import hookimpl
-from lab.plugins import _mnist_styles as styles
-from lab.plugins._download import fetch
-from lab.plugins._idx import read_idx
-from lab.plugins._image_folder import load_image_folder
-from lab.plugins._image_io import resize_stack
+from lab.plugins.datasets import styles
+from lab.plugins.datasets.download import fetch
+from lab.plugins.datasets.idx import read_idx
+from lab.plugins.datasets.image_folder import load_image_folder
+from lab.plugins.datasets.image_io import resize_stack
 
 MNIST_FILES = {
     "train_images": ("train-images-idx3-ubyte.gz", (60000, 28, 28)),

@@ -12,7 +12,7 @@ import numpy as np
 
 from lab.envs.scores import ATARI_REFERENCE_SCORES, normalized_score
 from lab.errors import LabError, unknown
-from lab.rundir import read_config, read_metrics, read_summary
+from lab.run.rundir import read_config, read_metrics, read_summary
 
 # Plot formats `lab compare --out` writes (matplotlib knows more, but these are the useful ones).
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -208,7 +208,7 @@ def _atari_game(doc: dict[str, Any]) -> str | None:
     env = doc["run"].get("env")
     if not isinstance(env, str) or not any(fnmatch.fnmatchcase(env, p) for p in _ATARI_PATTERNS):
         return None
-    from lab.evaluation import atari_game_of
+    from lab.rl.evaluation import atari_game_of
 
     return atari_game_of(env)
 

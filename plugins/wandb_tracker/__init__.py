@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any
 
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
-from lab.run import RunInfo
+from lab.run.info import RunInfo
 from lab.tracking import Tracker
-from lab.wandb_records import (
+from lab.plugins.wandb_tracker.records import (
     WandbFileError,
     drop_history_after,
     find_wandb_files,

@@ -33,15 +33,15 @@ import torch.nn.functional as F
 from lab import distributed
 from lab.algorithm import Algorithm
 from lab.buffers.data import DataBuffer
-from lab.checkpoint import load_checkpoint, save_checkpoint
+from lab.run.checkpoint import load_checkpoint, save_checkpoint
 from lab.config import check_ranges, convert
-from lab.context import Context
+from lab.run.context import Context
 from lab.datasets import ImageDataset, split_validation
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
 from lab.schedules import warmup_decay
-from lab.plugins import _classifiers as models
-from lab.plugins._classifier_media import confusion_matrix, plot_confusion_matrix, plot_misclassified
+from lab import networks as models
+from lab.plugins.supervised.media import confusion_matrix, plot_confusion_matrix, plot_misclassified
 
 MISCLASSIFIED_SHOWN = 32
 
