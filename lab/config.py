@@ -24,45 +24,47 @@ from lab.errors import LabError, close_matches
 _NONE_WORDS = {"none", "null", "~"}
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
+_NO_DEFAULT: Any = dataclasses.MISSING
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def option(default: Any = _NO_DEFAULT, help: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
+    """A config field with its `--help` text: `learning_rate: float = option(3e-4, "Adam learning rate")`.
+
+    Every field of a plugin's `Config` dataclass becomes a `--field-name` flag, a YAML key and
+    a preset entry; `help` is what `lab train ALGO --help` shows. `factory` makes a fresh
+    default per instance (for mutable values).
+    """
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class RunConfig:
     """Settings every run has, whatever the algorithm."""
 
-    env: str | None = field(default=None, metadata=_help("environment id (agents), e.g. ALE/Breakout-v5"))
-    data: str | None = field(default=None, metadata=_help("dataset NAME[:ARG] (supervised, generators)"))
-    steps: int | None = field(default=None, metadata=_help("agent steps summed over all envs (or optimizer steps)"))
-    epochs: int | None = field(default=None, metadata=_help("passes over the dataset (dataset algorithms)"))
-    seed: int = field(default=1, metadata=_help("seed for python, numpy, torch and the envs"))
-    device: Literal["auto", "cpu", "cuda", "mps"] = field(default="auto", metadata=_help("auto picks cuda, mps, cpu"))
-    wandb: Literal["online", "offline", "disabled"] | None = field(
-        default=None, metadata=_help("W&B mode (default: online when logged in, else offline)")
-    )
-    name: str | None = field(default=None, metadata=_help("run directory name (default: algo-env-seed-time)"))
-    runs_dir: str | None = field(default=None, metadata=_help("output root (default: $LAB_RUNS_DIR or ./runs)"))
-    data_dir: str | None = field(default=None, metadata=_help("dataset root (default: $LAB_DATA_DIR or ./data)"))
-    project: str = field(default="arcade-lab", metadata=_help("W&B project"))
-    experiment: str | None = field(default=None, metadata=_help("W&B group (default: algo-env)"))
-    log_interval: int | None = field(default=None, metadata=_help("steps between metric rows"))
-    eval_interval: int | None = field(default=None, metadata=_help("steps between evaluations"))
-    eval_episodes: int = field(default=10, metadata=_help("episodes per evaluation"))
-    checkpoint_interval: int | None = field(default=None, metadata=_help("steps between checkpoints"))
-    video: bool = field(default=True, metadata=_help("record media (video, sample grids) at the end"))
-    compile: Literal["auto", "true", "false"] = field(
-        default="auto", metadata=_help("torch.compile the hot functions: auto when the run repays it")
-    )
-    threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: the algorithm's choice)"))
-    wandb_artifacts: bool = field(default=False, metadata=_help("upload checkpoints as W&B artifacts"))
-    trackers: tuple[str, ...] | None = field(
-        default=None,
-        metadata=_help("trackers to use, e.g. jsonl,wandb,tensorboard (default: every one installed; "
-                       "jsonl, the run's metrics.jsonl, always runs)"),
-    )
+    env: str | None = option(None, "environment id (agents), e.g. ALE/Breakout-v5")
+    data: str | None = option(None, "dataset NAME[:ARG] (supervised, generators)")
+    steps: int | None = option(None, "agent steps summed over all envs (or optimizer steps)")
+    epochs: int | None = option(None, "passes over the dataset (dataset algorithms)")
+    seed: int = option(1, "seed for python, numpy, torch and the envs")
+    device: Literal["auto", "cpu", "cuda", "mps"] = option("auto", "auto picks cuda, mps, cpu")
+    wandb: Literal["online", "offline", "disabled"] | None = option(None, "W&B mode (default: online when logged in, else offline)")
+    name: str | None = option(None, "run directory name (default: algo-env-seed-time)")
+    runs_dir: str | None = option(None, "output root (default: $LAB_RUNS_DIR or ./runs)")
+    data_dir: str | None = option(None, "dataset root (default: $LAB_DATA_DIR or ./data)")
+    project: str = option("arcade-lab", "W&B project")
+    experiment: str | None = option(None, "W&B group (default: algo-env)")
+    log_interval: int | None = option(None, "steps between metric rows")
+    eval_interval: int | None = option(None, "steps between evaluations")
+    eval_episodes: int = option(10, "episodes per evaluation")
+    checkpoint_interval: int | None = option(None, "steps between checkpoints")
+    video: bool = option(True, "record media (video, sample grids) at the end")
+    compile: Literal["auto", "true", "false"] = option("auto", "torch.compile the hot functions: auto when the run repays it")
+    threads: int | None = option(None, "torch CPU threads (default: the algorithm's choice)")
+    wandb_artifacts: bool = option(False, "upload checkpoints as W&B artifacts")
+    trackers: tuple[str, ...] | None = option(None, "trackers to use, e.g. jsonl,wandb,tensorboard (default: every one installed; "
+                       "jsonl, the run's metrics.jsonl, always runs)")
 
     def __post_init__(self) -> None:
         for name in ("steps", "epochs", "log_interval", "eval_interval", "checkpoint_interval"):

@@ -7,28 +7,25 @@ RMSprop as in SB3 and RL Zoo. Names, defaults and logged metrics are SB3's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from lab.config import option
 from lab.hookspecs import hookimpl
 from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass
 class A2CConfig(OnPolicyConfig):
-    learning_rate: float = field(default=7e-4, metadata=_help("RMSprop learning rate"))
-    n_steps: int = field(default=5, metadata=_help("steps per env per update"))
-    gae_lambda: float = field(default=1.0, metadata=_help("GAE lambda (1: plain n-step returns)"))
-    normalize_advantage: bool = field(default=False, metadata=_help("standardise advantages per update"))
-    use_rms_prop: bool = field(default=True, metadata=_help("RMSprop (alpha 0.99) instead of Adam"))
-    rms_prop_eps: float = field(default=1e-5, metadata=_help("RMSprop epsilon"))
+    learning_rate: float = option(7e-4, "RMSprop learning rate")
+    n_steps: int = option(5, "steps per env per update")
+    gae_lambda: float = option(1.0, "GAE lambda (1: plain n-step returns)")
+    normalize_advantage: bool = option(False, "standardise advantages per update")
+    use_rms_prop: bool = option(True, "RMSprop (alpha 0.99) instead of Adam")
+    rms_prop_eps: float = option(1e-5, "RMSprop epsilon")
 
 
 ATARI_A2C = dict(steps=10_000_000, num_envs=16, ent_coef=0.01, vf_coef=0.25)

@@ -18,7 +18,7 @@ same score over held-out training images of A).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
-from lab.config import check_ranges
+from lab.config import check_ranges, option
 from lab.run.context import Context
 from lab.errors import LabError
 from lab.generative.images import ImageGenerator, save_grid, to_uint8
@@ -36,28 +36,24 @@ from lab.plugins.supervised import reference_classifier
 from lab.schedules import linear
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass
 class CycleGANConfig:
-    g_width: int = field(default=64, metadata=_help("generator channels after its first convolution (ngf)"))
-    d_width: int = field(default=64, metadata=_help("discriminator channels after its first convolution (ndf)"))
-    res_blocks: int = field(default=6, metadata=_help("residual blocks in each generator (reference: 9 at 256 px)"))
-    d_layers: int = field(default=0, metadata=_help("discriminator downsamplings; 0 scales the 70x70 patch to the image"))
-    g_lr: float = field(default=2e-4, metadata=_help("generators' Adam learning rate"))
-    d_lr: float = field(default=2e-4, metadata=_help("discriminators' Adam learning rate"))
-    beta1: float = field(default=0.5, metadata=_help("Adam beta1"))
-    decay_fraction: float = field(default=0.5, metadata=_help("last fraction of the run over which the lr decays to 0"))
-    lambda_cycle: float = field(default=10.0, metadata=_help("weight of the cycle-consistency L1 losses"))
-    lambda_identity: float = field(default=0.5, metadata=_help("identity L1 weight, relative to --lambda-cycle"))
-    pool_size: int = field(default=50, metadata=_help("generated images the discriminators also see again (0: none)"))
-    batch_size: int = field(default=1, metadata=_help("images of each domain per step"))
-    validation_size: int = field(default=1000, metadata=_help("training images of A held out to choose best.pt"))
-    classifier: str | None = field(default=None, metadata=_help("RUN_DIR of a classifier of domain B (default: the lab's cached cnn)"))
-    classifier_sha256: str | None = field(default=None, metadata=_help("filled in by the run: the classifier file's hash"))
-    image_size: int | None = field(default=None, metadata=_help("resize images to this square size"))
+    g_width: int = option(64, "generator channels after its first convolution (ngf)")
+    d_width: int = option(64, "discriminator channels after its first convolution (ndf)")
+    res_blocks: int = option(6, "residual blocks in each generator (reference: 9 at 256 px)")
+    d_layers: int = option(0, "discriminator downsamplings; 0 scales the 70x70 patch to the image")
+    g_lr: float = option(2e-4, "generators' Adam learning rate")
+    d_lr: float = option(2e-4, "discriminators' Adam learning rate")
+    beta1: float = option(0.5, "Adam beta1")
+    decay_fraction: float = option(0.5, "last fraction of the run over which the lr decays to 0")
+    lambda_cycle: float = option(10.0, "weight of the cycle-consistency L1 losses")
+    lambda_identity: float = option(0.5, "identity L1 weight, relative to --lambda-cycle")
+    pool_size: int = option(50, "generated images the discriminators also see again (0: none)")
+    batch_size: int = option(1, "images of each domain per step")
+    validation_size: int = option(1000, "training images of A held out to choose best.pt")
+    classifier: str | None = option(None, "RUN_DIR of a classifier of domain B (default: the lab's cached cnn)")
+    classifier_sha256: str | None = option(None, "filled in by the run: the classifier file's hash")
+    image_size: int | None = option(None, "resize images to this square size")
 
     def __post_init__(self) -> None:
         check_ranges(

@@ -11,7 +11,7 @@ not change with `--num-envs`.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -21,7 +21,7 @@ from torch import nn
 
 from lab.agent import Agent
 from lab.buffers import ReplayBuffer
-from lab.config import check_ranges
+from lab.config import check_ranges, option
 from lab.device import small_pass_threads
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
@@ -29,33 +29,29 @@ from lab.networks import flat_size, mlp, nature_cnn, nature_convs
 from lab.schedules import linear
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass
 class DQNSettings:
     """The settings `dqn` shares with `sb3-dqn` (Stable-Baselines3's names and defaults)."""
 
-    learning_rate: float = field(default=1e-4, metadata=_help("Adam learning rate"))
-    buffer_size: int = field(default=1_000_000, metadata=_help("replay capacity in transitions"))
-    learning_starts: int = field(default=100, metadata=_help("agent steps of random play before learning"))
-    batch_size: int = field(default=32, metadata=_help("transitions per gradient step"))
-    tau: float = field(default=1.0, metadata=_help("target update coefficient (1: hard copy)"))
-    gamma: float = field(default=0.99, metadata=_help("discount factor"))
-    train_freq: int = field(default=4, metadata=_help("agent steps between trainings"))
-    gradient_steps: int = field(default=1, metadata=_help("gradient steps per training (-1: one per agent step)"))
-    target_update_interval: int = field(default=10_000, metadata=_help("agent steps between target updates"))
-    exploration_fraction: float = field(default=0.1, metadata=_help("fraction of the run over which epsilon decays"))
-    exploration_initial_eps: float = field(default=1.0, metadata=_help("epsilon at the start"))
-    exploration_final_eps: float = field(default=0.05, metadata=_help("epsilon after the decay"))
-    eval_exploration_eps: float = field(default=0.0, metadata=_help("epsilon when evaluating (Atari: 0.05, as Nature DQN)"))
-    max_grad_norm: float = field(default=10.0, metadata=_help("gradient clipping norm"))
-    num_envs: int = field(default=1, metadata=_help("parallel envs (ale-py threads for Atari)"))
-    net_arch: tuple[int, ...] = field(default=(64, 64), metadata=_help("MLP widths for vector observations"))
-    frame_stack: int = field(default=4, metadata=_help("Atari frames per observation"))
-    terminal_on_life_loss: bool = field(default=True, metadata=_help("Atari: a lost life ends the learning episode"))
-    checkpoint_replay_buffer: bool = field(default=True, metadata=_help("save the replay buffer with checkpoints"))
+    learning_rate: float = option(1e-4, "Adam learning rate")
+    buffer_size: int = option(1_000_000, "replay capacity in transitions")
+    learning_starts: int = option(100, "agent steps of random play before learning")
+    batch_size: int = option(32, "transitions per gradient step")
+    tau: float = option(1.0, "target update coefficient (1: hard copy)")
+    gamma: float = option(0.99, "discount factor")
+    train_freq: int = option(4, "agent steps between trainings")
+    gradient_steps: int = option(1, "gradient steps per training (-1: one per agent step)")
+    target_update_interval: int = option(10_000, "agent steps between target updates")
+    exploration_fraction: float = option(0.1, "fraction of the run over which epsilon decays")
+    exploration_initial_eps: float = option(1.0, "epsilon at the start")
+    exploration_final_eps: float = option(0.05, "epsilon after the decay")
+    eval_exploration_eps: float = option(0.0, "epsilon when evaluating (Atari: 0.05, as Nature DQN)")
+    max_grad_norm: float = option(10.0, "gradient clipping norm")
+    num_envs: int = option(1, "parallel envs (ale-py threads for Atari)")
+    net_arch: tuple[int, ...] = option((64, 64), "MLP widths for vector observations")
+    frame_stack: int = option(4, "Atari frames per observation")
+    terminal_on_life_loss: bool = option(True, "Atari: a lost life ends the learning episode")
+    checkpoint_replay_buffer: bool = option(True, "save the replay buffer with checkpoints")
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -116,12 +112,12 @@ DQN_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class DQNConfig(DQNSettings):
-    double_q: bool = field(default=False, metadata=_help("Double DQN target (van Hasselt et al. 2016)"))
-    dueling: bool = field(default=False, metadata=_help("dueling value/advantage streams (Wang et al. 2016)"))
-    n_step: int = field(default=1, metadata=_help("n-step returns"))
-    prioritized_replay: bool = field(default=False, metadata=_help("proportional prioritized replay"))
-    prioritized_replay_alpha: float = field(default=0.6, metadata=_help("priority exponent"))
-    prioritized_replay_beta: float = field(default=0.4, metadata=_help("initial IS exponent, annealed to 1"))
+    double_q: bool = option(False, "Double DQN target (van Hasselt et al. 2016)")
+    dueling: bool = option(False, "dueling value/advantage streams (Wang et al. 2016)")
+    n_step: int = option(1, "n-step returns")
+    prioritized_replay: bool = option(False, "proportional prioritized replay")
+    prioritized_replay_alpha: float = option(0.6, "priority exponent")
+    prioritized_replay_beta: float = option(0.4, "initial IS exponent, annealed to 1")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -11,7 +11,7 @@ training and test images. best.pt is chosen on `val/fld` (against held-out train
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
-from lab.config import check_ranges
+from lab.config import check_ranges, option
 from lab.run.context import Context
 from lab.errors import LabError
 from lab.generative.images import FrechetReference, ImageGenerator, save_grid, to_uint8
@@ -28,26 +28,22 @@ from lab.hookspecs import hookimpl
 from lab.plugins.supervised import reference_classifier
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass
 class GANConfig:
-    latent_dim: int = field(default=100, metadata=_help("size of the noise vector z"))
-    g_width: int = field(default=64, metadata=_help("generator channels at full resolution (doubling per halving)"))
-    d_width: int = field(default=64, metadata=_help("discriminator channels after its first convolution"))
-    g_lr: float = field(default=2e-4, metadata=_help("generator Adam learning rate"))
-    d_lr: float = field(default=2e-4, metadata=_help("discriminator Adam learning rate"))
-    beta1: float = field(default=0.5, metadata=_help("Adam beta1 for both networks"))
-    beta2: float = field(default=0.999, metadata=_help("Adam beta2 for both networks"))
-    batch_size: int = field(default=64, metadata=_help("real images per step (and as many generated)"))
-    conditional: bool = field(default=False, metadata=_help("condition both networks on the class label"))
-    validation_size: int = field(default=5000, metadata=_help("training images held out to choose best.pt"))
-    fld_samples: int = field(default=10000, metadata=_help("generated images per Frechet distance"))
-    classifier: str | None = field(default=None, metadata=_help("RUN_DIR of a cnn/mlp run for eval/fld (default: the lab's cached cnn)"))
-    classifier_sha256: str | None = field(default=None, metadata=_help("filled in by the run: the classifier file's hash"))
-    image_size: int | None = field(default=None, metadata=_help("resize images to this square size"))
+    latent_dim: int = option(100, "size of the noise vector z")
+    g_width: int = option(64, "generator channels at full resolution (doubling per halving)")
+    d_width: int = option(64, "discriminator channels after its first convolution")
+    g_lr: float = option(2e-4, "generator Adam learning rate")
+    d_lr: float = option(2e-4, "discriminator Adam learning rate")
+    beta1: float = option(0.5, "Adam beta1 for both networks")
+    beta2: float = option(0.999, "Adam beta2 for both networks")
+    batch_size: int = option(64, "real images per step (and as many generated)")
+    conditional: bool = option(False, "condition both networks on the class label")
+    validation_size: int = option(5000, "training images held out to choose best.pt")
+    fld_samples: int = option(10000, "generated images per Frechet distance")
+    classifier: str | None = option(None, "RUN_DIR of a cnn/mlp run for eval/fld (default: the lab's cached cnn)")
+    classifier_sha256: str | None = option(None, "filled in by the run: the classifier file's hash")
+    image_size: int | None = option(None, "resize images to this square size")
 
     def __post_init__(self) -> None:
         check_ranges(

@@ -10,31 +10,27 @@ presets are RL Zoo's tuned values (Atari: CleanRL's ppo_atari).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
 from lab import distributed
-from lab.config import check_ranges
+from lab.config import check_ranges, option
 from lab.hookspecs import hookimpl
 from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
 from lab.schedules import anneal
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass
 class PPOConfig(OnPolicyConfig):
-    batch_size: int = field(default=64, metadata=_help("minibatch size"))
-    n_epochs: int = field(default=10, metadata=_help("passes over each rollout"))
-    clip_range: float = field(default=0.2, metadata=_help("clip range of the probability ratio"))
-    anneal_clip_range: bool = field(default=False, metadata=_help("anneal the clip range linearly to 0"))
-    clip_range_vf: float | None = field(default=None, metadata=_help("clip the value change to this range (none: off)"))
-    target_kl: float | None = field(default=None, metadata=_help("stop a pass early above 1.5x this approximate KL"))
+    batch_size: int = option(64, "minibatch size")
+    n_epochs: int = option(10, "passes over each rollout")
+    clip_range: float = option(0.2, "clip range of the probability ratio")
+    anneal_clip_range: bool = option(False, "anneal the clip range linearly to 0")
+    clip_range_vf: float | None = option(None, "clip the value change to this range (none: off)")
+    target_kl: float | None = option(None, "stop a pass early above 1.5x this approximate KL")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -3,18 +3,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
 
 from lab.agent import Agent
+from lab.config import option
 from lab.hookspecs import hookimpl
 
 
 @dataclass
 class RandomConfig:
-    num_envs: int = field(default=1, metadata={"help": "parallel environments"})
+    num_envs: int = option(1, "parallel environments")
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:

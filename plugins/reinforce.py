@@ -16,25 +16,22 @@ length (the CartPole preset) most episodes are whole.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch.nn.functional as F
 
+from lab.config import option
 from lab.hookspecs import hookimpl
 from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass
 class ReinforceConfig(OnPolicyConfig):
-    learning_rate: float = field(default=1e-3, metadata=_help("Adam learning rate"))
-    n_steps: int = field(default=500, metadata=_help("steps per env per batch"))
-    gae_lambda: float = field(default=1.0, metadata=_help("must stay 1: REINFORCE uses Monte-Carlo returns"))
-    num_envs: int = field(default=8, metadata=_help("parallel envs (episodes per batch)"))
+    learning_rate: float = option(1e-3, "Adam learning rate")
+    n_steps: int = option(500, "steps per env per batch")
+    gae_lambda: float = option(1.0, "must stay 1: REINFORCE uses Monte-Carlo returns")
+    num_envs: int = option(8, "parallel envs (episodes per batch)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

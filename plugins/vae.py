@@ -15,7 +15,7 @@ weighted bound with `iw_samples` samples on the first `iw_images` test images.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
-from lab.config import check_ranges
+from lab.config import check_ranges, option
 from lab.run.context import Context
 from lab.errors import LabError
 from lab.generative.images import ImageGenerator, save_grid, to_uint8
@@ -34,27 +34,22 @@ from lab.schedules import linear
 LOG_2PI = math.log(2 * math.pi)
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass
 class VAEConfig:
     # conv: 98.5 nats on MNIST after 10 epochs, the mlp 101.7
-    arch: Literal["mlp", "conv"] = field(default="conv", metadata=_help("encoder/decoder: conv or mlp"))
-    latent_dim: int = field(default=32, metadata=_help("size of the latent code z"))
-    hidden: tuple[int, ...] = field(default=(512, 256), metadata=_help("mlp hidden sizes (the decoder mirrors them)"))
-    channels: tuple[int, ...] = field(default=(32, 64), metadata=_help("conv widths, each halving H and W"))
-    likelihood: Literal["auto", "bernoulli", "gaussian"] = field(
-        default="auto", metadata=_help("auto: bernoulli on binarised MNIST-like data, gaussian otherwise"))
-    learning_rate: float = field(default=1e-3, metadata=_help("Adam learning rate"))
-    lr_decay: bool = field(default=True, metadata=_help("decay the learning rate linearly to 0 over the run"))
-    batch_size: int = field(default=128, metadata=_help("training minibatch size"))
-    eval_batch_size: int = field(default=1000, metadata=_help("batch size for the held-out passes"))
-    validation_size: int = field(default=5000, metadata=_help("training images held out to choose best.pt"))
-    iw_samples: int = field(default=5000, metadata=_help("importance samples for eval/iw_nll (lab eval only)"))
-    iw_images: int = field(default=1000, metadata=_help("test images eval/iw_nll is estimated on (lab eval only)"))
-    image_size: int | None = field(default=None, metadata=_help("resize images to this square size"))
+    arch: Literal["mlp", "conv"] = option("conv", "encoder/decoder: conv or mlp")
+    latent_dim: int = option(32, "size of the latent code z")
+    hidden: tuple[int, ...] = option((512, 256), "mlp hidden sizes (the decoder mirrors them)")
+    channels: tuple[int, ...] = option((32, 64), "conv widths, each halving H and W")
+    likelihood: Literal["auto", "bernoulli", "gaussian"] = option("auto", "auto: bernoulli on binarised MNIST-like data, gaussian otherwise")
+    learning_rate: float = option(1e-3, "Adam learning rate")
+    lr_decay: bool = option(True, "decay the learning rate linearly to 0 over the run")
+    batch_size: int = option(128, "training minibatch size")
+    eval_batch_size: int = option(1000, "batch size for the held-out passes")
+    validation_size: int = option(5000, "training images held out to choose best.pt")
+    iw_samples: int = option(5000, "importance samples for eval/iw_nll (lab eval only)")
+    iw_images: int = option(1000, "test images eval/iw_nll is estimated on (lab eval only)")
+    image_size: int | None = option(None, "resize images to this square size")
 
     def __post_init__(self) -> None:
         check_ranges(self, positive=("latent_dim", "learning_rate", "batch_size", "eval_batch_size",

@@ -16,7 +16,7 @@ minibatches (README: Several processes).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
@@ -27,45 +27,39 @@ from lab import distributed
 from lab.agent import Agent
 from lab.buffers import RolloutBuffer
 from lab.buffers.rollout import RolloutBatch
-from lab.config import check_ranges
+from lab.config import check_ranges, option
 from lab.device import small_pass_threads
 from lab.rl.normalize import Normalizer, RunningMeanStd
 from lab.rl.policies import ActorCritic
 from lab.schedules import anneal
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass
 class OnPolicyConfig:
     """Settings every on-policy agent takes (SB3's names; defaults are SB3's PPO ones)."""
 
-    learning_rate: float = field(default=3e-4, metadata=_help("optimizer learning rate"))
-    anneal_lr: bool = field(default=False, metadata=_help("anneal the learning rate linearly to 0 (RL Zoo's lin_)"))
-    n_steps: int = field(default=2048, metadata=_help("steps per env per rollout"))
-    gamma: float = field(default=0.99, metadata=_help("discount factor"))
-    gae_lambda: float = field(default=0.95, metadata=_help("GAE lambda"))
-    ent_coef: float = field(default=0.0, metadata=_help("entropy bonus weight"))
-    vf_coef: float = field(default=0.5, metadata=_help("value loss weight"))
-    max_grad_norm: float = field(default=0.5, metadata=_help("gradient clipping norm"))
-    normalize_advantage: bool = field(default=True, metadata=_help("standardise advantages per minibatch"))
-    num_envs: int = field(default=1, metadata=_help("parallel envs"))
-    net_arch: tuple[int, ...] = field(default=(64, 64), metadata=_help("MLP widths of the actor and of the critic"))
-    activation: Literal["tanh", "relu"] = field(default="tanh", metadata=_help("MLP activation"))
-    ortho_init: bool = field(default=True, metadata=_help("orthogonal initialisation (OpenAI baselines' gains)"))
-    log_std_init: float = field(default=0.0, metadata=_help("initial log std of the Gaussian policy (Box actions)"))
-    norm_obs: bool = field(default=False, metadata=_help("normalise observations by running statistics"))
-    norm_reward: bool = field(default=False, metadata=_help("scale rewards by the running std of the return"))
-    frame_stack: int = field(default=4, metadata=_help("Atari frames per observation"))
-    terminal_on_life_loss: bool = field(default=True, metadata=_help("Atari: a lost life ends the learning episode"))
-    async_envs: bool = field(default=False, metadata=_help(
-        "step the training envs in worker processes (all cores step envs; not for Atari, whose envs are "
-        "threaded already; a resumed run restarts them)"))
-    eval_stochastic: bool | None = field(default=None, metadata=_help(
-        "sample actions when evaluating (default: on image observations, as RL Zoo and CleanRL evaluate Atari: "
-        "a greedy policy can stall after a lost life)"))
+    learning_rate: float = option(3e-4, "optimizer learning rate")
+    anneal_lr: bool = option(False, "anneal the learning rate linearly to 0 (RL Zoo's lin_)")
+    n_steps: int = option(2048, "steps per env per rollout")
+    gamma: float = option(0.99, "discount factor")
+    gae_lambda: float = option(0.95, "GAE lambda")
+    ent_coef: float = option(0.0, "entropy bonus weight")
+    vf_coef: float = option(0.5, "value loss weight")
+    max_grad_norm: float = option(0.5, "gradient clipping norm")
+    normalize_advantage: bool = option(True, "standardise advantages per minibatch")
+    num_envs: int = option(1, "parallel envs")
+    net_arch: tuple[int, ...] = option((64, 64), "MLP widths of the actor and of the critic")
+    activation: Literal["tanh", "relu"] = option("tanh", "MLP activation")
+    ortho_init: bool = option(True, "orthogonal initialisation (OpenAI baselines' gains)")
+    log_std_init: float = option(0.0, "initial log std of the Gaussian policy (Box actions)")
+    norm_obs: bool = option(False, "normalise observations by running statistics")
+    norm_reward: bool = option(False, "scale rewards by the running std of the return")
+    frame_stack: int = option(4, "Atari frames per observation")
+    terminal_on_life_loss: bool = option(True, "Atari: a lost life ends the learning episode")
+    async_envs: bool = option(False, "step the training envs in worker processes (all cores step envs; not for Atari, whose envs are "
+        "threaded already; a resumed run restarts them)")
+    eval_stochastic: bool | None = option(None, "sample actions when evaluating (default: on image observations, as RL Zoo and CleanRL evaluate Atari: "
+        "a greedy policy can stall after a lost life)")
 
     def __post_init__(self) -> None:
         check_ranges(self, at_least_one=("n_steps", "num_envs", "frame_stack"),

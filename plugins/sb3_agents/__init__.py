@@ -13,7 +13,7 @@ wherever the envs can be saved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable, ClassVar
 
 import gymnasium as gym
@@ -25,16 +25,12 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from lab.agent import Agent
-from lab.config import check_ranges
+from lab.config import check_ranges, option
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
 from lab.plugins.sb3_agents.env import LabSB3VecEnv
 from lab.plugins.dqn import DQNSettings, DQN_PRESETS
 from lab.schedules import anneal, as_progress_schedule
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 class SB3Agent(Agent):
@@ -154,7 +150,7 @@ def sb3_train_frequency(train_freq: int, gradient_steps: int, num_envs: int) -> 
 
 @dataclass
 class SB3DQNConfig(DQNSettings):
-    lab_replay_buffer: bool = field(default=True, metadata=_help("store transitions in the lab's device replay buffer"))
+    lab_replay_buffer: bool = option(True, "store transitions in the lab's device replay buffer")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -247,20 +243,19 @@ class SB3DQNAgent(SB3Agent):
 class OnPolicySettings:
     """Settings PPO and A2C share; defaults are SB3's (A2C overrides its own)."""
 
-    learning_rate: float = field(default=3e-4, metadata=_help("optimizer learning rate"))
-    n_steps: int = field(default=2048, metadata=_help("steps per env per rollout"))
-    gamma: float = field(default=0.99, metadata=_help("discount factor"))
-    gae_lambda: float = field(default=0.95, metadata=_help("GAE lambda"))
-    ent_coef: float = field(default=0.0, metadata=_help("entropy bonus"))
-    vf_coef: float = field(default=0.5, metadata=_help("value loss weight"))
-    max_grad_norm: float = field(default=0.5, metadata=_help("gradient clipping norm"))
-    num_envs: int = field(default=1, metadata=_help("parallel envs"))
-    net_arch: tuple[int, ...] = field(default=(64, 64), metadata=_help("MLP widths for vector observations"))
-    anneal: bool = field(default=False, metadata=_help("anneal the learning rate (and PPO clip range) linearly to 0"))
-    frame_stack: int = field(default=4, metadata=_help("Atari frames per observation"))
-    terminal_on_life_loss: bool = field(default=True, metadata=_help("Atari: a lost life ends the learning episode"))
-    eval_stochastic: bool | None = field(default=None, metadata=_help(
-        "sample actions when evaluating (default: on image observations, as RL Zoo evaluates Atari)"))
+    learning_rate: float = option(3e-4, "optimizer learning rate")
+    n_steps: int = option(2048, "steps per env per rollout")
+    gamma: float = option(0.99, "discount factor")
+    gae_lambda: float = option(0.95, "GAE lambda")
+    ent_coef: float = option(0.0, "entropy bonus")
+    vf_coef: float = option(0.5, "value loss weight")
+    max_grad_norm: float = option(0.5, "gradient clipping norm")
+    num_envs: int = option(1, "parallel envs")
+    net_arch: tuple[int, ...] = option((64, 64), "MLP widths for vector observations")
+    anneal: bool = option(False, "anneal the learning rate (and PPO clip range) linearly to 0")
+    frame_stack: int = option(4, "Atari frames per observation")
+    terminal_on_life_loss: bool = option(True, "Atari: a lost life ends the learning episode")
+    eval_stochastic: bool | None = option(None, "sample actions when evaluating (default: on image observations, as RL Zoo evaluates Atari)")
 
     def __post_init__(self) -> None:
         check_ranges(self, at_least_one=("n_steps", "num_envs", "frame_stack"),
@@ -307,9 +302,9 @@ class OnPolicyAgent(SB3Agent):
 
 @dataclass
 class SB3PPOConfig(OnPolicySettings):
-    batch_size: int = field(default=64, metadata=_help("minibatch size"))
-    n_epochs: int = field(default=10, metadata=_help("passes over each rollout"))
-    clip_range: float = field(default=0.2, metadata=_help("PPO clip range"))
+    batch_size: int = option(64, "minibatch size")
+    n_epochs: int = option(10, "passes over each rollout")
+    clip_range: float = option(0.2, "PPO clip range")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -346,9 +341,9 @@ class SB3PPOAgent(OnPolicyAgent):
 
 @dataclass
 class SB3A2CConfig(OnPolicySettings):
-    learning_rate: float = field(default=7e-4, metadata=_help("RMSprop learning rate"))
-    n_steps: int = field(default=5, metadata=_help("steps per env per update"))
-    gae_lambda: float = field(default=1.0, metadata=_help("GAE lambda (1: plain n-step returns)"))
+    learning_rate: float = option(7e-4, "RMSprop learning rate")
+    n_steps: int = option(5, "steps per env per update")
+    gae_lambda: float = option(1.0, "GAE lambda (1: plain n-step returns)")
 
 
 # RL Zoo's Atari A2C (a2c.yml, `atari`), RMSprop as in the TF implementation.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
@@ -34,7 +34,7 @@ from lab import distributed
 from lab.algorithm import Algorithm
 from lab.buffers.data import DataBuffer
 from lab.run.checkpoint import load_checkpoint, save_checkpoint
-from lab.config import check_ranges, convert
+from lab.config import check_ranges, convert, option
 from lab.run.context import Context
 from lab.datasets import ImageDataset, split_validation
 from lab.errors import LabError
@@ -46,29 +46,23 @@ from lab.plugins.supervised.media import confusion_matrix, plot_confusion_matrix
 MISCLASSIFIED_SHOWN = 32
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass
 class TrainConfig:
     """Settings every classifier shares (the subclasses change defaults and add model size)."""
 
-    batch_size: int = field(default=256, metadata=_help("training minibatch size"))
-    eval_batch_size: int = field(default=2000, metadata=_help("batch size for the in-order validation and test passes"))
-    validation_size: int = field(
-        default=5000, metadata=_help("training images held out to choose best.pt (the test split is only reported)")
-    )
-    optimizer: Literal["sgd", "adamw"] = field(default="sgd", metadata=_help("sgd (Nesterov momentum) or adamw"))
-    learning_rate: float = field(default=0.1, metadata=_help("peak learning rate"))
-    momentum: float = field(default=0.9, metadata=_help("SGD momentum / AdamW beta1"))
-    weight_decay: float = field(default=5e-4, metadata=_help("L2 weight decay"))
-    warmup: float = field(default=0.05, metadata=_help("fraction of the run spent warming the LR up, then linear decay"))
-    label_smoothing: float = field(default=0.0, metadata=_help("cross-entropy label smoothing"))
-    augment: bool = field(default=False, metadata=_help("random crops (and flips if --flip) on the device"))
-    crop_padding: int = field(default=2, metadata=_help("pixels of padding for the random crops"))
-    flip: bool = field(default=False, metadata=_help("random horizontal flips (not for digits)"))
-    image_size: int | None = field(default=None, metadata=_help("resize images to this square size (default: as stored)"))
+    batch_size: int = option(256, "training minibatch size")
+    eval_batch_size: int = option(2000, "batch size for the in-order validation and test passes")
+    validation_size: int = option(5000, "training images held out to choose best.pt (the test split is only reported)")
+    optimizer: Literal["sgd", "adamw"] = option("sgd", "sgd (Nesterov momentum) or adamw")
+    learning_rate: float = option(0.1, "peak learning rate")
+    momentum: float = option(0.9, "SGD momentum / AdamW beta1")
+    weight_decay: float = option(5e-4, "L2 weight decay")
+    warmup: float = option(0.05, "fraction of the run spent warming the LR up, then linear decay")
+    label_smoothing: float = option(0.0, "cross-entropy label smoothing")
+    augment: bool = option(False, "random crops (and flips if --flip) on the device")
+    crop_padding: int = option(2, "pixels of padding for the random crops")
+    flip: bool = option(False, "random horizontal flips (not for digits)")
+    image_size: int | None = option(None, "resize images to this square size (default: as stored)")
 
     def __post_init__(self) -> None:
         check_ranges(self, positive=("batch_size", "eval_batch_size", "learning_rate"),
@@ -81,27 +75,27 @@ class TrainConfig:
 
 @dataclass
 class LogRegConfig(TrainConfig):
-    weight_decay: float = field(default=0.0, metadata=_help("L2 weight decay"))
-    learning_rate: float = field(default=0.05, metadata=_help("peak learning rate"))
+    weight_decay: float = option(0.0, "L2 weight decay")
+    learning_rate: float = option(0.05, "peak learning rate")
 
 
 @dataclass
 class MLPConfig(TrainConfig):
-    hidden: tuple[int, ...] = field(default=(512, 512), metadata=_help("hidden layer sizes, e.g. 512,512"))
-    dropout: float = field(default=0.2, metadata=_help("dropout after each hidden layer"))
-    learning_rate: float = field(default=0.05, metadata=_help("peak learning rate"))
+    hidden: tuple[int, ...] = option((512, 512), "hidden layer sizes, e.g. 512,512")
+    dropout: float = option(0.2, "dropout after each hidden layer")
+    learning_rate: float = option(0.05, "peak learning rate")
 
 
 @dataclass
 class CNNConfig(TrainConfig):
-    widths: tuple[int, ...] = field(default=(32, 64, 128), metadata=_help("channels of each conv block (each halves H, W)"))
-    convs_per_block: int = field(default=1, metadata=_help("3x3 convolutions per block"))
+    widths: tuple[int, ...] = option((32, 64, 128), "channels of each conv block (each halves H, W)")
+    convs_per_block: int = option(1, "3x3 convolutions per block")
     # batches of 128: twice the updates per epoch for the same compute (99.3% after 3 epochs
     # on MNIST against 99.0% with 256 at lr 0.2)
-    batch_size: int = field(default=128, metadata=_help("training minibatch size"))
-    learning_rate: float = field(default=0.1, metadata=_help("peak learning rate"))
-    label_smoothing: float = field(default=0.1, metadata=_help("cross-entropy label smoothing"))
-    augment: bool = field(default=True, metadata=_help("random crops (and flips if --flip) on the device"))
+    batch_size: int = option(128, "training minibatch size")
+    learning_rate: float = option(0.1, "peak learning rate")
+    label_smoothing: float = option(0.1, "cross-entropy label smoothing")
+    augment: bool = option(True, "random crops (and flips if --flip) on the device")
 
 
 def labelled(data: object, algo: str) -> ImageDataset:
