@@ -18,11 +18,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from lab.config import check_ranges, option
 from lab.envs.atari_backends import ALEVectorBackend, AtariSettings, GymAtariBackend
 from lab.envs.episodes import EpisodeStats
 from lab.envs.frame_stack import FrameStack
+from lab.envs.scores import ATARI_REFERENCE_SCORES
 from lab.errors import LabError, unknown
-from lab.vecenv import Episode
+from lab.vecenv import EnvFamily, Episode
 
 ATARI_PATTERNS: tuple[str, ...] = ("ALE/*-v5", "*NoFrameskip-v4")
 EVAL_STICKY_ACTIONS = 0.25
@@ -31,14 +33,19 @@ RENDER_FPS = 15  # 60 Hz emulator / frame skip 4: real-time playback
 
 @dataclass(frozen=True)
 class AtariOptions:
-    """Env options an agent may pass through `ctx.make_env(**options)`."""
+    """The Atari family's settings: flags of every run on an Atari id (`--frame-stack 4`),
+    passed by `ctx.make_env` to every Atari env it makes (`EnvFamily.options`)."""
 
-    frame_stack: int = 4
-    terminal_on_life_loss: bool = True  # learning only: ignored by evaluation envs
-    clip_rewards: bool = True  # learning only: ignored by evaluation envs
-    sticky_actions: float | None = None  # None: as the id says; evaluation always 0.25
-    noop_max: int = 30
-    full_action_space: bool = False
+    frame_stack: int = option(4, "frames per observation")
+    terminal_on_life_loss: bool = option(True, "a lost life ends the learning episode (training envs only)")
+    clip_rewards: bool = option(True, "clip rewards to their sign (training envs only)")
+    sticky_actions: float | None = option(None, "repeat-action probability (default: as the id says, 0.25 for "
+                                                "ALE/*-v5, 0 for *NoFrameskip-v4; evaluation always 0.25)")
+    noop_max: int = option(30, "most no-op actions at the start of an episode")
+    full_action_space: bool = option(False, "all 18 joystick actions instead of the game's minimal set")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, at_least_one=("frame_stack",), fraction=("sticky_actions",), non_negative=("noop_max",))
 
     @classmethod
     def parse(cls, env_id: str, options: dict[str, Any]) -> AtariOptions:
@@ -49,12 +56,23 @@ class AtariOptions:
                 f"unknown Atari env option(s) {', '.join(bad)} for {env_id}; "
                 f"valid options: {', '.join(sorted(allowed))}"
             )
-        parsed = cls(**options)
-        if parsed.frame_stack < 1:
-            raise LabError(f"frame_stack must be >= 1 (got {parsed.frame_stack})")
-        if parsed.sticky_actions is not None and not 0.0 <= parsed.sticky_actions <= 1.0:
-            raise LabError(f"sticky_actions must be in [0, 1] (got {parsed.sticky_actions})")
-        return parsed
+        try:
+            return cls(**options)
+        except ValueError as exc:
+            raise LabError(str(exc)) from None
+
+
+def reference_scores(env_id: str) -> tuple[float, float] | None:
+    """(random, human) scores of the game behind an Atari id, where published."""
+    try:
+        game = atari_game(env_id)[0]
+    except LabError:
+        return None
+    return ATARI_REFERENCE_SCORES.get(game)
+
+
+# What every Atari id shares: presets keyed "atari", the options above, human-normalised scores.
+ATARI = EnvFamily("atari", options=AtariOptions, reference_scores=reference_scores)
 
 
 def atari_ids() -> list[str]:

@@ -68,11 +68,3 @@ ATARI_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "zaxxon": (32.5, 9173.3),
 }
 
-
-def normalized_score(game: str, score: float) -> float | None:
-    """(score - random) / (human - random) for a known game, else None."""
-    reference = ATARI_REFERENCE_SCORES.get(game)
-    if reference is None:
-        return None
-    random, human = reference
-    return (score - random) / (human - random)

@@ -13,18 +13,36 @@ def load(run_dir, checkpoint: str = "best", device: str | None = None, plugins_d
     """The trained algorithm of a run directory, ready to use.
 
         agent = lab.load("runs/dqn-CartPole-v1-s1-...")   # checkpoints/best.pt
-        actions = agent.act(observations)                # a torch batch, on agent.ctx.device
+        action = agent.act(observation)                  # numpy or torch, one or a batch
 
     `checkpoint` is "best" or "latest"; `device` overrides the run's ("cpu", "cuda");
-    `plugins_dir` is needed only when the run used local plugins from a folder that has
-    moved (the run records the one it used). Call `.close()` when done with an agent.
+    `plugins_dir` is a folder of one-file plugins to load (as `--plugins-dir`), for a run
+    whose algorithm came from one. Your random state and thread count stay as they were.
+    Call `.close()` when done with an agent.
     """
     from pathlib import Path
 
     from lab.run.discovery import load_lab
-    from lab.run.rundir import read_config
-    from lab.run.runner import load as load_run
+    from lab.run.entry import load as load_run
 
-    run_dir = Path(run_dir)
-    doc = read_config(run_dir)
-    return load_run(load_lab(plugins_dir or doc.get("plugins_dir")), run_dir, checkpoint, device)
+    return load_run(load_lab(plugins_dir), Path(run_dir), checkpoint, device)
+
+
+def train(algo: str, *, config: str | None = None, plugins_dir: str | None = None, **settings):
+    """Train `algo` as `lab train ALGO` does, from a notebook or a script; returns the run.
+
+        run = lab.train("ppo", env="CartPole-v1", steps=50_000, learning_rate=1e-3)
+        run.status, run.summary["best"], run.dir       # finished | interrupted | failed
+        agent = run.load()                            # = lab.load(run.dir)
+
+    `settings` are the flags' fields (`--learning-rate` is `learning_rate`); `config` a
+    settings file (as `--config`). The run directory is the one the CLI makes; Ctrl-C
+    finishes the step, saves a checkpoint and returns the run `interrupted` (`lab resume`
+    continues it). A bad setting raises `lab.errors.LabError` with the CLI's one-line
+    message. Returns None when Ctrl-C came before training started (no run is left).
+    """
+    from lab.run.discovery import load_lab
+    from lab.run.entry import train_in_process
+    from lab.run.settings import load_yaml_file
+
+    return train_in_process(load_lab(plugins_dir), algo, settings, load_yaml_file(config) if config else None)

@@ -2,30 +2,63 @@
 
 from __future__ import annotations
 
+import functools
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import gymnasium as gym
+import numpy as np
 import torch
 
 from lab.algorithm import Algorithm, Kind
+from lab.errors import LabError
 from lab.rl.evaluation import evaluate_policy, evaluation_seed, record_video
+
+if TYPE_CHECKING:
+    from lab.run.registry import Registry
+    from lab.run.settings import RunConfig
 
 
 class Agent(Algorithm):
     """An algorithm that acts in `--env`. Subclasses implement `act` (and training);
     `evaluate` runs `lab.rl.evaluation`'s protocol and `write_media` records a video.
 
-    `env_options` are passed to every `ctx.make_env` call (training and evaluation), e.g.
-    `{"frame_stack": 4}`; learning-only options are ignored by evaluation envs.
+    `act` also takes what a user holds (`lab.load(run).act(obs)`, as SB3's `predict`): a
+    numpy array or a tensor, one observation or a batch, on any device; the actions come
+    back the same way (numpy for numpy, one action for one observation).
     """
 
     kind: ClassVar[Kind] = "agent"
     video_max_steps: ClassVar[int] = 2_000
+    evaluates_on_every_rank: ClassVar[bool] = False  # under torchrun rank 0 plays the evaluation episodes
+    default_steps: ClassVar[int | None] = 100_000
+    default_epochs: ClassVar[int | None] = None
 
-    @property
-    def env_options(self) -> dict[str, Any]:
-        return {}
+    @classmethod
+    def check_target(cls, run: RunConfig, registry: Registry) -> None:
+        if run.env is None:
+            raise LabError(f"{cls.name} is an agent: pass --env ID (e.g. CartPole-v1; `lab plugins` lists envs)")
+        registry.env(run.env)
+        if run.epochs is not None:
+            raise LabError(f"{cls.name} is an agent: give its budget with --steps, not --epochs")
+
+    @classmethod
+    def next_command(cls, run_dir: Path) -> str:
+        return f"lab eval {run_dir} --video"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "act" in cls.__dict__ and not getattr(cls.__dict__["act"], "takes_user_observations", False):
+            cls.act = _takes_user_observations(cls.__dict__["act"])
+
+    def require_discrete_actions(self, space: gym.Space, env: Any) -> None:
+        """Refuse (closing `env`) an action space that is not Discrete, in one line."""
+        if not isinstance(space, gym.spaces.Discrete):
+            env.close()
+            raise LabError(f"{self.name} needs discrete actions; {self.ctx.env_id} has {space}. "
+                           "Use an env with discrete actions (e.g. CartPole-v1, ALE/Breakout-v5)")
 
     @abstractmethod
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -37,10 +70,38 @@ class Agent(Algorithm):
 
     def evaluate(self) -> dict[str, float]:
         seed = evaluation_seed(self.ctx, self.global_step)
-        return evaluate_policy(self.ctx, self.act, self.ctx.eval_episodes, seed, **self.env_options)
+        return evaluate_policy(self.ctx, self.act, self.ctx.eval_episodes, seed)
 
     def write_media(self, media_dir: Path) -> dict[str, Path]:
         path = self.ctx.media_path(f"eval-step{self.global_step:09d}", ".mp4")
         record_video(self.ctx, self.act, path, evaluation_seed(self.ctx, self.global_step),
-                     max_steps=self.video_max_steps, **self.env_options)
+                     max_steps=self.video_max_steps)
         return {"eval/video": path}
+
+
+def _takes_user_observations(act: Callable[..., torch.Tensor]) -> Callable[..., Any]:
+    """`act` for batched tensors on the run's device, widened to numpy arrays, single
+    observations and other devices; batched tensors on the device pass straight through."""
+
+    @functools.wraps(act)
+    def wrapper(self: Agent, obs: Any, deterministic: bool = True) -> Any:
+        dims = len(self.ctx.observation_space().shape)
+        if isinstance(obs, torch.Tensor) and obs.dim() > dims and obs.device == self.ctx.device:
+            return act(self, obs, deterministic)
+        from_numpy = not isinstance(obs, torch.Tensor)
+        tensor = torch.as_tensor(np.asarray(obs) if from_numpy else obs)
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            tensor = tensor.float()
+        single = tensor.dim() == dims
+        if not single and tensor.dim() != dims + 1:
+            raise ValueError(f"act() takes one observation of shape {tuple(self.ctx.observation_space().shape)} "
+                             f"or a batch of them; got shape {tuple(tensor.shape)}")
+        actions = act(self, tensor.to(self.ctx.device).unsqueeze(0) if single else tensor.to(self.ctx.device),
+                      deterministic)
+        actions = actions[0] if single else actions
+        if from_numpy:
+            return actions.cpu().numpy()
+        return actions.to(obs.device)
+
+    wrapper.takes_user_observations = True  # type: ignore[attr-defined]
+    return wrapper

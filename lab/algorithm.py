@@ -13,8 +13,12 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from lab.errors import LabError
+
 if TYPE_CHECKING:
     from lab.run.context import Context
+    from lab.run.registry import Registry
+    from lab.run.settings import RunConfig
 
 Kind = Literal["agent", "generator", "supervised"]
 KINDS: tuple[str, ...] = ("agent", "generator", "supervised")
@@ -33,6 +37,12 @@ class Algorithm(ABC):
       key_metric / key_metric_mode: what `best.pt` and `lab runs` rank by.
       media_each_evaluation: also write media after every evaluation (generators' sample
                 grids), not only at the end of the run.
+      data_parallel: trains under torchrun: takes its share of the data or envs and
+                averages its gradients across processes (`lab.distributed`).
+      evaluates_on_every_rank: under torchrun every process evaluates its share (datasets,
+                summed by the algorithm); False: rank 0 alone evaluates (agents).
+      default_steps / default_epochs: the budget when neither --steps nor --epochs is given
+                (nor a preset's `steps`); the one that is not None applies.
     """
 
     name: ClassVar[str]
@@ -43,13 +53,28 @@ class Algorithm(ABC):
     key_metric_mode: ClassVar[Literal["max", "min"]] = "max"
     media_each_evaluation: ClassVar[bool] = False
     version: ClassVar[str | None] = None
-    default_steps: ClassVar[int] = 100_000  # budget when neither --steps nor --epochs is given
-    default_epochs: ClassVar[int] = 10  # same, for dataset algorithms
+    data_parallel: ClassVar[bool] = False
+    evaluates_on_every_rank: ClassVar[bool] = True
+    default_steps: ClassVar[int | None] = None
+    default_epochs: ClassVar[int | None] = 10
 
     def __init__(self, config: Any, ctx: Context) -> None:
         self.config = config
         self.ctx = ctx
         self.global_step = 0
+
+    @classmethod
+    def check_target(cls, run: RunConfig, registry: Registry) -> None:
+        """Refuse, as one LabError, a run that names nothing to learn from: dataset
+        algorithms need `--data NAME` (agents, `lab.agent.Agent`, need `--env`)."""
+        if run.data is None:
+            raise LabError(f"{cls.name} trains on a dataset: pass --data NAME (e.g. mnist; `lab plugins` lists datasets)")
+        registry.dataset_factory(run.data.partition(":")[0])
+
+    @classmethod
+    def next_command(cls, run_dir: Path) -> str:
+        """What the end-of-run report suggests once a run has finished."""
+        return f"lab compare {run_dir}"
 
     @classmethod
     def step_multiple(cls, config: Any) -> int:
@@ -69,7 +94,8 @@ class Algorithm(ABC):
 
     @property
     def steps_per_epoch(self) -> int | None:
-        """Global steps in one pass over the data, so the runner can turn --epochs into steps."""
+        """Global steps in one pass over the data, so the runner can turn --epochs into steps
+        (known once `__init__` has loaded the data; without it a run counts --steps only)."""
         return None
 
     @abstractmethod

@@ -1,4 +1,5 @@
-"""`lab` command line: plugins, train, resume, eval, runs, compare.
+"""`lab` command line: plugins, train, resume, eval, runs, compare, sweep, and the
+commands plugins register (`register_commands`: `lab sample` is the generators').
 
 Every user mistake becomes one line on stderr and exit code 2 (no traceback).
 """
@@ -15,8 +16,9 @@ from typing import Any, NoReturn
 
 from lab.run.signals import STOP  # first: Ctrl-C handling must be ready before the heavier imports
 
-from lab.config import RunConfig, config_fields, flag, load_yaml_file  # noqa: E402
+from lab.config import flag  # noqa: E402
 from lab.errors import LabError, close_matches  # noqa: E402
+from lab.run.settings import RunConfig, config_fields, load_yaml_file  # noqa: E402
 
 EXIT_USAGE = 2
 
@@ -51,19 +53,33 @@ def _load(args: argparse.Namespace, run_dir: Path | None = None):
     return lab
 
 
-def _algorithm_parser(algo_cls: type) -> _Parser:
+def _setting_groups(algo_cls: type, registry: Any) -> list[tuple[str, type]]:
+    """(title, settings class) for every flag `lab train ALGO` takes: the runner's, each
+    tracker's, each env family's (they apply to that family's envs) and the algorithm's."""
+    groups = [("run settings", RunConfig)]
+    groups += [(f"{name} tracker settings", cls) for name, cls in registry.tracker_options().items()]
+    groups += [(f"{family.name} env settings (for {family.name} envs only)", family.options)
+               for family in registry.families() if family.options is not None]
+    return groups + [(f"{algo_cls.name} settings", algo_cls.Config)]
+
+
+def _algorithm_parser(algo_cls: type, registry: Any) -> _Parser:
     parser = _Parser(prog=f"lab train {algo_cls.name}", description=(algo_cls.__doc__ or "").strip(),
                      allow_abbrev=False, argument_default=argparse.SUPPRESS,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", metavar="FILE.yaml", help="settings file (flags win over it)")
-    for title, cls in (("run settings", RunConfig), (f"{algo_cls.name} settings", algo_cls.Config)):
+    seen: set[str] = set()
+    for title, cls in _setting_groups(algo_cls, registry):
         group = parser.add_argument_group(title)
         for name, tp, default, help_text in config_fields(cls):
+            if name in seen:
+                continue
+            seen.add(name)
             extra: dict[str, Any] = {"nargs": "?", "const": "true"} if tp is bool else {}
             group.add_argument(f"--{flag(name)}", dest=name, metavar="VALUE",
                                help=f"{help_text} (default: {default})".strip(), **extra)
     if algo_cls.presets:
-        lines = ["presets, applied for a matching --env/--data (exact ids before globs; "
+        lines = ["presets, applied for a matching --env/--data (exact ids, then globs, then the env's family; "
                  "steps is the default budget):"]
         for key, values in algo_cls.presets.items():
             shown = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in values.items())
@@ -72,13 +88,15 @@ def _algorithm_parser(algo_cls: type) -> _Parser:
     return parser
 
 
-def _parse_algorithm_flags(algo_cls: type, argv: list[str]) -> tuple[dict[str, Any], str | None]:
+def _parse_algorithm_flags(algo_cls: type, argv: list[str], registry: Any) -> tuple[dict[str, Any], str | None]:
     # `--learning_rate=3e-4` (W&B sweep agents write field names) means `--learning-rate=3e-4`
     argv = [t.split("=", 1)[0].replace("_", "-") + t[len(t.split("=", 1)[0]):] if t.startswith("--") else t
             for t in argv]
-    parser = _algorithm_parser(algo_cls)
-    known = {f"--{flag(n)}" for n, *_ in config_fields(RunConfig)} | {
-        f"--{flag(n)}" for n, *_ in config_fields(algo_cls.Config)} | {"--config"}
+    parser = _algorithm_parser(algo_cls, registry)
+    known = {f"--{flag(n)}" for _, cls in _setting_groups(algo_cls, registry) for n, *_ in config_fields(cls)}
+    known |= {f"--{alias.replace('_', '-')}" for alias in getattr(algo_cls.Config, "aliases", {})} | {"--config"}
+    for alias in getattr(algo_cls.Config, "aliases", {}):
+        parser.add_argument(f"--{flag(alias)}", dest=alias, metavar="VALUE", help=argparse.SUPPRESS)
     for token in argv:
         if token.startswith("--") and token not in ("--help",) and token.split("=", 1)[0] not in known:
             name = token.split("=", 1)[0]
@@ -121,21 +139,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lab.run import runner
+    from lab.run import entry
 
     lab = _load(args)
     algo_cls = lab.registry.algorithm(args.algo)
     if "-h" in args.rest or "--help" in args.rest:
-        _algorithm_parser(algo_cls).print_help()
+        _algorithm_parser(algo_cls, lab.registry).print_help()
         return 0
     rest, seeds = _pop_option(args.rest, "--seeds")
     rest, parallel = _pop_option(rest, "--parallel")
-    cli, config_file = _parse_algorithm_flags(algo_cls, rest)
+    cli, config_file = _parse_algorithm_flags(algo_cls, rest, lab.registry)
     file_values = load_yaml_file(config_file) if config_file else None
     if seeds is None:
         if parallel is not None:
             raise LabError("--parallel goes with --seeds (or lab sweep): one run uses one process")
-        return runner.train(lab, args.algo, cli, file_values)
+        return entry.train(lab, args.algo, cli, file_values)
     return _train_seeds(lab, algo_cls, rest, cli, file_values, seeds, parallel)
 
 
@@ -160,16 +178,17 @@ def _pop_option(tokens: list[str], name: str) -> tuple[list[str], str | None]:
 def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
                  file_values: dict[str, Any] | None, seeds_text: str, parallel_text: str | None) -> int:
     """`lab train ... --seeds 1,2,3 [--parallel N]`: one run per seed, named STEM-sSEED, one W&B group."""
-    from lab.config import resolve
+    from lab.distributed import launched
     from lab.experiments.jobs import Job, overall_exit_code, parse_parallel, parse_seeds, results_table, run_jobs
     from lab.run.rundir import default_run_name
+    from lab.run.settings import resolve
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched():
         raise LabError("--seeds starts its own processes: run it without torchrun")
     seeds, parallel = parse_seeds(seeds_text), parse_parallel(parallel_text)
     if "seed" in cli:
         raise LabError("--seeds and --seed do not mix: --seeds 1,2,3 runs one run per seed")
-    resolved = resolve(algo_cls, cli, file_values)  # bad values fail here, once, not in every run
+    resolved = resolve(algo_cls, cli, file_values, lab.registry)  # bad values fail here, once, not in every run
     stem = resolved.run.name or default_run_name(algo_cls.name, resolved.run.env or resolved.run.data, None)
     experiment = resolved.run.experiment or stem
     base, _ = _pop_option(rest, "--name")
@@ -198,70 +217,34 @@ def _positive(value: str, name: str) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from lab.run import runner
+    from lab.run import entry
 
     if args.steps is not None and args.epochs is not None:
         raise LabError("give either --steps or --epochs, not both")
     steps = _positive(args.steps, "steps") if args.steps is not None else None
     epochs = _positive(args.epochs, "epochs") if args.epochs is not None else None
     run_dir = Path(args.run_dir)
-    return runner.resume(_load(args, run_dir), run_dir, steps, epochs, args.checkpoint)
+    return entry.resume(_load(args, run_dir), run_dir, steps, epochs, args.checkpoint)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lab.run import runner
+    from lab.run import entry
 
     episodes = _positive(args.episodes, "episodes") if args.episodes is not None else None
     run_dir = Path(args.run_dir)
-    result = runner.evaluate_run(_load(args, run_dir), run_dir, episodes, args.video, args.checkpoint)
+    result = entry.evaluate_run(_load(args, run_dir), run_dir, episodes, args.video, args.checkpoint)
     print(json.dumps(result, indent=2))
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    """Sample a grid from a generator run, or translate a folder with an image-to-image run."""
-    from lab.run import runner
-    from lab.generative.images import ImageGenerator, save_grid, translate_folder
-
-    n = _positive(args.n, "n")
-    run_dir = Path(args.run_dir)
-    if args.input is None and args.direction is not None:
-        raise LabError("--direction goes with --input DIR (image-to-image runs)")
-    checkpoint = args.checkpoint
-    if checkpoint == "best" and not (run_dir / "checkpoints" / "best.pt").is_file() \
-            and (run_dir / "checkpoints" / "latest.pt").is_file():
-        print("note: the run has no best.pt (no key metric was logged: unlabelled data); using latest.pt",
-              file=sys.stderr)
-        checkpoint = "latest"
-    model = runner.load(_load(args, run_dir), run_dir, checkpoint)
-    try:
-        if not isinstance(model, ImageGenerator):
-            raise LabError(f"{run_dir} is a {model.name} run ({model.kind}); lab sample needs a generator run "
-                           "(gan, vae, cyclegan)")
-        if args.input is not None:
-            out = Path(args.out or "translated")
-            count = translate_folder(model, Path(args.input), out, args.direction or "a2b")
-            print(f"translated {count} images ({args.direction or 'a2b'}) into {out}/")
-            return 0
-        out = Path(args.out or "samples.png")
-        if out.suffix.lower() != ".png":
-            raise LabError(f"--out '{out}' must name a .png file for the sample grid")
-        if out.exists():
-            raise LabError(f"'{out}' exists; pass another --out (lab sample never overwrites)")
-        save_grid(model.sample(n), out)
-        print(f"wrote {n} samples to {out}")
-        return 0
-    finally:
-        model.close()
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a sweep spec's trials here (or hand it to W&B's server with --wandb-agent); rank them."""
-    from lab.config import resolve
+    from lab.distributed import launched
     from lab.experiments.jobs import overall_exit_code, parse_parallel, results_table, run_jobs
-    from lab.experiments.sweep import jobs, load_sweep, run_wandb_agent, train_args, trials
+    from lab.experiments.sweep import jobs, load_sweep, train_args, trials
+    from lab.run.settings import resolve
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched():
         raise LabError("lab sweep starts its own processes: run it without torchrun")
     sweep = load_sweep(Path(args.spec))
     count = _positive(args.count, "count") if args.count is not None else None
@@ -269,10 +252,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     lab = _load(args)
     algo_cls = lab.registry.algorithm(sweep.algo)
     for params in trials(sweep, count):  # every trial's settings are checked before any starts
-        cli, _ = _parse_algorithm_flags(algo_cls, train_args(params)[2:])
-        resolve(algo_cls, cli, None)
+        cli, _ = _parse_algorithm_flags(algo_cls, train_args(params)[2:], lab.registry)
+        resolve(algo_cls, cli, None, lab.registry)
     if args.wandb_agent:
-        return run_wandb_agent(sweep, count, args.project or "arcade-lab")
+        tracker = lab.registry.trackers.get("wandb")
+        agent = tracker.extra.get("sweep_agent") if tracker is not None else None
+        if agent is None:
+            raise LabError("--wandb-agent needs the W&B tracker plugin (`lab plugins` lists trackers)")
+        return agent(sweep, count, args.project or "arcade-lab")
     runs_dir = Path(args.runs_dir) if args.runs_dir else RunConfig().resolved_runs_dir
     todo = jobs(sweep, count, runs_dir, lab.plugins_dir)
     done = [job for job in todo if not job.args]
@@ -300,7 +287,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in PLOT_SUFFIXES:  # checked first: matplotlib fails only after all the work
         got = f"suffix '{out.suffix}'" if out.suffix else "no suffix"
         raise LabError(f"--out '{out}' has {got}; name the plot file with one of {', '.join(PLOT_SUFFIXES)}")
-    print(compare([Path(p) for p in args.run_dirs], args.metric, out, by=args.by, x=args.x))
+    print(compare([Path(p) for p in args.run_dirs], args.metric, out, by=args.by, x=args.x, registry=_load(args).registry))
     return 0
 
 
@@ -315,7 +302,12 @@ def _train_usage(argv: list[str], plugins_dir: str | None) -> int:
     return 0 if len(argv) > 1 else EXIT_USAGE
 
 
-def build_parser() -> _Parser:
+BUILTIN_COMMANDS = ("plugins", "train", "resume", "eval", "sweep", "runs", "compare")
+
+
+def build_parser(lab: Any = None) -> _Parser:
+    """The `lab` parser: the built-in commands, and the plugins' commands when `lab` (the
+    loaded plugins) is given."""
     parser = _Parser(prog="lab", description="arcade-lab: deep RL and generative models, one runner, many plugins.")
     parser.add_argument("--plugins-dir", metavar="DIR", help="load one-file plugins from DIR (or $LAB_PLUGINS_DIR)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -345,15 +337,6 @@ def build_parser() -> _Parser:
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("sample", help="a sample grid from a generator run, or translate a folder (cyclegan)")
-    p.add_argument("run_dir")
-    p.add_argument("--n", default="64", help="images in the grid (default 64)")
-    p.add_argument("--out", help="grid PNG (default samples.png), or the output folder with --input")
-    p.add_argument("--input", metavar="DIR", help="translate the images of DIR (image-to-image runs)")
-    p.add_argument("--direction", choices=("a2b", "b2a"), help="with --input: translate A to B (default) or B to A")
-    p.add_argument("--checkpoint", choices=("latest", "best"), default="best")
-    p.set_defaults(func=cmd_sample)
-
     p = sub.add_parser("sweep", help="grid/random search from a W&B-format sweep spec (re-run to continue)")
     p.add_argument("spec", metavar="SPEC.yaml")
     p.add_argument("--parallel", help="trials running at once (default 1)")
@@ -377,6 +360,14 @@ def build_parser() -> _Parser:
     p.add_argument("--x", choices=("steps", "time"), default="steps",
                    help="x axis: global_step (default) or wall-clock seconds since the run started")
     p.set_defaults(func=cmd_compare)
+
+    for name, reg in (lab.registry.commands.items() if lab is not None else ()):
+        if name in BUILTIN_COMMANDS:
+            continue
+        p = sub.add_parser(name, help=f"{reg.description} (plugin {reg.plugin})")
+        if reg.extra.get("arguments") is not None:
+            reg.extra["arguments"](p)
+        p.set_defaults(func=lambda args, reg=reg, lab=lab: reg.obj(args, lab))
     return parser
 
 
@@ -433,7 +424,13 @@ def _dispatch(argv: list[str]) -> int:
         argv = _algo_as_flag(argv)
         if argv[:1] == ["train"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
             return _train_usage(argv, plugins_dir)
-        args = build_parser().parse_args(([] if plugins_dir is None else ["--plugins-dir", plugins_dir]) + argv)
+        lab = None
+        command = next((token for token in argv if not token.startswith("-")), None)
+        if command not in BUILTIN_COMMANDS:  # a plugin's command, or `lab --help` (which lists them)
+            from lab.run.discovery import load_lab
+
+            lab = load_lab(plugins_dir)
+        args = build_parser(lab).parse_args(([] if plugins_dir is None else ["--plugins-dir", plugins_dir]) + argv)
         return int(args.func(args) or 0)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

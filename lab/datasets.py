@@ -7,8 +7,6 @@ the training device once and does shuffling, augmentation and normalisation ther
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
 import torch
 
@@ -34,11 +32,6 @@ class UnpairedImageDataset:
     name: str
     a: ImageDataset
     b: ImageDataset
-
-
-class DatasetFactory(Protocol):
-    def __call__(self, data_dir: Path, arg: str | None, **options) -> ImageDataset | UnpairedImageDataset:
-        """Load a dataset. `arg` is what follows ':' in `--data NAME:ARG` (e.g. a folder)."""
 
 
 def split_validation(count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:

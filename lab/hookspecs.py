@@ -27,11 +27,14 @@ def register_algorithms(register: Callable[[type], None]) -> None:
 
 @hookspec
 def register_envs(register: Callable[..., None]) -> None:
-    """Register environment factories: `register(env_id, factory, description="")`.
+    """Register environment factories: `register(env_id, factory, description="", family=None)`.
 
     `env_id` is an exact id (`CartPole-v1`) or a glob pattern (`ALE/*`). The factory is
     called as `factory(env_id, num_envs=, seed=, device=, evaluation=, render=, **options)`
     and returns a `lab.vecenv.VecEnv`. It raises `LabError` for ids it cannot make.
+    `family` (a `lab.vecenv.EnvFamily`) says what the ids of one family share: a name that
+    presets may be keyed by, the options its factory takes (they become run flags) and how
+    its scores normalise.
     """
 
 
@@ -46,10 +49,25 @@ def register_datasets(register: Callable[..., None]) -> None:
 
 @hookspec
 def register_trackers(register: Callable[..., None]) -> None:
-    """Register experiment trackers: `register(name, factory)`.
+    """Register experiment trackers: `register(name, factory, description="", options=None)`.
 
     `factory(run)` gets the `lab.run.info.RunInfo` of a starting run and returns a
     `lab.tracking.Tracker`, or None to stay out of this run (e.g. W&B disabled).
+    `options` is a dataclass of the tracker's own settings (W&B: `wandb`, `project`): its
+    fields become flags of every run and keys of config.yaml, and the factory reads the
+    resolved values as `run.tracker_options[name]`. `sweep_agent(sweep, count, options)`,
+    when given, runs a sweep on the tracker's server (`lab sweep SPEC --NAME-agent`).
+    """
+
+
+@hookspec
+def register_commands(register: Callable[..., None]) -> None:
+    """Register `lab` subcommands: `register(name, function, description="", arguments=None)`.
+
+    `arguments(parser)` adds the command's arguments to its argparse parser;
+    `function(args, lab)` runs it with the parsed arguments and the loaded plugins
+    (`lab.run.discovery.Lab`) and returns the exit code. A `LabError` it raises is shown
+    as one `error:` line with exit code 2.
     """
 
 

@@ -26,6 +26,32 @@ import torch
 
 
 @dataclass(frozen=True)
+class EnvFamily:
+    """What the envs of one family share beyond their factory: `register(env_id, factory,
+    family=...)` in `register_envs`, the same object for every id or glob of the family.
+
+    name: presets may be keyed by it (`{"atari": {...}}` applies to every Atari id).
+    options: a dataclass of the settings its factory takes (`frame_stack`, ...): each field
+        becomes a run flag (`--frame-stack`) and YAML key for runs on this family's envs,
+        and `ctx.make_env` passes the resolved values to every call of the factory.
+    reference_scores: env_id -> (random score, human score), or None for a game without
+        published ones; evaluation then logs `eval/normalized_score` = (score - random) /
+        (human - random), and `lab compare` normalises finals by the same scores.
+    """
+
+    name: str
+    options: type | None = None
+    reference_scores: Callable[[str], tuple[float, float] | None] | None = None
+
+    def normalized_score(self, env_id: str, score: float) -> float | None:
+        reference = self.reference_scores(env_id) if self.reference_scores is not None else None
+        if reference is None:
+            return None
+        random, human = reference
+        return (score - random) / (human - random)
+
+
+@dataclass(frozen=True)
 class Episode:
     """One finished episode as the user sees it: the true game score, not the clipped reward."""
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from lab.config import option
 from lab.hookspecs import hookimpl
@@ -34,8 +33,7 @@ A2C_PRESETS: dict[str, dict[str, Any]] = {
     "Acrobot-v1": dict(steps=500_000, norm_obs=True, norm_reward=True, num_envs=16, ent_coef=0.0),
     "LunarLander-v3": dict(steps=200_000, num_envs=8, gamma=0.995, n_steps=5, learning_rate=0.00083, anneal_lr=True,
                            ent_coef=0.00001),
-    "ALE/*-v5": ATARI_A2C,
-    "*NoFrameskip-v4": ATARI_A2C,
+    "atari": ATARI_A2C,
 }
 
 
@@ -54,19 +52,7 @@ class A2C(OnPolicyAgent):
         return super().make_optimizer()
 
     def update(self) -> dict[str, float]:
-        c, policy = self.config, self.policy
-        batch = next(self.buffer.minibatches(self.buffer.num_steps * self.buffer.num_envs))  # the whole rollout
-        out, values = policy(batch.observations)
-        advantages = batch.advantages
-        if c.normalize_advantage and len(advantages) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        policy_loss = -(advantages * policy.log_prob(out, batch.actions)).mean()
-        value_loss = F.mse_loss(batch.returns, values)
-        entropy_loss = -policy.entropy(out).mean()
-        loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
-        self.clip_and_step(loss)
-        return {"train/loss": loss.item(), "train/policy_loss": policy_loss.item(), "train/value_loss": value_loss.item(),
-                "train/entropy_loss": entropy_loss.item()}
+        return self.policy_gradient_step()  # A = GAE(lambda) advantages of this short rollout
 
 
 @hookimpl

@@ -30,9 +30,10 @@ from lab.buffers.data import DataBuffer
 from lab.config import check_ranges, option
 from lab.run.context import Context
 from lab.errors import LabError
-from lab.generative.images import ImageGenerator, save_grid, to_uint8
+from lab.generative.base import ImageGenerator
+from lab.generative.images import save_grid, to_uint8
 from lab.hookspecs import hookimpl
-from lab.plugins.supervised import reference_classifier
+from lab.generative.reference import reference_classifier
 from lab.schedules import linear
 
 
@@ -189,7 +190,6 @@ class CycleGAN(ImageGenerator):
         self.data, self.val_rows = data, val_rows
         self.labelled = data.a.train_labels is not None and data.b.train_labels is not None
         self.judge: Any = None
-        self.horizon: int | None = None
         if self.labelled and ctx.training:  # now, so config.yaml records the classifier's hash
             self.load_judge()
 
@@ -203,10 +203,9 @@ class CycleGAN(ImageGenerator):
     # ------------------------------------------------------------------ training
 
     def set_learning_rates(self) -> float:
-        if self.horizon is None:
-            self.horizon = self.ctx.total_steps or self.steps_per_epoch
-        decay = self.config.decay_fraction * self.horizon
-        factor = linear(1.0, 0.0, decay, begin=self.horizon - decay)(self.global_step) if decay > 0 else 1.0
+        horizon = self.ctx.total_steps
+        decay = self.config.decay_fraction * horizon
+        factor = linear(1.0, 0.0, decay, begin=horizon - decay)(self.global_step) if decay > 0 else 1.0
         for optimizer, lr in ((self.g_opt, self.config.g_lr), (self.d_opt, self.config.d_lr)):
             for group in optimizer.param_groups:
                 group["lr"] = lr * factor
@@ -261,11 +260,8 @@ class CycleGAN(ImageGenerator):
     def load_judge(self) -> None:
         """Domain B's classifier (trained once and cached, or --classifier), checked against the run's record."""
         cfg = self.config
-        self.judge, source, digest = reference_classifier(self.data.b, self.ctx.data_dir, self.ctx.device, cfg.classifier)
-        if cfg.classifier_sha256 not in (None, digest):
-            raise LabError(f"the classifier at {source} changed since this run began (sha256 {digest[:12]} "
-                           f"!= {cfg.classifier_sha256[:12]}): class preservation would not be comparable")
-        cfg.classifier_sha256 = digest
+        self.judge, cfg.classifier_sha256 = reference_classifier(
+            self.data.b, self.ctx.device, cfg.classifier, cfg.classifier_sha256, measures="class preservation")
 
     def preservation(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Fraction of A images that B's classifier, after translation, reads as their own label."""
@@ -303,7 +299,7 @@ class CycleGAN(ImageGenerator):
 
     def state_dict(self) -> dict[str, Any]:
         return {"nets": [net.state_dict() for net in self.networks()], "g_opt": self.g_opt.state_dict(),
-                "d_opt": self.d_opt.state_dict(), "horizon": self.horizon,
+                "d_opt": self.d_opt.state_dict(),
                 "data": [self.data_a.state_dict(), self.data_b.state_dict()],
                 "pools": [self.pool_a.state_dict(), self.pool_b.state_dict()]}
 
@@ -312,7 +308,6 @@ class CycleGAN(ImageGenerator):
             net.load_state_dict(weights)
         self.g_opt.load_state_dict(state["g_opt"])
         self.d_opt.load_state_dict(state["d_opt"])
-        self.horizon = state["horizon"]
         self.data_a.load_state_dict(state["data"][0])
         self.data_b.load_state_dict(state["data"][1])
         self.pool_a.load_state_dict(state["pools"][0])

@@ -2,7 +2,7 @@
 
 Reads top to bottom like CleanRL's dqn_atari.py, on the lab's shared device replay buffer.
 Hyperparameters keep Stable-Baselines3's names and defaults; presets carry RL Zoo's tuned
-values and budgets (Atari through the `ALE/*-v5` and `*NoFrameskip-v4` presets).
+values and budgets (every Atari game through the `atari` preset).
 Intervals (`train_freq`, `target_update_interval`, `learning_starts`) count agent steps
 summed over all envs, so the replay ratio (gradient_steps * batch_size / train_freq) does
 not change with `--num-envs`.
@@ -11,10 +11,9 @@ not change with `--num-envs`.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable
 
-import gymnasium as gym
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +22,6 @@ from lab.agent import Agent
 from lab.buffers import ReplayBuffer
 from lab.config import check_ranges, option
 from lab.device import small_pass_threads
-from lab.errors import LabError
 from lab.hookspecs import hookimpl
 from lab.networks import flat_size, mlp, nature_cnn, nature_convs
 from lab.schedules import linear
@@ -49,15 +47,12 @@ class DQNSettings:
     max_grad_norm: float = option(10.0, "gradient clipping norm")
     num_envs: int = option(1, "parallel envs (ale-py threads for Atari)")
     net_arch: tuple[int, ...] = option((64, 64), "MLP widths for vector observations")
-    frame_stack: int = option(4, "Atari frames per observation")
-    terminal_on_life_loss: bool = option(True, "Atari: a lost life ends the learning episode")
     checkpoint_replay_buffer: bool = option(True, "save the replay buffer with checkpoints")
 
     def __post_init__(self) -> None:
         check_ranges(
             self,
-            at_least_one=("buffer_size", "batch_size", "train_freq", "target_update_interval", "num_envs",
-                          "frame_stack"),
+            at_least_one=("buffer_size", "batch_size", "train_freq", "target_update_interval", "num_envs"),
             positive=("learning_rate", "max_grad_norm"),
             fraction=("exploration_fraction", "exploration_initial_eps", "exploration_final_eps",
                       "eval_exploration_eps", "tau", "gamma"),
@@ -65,13 +60,6 @@ class DQNSettings:
         )
         if self.gradient_steps == 0 or self.gradient_steps < -1:
             raise ValueError(f"--gradient-steps must be >= 1 or -1, got {self.gradient_steps}")
-
-    @property
-    def env_options(self) -> dict[str, Any]:
-        """Atari options that differ from the env's defaults (other envs take none)."""
-        names = ("frame_stack", "terminal_on_life_loss")
-        defaults = {f.name: f.default for f in fields(DQNSettings) if f.name in names}
-        return {n: getattr(self, n) for n in names if getattr(self, n) != defaults[n]}
 
 
 # RL Zoo's Atari DQN (dqn.yml, `atari`), evaluated at epsilon 0.05 as in the DQN papers.
@@ -105,8 +93,7 @@ DQN_PRESETS: dict[str, dict[str, Any]] = {
         target_update_interval=250, train_freq=4, gradient_steps=-1, exploration_fraction=0.12,
         exploration_final_eps=0.1, net_arch=(256, 256),
     ),
-    "ALE/*-v5": ATARI_DQN,
-    "*NoFrameskip-v4": ATARI_DQN,
+    "atari": ATARI_DQN,
 }
 
 
@@ -206,14 +193,10 @@ class DQN(Agent):
 
     def __init__(self, config: DQNConfig, ctx: Any) -> None:
         super().__init__(config, ctx)
-        self.env = ctx.make_env(num_envs=config.num_envs, **self.env_options)
-        if not isinstance(self.env.single_action_space, gym.spaces.Discrete):
-            self.env.close()
-            raise LabError(f"dqn needs discrete actions; {ctx.env_id} has {self.env.single_action_space}. "
-                           "Use an env with discrete actions (e.g. CartPole-v1, ALE/Breakout-v5)")
+        self.env = ctx.make_env(num_envs=config.num_envs)
+        self.require_discrete_actions(self.env.single_action_space, self.env)
         obs_shape = tuple(self.env.single_observation_space.shape)
         self.num_actions = int(self.env.single_action_space.n)
-        self.horizon = ctx.total_steps  # schedule horizon, kept in the state on resume
         self.q = QNetwork(obs_shape, self.num_actions, config.net_arch, config.dueling).to(ctx.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         # fused Adam: one kernel per step instead of one per tensor (cheaper small updates)
@@ -241,7 +224,7 @@ class DQN(Agent):
         # 32); a batch-1 acting pass and small MLPs run slower compiled there
         self.td_loss = ctx.compile(self._td_loss, name="dqn update", calls=self.gradient_steps_in_run,
                                    pays_on_cpu=self.q.images)
-        self.greedy = ctx.compile(self._greedy, name="dqn acting pass", calls=lambda: self.horizon)
+        self.greedy = ctx.compile(self._greedy, name="dqn acting pass", calls=lambda: self.ctx.total_steps)
 
     @property
     def steps_per_training(self) -> int:
@@ -251,11 +234,7 @@ class DQN(Agent):
 
     def gradient_steps_in_run(self) -> int:
         c = self.config
-        return max(0, self.horizon - c.learning_starts) // c.train_freq * self.steps_per_training
-
-    @property
-    def env_options(self) -> dict[str, Any]:
-        return self.config.env_options
+        return max(0, self.ctx.total_steps - c.learning_starts) // c.train_freq * self.steps_per_training
 
     @property
     def cpu_threads(self) -> int | None:
@@ -269,7 +248,7 @@ class DQN(Agent):
         c = self.config
         if self.global_step < c.learning_starts:
             return 1.0
-        schedule = linear(c.exploration_initial_eps, c.exploration_final_eps, c.exploration_fraction * self.horizon)
+        schedule = linear(c.exploration_initial_eps, c.exploration_final_eps, c.exploration_fraction * self.ctx.total_steps)
         return schedule(self.global_step)
 
     def epsilon_greedy(self, obs: torch.Tensor, epsilon: float, generator: torch.Generator) -> torch.Tensor:
@@ -326,7 +305,7 @@ class DQN(Agent):
     def gradient_step(self) -> torch.Tensor:
         c = self.config
         if c.prioritized_replay:
-            self.buffer.beta = linear(c.prioritized_replay_beta, 1.0, self.horizon)(self.global_step)
+            self.buffer.beta = linear(c.prioritized_replay_beta, 1.0, self.ctx.total_steps)(self.global_step)
         batch = self.buffer.sample(c.batch_size)
         loss, td_errors = self.td_loss(batch.observations, batch.actions, batch.rewards, batch.discounts,
                                        batch.dones, batch.next_observations, batch.weights)
@@ -363,7 +342,6 @@ class DQN(Agent):
             "q_target": self.q_target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "global_step": self.global_step,
-            "horizon": self.horizon,
         }
         if self.config.checkpoint_replay_buffer and self.buffer is not None:
             state["buffers"] = self.buffer.state_dict()  # best.pt leaves this key out
@@ -376,7 +354,6 @@ class DQN(Agent):
         self.q_target.load_state_dict(state["q_target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.global_step = int(state["global_step"])
-        self.horizon = int(state["horizon"])
         self.obs = self.env.obs
         if "buffers" in state and self.buffer is not None:
             self.buffer.load_state_dict(state["buffers"], end_episodes=self.env.restarted)

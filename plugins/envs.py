@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from lab.envs.atari import make_atari
+from lab.envs.atari import ATARI, make_atari
 from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium
 from lab.hookspecs import hookimpl
 
@@ -18,11 +18,13 @@ def register_envs(register: Callable[..., None]) -> None:
         "ALE/*-v5",
         make_atari,
         description="Atari (ale-py vector env, DeepMind preprocessing, sticky actions 0.25)",
+        family=ATARI,
     )
     register(
         "*NoFrameskip-v4",
         make_atari,
         description="Atari (ale-py vector env, DeepMind preprocessing, no sticky actions when training)",
+        family=ATARI,
     )
     register(
         "*",

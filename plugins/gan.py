@@ -23,9 +23,11 @@ from lab.buffers.data import DataBuffer
 from lab.config import check_ranges, option
 from lab.run.context import Context
 from lab.errors import LabError
-from lab.generative.images import FrechetReference, ImageGenerator, save_grid, to_uint8
+from lab.generative.base import ImageGenerator
+from lab.generative.frechet import FrechetReference
+from lab.generative.images import save_grid, to_uint8
 from lab.hookspecs import hookimpl
-from lab.plugins.supervised import reference_classifier
+from lab.generative.reference import reference_classifier
 
 
 @dataclass
@@ -212,11 +214,8 @@ class GAN(ImageGenerator):
         training; at the first evaluation under `lab eval`, so `lab sample` needs no classifier)."""
         if self.fld is None:
             cfg = self.config
-            classifier, source, digest = reference_classifier(self.data, self.ctx.data_dir, self.ctx.device, cfg.classifier)
-            if cfg.classifier_sha256 not in (None, digest):
-                raise LabError(f"the classifier at {source} changed since this run began (sha256 {digest[:12]} "
-                               f"!= {cfg.classifier_sha256[:12]}): its eval/fld would not be comparable")
-            cfg.classifier_sha256 = digest
+            classifier, cfg.classifier_sha256 = reference_classifier(
+                self.data, self.ctx.device, cfg.classifier, cfg.classifier_sha256, measures="its eval/fld")
             features = lambda images: classifier(images.to(self.ctx.device))[0]  # noqa: E731
             test = FrechetReference(features, self.data.test_images)
             train = self.data.train_images[: len(self.data.test_images)]

@@ -62,8 +62,7 @@ PPO_PRESETS: dict[str, dict[str, Any]] = {
     "HalfCheetah-v5": dict(MUJOCO_RELU, batch_size=64, n_steps=512, gamma=0.98, learning_rate=2.0633e-05,
                            ent_coef=0.000401762, clip_range=0.1, n_epochs=20, gae_lambda=0.92, max_grad_norm=0.8,
                            vf_coef=0.58096),
-    "ALE/*-v5": ATARI_PPO,
-    "*NoFrameskip-v4": ATARI_PPO,
+    "atari": ATARI_PPO,
 }
 
 
@@ -76,7 +75,7 @@ class PPO(OnPolicyAgent):
 
     def update(self) -> dict[str, float]:
         c, policy = self.config, self.policy
-        clip = anneal(c.clip_range, self.horizon, c.anneal_clip_range)(self.global_step)
+        clip = anneal(c.clip_range, self.ctx.total_steps, c.anneal_clip_range)(self.global_step)
         stats: dict[str, list[torch.Tensor]] = {"policy_gradient_loss": [], "value_loss": [], "entropy_loss": [],
                                                 "approx_kl": [], "clip_fraction": [], "loss": []}
         for _ in range(c.n_epochs):

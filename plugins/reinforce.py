@@ -6,7 +6,11 @@ The textbook algorithm, on the lab's shared rollout loop and actor-critic:
     G_t = r_t + gamma * G_{t+1}                          (the return from each step on)
     loss = -mean( log pi(a_t | s_t) * (G_t - V(s_t)) )   (policy gradient; V is a baseline)
          + vf_coef * mean( (G_t - V(s_t))^2 )            (fit the baseline to the returns)
+         - ent_coef * mean( entropy of pi(. | s_t) )      (optional exploration bonus)
     one gradient step; repeat
+
+The loss is the one `a2c` minimises too (`OnPolicyAgent.policy_gradient_step`); what makes
+this REINFORCE is lambda = 1 and batches of whole episodes.
 
 The returns are Monte-Carlo (GAE with lambda 1): no bootstrapping inside an episode. Only
 where an episode is cut, by a time limit or by the end of the batch, does the value of
@@ -18,8 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
-
-import torch.nn.functional as F
 
 from lab.config import option
 from lab.hookspecs import hookimpl
@@ -54,20 +56,8 @@ class Reinforce(OnPolicyAgent):
     presets = REINFORCE_PRESETS
 
     def update(self) -> dict[str, float]:
-        c, policy = self.config, self.policy
-        batch = next(self.buffer.minibatches(self.buffer.num_steps * self.buffer.num_envs))  # the whole batch
-        out, values = policy(batch.observations)
-        returns = batch.returns  # G_t (advantages + the baseline the rollout recorded)
-        advantages = (returns - values).detach()
-        if c.normalize_advantage and len(advantages) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        policy_loss = -(policy.log_prob(out, batch.actions) * advantages).mean()
-        value_loss = F.mse_loss(values, returns)
-        entropy_loss = -policy.entropy(out).mean()
-        loss = policy_loss + c.vf_coef * value_loss + c.ent_coef * entropy_loss
-        self.clip_and_step(loss)
-        return {"train/loss": loss.item(), "train/policy_loss": policy_loss.item(), "train/value_loss": value_loss.item(),
-                "train/entropy_loss": entropy_loss.item()}
+        # one step on the whole batch: with lambda 1 the rollout's advantages are G_t - V(s_t)
+        return self.policy_gradient_step()
 
 
 @hookimpl

@@ -27,7 +27,8 @@ from lab.buffers.data import DataBuffer
 from lab.config import check_ranges, option
 from lab.run.context import Context
 from lab.errors import LabError
-from lab.generative.images import ImageGenerator, save_grid, to_uint8
+from lab.generative.base import ImageGenerator
+from lab.generative.images import save_grid, to_uint8
 from lab.hookspecs import hookimpl
 from lab.schedules import linear
 
@@ -125,7 +126,6 @@ class VAE(ImageGenerator):
         self.test_images = self._fixed(DataBuffer(data.test_images, None, **held_out), 2)
         self.binarize = ctx.generator("binarize")
         self.noise = ctx.generator("latent")
-        self.horizon: int | None = None  # the budget the run was created with: resumes keep its schedule
         self.fixed_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(ctx.seed),
                                    ).to(ctx.device)
 
@@ -160,11 +160,9 @@ class VAE(ImageGenerator):
         return recon + kl, kl, recon
 
     def train_step(self) -> dict[str, float]:
-        if self.horizon is None:
-            self.horizon = self.ctx.total_steps or self.steps_per_epoch
         lr = self.config.learning_rate
         if self.config.lr_decay:
-            lr = linear(lr, 0.0, self.horizon)(self.global_step)
+            lr = linear(lr, 0.0, self.ctx.total_steps)(self.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x = self.train_data.next().images
@@ -255,7 +253,7 @@ class VAE(ImageGenerator):
     def state_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.state_dict(), "decoder": self.decoder.state_dict(),
                 "log_scale": self.log_scale.detach().clone(), "optimizer": self.optimizer.state_dict(),
-                "data": self.train_data.state_dict(), "horizon": self.horizon}
+                "data": self.train_data.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.encoder.load_state_dict(state["encoder"])
@@ -264,7 +262,6 @@ class VAE(ImageGenerator):
             self.log_scale.copy_(state["log_scale"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.train_data.load_state_dict(state["data"])
-        self.horizon = state["horizon"]
 
 
 @hookimpl

@@ -38,14 +38,15 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("LAB_PLUGINS_DIR", raising=False)
     monkeypatch.delenv("LAB_LOAD_PLUGINS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # reference classifiers: never the user's
     monkeypatch.chdir(tmp_path)
     yield
 
 
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch) -> Path:
-    """A data dir of the test's own ($LAB_DATA_DIR): a reference classifier's cache goes there.
-    Modules that train generators use it for every test (`pytestmark`)."""
+    """A data dir of the test's own ($LAB_DATA_DIR), so a test can check that nothing is
+    written beside the data. Modules that train generators use it for every test (`pytestmark`)."""
     path = tmp_path / "data"
     path.mkdir()
     monkeypatch.setenv("LAB_DATA_DIR", str(path))

@@ -24,7 +24,7 @@ def check(capsys, argv, *expected):
 @pytest.mark.parametrize("argv, expected", [
     (["train", "tyo", "--data", "toy-data"], ("unknown algorithm 'tyo'", "did you mean: toy")),
     (["train", "toy", "--data", "toy-dat"], ("unknown dataset 'toy-dat'", "toy-data")),
-    (["train", "toy", "--data", "toy-data", "--steps", "-5"], ("--steps must be a positive integer",)),
+    (["train", "toy", "--data", "toy-data", "--steps", "-5"], ("--steps must be >= 1",)),
     (["train", "toy", "--data", "toy-data", "--seed", "abc"], ("--seed expects an integer; got 'abc'",)),
     (["train", "toy", "--data", "toy-data", "--wandb", "sometimes"], ("--wandb must be one of",)),
     (["train", "toy", "--data", "toy-data", "--compile", "maybe"], ("--compile must be one of auto, true, false",)),

@@ -11,7 +11,7 @@ import torch
 import lab.run.compile
 from conftest import ok, read_jsonl, runs_dir
 from lab.run.compile import AUTO_MIN_CALLS, HotFunction
-from lab.config import RunConfig, convert
+from lab.run.settings import RunConfig, convert
 from lab.run.context import Context
 from lab.run.discovery import load_lab
 from lab.plugins.dqn import DQN, DQNConfig

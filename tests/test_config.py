@@ -8,8 +8,16 @@ from typing import Literal
 import pytest
 
 from lab.algorithm import Algorithm
-from lab.config import convert, load_yaml_file, resolve
 from lab.errors import LabError
+from lab.run.discovery import load_lab
+from lab.run.settings import convert, find_preset, load_yaml_file
+from lab.run.settings import resolve as resolve_with
+
+REGISTRY = load_lab().registry
+
+
+def resolve(algo_cls, cli, file_values=None):
+    return resolve_with(algo_cls, cli, file_values, REGISTRY)
 
 
 @dataclass
@@ -65,7 +73,7 @@ def test_precedence_defaults_preset_file_cli():
 def test_validation_errors_are_lab_errors():
     with pytest.raises(LabError, match="batch-size must be positive"):
         resolve(Algo, {"batch_size": "0"})
-    with pytest.raises(LabError, match="steps must be a positive"):
+    with pytest.raises(LabError, match="steps must be >= 1"):
         resolve(Algo, {"steps": "-5"})
     with pytest.raises(LabError, match="seed expects an integer"):
         resolve(Algo, {"seed": "abc"})
@@ -88,14 +96,14 @@ def test_yaml_file_flat_and_nested(tmp_path):
         load_yaml_file(tmp_path / "missing.yaml")
 
 
-def test_presets_match_exact_ids_before_globs_in_order():
-    from lab.config import find_preset
-
-    presets = {"ALE/Pong-v5": {"a": 1}, "ALE/*-v5": {"a": 2}, "*-v5": {"a": 3}, "*NoFrameskip-v4": {"a": 4}}
-    assert find_preset(presets, "ALE/Pong-v5") == ("ALE/Pong-v5", {"a": 1})
-    assert find_preset(presets, "ALE/Breakout-v5") == ("ALE/*-v5", {"a": 2})
+def test_presets_match_exact_ids_before_globs_in_order_then_the_family():
+    presets = {"ALE/Pong-v5": {"a": 1}, "ALE/*-v5": {"a": 2}, "*-v5": {"a": 3}, "*NoFrameskip-v4": {"a": 4},
+               "atari": {"a": 5}}
+    assert find_preset(presets, "ALE/Pong-v5", "atari") == ("ALE/Pong-v5", {"a": 1})
+    assert find_preset(presets, "ALE/Breakout-v5", "atari") == ("ALE/*-v5", {"a": 2})
     assert find_preset(presets, "Hopper-v5") == ("*-v5", {"a": 3})
-    assert find_preset(presets, "PongNoFrameskip-v4")[0] == "*NoFrameskip-v4"
+    assert find_preset(presets, "PongNoFrameskip-v4", "atari")[0] == "*NoFrameskip-v4"
+    assert find_preset({"atari": {"a": 5}}, "PongNoFrameskip-v4", "atari") == ("atari", {"a": 5})
     assert find_preset(presets, "CartPole-v1") == (None, {})
 
 
@@ -103,7 +111,7 @@ def test_dqn_presets_give_atari_its_own_settings_and_every_preset_a_budget():
     from lab.plugins.dqn import DQN
 
     atari = resolve(DQN, {"env": "ALE/Pong-v5"})
-    assert atari.preset == "ALE/*-v5" and atari.algo.learning_starts == 100_000 and atari.preset_steps == 10_000_000
+    assert atari.preset == "atari" and atari.algo.learning_starts == 100_000 and atari.preset_steps == 10_000_000
     assert resolve(DQN, {"env": "PongNoFrameskip-v4"}).algo.eval_exploration_eps == 0.05
     other = resolve(DQN, {"env": "CartPole-v0"})  # a discrete env without a preset: SB3's defaults
     assert other.preset is None and other.algo.learning_starts == 100 and other.preset_steps is None
@@ -118,4 +126,29 @@ def test_train_help_shows_each_presets_values(capsys):
     assert main(["train", "dqn", "--help"]) == 0
     out = capsys.readouterr().out
     assert "CartPole-v1: steps=50000, learning_rate=0.0023" in out
-    assert "ALE/*-v5: steps=10000000" in out
+    assert "atari: steps=10000000" in out
+    assert "--frame-stack" in out and "atari env settings" in out, "the env family's settings are flags"
+
+
+def test_env_family_settings_reach_the_factory_and_apply_to_their_family_only():
+    atari = resolve(__import__("lab.plugins.dqn", fromlist=["DQN"]).DQN, {"env": "ALE/Pong-v5", "frame_stack": "2"})
+    assert atari.env_options.frame_stack == 2 and atari.env_option_values()["frame_stack"] == 2
+    assert atari.run_section()["frame_stack"] == 2, "config.yaml's run: records them"
+    with pytest.raises(LabError, match="--frame-stack is a setting of atari envs; --env CartPole-v1 takes no such"):
+        resolve(Algo, {"env": "CartPole-v1", "frame_stack": "2"})
+    cartpole = resolve(Algo, {"env": "CartPole-v1"})
+    assert cartpole.env_options is None and cartpole.env_option_values() == {}
+
+
+def test_tracker_settings_are_run_settings_of_their_tracker():
+    r = resolve(Algo, {"env": "CartPole-v1", "project": "mine", "wandb": "offline"})
+    options = r.tracker_options["wandb"]
+    assert (options.project, options.wandb, options.wandb_artifacts) == ("mine", "offline", False)
+    assert r.run_section()["project"] == "mine" and not hasattr(r.run, "project"), "W&B's keys live with W&B"
+
+
+def test_config_aliases_keep_old_names_working():
+    from lab.plugins.sb3_agents import SB3PPOAgent
+
+    r = resolve(SB3PPOAgent, {"env": "Pendulum-v1", "anneal": "true"})
+    assert r.algo.anneal_lr and r.algo.anneal_clip_range

@@ -12,7 +12,6 @@ never lands in a real dataset folder. Networks are tiny and runs use one torch t
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -29,7 +28,6 @@ import yaml
 import lab as lab_package
 from conftest import TESTS, comparable, lab, ok, one_line_error, read_jsonl, read_png, runs_dir
 from lab.run.checkpoint import load_checkpoint
-from lab.cli import main
 from lab.run.context import Context
 from lab.run.discovery import load_lab
 from lab.generative.images import read_folder
@@ -41,7 +39,7 @@ from lab.plugins.cyclegan import (
     resnet_generator,
     scaled_d_layers,
 )
-from lab.plugins.supervised import CACHE_FOLDER, file_sha256
+from lab.generative.reference import cache_folder, cache_path, file_sha256
 from lab.tracking import Tracker
 
 CYCLEGAN_PLUGINS = TESTS / "cyclegan_plugins"
@@ -309,7 +307,6 @@ def test_learning_rate_is_constant_then_decays_linearly_to_zero(tmp_path: Path, 
         assert model.set_learning_rates() == pytest.approx(2e-4 * factor, abs=1e-12), step
         assert all(g["lr"] == pytest.approx(2e-4 * factor, abs=1e-12) for g in model.g_opt.param_groups)
         assert all(g["lr"] == pytest.approx(1e-3 * factor, abs=1e-12) for g in model.d_opt.param_groups)
-    assert model.horizon == total, "the horizon is the run's budget, fixed at the first call"
     model.global_step = total + 5
     assert model.set_learning_rates() == 0.0, "past the budget the rate stays at zero"
 
@@ -393,7 +390,7 @@ def test_cyclegan_trains_on_an_unpaired_folder(capsys, unpaired: Path, data_dir:
     assert (run / "checkpoints" / "latest.pt").is_file()
     config = yaml.safe_load((run / "config.yaml").read_text())["config"]
     assert config["classifier_sha256"] is None
-    assert not (data_dir / CACHE_FOLDER).exists(), "no classifier without labels"
+    assert not cache_folder().exists(), "no classifier without labels"
 
 
 def test_cyclegan_scores_class_preservation_on_labelled_domains(capsys, shape_pairs: str, data_dir: Path) -> None:
@@ -409,11 +406,10 @@ def test_cyclegan_scores_class_preservation_on_labelled_domains(capsys, shape_pa
             "a fraction of the 10 validation images"
         assert row["eval/class_preservation"] * 24 == pytest.approx(round(row["eval/class_preservation"] * 24))
 
-    (cached,) = (data_dir / CACHE_FOLDER).glob("cnn-*.pt")
+    (cached,) = cache_folder().glob("cnn-*.pt")
     b = load_lab(CYCLEGAN_PLUGINS).registry.dataset_factory("shape-pairs")(data_dir, None).b
-    digest = hashlib.sha256(b.train_images.numpy().tobytes() + b.train_labels.numpy().tobytes()).hexdigest()
-    assert cached.name == f"cnn-{digest[:16]}.pt", "the judge is trained on domain B's training images"
-    assert not (Path.cwd() / CACHE_FOLDER).exists()
+    assert cached == cache_path(b), "the judge is trained on domain B's training images"
+    assert not any(data_dir.glob("**/*.pt")), "nothing is written beside the data"
 
     config = yaml.safe_load((run / "config.yaml").read_text())["config"]
     assert re.fullmatch(r"[0-9a-f]{64}", config["classifier_sha256"] or ""), config

@@ -12,7 +12,7 @@ import gymnasium as gym
 import pytest
 import torch
 
-from conftest import LOCAL_PLUGINS, read_jsonl
+from conftest import LOCAL_PLUGINS
 from lab.cli import main
 from lab.run.discovery import load_lab
 from lab.envcheck import EnvContractError, check_env_factory, check_steps

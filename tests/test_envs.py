@@ -11,7 +11,8 @@ from lab.envs.atari import AtariVecEnv, atari_ids, make_atari
 from lab.envs.atari_backends import ALEVectorBackend, AtariSettings
 from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium
 from lab.envs.frame_stack import FrameStack
-from lab.envs.scores import ATARI_REFERENCE_SCORES, normalized_score
+from lab.envs.atari import ATARI
+from lab.envs.scores import ATARI_REFERENCE_SCORES
 from lab.errors import LabError
 from lab.vecenv import VecEnv
 
@@ -82,7 +83,7 @@ def test_atari_ids_cover_v5_and_noframeskip_games():
 def test_atari_rejects_unknown_and_bad_options():
     with pytest.raises(LabError, match="valid options"):
         make_atari("ALE/Pong-v5", frame_stak=4)
-    with pytest.raises(LabError, match="frame_stack"):
+    with pytest.raises(LabError, match="frame-stack must be >= 1"):
         make_atari("ALE/Pong-v5", frame_stack=0)
 
 
@@ -217,6 +218,6 @@ def test_reference_scores_cover_atari_57_with_real_rom_ids():
 
     assert len(ATARI_REFERENCE_SCORES) == 57
     assert set(ATARI_REFERENCE_SCORES) <= set(roms.get_all_rom_ids())
-    assert normalized_score("breakout", 30.5) == pytest.approx(1.0)
-    assert normalized_score("breakout", 1.7) == pytest.approx(0.0)
-    assert normalized_score("not_a_game", 1.0) is None
+    assert ATARI.normalized_score("ALE/Breakout-v5", 30.5) == pytest.approx(1.0)
+    assert ATARI.normalized_score("BreakoutNoFrameskip-v4", 1.7) == pytest.approx(0.0)
+    assert ATARI.normalized_score("ALE/NotAGame-v5", 1.0) is None

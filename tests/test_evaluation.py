@@ -64,12 +64,15 @@ def test_short_episodes_do_not_dominate():
 
 
 def test_summary_metrics_and_normalized_score():
-    metrics = summarize([1.7, 30.5], [10, 20], "ALE/Breakout-v5")
+    from lab.run.discovery import load_lab
+
+    registry = load_lab().registry
+    metrics = summarize([1.7, 30.5], [10, 20], lambda score: registry.normalized_score("ALE/Breakout-v5", score))
     assert metrics["eval/return_mean"] == pytest.approx(16.1)
     assert metrics["eval/return_std"] == pytest.approx(14.4)
     assert metrics["eval/length_mean"] == 15.0
     assert metrics["eval/normalized_score"] == pytest.approx(0.5)
-    assert "eval/normalized_score" not in summarize([1.0], [1], "CartPole-v1")
+    assert "eval/normalized_score" not in summarize([1.0], [1], lambda score: registry.normalized_score("CartPole-v1", score))
 
 
 def make_ctx(tmp_path: Path, env_id: str, episodes: int = 4) -> Context:

@@ -21,20 +21,12 @@ import yaml
 
 from conftest import comparable, lab, ok, one_line_error, read_jsonl, read_png, runs_dir
 from lab.run.checkpoint import load_checkpoint, save_checkpoint
-from lab.cli import main
 from lab.run.context import Context
 from lab.errors import LabError
-from lab.generative.images import (
-    FeatureStats,
-    FrechetReference,
-    feature_stats,
-    frechet_distance,
-    grid,
-    save_grid,
-    to_uint8,
-)
+from lab.generative.frechet import FeatureStats, FrechetReference, feature_stats, frechet_distance
+from lab.generative.images import grid, save_grid, to_uint8
 from lab.plugins import datasets
-from lab.plugins.supervised import CACHE_FOLDER, file_sha256
+from lab.generative.reference import cache_folder, file_sha256
 from lab.plugins.vae import VAE
 from lab.run.registry import Registry
 from lab.tracking import Tracker
@@ -324,9 +316,10 @@ def test_gan_trains_and_measures_frechet_distances(capsys, blobs: Path, data_dir
     assert evals[0]["eval/fld_floor"] == evals[1]["eval/fld_floor"], "the floor depends on real images only"
     assert evals[0]["eval/fld"] != evals[1]["eval/fld"]
 
-    cached = list((data_dir / CACHE_FOLDER).glob("cnn-*.pt"))
-    assert len(cached) == 1, "the reference cnn is trained once and cached under the data dir"
-    assert not (blobs / CACHE_FOLDER).exists() and not (Path.cwd() / CACHE_FOLDER).exists()
+    cached = list(cache_folder().glob("cnn-*.pt"))
+    assert len(cached) == 1, "the reference cnn is trained once and cached in the user's cache folder"
+    assert str(cache_folder()).startswith(os.environ["XDG_CACHE_HOME"])
+    assert not any(data_dir.iterdir()) and not any(blobs.glob("*.pt")), "nothing is written beside the data"
     for step in (4, 8):
         assert read_png(run / "media" / f"samples-step{step:09d}.png").shape == grid_side(100, 10)
     summary = json.loads((run / "summary.json").read_text())
@@ -336,7 +329,7 @@ def test_gan_trains_and_measures_frechet_distances(capsys, blobs: Path, data_dir
 
 def test_gan_records_the_classifier_hash_in_config_yaml(capsys, blobs: Path, data_dir: Path) -> None:
     ok(capsys, "train", "gan", "--data", f"image-folder:{blobs}", *GAN_FLAGS, "--steps", "2", "--name", "h")
-    (cached,) = (data_dir / CACHE_FOLDER).glob("cnn-*.pt")
+    (cached,) = cache_folder().glob("cnn-*.pt")
     config = yaml.safe_load((runs_dir() / "h" / "config.yaml").read_text())["config"]
     digest = config["classifier_sha256"]
     assert isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest), config
@@ -345,7 +338,7 @@ def test_gan_records_the_classifier_hash_in_config_yaml(capsys, blobs: Path, dat
 
 def test_gan_resume_refuses_a_changed_classifier(capsys, blobs: Path, data_dir: Path) -> None:
     ok(capsys, "train", "gan", "--data", f"image-folder:{blobs}", *GAN_FLAGS, "--steps", "2", "--name", "c")
-    (cached,) = (data_dir / CACHE_FOLDER).glob("cnn-*.pt")
+    (cached,) = cache_folder().glob("cnn-*.pt")
     state = load_checkpoint(cached)
     weights = state["algorithm"]["model"]
     name = next(k for k, v in weights.items() if v.is_floating_point() and v.ndim > 1)
@@ -393,7 +386,7 @@ def test_gan_with_a_classifier_run_trains_on_unlabelled_data(capsys, blobs: Path
        "--classifier", str(judge), "--name", "free")
     (row,) = [r for r in read_jsonl(runs_dir() / "free" / "metrics.jsonl") if "eval/fld" in r]
     assert math.isfinite(row["eval/fld"]) and row["eval/fld"] >= 0
-    assert not (Path(os.environ["LAB_DATA_DIR"]) / CACHE_FOLDER).exists(), "no default classifier was trained"
+    assert not cache_folder().exists(), "no default classifier was trained"
 
 
 # ------------------------------------------------------------------ lab sample

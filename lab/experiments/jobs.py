@@ -8,7 +8,6 @@ Runs of one command share a W&B group (`--experiment`), so the dashboard lines t
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -141,12 +140,3 @@ def results_table(jobs: list[Job], metric: str | None, rank: str | None = None) 
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
-
-def runs_root(rest: list[str]) -> Path:
-    """The runs directory a `lab train` command line will use (--runs-dir, else $LAB_RUNS_DIR, else ./runs)."""
-    for i, token in enumerate(rest):
-        if token == "--runs-dir" and i + 1 < len(rest):
-            return Path(rest[i + 1])
-        if token.startswith("--runs-dir="):
-            return Path(token.split("=", 1)[1])
-    return Path(os.environ.get("LAB_RUNS_DIR", "runs"))

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lab.envs.scores import ATARI_REFERENCE_SCORES, normalized_score
 from lab.errors import LabError, unknown
 from lab.run.rundir import read_config, read_metrics, read_summary
 
+if TYPE_CHECKING:
+    from lab.run.registry import Registry
+
 # Plot formats `lab compare --out` writes (matplotlib knows more, but these are the useful ones).
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
-# Settings that never make two runs different experiments.
-_NOT_EXPERIMENT = {"seed", "name", "runs_dir", "data_dir", "wandb", "device", "experiment", "project",
-                   "wandb_artifacts", "video", "log_interval", "eval_interval", "checkpoint_interval", "threads",
-                   "trackers"}
+# Settings that never make two runs different experiments (trackers' settings neither: `compare_data`).
+_NOT_EXPERIMENT = {"seed", "name", "runs_dir", "data_dir", "device", "experiment", "video", "log_interval",
+                   "eval_interval", "checkpoint_interval", "threads", "trackers"}
 
 
 def _summary(run_dir: Path) -> dict[str, Any] | None:
@@ -87,8 +87,8 @@ def print_runs(runs_dir: Path) -> None:
     Console(width=200).print(table)
 
 
-def _experiment_key(doc: dict[str, Any]) -> tuple:
-    settings = {k: v for k, v in doc["run"].items() if k not in _NOT_EXPERIMENT | {"steps", "epochs"}}
+def _experiment_key(doc: dict[str, Any], ignored: set[str]) -> tuple:
+    settings = {k: v for k, v in doc["run"].items() if k not in ignored | {"steps", "epochs"}}
     return (doc["algo"], repr(sorted(settings.items())), repr(sorted(doc.get("config", {}).items())))
 
 
@@ -100,34 +100,34 @@ def _base_label(doc: dict[str, Any]) -> str:
     return f"{doc['algo']} {_target(doc)}"
 
 
-def _extras(experiments: list[dict[str, Any]]) -> list[list[str]]:
+def _extras(experiments: list[dict[str, Any]], ignored: set[str]) -> list[list[str]]:
     """Per experiment, 'key=value' for the settings that tell it apart from the experiments
     sharing its algorithm and env/data (only settings they all have, and only those that differ)."""
     extras = []
     for doc in experiments:
         base = _base_label(doc)
         peers = [{**d["run"], **d.get("config", {})} for d in experiments if _base_label(d) == base]
-        shared = set.intersection(*(set(p) for p in peers)) - _NOT_EXPERIMENT - {"steps", "epochs"}
+        shared = set.intersection(*(set(p) for p in peers)) - ignored - {"steps", "epochs"}
         differing = sorted(k for k in shared if len({repr(p.get(k)) for p in peers}) > 1)
         mine = {**doc["run"], **doc.get("config", {})}
         extras.append([f"{k}={mine[k]}" for k in differing])
     return extras
 
 
-def _labels(experiments: list[dict[str, Any]]) -> list[str]:
+def _labels(experiments: list[dict[str, Any]], ignored: set[str]) -> list[str]:
     """'algo env', plus the settings that tell apart experiments sharing that much: only
     the fields that differ between them, so the table stays short."""
     return [_base_label(doc) + (f" ({', '.join(extra)})" if extra else "")
-            for doc, extra in zip(experiments, _extras(experiments))]
+            for doc, extra in zip(experiments, _extras(experiments, ignored))]
 
 
-def _legend_labels(experiments: list[dict[str, Any]]) -> list[str]:
+def _legend_labels(experiments: list[dict[str, Any]], ignored: set[str]) -> list[str]:
     """Like `_labels`, but algorithm and env/data only where they differ between experiments
     (what all share goes in the plot's title): the legend names only what tells curves apart."""
     many_algos = len({d["algo"] for d in experiments}) > 1
     many_targets = len({repr(_target(d)) for d in experiments}) > 1
     labels = []
-    for doc, extra in zip(experiments, _extras(experiments)):
+    for doc, extra in zip(experiments, _extras(experiments, ignored)):
         parts = ([doc["algo"]] if many_algos else []) + ([str(_target(doc))] if many_targets else [])
         if extra:
             parts.append(f"({', '.join(extra)})" if parts else ", ".join(extra))
@@ -199,18 +199,8 @@ def t_critical(df: int) -> float:
             + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
 
 
-# --- Atari: finals as (score - random) / (human - random) ---------------------------------------------
+# --- game scores: finals normalised as (score - random) / (human - random) where the env's family says how
 SCORE_METRICS = ("eval/return_mean", "train/episode_return")  # true game scores (not clipped rewards)
-_ATARI_PATTERNS = ("ALE/*-v5", "*NoFrameskip-v4")  # as in lab.envs.atari, without importing ale_py
-
-
-def _atari_game(doc: dict[str, Any]) -> str | None:
-    env = doc["run"].get("env")
-    if not isinstance(env, str) or not any(fnmatch.fnmatchcase(env, p) for p in _ATARI_PATTERNS):
-        return None
-    from lab.rl.evaluation import atari_game_of
-
-    return atari_game_of(env)
 
 
 @dataclass
@@ -226,7 +216,7 @@ class Group:
     low: np.ndarray = field(default_factory=lambda: np.zeros(0))  # band edges (== mean for one run)
     high: np.ndarray = field(default_factory=lambda: np.zeros(0))
     finals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # each run's last logged value
-    normalized: np.ndarray | None = None  # Atari finals, random-normalised, when every run has a reference
+    normalized: np.ndarray | None = None  # finals, normalised by reference scores, when every run's env has them
 
 
 @dataclass
@@ -269,17 +259,19 @@ def _curve(run_dir: Path, metric: str, x: str) -> tuple[np.ndarray, np.ndarray] 
 
 
 def compare_data(run_dirs: list[Path], metric: str | None = None, by: str | None = None,
-                 x: str = "steps") -> Comparison:
+                 x: str = "steps", registry: Registry | None = None) -> Comparison:
     """The numbers behind `lab compare`: per group, the mean curve and its band on a common grid.
 
     Each run's curve is linearly interpolated onto the union of the group's x values, kept only
     where every run of the group has data (from the latest first point to the earliest last one),
     so a shorter run never drags the band. The band is the 95% t-interval of the mean over the
-    group's runs: mean ± t(0.975, n-1) · std / sqrt(n) (std with n-1).
+    group's runs: mean ± t(0.975, n-1) · std / sqrt(n) (std with n-1). `registry` (the loaded
+    plugins) says which settings are trackers' and how each env's scores normalise.
     """
     if x not in ("steps", "time"):
         raise LabError(f"--x must be steps or time (got {x!r})")
     docs = {d: read_config(d) for d in run_dirs}
+    ignored = _NOT_EXPERIMENT | (registry.tracker_setting_names() if registry is not None else set())
     summaries = {d: read_summary(d) for d in run_dirs}
     if metric is None:
         metric = summaries[run_dirs[0]].get("key_metric") or "train/episode_return"
@@ -292,9 +284,9 @@ def compare_data(run_dirs: list[Path], metric: str | None = None, by: str | None
     members: dict[Any, list[Path]] = {}
     if by is None:
         for run_dir, doc in docs.items():
-            members.setdefault(_experiment_key(doc), []).append(run_dir)
+            members.setdefault(_experiment_key(doc, ignored), []).append(run_dir)
         firsts = [docs[runs[0]] for runs in members.values()]
-        labels, legends = _labels(firsts), _legend_labels(firsts)
+        labels, legends = _labels(firsts, ignored), _legend_labels(firsts, ignored)
     else:
         name = _field_name(by)
         if not any(_field_value(doc, name) is not _UNSET for doc in docs.values()):
@@ -315,7 +307,9 @@ def compare_data(run_dirs: list[Path], metric: str | None = None, by: str | None
         legends = [f"{label} [{runs[0].name}]" for label, runs in zip(legends, members.values())]
 
     score = metric in SCORE_METRICS
-    games = {d: _atari_game(doc) for d, doc in docs.items()} if score else {}
+    def normalized(run_dir: Path, value: float) -> float | None:
+        return registry.normalized_score(docs[run_dir]["run"].get("env"), value) if registry is not None else None
+
     groups = []
     for label, legend, runs in zip(labels, legends, members.values()):
         group = Group(label, legend, runs)
@@ -334,8 +328,9 @@ def compare_data(run_dirs: list[Path], metric: str | None = None, by: str | None
             else:
                 group.low, group.high = group.mean.copy(), group.mean.copy()
             with_curve = [d for d in runs if d in curves]
-            if score and all(games.get(d) in ATARI_REFERENCE_SCORES for d in with_curve):
-                group.normalized = np.array([normalized_score(games[d], curves[d][1][-1]) for d in with_curve])
+            finals = [normalized(d, curves[d][1][-1]) for d in with_curve] if score else [None]
+            if all(value is not None for value in finals):
+                group.normalized = np.array(finals)
         groups.append(group)
     return Comparison(metric, x, _field_name(by) if by else None, _shared_title(list(docs.values())),
                       _higher_is_better(metric, run_dirs, summaries, curves), groups)
@@ -349,7 +344,7 @@ def _mean_std(values: np.ndarray, mean_digits: str = ".4g") -> str:
 
 def compare_table(comparison: Comparison) -> str:
     """Markdown: group, runs, final value mean ± std over runs, best of the mean curve, and for
-    Atari game scores the final random-normalised score (a column only when some group has one)."""
+    game scores with reference scores (Atari) the final normalised score (a column only when some group has one)."""
     metric = comparison.metric
     normalized = any(g.normalized is not None for g in comparison.groups)
     best = "max" if comparison.higher_is_better else "min"
@@ -370,10 +365,11 @@ def compare_table(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def compare(run_dirs: list[Path], metric: str | None, out: Path, by: str | None = None, x: str = "steps") -> str:
+def compare(run_dirs: list[Path], metric: str | None, out: Path, by: str | None = None, x: str = "steps",
+            registry: Registry | None = None) -> str:
     """Plot `metric` against global_step (or wall-clock time) per group: the mean over its runs
     and a 95% t-interval band. Returns the markdown table of `compare_table` and the plot's path."""
-    comparison = compare_data(run_dirs, metric, by, x)
+    comparison = compare_data(run_dirs, metric, by, x, registry)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,77 +1,24 @@
-"""What every generator shares: the base class, sample grids, Frechet distances, folders in and out.
-
-A generator plugin subclasses `ImageGenerator`, implements `sample(n)` (and `translate` for
-image-to-image models) and its learning step; this module turns samples into PNG grids and
-measures them. The Frechet distance is computed in whatever feature space the plugin hands
-in (the lab's own MNIST classifier: no Inception weights can be downloaded here), so the
-core knows no classifier.
-"""
+"""Pixels in and out for generators: uint8 conversion, sample grids as PNG, image folders
+(`lab sample RUN --input DIR`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 
-from lab.algorithm import Algorithm
-from lab.run.atomic import atomic_write
-from lab.datasets import ImageDataset, UnpairedImageDataset, split_validation
 from lab.errors import LabError
+from lab.run.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from lab.generative.base import ImageGenerator
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-Features = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, C, H, W) -> float (N, D)
 
-
-class ImageGenerator(Algorithm):
-    """A model that makes images. `sample(n)` returns uint8 (n, C, H, W) on the CPU."""
-
-    kind = "generator"
-    media_each_evaluation = True  # a sample grid every epoch shows training progress
-
-    def sample(self, n: int) -> torch.Tensor:
-        raise LabError(f"{self.name} translates images rather than sampling them; use `lab sample RUN --input DIR`")
-
-    def translate(self, images: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
-        """uint8 (N, C, H, W) images of one domain -> the same images rendered in the other."""
-        raise LabError(f"{self.name} samples images rather than translating them; use `lab sample RUN --n N`")
-
-    shape: tuple[int, int, int]  # (C, H, W) of the images it makes, set from its data
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.shape
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train_data)
-
-    def load_images(self, unpaired: bool = False) -> ImageDataset | UnpairedImageDataset:
-        """The run's dataset, resized by --image-size, of the kind this model learns from."""
-        size = self.config.image_size
-        data = self.ctx.load_dataset(**({} if size is None else {"image_size": size}))
-        if unpaired and not isinstance(data, UnpairedImageDataset):
-            raise LabError(f"{self.name} needs two unpaired domains: a folder with trainA/ trainB/ testA/ testB/ "
-                           f"(--data image-folder:PATH) or mnist-styles; {self.ctx.data} is one image set")
-        if not unpaired and not isinstance(data, ImageDataset):
-            raise LabError(f"{self.name} learns one image distribution; {self.ctx.data} has two domains "
-                           "(that is cyclegan's data)")
-        return data
-
-    def validation_rows(self, data: ImageDataset, called: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(training rows, held-out rows) of `data`'s training split; best.pt is chosen on the held-out ones."""
-        size = self.config.validation_size
-        if size >= len(data.train_images):
-            raise LabError(f"--validation-size {size} must be smaller than the {len(data.train_images)} "
-                           f"training images of {called or data.name}")
-        return split_validation(len(data.train_images), size)
-
-
-# ------------------------------------------------------------------ pixels
 
 def to_uint8(images: torch.Tensor, low: float = 0.0) -> torch.Tensor:
     """Float images in [low, 1] (low is 0 or -1) -> uint8 0..255 on the CPU."""
@@ -138,54 +85,3 @@ def translate_folder(model: ImageGenerator, source: Path, out: Path, direction: 
         for path, image in zip(paths[start : start + batch], translated):
             write_png(image.permute(1, 2, 0).numpy(), out / f"{path.stem}.png")
     return len(paths)
-
-
-# ------------------------------------------------------------------ Frechet distance
-
-class FeatureStats(NamedTuple):
-    mean: torch.Tensor  # float64 (D,)
-    cov: torch.Tensor  # float64 (D, D)
-
-
-def feature_stats(features: torch.Tensor) -> FeatureStats:
-    x = features.detach().double().cpu()
-    if len(x) < 2:
-        raise LabError("a Frechet distance needs at least 2 images on each side")
-    return FeatureStats(x.mean(0), torch.cov(x.T))
-
-
-def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
-    """|mu_a - mu_b|^2 + tr(A + B - 2 (A B)^1/2), the FID formula.
-
-    tr((A B)^1/2) is the sum of the square roots of the eigenvalues of A^1/2 B A^1/2, a
-    symmetric matrix, so two `eigh` calls do it in float64 without scipy's sqrtm.
-    """
-    values, vectors = torch.linalg.eigh(a.cov)
-    root = (vectors * values.clamp_min(0).sqrt()) @ vectors.T
-    cross = torch.linalg.eigvalsh(root @ b.cov @ root).clamp_min(0).sqrt().sum()
-    diff = a.mean - b.mean
-    return float(diff @ diff + a.cov.trace() + b.cov.trace() - 2 * cross)
-
-
-@torch.inference_mode()
-def batched_features(features: Features, images: torch.Tensor, batch: int = 1000) -> torch.Tensor:
-    return torch.cat([features(images[i : i + batch]) for i in range(0, len(images), batch)])
-
-
-class FrechetReference:
-    """Feature statistics of a set of real images, computed once; `distance(images)` to them.
-
-    Log a floor beside every distance: the same distance between two sets of real images
-    (train vs test) is what a perfect generator would score with this many images.
-    """
-
-    def __init__(self, features: Features, real: torch.Tensor) -> None:
-        self.features = features
-        self.stats = self.stats_of(real)
-
-    def stats_of(self, images: torch.Tensor) -> FeatureStats:
-        return feature_stats(batched_features(self.features, images))
-
-    def distance(self, images: torch.Tensor | FeatureStats) -> float:
-        other = images if isinstance(images, FeatureStats) else self.stats_of(images)
-        return frechet_distance(other, self.stats)

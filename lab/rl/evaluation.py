@@ -4,14 +4,15 @@ Episodes run on an evaluation env (`ctx.make_env(evaluation=True)`): for Atari t
 full games (all lives), raw game score, sticky actions 0.25 and a 108k-frame cap. Each
 env of the vector env plays a fixed quota of episodes, so short episodes are not
 over-represented (first-N-finished would bias the mean towards them). Reported: mean and
-std of the returns (population std), mean length, and for Atari games with published
-reference scores the normalised score (score - random) / (human - random) of the mean.
+std of the returns (population std), mean length, and, where the env's family publishes
+reference scores (`EnvFamily.reference_scores`: Atari's random and human scores), the
+normalised score (score - random) / (human - random) of the mean.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -75,33 +76,17 @@ def run_episodes(env: VecEnv, policy: Policy, episodes: int) -> tuple[list[float
     return returns, lengths
 
 
-def summarize(returns: list[float], lengths: list[int], env_id: str | None) -> dict[str, float]:
-    """The metrics `evaluate()` reports."""
+def summarize(returns: list[float], lengths: list[int], normalized: Callable[[float], float | None]) -> dict[str, float]:
+    """The metrics `evaluate()` reports; `normalized(score)` is the env family's normalisation."""
     metrics = {
         "eval/return_mean": float(np.mean(returns)),
         "eval/return_std": float(np.std(returns)),
         "eval/length_mean": float(np.mean(lengths)),
     }
-    game = atari_game_of(env_id)
-    if game is not None:
-        from lab.envs.scores import normalized_score
-
-        norm = normalized_score(game, metrics["eval/return_mean"])
-        if norm is not None:
-            metrics["eval/normalized_score"] = norm
+    norm = normalized(metrics["eval/return_mean"])
+    if norm is not None:
+        metrics["eval/normalized_score"] = norm
     return metrics
-
-
-def atari_game_of(env_id: str | None) -> str | None:
-    """The ALE ROM id behind an Atari env id, or None for anything else."""
-    if env_id is None:
-        return None
-    from lab.envs.atari import atari_game
-
-    try:
-        return atari_game(env_id)[0]
-    except LabError:
-        return None
 
 
 def evaluate_policy(
@@ -110,16 +95,15 @@ def evaluate_policy(
     episodes: int,
     seed: int,
     num_envs: int | None = None,
-    **env_options: Any,
 ) -> dict[str, float]:
     """Run the evaluation protocol for `policy` on the run's env from `seed`; returns `eval/*` metrics."""
     n = num_envs or min(episodes, MAX_EVAL_ENVS)
-    env = ctx.make_env(num_envs=n, evaluation=True, seed=seed, **env_options)
+    env = ctx.make_env(num_envs=n, evaluation=True, seed=seed)
     try:
         returns, lengths = run_episodes(env, policy, episodes)
     finally:
         env.close()
-    return summarize(returns, lengths, ctx.env_id)
+    return summarize(returns, lengths, lambda score: ctx.registry.normalized_score(ctx.env_id, score))
 
 
 def record_video(
@@ -128,12 +112,11 @@ def record_video(
     path: Path,
     seed: int,
     max_steps: int = 2_000,
-    **env_options: Any,
 ) -> Path:
     """Play one evaluation episode from `seed` (at most `max_steps` agent steps) and write it as MP4."""
     import imageio.v2 as imageio
 
-    env = ctx.make_env(num_envs=1, evaluation=True, render=True, seed=seed, **env_options)
+    env = ctx.make_env(num_envs=1, evaluation=True, render=True, seed=seed)
     try:
         obs = env.reset()
         frames = [env.render()]

@@ -16,11 +16,12 @@ minibatches (README: Several processes).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lab import distributed
@@ -54,24 +55,15 @@ class OnPolicyConfig:
     log_std_init: float = option(0.0, "initial log std of the Gaussian policy (Box actions)")
     norm_obs: bool = option(False, "normalise observations by running statistics")
     norm_reward: bool = option(False, "scale rewards by the running std of the return")
-    frame_stack: int = option(4, "Atari frames per observation")
-    terminal_on_life_loss: bool = option(True, "Atari: a lost life ends the learning episode")
     async_envs: bool = option(False, "step the training envs in worker processes (all cores step envs; not for Atari, whose envs are "
         "threaded already; a resumed run restarts them)")
     eval_stochastic: bool | None = option(None, "sample actions when evaluating (default: on image observations, as RL Zoo and CleanRL evaluate Atari: "
         "a greedy policy can stall after a lost life)")
 
     def __post_init__(self) -> None:
-        check_ranges(self, at_least_one=("n_steps", "num_envs", "frame_stack"),
+        check_ranges(self, at_least_one=("n_steps", "num_envs"),
                      positive=("learning_rate", "max_grad_norm"), fraction=("gamma", "gae_lambda"),
                      non_negative=("ent_coef", "vf_coef"))
-
-    @property
-    def env_options(self) -> dict[str, Any]:
-        """Atari options that differ from the env's defaults (other envs take none)."""
-        names = ("frame_stack", "terminal_on_life_loss")
-        defaults = {f.name: f.default for f in fields(OnPolicyConfig) if f.name in names}
-        return {n: getattr(self, n) for n in names if getattr(self, n) != defaults[n]}
 
 
 def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
@@ -115,7 +107,7 @@ class OnPolicyAgent(Agent):
         super().__init__(config, ctx)
         asynchronous = {"asynchronous": True} if config.async_envs else {}
         self.num_envs = distributed.split(config.num_envs, "--num-envs") if ctx.world_size > 1 else config.num_envs
-        self.env = ctx.make_env(num_envs=self.num_envs, **config.env_options, **asynchronous)
+        self.env = ctx.make_env(num_envs=self.num_envs, **asynchronous)
         obs_space, action_space = self.env.single_observation_space, self.env.single_action_space
         self.policy = ActorCritic(obs_space, action_space, config.net_arch, config.log_std_init,
                                   activation=nn.ReLU if config.activation == "relu" else nn.Tanh,
@@ -130,7 +122,6 @@ class OnPolicyAgent(Agent):
             ctx.device, observation_dtype=torch.uint8 if images else torch.float32,
             action_dtype=torch.float32 if continuous else torch.int64,
         )
-        self.horizon = ctx.total_steps  # schedule horizon, kept in the state on resume
         self.action_generator = ctx.generator("actions")
         self.minibatch_generator = ctx.generator("minibatches")
         self.synced_statistics = self.statistics()  # what every rank's normaliser holds alike
@@ -157,7 +148,7 @@ class OnPolicyAgent(Agent):
         raise NotImplementedError
 
     def learning_rate(self) -> float:
-        return anneal(self.config.learning_rate, self.horizon, self.config.anneal_lr)(self.global_step)
+        return anneal(self.config.learning_rate, self.ctx.total_steps, self.config.anneal_lr)(self.global_step)
 
     # ------------------------------------------------------------ the rollout loop
 
@@ -218,13 +209,34 @@ class OnPolicyAgent(Agent):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         metrics = self.update()
-        self.global_step += self.config.n_steps * self.config.num_envs
+        self.global_step += self.config.n_steps * self.num_envs * self.ctx.world_size  # every process's steps
         valid = self.buffer.valid
         metrics["train/learning_rate"] = lr
         metrics["train/explained_variance"] = explained_variance(self.buffer.values[valid], self.buffer.returns[valid])
         if self.policy.continuous:
             metrics["train/std"] = float(self.policy.log_std.detach().exp().mean())
         return metrics
+
+    def policy_gradient_step(self) -> dict[str, float]:
+        """One gradient step over the whole rollout on the vanilla actor-critic loss
+
+            -mean(A_t log pi(a_t|s_t)) + vf_coef mean((G_t - V(s_t))^2) - ent_coef mean(H(pi(.|s_t)))
+
+        with A_t the rollout's GAE advantages (REINFORCE's G_t - V(s_t) when lambda is 1),
+        standardised when `normalize_advantage`: the update `a2c` and `reinforce` share."""
+        c, policy = self.config, self.policy
+        batch = next(self.buffer.minibatches(self.buffer.num_steps * self.buffer.num_envs))  # the whole rollout
+        out, values = policy(batch.observations)
+        advantages = batch.advantages
+        if c.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = -(advantages * policy.log_prob(out, batch.actions)).mean()
+        value_loss = F.mse_loss(batch.returns, values)
+        entropy_loss = -policy.entropy(out).mean()
+        loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
+        self.clip_and_step(loss)
+        return {"train/loss": loss.item(), "train/policy_loss": policy_loss.item(),
+                "train/value_loss": value_loss.item(), "train/entropy_loss": entropy_loss.item()}
 
     def clip_and_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -258,7 +270,6 @@ class OnPolicyAgent(Agent):
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "normalizer": normalizer,
-            "horizon": self.horizon,
             "global_step": self.global_step,
             "autoreset": distributed.all_gather_cat(self.autoreset),
             "episode_ended": distributed.all_gather_cat(self.buffer.episode_ended),
@@ -272,7 +283,6 @@ class OnPolicyAgent(Agent):
         self.normalizer.load_state_dict(state["normalizer"])
         self.normalizer.returns = self.normalizer.returns[mine]
         self.synced_statistics = self.statistics()
-        self.horizon = int(state["horizon"])
         self.global_step = int(state["global_step"])
         self.obs = self.normalizer.obs(self.env.obs)
         if self.env.restarted:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 import torch
 
 from lab.run.compile import CompileSetting, HotFunction
@@ -24,9 +25,14 @@ if TYPE_CHECKING:
 class Context:
     """What an algorithm may use. Built by the runner; plugins never construct it.
 
-    total_steps: the step budget the run was created with. Schedules (exploration,
-        learning-rate decay) use it as their horizon and keep it in their state, so a
-        resumed or extended run never restarts a schedule.
+    total_steps: the schedule horizon: the step budget the run was created with. Schedules
+        (exploration, learning-rate decay) read it whenever they need it; the runner saves
+        it with checkpoints and restores it, and `lab resume --steps N` leaves it as it
+        was, so a resumed or extended run never restarts a schedule. Known before the
+        algorithm is built, except for an `--epochs` budget: that one is known once
+        `__init__` has loaded the data (`steps_per_epoch`), before the first `train_step`.
+    env_options: the settings of the env's family (`EnvFamily.options`, e.g. Atari's
+        `frame_stack`), passed to every `make_env` call.
     eval_episodes: episodes per evaluation (`lab eval --episodes N`).
     training: False under `lab eval`, so an algorithm can skip what only training needs
         (a large replay buffer, training envs).
@@ -52,8 +58,10 @@ class Context:
     world_size: int = 1
     rng: RNGStreams | None = None
     compile_setting: CompileSetting = "auto"
+    env_options: dict[str, Any] = field(default_factory=dict)
     _compile_seconds: float = field(default=0.0, repr=False)
     _train_envs: list[TrainingEnv] = field(default_factory=list, repr=False)
+    _observation_space: gym.Space | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.rng is None:
@@ -110,7 +118,7 @@ class Context:
             device=self.device,
             evaluation=evaluation,
             render=render,
-            **options,
+            **{**self.env_options, **options},
         )
         if evaluation:
             return env
@@ -118,6 +126,19 @@ class Context:
         training = TrainingEnv(env, lambda step: self.rng.seed_for(f"env{index}-restart", step))
         self._train_envs.append(training)
         return training
+
+    def observation_space(self) -> gym.Space:
+        """The env's single observation space (of the first training env, else asked of an
+        evaluation env once)."""
+        if self._train_envs:
+            return self._train_envs[0].single_observation_space
+        if self._observation_space is None:
+            env = self.make_env(num_envs=1, evaluation=True)
+            try:
+                self._observation_space = env.single_observation_space
+            finally:
+                env.close()
+        return self._observation_space
 
     def load_dataset(self, **options: Any) -> ImageDataset | UnpairedImageDataset:
         """Load `--data NAME[:ARG]` from `data_dir` (CPU uint8 tensors)."""

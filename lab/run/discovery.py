@@ -135,15 +135,10 @@ def _run_registrations(pm: pluggy.PluginManager, registry: Registry, infos: list
     by_name = {info.name: info for info in infos}
     tables = {
         "register_algorithms": lambda plugin: lambda cls: registry.add_algorithm(plugin, cls),
-        "register_envs": lambda plugin: lambda env_id, factory, description="": registry.add_env(
-            plugin, env_id, factory, description
-        ),
-        "register_datasets": lambda plugin: lambda name, factory, description="": registry.add_dataset(
-            plugin, name, factory, description
-        ),
-        "register_trackers": lambda plugin: lambda name, factory, description="": registry.add_tracker(
-            plugin, name, factory, description
-        ),
+        "register_envs": lambda plugin: lambda *args, **kwargs: registry.add_env(plugin, *args, **kwargs),
+        "register_datasets": lambda plugin: lambda *args, **kwargs: registry.add_dataset(plugin, *args, **kwargs),
+        "register_trackers": lambda plugin: lambda *args, **kwargs: registry.add_tracker(plugin, *args, **kwargs),
+        "register_commands": lambda plugin: lambda *args, **kwargs: registry.add_command(plugin, *args, **kwargs),
     }
     for hook_name, make_register in tables.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():

@@ -17,15 +17,13 @@ class RunInfo:
     data: str | None
     seed: int
     experiment: str  # runs that differ only by seed share it (W&B group)
-    project: str  # W&B project
-    wandb_mode: str  # online | offline | disabled
-    wandb_artifacts: bool  # upload checkpoints as W&B artifacts
     config: dict[str, Any] = field(default_factory=dict)  # the full resolved config.yaml
     resumed: bool = False
     purpose: str = "train"  # train | eval (`lab eval` adds to W&B but not to metrics.jsonl)
     time_offset: float = 0.0  # seconds trained before this process (resumed runs)
     start_step: int = 0  # global_step this process starts from (a resumed run's checkpoint step)
     trackers: tuple[str, ...] | None = None  # the trackers the user named (--trackers); None: every one
+    tracker_options: dict[str, Any] = field(default_factory=dict)  # tracker name -> its resolved options
 
     @property
     def tags(self) -> list[str]:

@@ -107,7 +107,7 @@ class RunProgress:
             self._bar = None
 
 
-def run_report(algo: str, kind: str, target: str | None, run_dir: Path, summary: dict[str, Any]) -> str:
+def run_report(algo: str, target: str | None, run_dir: Path, summary: dict[str, Any], next_command: str) -> str:
     """The few lines that end every run: how it ended, the final and best evaluation,
     every metric's last value, where it is, and the command to type next."""
     status, step = summary.get("status"), summary.get("global_step", 0)
@@ -128,7 +128,7 @@ def run_report(algo: str, kind: str, target: str | None, run_dir: Path, summary:
     elif status == "interrupted":
         lines.append(f"  next: lab resume {run_dir}")
     elif status == "finished":
-        lines.append(f"  next: lab eval {run_dir} --video" if kind == "agent" else f"  next: lab compare {run_dir}")
+        lines.append(f"  next: {next_command}")
     else:
         lines.append(f"  next: fix the error above, then `lab resume {run_dir}`")
     return "\n".join(lines)

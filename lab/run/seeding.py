@@ -29,6 +29,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Python's, numpy's and torch's global random state and torch's CPU thread count as
+    they were before the block, whatever it seeds or sets (loading a run inside another)."""
+    state, threads = rng_state(), torch.get_num_threads()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+        torch.set_num_threads(threads)
+
+
 def derive_seed(seed: int, *keys: int | str) -> int:
     """A 63-bit seed that depends on `seed` and every key (names hashed stably, not by `hash`)."""
     words = [int(seed)] + [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]

@@ -33,11 +33,16 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
         self._critical = 0
         self._hard_stop = False
+        self.embedded = False
 
-    def install(self) -> StopRequest:
-        """Start a command: forget earlier signals and handle SIGINT/SIGTERM from now on."""
+    def install(self, embedded: bool = False) -> StopRequest:
+        """Start a command: forget earlier signals and handle SIGINT/SIGTERM from now on.
+
+        embedded: the lab runs inside someone else's process (`lab.train` in a notebook):
+        a signal that would end a `lab` process (a second one during set-up, one after the
+        run was saved) raises KeyboardInterrupt there instead."""
         self.signum, self.training, self._critical, self._hard_stop = None, False, 0, False
-        self.done = False
+        self.done, self.embedded = False, embedded
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -76,6 +81,8 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
+        if self.embedded and (self.done or (self.signum is not None and not self.training and not self._critical)):
+            raise KeyboardInterrupt
         if self.done:  # the run is saved and reported: leave now, with the run's exit code
             sys.stdout.flush()
             sys.stderr.flush()
@@ -119,3 +126,19 @@ class StopRequest:
 
 # One per process: the CLI installs it for train/resume; the runner consults it.
 STOP = StopRequest()
+
+
+@contextmanager
+def handling_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM handled as `lab train` handles them, for the block (Python's own
+    handlers come back afterwards); from threads other than the main one, nothing changes."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    STOP.install(embedded=True)
+    try:
+        yield
+    finally:
+        STOP.uninstall()

@@ -4,16 +4,18 @@ Same env factory, run directory, trackers and metric names as the lab's own agen
 a dashboard shows both side by side. The runner drives SB3 one iteration of its `learn`
 loop per `train_step` (a DQN rollout of `train_freq` steps and its gradient steps, or a
 PPO/A2C rollout and its update). SB3's logger writes nowhere: its `train/*` values are
-returned as this agent's metrics; episode scores come from the lab envs. Defaults are
-SB3's; presets are RL Zoo's tuned values and budgets (Atari through `ALE/*-v5` and
-`*NoFrameskip-v4`). Checkpoints hold what SB3 carries between iterations (last
-observations, episode starts, the action space's random state), so resume is exact
-wherever the envs can be saved.
+returned as this agent's metrics; episode scores come from the lab envs. The settings are
+the lab's own agents' (`dqn`'s, `ppo`'s, `a2c`'s: one name each, mapped onto SB3's
+arguments; observation and reward normalisation through SB3's `VecNormalize`); presets are
+RL Zoo's tuned values and budgets (every Atari game through `atari`). Checkpoints hold what
+SB3 carries between iterations (last observations, episode starts, the action space's
+random state, the normalisation statistics), so resume is exact wherever the envs can be
+saved.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import gymnasium as gym
@@ -23,13 +25,18 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecNormalize
+from torch import nn
 
 from lab.agent import Agent
-from lab.config import check_ranges, option
+from lab.config import option
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
 from lab.plugins.sb3_agents.env import LabSB3VecEnv
+from lab.plugins.a2c import A2CConfig
 from lab.plugins.dqn import DQNSettings, DQN_PRESETS
+from lab.plugins.ppo import PPOConfig
+from lab.rl.onpolicy import OnPolicyConfig
 from lab.schedules import anneal, as_progress_schedule
 
 
@@ -41,25 +48,32 @@ class SB3Agent(Agent):
 
     def __init__(self, config: Any, ctx: Any) -> None:
         super().__init__(config, ctx)
-        envs = [ctx.make_env(num_envs=1, seed=ctx.seed + i, **self.env_options) for i in range(config.num_envs)]
+        envs = [ctx.make_env(num_envs=1, seed=ctx.seed + i) for i in range(config.num_envs)]
         self.venv = LabSB3VecEnv(envs)
-        if self.discrete_actions_only and not isinstance(self.venv.action_space, gym.spaces.Discrete):
-            self.venv.close()
-            raise LabError(f"{self.name} needs discrete actions; {ctx.env_id} has {self.venv.action_space}. "
-                           "Use an env with discrete actions (e.g. CartPole-v1, ALE/Breakout-v5)")
+        if self.discrete_actions_only:
+            self.require_discrete_actions(self.venv.action_space, self.venv)
         images = len(self.venv.observation_space.shape) == 3
+        try:
+            kwargs = self.sb3_kwargs(images)
+        except BaseException:
+            self.venv.close()
+            raise
         self.model = self.sb3_class(
-            "CnnPolicy" if images else "MlpPolicy", self.venv, device=ctx.device, seed=ctx.seed, verbose=0,
-            **self.sb3_kwargs(images),
+            "CnnPolicy" if images else "MlpPolicy", self.wrap(self.venv), device=ctx.device, seed=ctx.seed,
+            verbose=0, **kwargs,
         )
         self.model.set_logger(Logger(folder=None, output_formats=[]))
         # the run's budget is the schedule horizon (exploration, lr annealing); kept on resume
         _, self.callback = self.model._setup_learn(ctx.total_steps, callback=None, reset_num_timesteps=True)
         self.callback.on_training_start(locals(), globals())
 
-    @property
-    def env_options(self) -> dict[str, Any]:
-        return self.config.env_options
+    def wrap(self, venv: LabSB3VecEnv) -> Any:
+        """The env SB3 trains on (the on-policy agents normalise through VecNormalize)."""
+        return venv
+
+    def observations(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw env observations as the policy sees them."""
+        return obs
 
     @staticmethod
     def schedule(value: float, enabled: bool) -> Callable[[float], float]:
@@ -84,7 +98,7 @@ class SB3Agent(Agent):
         return metrics
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        actions = self.model.policy._predict(obs.to(self.model.device), deterministic=deterministic)
+        actions = self.model.policy._predict(self.observations(obs).to(self.model.device), deterministic=deterministic)
         space = self.venv.action_space
         if isinstance(space, gym.spaces.Box):
             low = torch.as_tensor(space.low, device=actions.device)
@@ -186,7 +200,7 @@ class SB3DQNAgent(SB3Agent):
         if c.lab_replay_buffer:
             from lab.plugins.sb3_agents.replay import SB3ReplayBuffer
 
-            stack = c.frame_stack if images else 1
+            stack = int(self.ctx.env_options.get("frame_stack", 1)) if images else 1
             kwargs["replay_buffer_class"] = SB3ReplayBuffer
             kwargs["replay_buffer_kwargs"] = dict(frame_stack=stack, stack_padding="reset", gamma=c.gamma)
         return kwargs
@@ -239,51 +253,47 @@ class SB3DQNAgent(SB3Agent):
 # ------------------------------------------------------------- sb3-ppo, sb3-a2c
 
 
-@dataclass
-class OnPolicySettings:
-    """Settings PPO and A2C share; defaults are SB3's (A2C overrides its own)."""
+class SB3OnPolicyAgent(SB3Agent):
+    """SB3's PPO and A2C with the lab's on-policy settings (`lab.rl.onpolicy.OnPolicyConfig`)."""
 
-    learning_rate: float = option(3e-4, "optimizer learning rate")
-    n_steps: int = option(2048, "steps per env per rollout")
-    gamma: float = option(0.99, "discount factor")
-    gae_lambda: float = option(0.95, "GAE lambda")
-    ent_coef: float = option(0.0, "entropy bonus")
-    vf_coef: float = option(0.5, "value loss weight")
-    max_grad_norm: float = option(0.5, "gradient clipping norm")
-    num_envs: int = option(1, "parallel envs")
-    net_arch: tuple[int, ...] = option((64, 64), "MLP widths for vector observations")
-    anneal: bool = option(False, "anneal the learning rate (and PPO clip range) linearly to 0")
-    frame_stack: int = option(4, "Atari frames per observation")
-    terminal_on_life_loss: bool = option(True, "Atari: a lost life ends the learning episode")
-    eval_stochastic: bool | None = option(None, "sample actions when evaluating (default: on image observations, as RL Zoo evaluates Atari)")
-
-    def __post_init__(self) -> None:
-        check_ranges(self, at_least_one=("n_steps", "num_envs", "frame_stack"),
-                     positive=("learning_rate", "max_grad_norm"), fraction=("gamma", "gae_lambda"))
-
-    @property
-    def env_options(self) -> dict[str, Any]:
-        names = ("frame_stack", "terminal_on_life_loss")
-        defaults = {f.name: f.default for f in fields(OnPolicySettings) if f.name in names}
-        return {n: getattr(self, n) for n in names if getattr(self, n) != defaults[n]}
-
-
-class OnPolicyAgent(SB3Agent):
     default_steps = 1_000_000
 
     @classmethod
-    def step_multiple(cls, config: OnPolicySettings) -> int:
+    def step_multiple(cls, config: OnPolicyConfig) -> int:
         return config.n_steps * config.num_envs  # SB3 updates after whole rollouts
+
+    def wrap(self, venv: LabSB3VecEnv) -> Any:
+        c = self.config
+        if not (c.norm_obs or c.norm_reward):
+            return venv
+        images = len(venv.observation_space.shape) == 3
+        return VecNormalize(venv, norm_obs=c.norm_obs and not images, norm_reward=c.norm_reward, gamma=c.gamma)
+
+    @property
+    def normalizer(self) -> VecNormalize | None:
+        env = self.model.get_env()
+        return env if isinstance(env, VecNormalize) else None
+
+    def observations(self, obs: torch.Tensor) -> torch.Tensor:
+        normalizer = self.normalizer
+        if normalizer is None or not normalizer.norm_obs:
+            return obs
+        return torch.as_tensor(normalizer.normalize_obs(obs.cpu().numpy()), device=obs.device)
 
     def common_kwargs(self, images: bool) -> dict[str, Any]:
         c = self.config
-        kwargs: dict[str, Any] = dict(
-            learning_rate=self.schedule(c.learning_rate, c.anneal), n_steps=c.n_steps, gamma=c.gamma,
-            gae_lambda=c.gae_lambda, ent_coef=c.ent_coef, vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm,
-        )
+        if c.async_envs:
+            raise LabError(f"{self.name} steps its envs through SB3's adapter, one at a time: --async-envs "
+                           "applies to the lab's own agents (ppo, a2c, reinforce)")
+        policy_kwargs: dict[str, Any] = dict(ortho_init=c.ortho_init, log_std_init=c.log_std_init,
+                                             activation_fn=nn.ReLU if c.activation == "relu" else nn.Tanh)
         if not images:
-            kwargs["policy_kwargs"] = dict(net_arch=list(c.net_arch))
-        return kwargs
+            policy_kwargs["net_arch"] = list(c.net_arch)
+        return dict(
+            learning_rate=self.schedule(c.learning_rate, c.anneal_lr), n_steps=c.n_steps, gamma=c.gamma,
+            gae_lambda=c.gae_lambda, ent_coef=c.ent_coef, vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm,
+            normalize_advantage=c.normalize_advantage, policy_kwargs=policy_kwargs,
+        )
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """The evaluation policy samples on Atari unless told otherwise: a greedy one can stall
@@ -299,59 +309,84 @@ class OnPolicyAgent(SB3Agent):
         m._update_current_progress_remaining(m.num_timesteps, m._total_timesteps)
         m.train()
 
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        normalizer = self.normalizer
+        if normalizer is not None:
+            state["normalizer"] = {
+                "obs": [torch.from_numpy(np.asarray(a, dtype=np.float64).copy())
+                        for a in (normalizer.obs_rms.mean, normalizer.obs_rms.var)] + [float(normalizer.obs_rms.count)],
+                "return": [float(normalizer.ret_rms.mean), float(normalizer.ret_rms.var), float(normalizer.ret_rms.count)],
+                "returns": torch.from_numpy(np.asarray(normalizer.returns, dtype=np.float64).copy()),
+            }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        normalizer = self.normalizer
+        if normalizer is not None and "normalizer" in state:
+            saved = state["normalizer"]
+            mean, var, count = saved["obs"]
+            normalizer.obs_rms.mean, normalizer.obs_rms.var, normalizer.obs_rms.count = mean.numpy(), var.numpy(), count
+            normalizer.ret_rms.mean, normalizer.ret_rms.var, normalizer.ret_rms.count = saved["return"]
+            normalizer.returns = saved["returns"].numpy().copy()
+            restarted = np.array([env.restarted for env in self.venv.envs])
+            normalizer.returns[restarted] = 0.0
+        super().load_state_dict(state)
+        if normalizer is not None:  # SB3 acts on normalised observations
+            normalizer.old_obs = self.model._last_obs
+            self.model._last_obs = normalizer.normalize_obs(self.model._last_obs)
+
 
 @dataclass
-class SB3PPOConfig(OnPolicySettings):
-    batch_size: int = option(64, "minibatch size")
-    n_epochs: int = option(10, "passes over each rollout")
-    clip_range: float = option(0.2, "PPO clip range")
+class SB3PPOConfig(PPOConfig):
+    """`ppo`'s settings, mapped onto SB3's PPO."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_ranges(self, at_least_one=("batch_size", "n_epochs"), positive=("clip_range",))
+    aliases: ClassVar[dict[str, tuple[str, ...]]] = {"anneal": ("anneal_lr", "anneal_clip_range")}
 
 
 # RL Zoo's Atari PPO (ppo.yml, `atari`): lr and clip range annealed linearly to 0.
 ATARI_PPO: dict[str, Any] = dict(steps=10_000_000, num_envs=8, n_steps=128, n_epochs=4, batch_size=256,
-                                 learning_rate=2.5e-4, clip_range=0.1, vf_coef=0.5, ent_coef=0.01, anneal=True)
+                                 learning_rate=2.5e-4, clip_range=0.1, vf_coef=0.5, ent_coef=0.01, anneal_lr=True,
+                                 anneal_clip_range=True)
 
 
-class SB3PPOAgent(OnPolicyAgent):
-    """Stable-Baselines3's PPO; defaults are SB3's, presets RL Zoo's."""
+class SB3PPOAgent(SB3OnPolicyAgent):
+    """Stable-Baselines3's PPO with `ppo`'s settings; defaults are SB3's, presets RL Zoo's."""
 
     name = "sb3-ppo"
     Config = SB3PPOConfig
     sb3_class = PPO
     presets: dict[str, dict[str, Any]] = {
         "CartPole-v1": dict(steps=100_000, num_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98,
-                            n_epochs=20, ent_coef=0.0, learning_rate=1e-3, clip_range=0.2, anneal=True),
+                            n_epochs=20, ent_coef=0.0, learning_rate=1e-3, clip_range=0.2, anneal_lr=True,
+                            anneal_clip_range=True),
         "Acrobot-v1": dict(steps=1_000_000, num_envs=16, n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4,
                            ent_coef=0.0),
         "Pendulum-v1": dict(steps=100_000, num_envs=4, n_steps=1024, gae_lambda=0.95, gamma=0.9, n_epochs=10,
                             ent_coef=0.0, learning_rate=1e-3, clip_range=0.2),
-        "ALE/*-v5": ATARI_PPO,
-        "*NoFrameskip-v4": ATARI_PPO,
+        "atari": ATARI_PPO,
     }
 
     def sb3_kwargs(self, images: bool) -> dict[str, Any]:
         c = self.config
         return dict(self.common_kwargs(images), batch_size=c.batch_size, n_epochs=c.n_epochs,
-                    clip_range=self.schedule(c.clip_range, c.anneal))
+                    clip_range=self.schedule(c.clip_range, c.anneal_clip_range), clip_range_vf=c.clip_range_vf,
+                    target_kl=c.target_kl)
 
 
 @dataclass
-class SB3A2CConfig(OnPolicySettings):
-    learning_rate: float = option(7e-4, "RMSprop learning rate")
-    n_steps: int = option(5, "steps per env per update")
-    gae_lambda: float = option(1.0, "GAE lambda (1: plain n-step returns)")
+class SB3A2CConfig(A2CConfig):
+    """`a2c`'s settings, mapped onto SB3's A2C."""
+
+    aliases: ClassVar[dict[str, tuple[str, ...]]] = {"anneal": ("anneal_lr",)}
 
 
 # RL Zoo's Atari A2C (a2c.yml, `atari`), RMSprop as in the TF implementation.
 ATARI_A2C: dict[str, Any] = dict(steps=10_000_000, num_envs=16, ent_coef=0.01, vf_coef=0.25)
 
 
-class SB3A2CAgent(OnPolicyAgent):
-    """Stable-Baselines3's A2C; defaults are SB3's, presets RL Zoo's."""
+class SB3A2CAgent(SB3OnPolicyAgent):
+    """Stable-Baselines3's A2C with `a2c`'s settings; defaults are SB3's, presets RL Zoo's."""
 
     name = "sb3-a2c"
     Config = SB3A2CConfig
@@ -359,16 +394,17 @@ class SB3A2CAgent(OnPolicyAgent):
     presets: dict[str, dict[str, Any]] = {
         "CartPole-v1": dict(steps=500_000, num_envs=8, ent_coef=0.0),
         "Acrobot-v1": dict(steps=500_000, num_envs=16, ent_coef=0.0),
-        "ALE/*-v5": ATARI_A2C,
-        "*NoFrameskip-v4": ATARI_A2C,
+        "atari": ATARI_A2C,
     }
 
     def sb3_kwargs(self, images: bool) -> dict[str, Any]:
-        kwargs = self.common_kwargs(images)
-        if images:  # RL Zoo's Atari A2C: RMSprop as in the TF implementation
+        c = self.config
+        kwargs = dict(self.common_kwargs(images), use_rms_prop=c.use_rms_prop, rms_prop_eps=c.rms_prop_eps)
+        if images and c.use_rms_prop:  # RL Zoo's Atari A2C: RMSprop as in the TF implementation
             from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
-            kwargs["policy_kwargs"] = dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=1e-5))
+            kwargs["policy_kwargs"] = dict(kwargs["policy_kwargs"], optimizer_class=RMSpropTFLike,
+                                           optimizer_kwargs=dict(eps=c.rms_prop_eps))
         return kwargs
 
 

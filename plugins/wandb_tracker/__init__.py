@@ -38,11 +38,14 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
+from lab.config import option
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
 from lab.run.info import RunInfo
@@ -63,6 +66,33 @@ if TYPE_CHECKING:
     import wandb
 
 MODES = ("online", "offline", "disabled")
+
+
+@dataclass
+class WandbOptions:
+    """The W&B tracker's settings: flags of every run (`--wandb offline`) and keys of config.yaml's `run:`."""
+
+    wandb: Literal["online", "offline", "disabled"] | None = option(
+        None, "W&B mode (default: online when logged in, else offline)")
+    project: str = option("arcade-lab", "W&B project")
+    wandb_artifacts: bool = option(False, "upload checkpoints as W&B artifacts")
+
+
+def wandb_mode(requested: str | None) -> str:
+    """online when logged in (API key in the environment or ~/.netrc), else offline."""
+    if requested is not None:
+        return requested
+    if os.environ.get("WANDB_MODE") in MODES:
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    import netrc
+
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (OSError, netrc.NetrcParseError):
+        auth = None
+    return "online" if auth else "offline"
 # What wandb accepts in WANDB_MODE; anything else makes every wandb.init fail validation.
 WANDB_ENV_MODES = ("online", "offline", "shared", "disabled", "dryrun", "run")
 STEP_METRIC = "global_step"
@@ -177,10 +207,12 @@ def _value(value: Any) -> Any:
 class WandbTracker(Tracker):
     """Logs scalars, images, videos and (on request) checkpoints to one W&B run."""
 
-    def __init__(self, info: RunInfo) -> None:
+    def __init__(self, info: RunInfo, options: WandbOptions, mode: str) -> None:
         import wandb
 
         self.info = info
+        self.options = options
+        self.mode = mode
         self._wandb = wandb
         info.run_dir.mkdir(parents=True, exist_ok=True)
         # key -> [min, max, last] over the whole run, earlier sessions included
@@ -189,7 +221,7 @@ class WandbTracker(Tracker):
         self._backlog: list[dict[str, Any]] = []
         self._step = self._continue_history() if info.resumed else 0
         self.run = wandb.init(
-            project=info.project,
+            project=options.project,
             group=info.experiment,
             job_type=info.kind,
             tags=info.tags,
@@ -198,12 +230,12 @@ class WandbTracker(Tracker):
             id=None if os.environ.get("WANDB_SWEEP_ID") else info.name,
             name=info.name,
             dir=str(info.run_dir),
-            mode=info.wandb_mode,
+            mode=mode,
             resume="allow" if info.resumed else None,
             reinit="create_new",
             settings=wandb_settings(),
         )
-        if info.resumed and info.wandb_mode == "online":
+        if info.resumed and mode == "online":
             # an online resume knows the server's next step: never log below it (wandb would
             # ignore the row), should the run's earlier local folders be gone
             self._step = max(self._step, int(self.run.step))
@@ -286,7 +318,7 @@ class WandbTracker(Tracker):
     def log_artifact(self, path: Path, name: str, type: str) -> None:
         """Version a file (a checkpoint) as artifact `name`, only when the user asked for it;
         each call adds a version and moves the `latest` alias to it."""
-        if not self.info.wandb_artifacts:
+        if not self.options.wandb_artifacts:
             return
         artifact = self._wandb.Artifact(_ARTIFACT_NAME.sub("-", name).strip("-.") or "file", type=type)
         artifact.add_file(str(path), name=Path(path).name)
@@ -331,11 +363,11 @@ class WandbTracker(Tracker):
 
 def make_tracker(info: RunInfo) -> Tracker | None:
     """The `register_trackers` factory: None when W&B is disabled for this run."""
-    if info.wandb_mode not in MODES:
-        raise LabError(
-            f"unknown W&B mode '{info.wandb_mode}'; use --wandb {' | '.join(MODES)}"
-        )
-    if info.wandb_mode == "disabled":
+    options = info.tracker_options.get("wandb") or WandbOptions()
+    mode = wandb_mode(options.wandb)
+    if mode not in MODES:
+        raise LabError(f"unknown W&B mode '{mode}'; use --wandb {' | '.join(MODES)}")
+    if mode == "disabled":
         return None
     env_mode = os.environ.get("WANDB_MODE")
     if env_mode is not None and env_mode not in WANDB_ENV_MODES:
@@ -343,9 +375,20 @@ def make_tracker(info: RunInfo) -> Tracker | None:
             f"WANDB_MODE={env_mode!r} is not a W&B mode; unset it or set it to one of "
             f"{', '.join(MODES)} (the --wandb flag chooses the mode for lab runs)"
         )
-    return WandbTracker(info)
+    tracker = WandbTracker(info, options, mode)
+    if mode == "offline":
+        print(f"W&B is offline: upload later with "
+              f"`wandb sync --id {info.name} {info.run_dir / 'wandb'}/offline-run-*`", file=sys.stderr)
+    return tracker
+
+
+def _sweep_agent(sweep: Any, count: int | None, project: str) -> int:
+    from lab.plugins.wandb_tracker.sweep_agent import run_wandb_agent
+
+    return run_wandb_agent(sweep, count, project)
 
 
 @hookimpl
 def register_trackers(register: Callable[..., None]) -> None:
-    register("wandb", make_tracker, description="Weights & Biases: offline unless logged in (--wandb)")
+    register("wandb", make_tracker, description="Weights & Biases: offline unless logged in (--wandb)",
+             options=WandbOptions, sweep_agent=_sweep_agent)

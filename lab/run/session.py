@@ -1,34 +1,31 @@
-"""The loop every algorithm shares: budget, logging, evaluation, checkpoints, signals, resume.
+"""The loop every algorithm shares: logging, evaluation, checkpoints, signals and summary.
 
-`train`, `resume`, `evaluate_run` and `load` are what the CLI and `lab.load` call. A
-`Session` is one process's life of a run: it builds the context, the algorithm and the
+A `Session` is one process's life of a run: it builds the context, the algorithm and the
 trackers, runs the loop and always leaves a consistent run directory behind (summary.json
-says how it ended).
+says how it ended). The entry points that make sessions (`lab train`, `lab resume`, `lab
+eval`, `lab.load`, `lab.train`) are in `lab.run.entry`.
 
 Exact resume: a checkpoint holds, besides the algorithm's state, every random stream of
-the run (`lab.run.seeding`), the training envs (`lab.vecenv.TrainingEnv`) and the loop's own
-bookkeeping (metrics averaged since the last log row, the last evaluation, the best
-value), so a run stopped and resumed logs what the same run left alone logs, step for
-step, wherever the envs can be saved.
+the run (`lab.run.seeding`), the training envs (`lab.vecenv.TrainingEnv`), the schedule
+horizon (`ctx.total_steps`) and the loop's own bookkeeping (metrics averaged since the
+last log row, the last evaluation, the best value), so a run stopped and resumed logs what
+the same run left alone logs, step for step, wherever the envs can be saved.
 
 Under torchrun (`lab.distributed`, README: Several processes) every process runs a Session
-in lockstep: rank 0 alone makes the run directory, logs, evaluates agents, writes
-checkpoints and the summary and prints; the others train their share. Set-up failures on
-any rank stop them all (`distributed.together`), a stop signal on any rank stops them all
-at the same step, and checkpoints gather each rank's envs and random streams.
+in lockstep: rank 0 alone makes the run directory, logs, writes checkpoints and the summary
+and prints; the others train their share. A stop signal on any rank stops them all at the
+same step, and checkpoints gather each rank's envs and random streams.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import signal
 import sys
 import time
 import traceback
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,29 +33,19 @@ import torch
 
 from lab import distributed
 from lab.algorithm import Algorithm
-from lab.run.checkpoint import load_checkpoint, save_checkpoint
-from lab.config import RunConfig, Resolved, as_plain, resolve
-from lab.run.context import Context
 from lab.device import resolve_device
-from lab.run.discovery import Lab
 from lab.errors import LabError, unknown
-from lab.run.progress import RunProgress, run_report
-from lab.run.rundir import (
-    RunLock,
-    create_run_dir,
-    default_run_name,
-    git_commit,
-    read_config,
-    read_summary,
-    truncate_metrics,
-    versions,
-    write_config,
-    write_summary,
-)
+from lab.run.checkpoint import save_checkpoint
+from lab.run.context import Context
+from lab.run.discovery import Lab
 from lab.run.info import RunInfo
+from lab.run.progress import RunProgress, run_report
+from lab.run.rundir import write_summary
 from lab.run.seeding import derive_seed, seed_everything
-from lab.run.signals import STOP, SetupInterrupted
+from lab.run.settings import Resolved
+from lab.run.signals import STOP
 from lab.tracking import MultiTracker, jsonable
+from lab.vecenv import Episode
 
 EXIT_OK, EXIT_FAILED = 0, 1
 # metrics.jsonl is the run directory's own record (`lab runs`, `lab compare` and resume read it):
@@ -76,23 +63,6 @@ def crossed(before: int, after: int, interval: int) -> bool:
     return after // interval > before // interval
 
 
-def wandb_mode(requested: str | None) -> str:
-    """online when logged in (API key in the environment or ~/.netrc), else offline."""
-    if requested is not None:
-        return requested
-    if os.environ.get("WANDB_MODE") in ("online", "offline", "disabled"):
-        return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    import netrc
-
-    try:
-        auth = netrc.netrc().authenticators("api.wandb.ai")
-    except (OSError, netrc.NetrcParseError):
-        auth = None
-    return "online" if auth else "offline"
-
-
 def selected_trackers(lab: Lab, names: tuple[str, ...] | None) -> list[str]:
     """The registered trackers a run starts, in registration order: every one when `names` is
     None (each factory still decides, e.g. W&B disabled), else the named ones plus jsonl.
@@ -107,9 +77,9 @@ def selected_trackers(lab: Lab, names: tuple[str, ...] | None) -> list[str]:
     return [name for name in registered if name in names or name in ALWAYS_TRACKERS]
 
 
-def intervals(algo: Algorithm, run: RunConfig, total: int) -> tuple[int, int, int]:
+def intervals(algo: Algorithm, resolved: Resolved, total: int) -> tuple[int, int, int]:
     """(log, eval, checkpoint) intervals in steps."""
-    per_epoch = algo.steps_per_epoch
+    run, per_epoch = resolved.run, algo.steps_per_epoch
     if per_epoch:
         log_default, eval_default = max(1, per_epoch // 10), per_epoch
     else:
@@ -118,14 +88,11 @@ def intervals(algo: Algorithm, run: RunConfig, total: int) -> tuple[int, int, in
     return run.log_interval or log_default, eval_every, run.checkpoint_interval or eval_every
 
 
-def round_budget(algo_cls: type[Algorithm], config: Any, steps: int) -> int:
-    """`steps` rounded up to what the algorithm can stop at (whole rollouts, whole vector steps)."""
-    multiple = max(1, int(algo_cls.step_multiple(config)))
-    rounded = -(-steps // multiple) * multiple
-    if rounded != steps and distributed.is_main():
-        print(f"note: --steps {steps} rounded up to {rounded}: {algo_cls.name} advances "
-              f"{multiple} steps at a time with these settings", file=sys.stderr)
-    return rounded
+def saved_horizon(state: dict[str, Any], default: int) -> int:
+    """The schedule horizon a checkpoint was trained with (checkpoints before the runner
+    kept it hold it in the algorithm's state)."""
+    horizon = state.get("runner", {}).get("horizon") or state.get("algorithm", {}).get("horizon")
+    return int(horizon) if horizon else default
 
 
 class Silent:
@@ -151,7 +118,7 @@ class Session:
         # only training runs on several processes; `lab eval` and `lab.load` are one process
         rank, world = (distributed.rank(), distributed.world_size()) if purpose == "train" else (0, 1)
         self.main = rank == 0
-        if world > 1 and not getattr(algo_cls, "data_parallel", False):
+        if world > 1 and not algo_cls.data_parallel:
             raise LabError(f"{algo_cls.name} cannot train on several processes yet (it does not average its "
                            f"gradients across them); run it without torchrun")
         self.device = resolve_device(self.run.device)
@@ -175,6 +142,7 @@ class Session:
             rank=rank,
             world_size=world,
             compile_setting=self.run.compile,
+            env_options=resolved.env_option_values(),
         )
         try:
             self.algo = algo_cls(resolved.algo, self.ctx)
@@ -188,10 +156,11 @@ class Session:
         threads = self.run.threads or self.algo.cpu_threads
         if threads is not None:
             torch.set_num_threads(threads)  # for training; the networks were built on PROCESS_THREADS
-        if self.run.epochs is not None and purpose == "train":
+        if self.run.epochs is not None and fresh:
             if not self.algo.steps_per_epoch:
                 self.close()
-                raise LabError(f"--epochs needs a dataset algorithm; {algo_cls.name} counts --steps")
+                raise LabError(f"--epochs needs {algo_cls.name}.steps_per_epoch (the steps in one pass over its "
+                               "data), which it does not define; give its budget with --steps")
             self.ctx.total_steps = self.run.epochs * self.algo.steps_per_epoch
         self.info: RunInfo | None = None
         # the loop's bookkeeping, checkpointed so a resumed run logs what an uninterrupted one does
@@ -203,12 +172,12 @@ class Session:
         self.last_eval_step = -1
         self.time_offset = 0.0
         self.started = time.time()
-        self.episodes: list[tuple[int, Any]] = []  # several processes: (step, episode) not yet logged
+        self.episodes: list[tuple[int, Episode]] = []  # several processes: (step, episode) not yet logged
+        self.warned_key_metric = False
 
     # -- trackers --
 
     def start_trackers(self, doc: dict[str, Any], resumed: bool) -> None:
-        mode = wandb_mode(self.run.wandb)
         self.info = RunInfo(
             name=self.run_dir.name,
             run_dir=self.run_dir,
@@ -218,17 +187,14 @@ class Session:
             data=self.run.data,
             seed=self.run.seed,
             experiment=self.run.experiment or f"{self.algo_cls.name}-{self.run.env or self.run.data}",
-            project=self.run.project,
-            wandb_mode=mode,
-            wandb_artifacts=self.run.wandb_artifacts,
             config=doc,
             resumed=resumed,
             purpose=self.purpose,
             time_offset=self.time_offset,
             start_step=self.algo.global_step,
             trackers=self.run.trackers,
+            tracker_options=dict(self.resolved.tracker_options),
         )
-        started = []
         for name in selected_trackers(self.lab, self.run.trackers):
             reg = self.lab.registry.trackers[name]
             try:
@@ -241,10 +207,6 @@ class Session:
                 continue
             if tracker is not None:
                 self.tracker.trackers.append(tracker)
-                started.append(name)
-        if mode == "offline" and "wandb" in started:
-            print(f"W&B is offline: upload later with "
-                  f"`wandb sync --id {self.run_dir.name} {self.run_dir / 'wandb'}/offline-run-*`", file=sys.stderr)
         self.lab.pm.hook.on_run_start(run=self.info)
 
     def _on_log(self, metrics: dict[str, float], step: int) -> None:
@@ -269,6 +231,7 @@ class Session:
                 "best": self.best, "best_step": self.best_step, "elapsed": self.elapsed(),
                 "last_values": dict(self.last_values), "pending": {k: list(v) for k, v in self.pending.items()},
                 "last_log_step": self.last_log_step, "last_eval_step": self.last_eval_step,
+                "horizon": self.ctx.total_steps,
             },
         }
         if self.ctx.world_size > 1:
@@ -287,13 +250,13 @@ class Session:
             if best:  # for evaluation: the replay/rollout contents are not needed there
                 lean = {**state, "algorithm": {k: v for k, v in state["algorithm"].items() if k != "buffers"}}
                 save_checkpoint(lean, self.run_dir / "checkpoints" / "best.pt")
-        if self.run.wandb_artifacts:
-            self.tracker.log_artifact(path, f"{self.run_dir.name}-checkpoint", "model")
+        self.tracker.log_artifact(path, f"{self.run_dir.name}-checkpoint", "model")
 
     def restore(self, state: dict[str, Any], rng: bool = True) -> None:
         step = int(state["global_step"])
         saved_world, world = int(state.get("world_size", 1)), self.ctx.world_size
         mine = state["ranks"][self.ctx.rank] if world > 1 and saved_world == world else state
+        self.ctx.total_steps = saved_horizon(state, self.ctx.total_steps)
         # another number of processes: the saved envs and streams belonged to other ranks
         restarted = self.ctx.load_env_states(mine.get("envs") if saved_world == world else None, step)
         self.algo.load_state_dict(state["algorithm"])
@@ -326,52 +289,67 @@ class Session:
     def elapsed(self) -> float:
         return self.time_offset + time.time() - self.started
 
-    # -- the loop --
+    # -- evaluation, media, episodes --
 
-    def evaluate(self) -> dict[str, float]:
-        """Evaluate, log, checkpoint. Several processes: every rank evaluates its share of a
-        dataset (the algorithm adds the ranks up); agents are evaluated by rank 0 alone, on
-        the same episodes one process would play."""
+    def evaluation(self) -> dict[str, Any]:
+        """The algorithm's evaluation at this step, in the evaluation's own random streams
+        (training draws are untouched), logged; under torchrun, where the algorithm
+        evaluates on rank 0 alone, the other ranks log nothing."""
         step = self.algo.global_step
-        self.log_episodes()  # (several processes) the episodes up to this step come first
-        metrics: dict[str, float] = {}
-        if self.main or self.algo_cls.kind != "agent":
+        metrics: dict[str, Any] = {}
+        if self.main or self.algo_cls.evaluates_on_every_rank:
             with self.ctx.rng.evaluation(step):
-                metrics = self.algo.evaluate()
+                metrics = {k: jsonable(v) for k, v in self.algo.evaluate().items()}
         self.tracker.log(metrics, step)
-        value = metrics.get(self.algo_cls.key_metric)
+        return metrics
+
+    def evaluate(self) -> dict[str, Any]:
+        """Evaluate, log, keep the best, checkpoint (best.pt when the key metric improved)."""
+        self.log_episodes()  # (several processes) the episodes up to this step come first
+        metrics = self.evaluation()
+        key = self.algo_cls.key_metric
+        value = metrics.get(key)
+        if key not in metrics and self.main and not self.warned_key_metric:
+            self.warned_key_metric = True
+            print(f"note: {self.algo_cls.name}.evaluate() returned no '{key}' (its key_metric), so no best.pt is "
+                  f"kept; it returned {', '.join(sorted(metrics)) or 'nothing'} (set key_metric to one of them)",
+                  file=sys.stderr)
         improved = False
         if value is not None and math.isfinite(float(value)):
             better = max if self.algo_cls.key_metric_mode == "max" else min
             improved = self.best is None or better(float(value), self.best) != self.best
             if improved:
-                self.best, self.best_step = float(value), step
-        self.last_eval_step = step
+                self.best, self.best_step = float(value), self.algo.global_step
+        self.last_eval_step = self.algo.global_step
         if self.algo_cls.media_each_evaluation and self.run.video and self.main:
             self.log_media()
         self.save(best=improved)
         return metrics
 
-    def log_media(self) -> None:
+    def log_media(self) -> dict[str, Path]:
+        """Write the algorithm's media for this step (in the evaluation's random streams) and
+        log each file to the trackers; returns {key: path}."""
         step = self.algo.global_step
         with self.ctx.rng.evaluation(step):
             media = self.algo.write_media(self.ctx.media_dir)
         for key, path in media.items():
-            if path.suffix.lower() == ".mp4":
-                self.tracker.log_video(key, path, step)
-            else:
-                self.tracker.log_image(key, path, step)
+            log = self.tracker.log_video if path.suffix.lower() == ".mp4" else self.tracker.log_image
+            log(key, path, step)
+        return media
+
+    def log_episode(self, step: int, episode: Episode) -> None:
+        self.tracker.log({"train/episode_return": episode.episode_return,
+                          "train/episode_length": episode.length}, step)
 
     def log_episodes(self) -> None:
         """Several processes: log the episodes every rank finished since the last call, each
         at its own step (all ranks call this together, at log rows and checkpoints)."""
-        if self.ctx.world_size == 1 or self.algo_cls.kind != "agent":
+        if self.ctx.world_size == 1:
             return
         finished = [e for part in distributed.all_gather_object(self.episodes) for e in part]
         self.episodes = []
         for step, episode in sorted(finished, key=lambda item: item[0]):
-            self.tracker.log({"train/episode_return": episode.episode_return,
-                              "train/episode_length": episode.length}, step)
+            self.log_episode(step, episode)
 
     def _log_row(self, step: int, seconds: float) -> None:
         self.log_episodes()
@@ -381,11 +359,13 @@ class Session:
         self.pending.clear()
         self.last_log_step = step
 
+    # -- the loop --
+
     def train(self, target: int) -> int:
         """Train until `target` steps or a stop signal; returns the process exit code."""
         algo = self.algo
-        log_every, eval_every, checkpoint_every = intervals(algo, self.run, target)
-        status, exit_code = "finished", EXIT_OK
+        log_every, eval_every, checkpoint_every = intervals(algo, self.resolved, target)
+        status, exit_code, failure = "finished", EXIT_OK, None
         log_clock, side_time = time.perf_counter(), 0.0  # side: evaluating/checkpointing since the last row
         progress = RunProgress(self.algo_cls.name, target, algo.global_step) if self.main else Silent()
         STOP.training = True
@@ -406,9 +386,8 @@ class Session:
                 for episode in self.ctx.pop_episodes():
                     if self.ctx.world_size > 1:  # logged with the other ranks' at the next row
                         self.episodes.append((step, episode))
-                        continue
-                    self.tracker.log({"train/episode_return": episode.episode_return,
-                                      "train/episode_length": episode.length}, step)
+                    else:
+                        self.log_episode(step, episode)
                 if crossed(before, step, log_every) or step >= target:
                     now = time.perf_counter()
                     self._log_row(step, now - log_clock - side_time)
@@ -440,11 +419,11 @@ class Session:
             status, exit_code = "failed", 2
             raise
         except Exception:
-            status, exit_code = "failed", EXIT_FAILED
-            progress.close()
-            traceback.print_exc()
+            status, exit_code, failure = "failed", EXIT_FAILED, traceback.format_exc()
         finally:
             progress.close()
+            if failure is not None:
+                print(failure, file=sys.stderr, end="")
             with STOP.critical(then_stop=False):
                 self.finish(status, target)
             STOP.done = True  # saved and reported: a late Ctrl-C now just ends the process
@@ -469,257 +448,9 @@ class Session:
         if self.info is not None:
             self.lab.pm.hook.on_run_end(run=self.info, summary=summary)
         self.close()
-        print(run_report(self.algo_cls.name, self.algo_cls.kind, self.run.env or self.run.data, self.run_dir,
-                         summary), file=sys.stderr)
+        print(run_report(self.algo_cls.name, self.run.env or self.run.data, self.run_dir, summary,
+                         self.algo_cls.next_command(self.run_dir)), file=sys.stderr)
 
     def close(self) -> None:
         self.algo.close()
         self.ctx.close_envs()
-
-
-def _config_doc(lab: Lab, session: Session, resolved: Resolved, target: int) -> dict[str, Any]:
-    return {
-        "algo": session.algo_cls.name,
-        "kind": session.algo_cls.kind,
-        "preset": resolved.preset,
-        "seed": resolved.run.seed,
-        "device": str(session.device),
-        "total_steps": target,
-        "world_size": session.ctx.world_size,  # processes training together (torchrun)
-        "run": as_plain(resolved.run),
-        "config": as_plain(resolved.algo),
-        "plugins_dir": lab.plugins_dir,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(Path.cwd()),
-        "versions": versions(),
-    }
-
-
-def _check_target(algo_cls: type[Algorithm], run: RunConfig, lab: Lab) -> None:
-    if algo_cls.kind == "agent":
-        if run.env is None:
-            raise LabError(f"{algo_cls.name} is an agent: pass --env ID (e.g. CartPole-v1; `lab plugins` lists envs)")
-        lab.registry.env_factory(run.env)
-        if run.epochs is not None:
-            raise LabError(f"{algo_cls.name} is an agent: give its budget with --steps, not --epochs")
-    else:
-        if run.data is None:
-            raise LabError(f"{algo_cls.name} trains on a dataset: pass --data NAME (e.g. mnist; `lab plugins` lists datasets)")
-        lab.registry.dataset_factory(run.data.partition(":")[0])
-
-
-def _budget(algo_cls: type[Algorithm], resolved: Resolved) -> None:
-    """Neither --steps nor --epochs: the preset's budget (RL Zoo's n_timesteps), else the algorithm's."""
-    run = resolved.run
-    if run.steps is None and run.epochs is None:
-        if resolved.preset_steps is not None:
-            run.steps = resolved.preset_steps
-        elif algo_cls.kind == "agent":
-            run.steps = algo_cls.default_steps
-        else:
-            run.epochs = algo_cls.default_epochs
-    if run.steps is not None:
-        run.steps = round_budget(algo_cls, resolved.algo, run.steps)
-
-
-def train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None) -> int:
-    distributed.init_from_env()  # under torchrun: join the other processes (otherwise nothing)
-    try:
-        code = _train(lab, algo_name, cli, file_values)
-    except BaseException:
-        distributed.destroy()
-        raise
-    distributed.destroy(wait=True)
-    return code
-
-
-def _train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None) -> int:
-    main, lock, run_dir = distributed.is_main(), None, None
-    with distributed.together():  # every rank checks the settings
-        algo_cls = lab.registry.algorithm(algo_name)
-        resolved = resolve(algo_cls, cli, file_values)
-        _budget(algo_cls, resolved)
-        run = resolved.run
-        _check_target(algo_cls, run, lab)
-        selected_trackers(lab, run.trackers)  # an unknown name fails before the run directory exists
-        resolve_device(run.device)
-    with distributed.together():  # then rank 0 makes the run directory
-        if main:
-            name = run.name or default_run_name(algo_cls.name, run.env or run.data, run.seed)
-            run_dir = create_run_dir(run.resolved_runs_dir, name)
-            lock = RunLock(run_dir).acquire("train")
-    # the others learn its name (a default one has rank 0's time in it); they never write there
-    run_dir = run.resolved_runs_dir / distributed.broadcast_object(run_dir.name if main else None)
-    try:
-        session = None
-        try:
-            with distributed.together():
-                session = Session(lab, algo_cls, resolved, run_dir, fresh=True, total_steps=run.steps or 0)
-            with distributed.together():
-                STOP.raise_if_requested()
-                target = session.ctx.total_steps
-                if main:
-                    doc = _config_doc(lab, session, resolved, target)
-                    write_config(run_dir, doc)
-                    session.start_trackers(doc, resumed=False)
-                STOP.raise_if_requested()
-        except BaseException as exc:  # nothing was trained: leave no half-made run behind
-            if session is not None:
-                session.tracker.finish({"status": "failed"})
-                session.close()
-            if main:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            if not isinstance(exc, SetupInterrupted):
-                raise
-            if main:
-                print("interrupted while setting up; no run was started", file=sys.stderr)
-            return STOP.exit_code()
-        if main:
-            print(f"run: {run_dir}", file=sys.stderr)
-        return session.train(target)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _reload(lab: Lab, run_dir: Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], type[Algorithm], Resolved]:
-    return _resolve_doc(lab, read_config(run_dir), overrides)
-
-
-def _resolve_doc(lab: Lab, doc: dict[str, Any],
-                 overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], type[Algorithm], Resolved]:
-    algo_cls = lab.registry.algorithm(str(doc["algo"]))
-    values = {**doc.get("run", {}), **doc.get("config", {}), **(overrides or {})}
-    values.pop("steps", None), values.pop("epochs", None)
-    values["steps"] = int(doc.get("total_steps") or 1)
-    return doc, algo_cls, resolve(algo_cls, {}, values)
-
-
-def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None = None,
-           checkpoint: str = "latest") -> int:
-    distributed.init_from_env()  # under torchrun: join the other processes (otherwise nothing)
-    try:
-        code = _resume(lab, run_dir, steps, epochs, checkpoint)
-    except BaseException:
-        distributed.destroy()
-        raise
-    distributed.destroy(wait=True)
-    return code
-
-
-def _resume(lab: Lab, run_dir: Path, steps: int | None, epochs: int | None, checkpoint: str) -> int:
-    main, lock, loaded = distributed.is_main(), None, None
-    try:
-        with distributed.together():  # rank 0 alone reads the run directory (other nodes need not see it)
-            if main:
-                doc, algo_cls, resolved = _reload(lab, run_dir)
-                selected_trackers(lab, resolved.run.trackers)  # before metrics.jsonl is cut back
-                lock = RunLock(run_dir).acquire("resume")
-                loaded = (doc, load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt"))
-        doc, state = distributed.broadcast_object(loaded)
-        session = None
-        try:
-            with distributed.together():
-                if not main:
-                    doc, algo_cls, resolved = _resolve_doc(lab, doc)
-                session = Session(lab, algo_cls, resolved, run_dir, fresh=False, total_steps=int(doc["total_steps"]))
-            with distributed.together():
-                session.restore(state)
-                done = session.algo.global_step
-                if epochs is not None:
-                    if not session.algo.steps_per_epoch:
-                        raise LabError(f"{algo_cls.name} counts --steps, not --epochs; resume with --steps N")
-                    target = epochs * session.algo.steps_per_epoch
-                elif steps is not None:
-                    target = round_budget(algo_cls, resolved.algo, steps)
-                else:
-                    target = int(doc["total_steps"])
-                if target <= done:
-                    raise LabError(
-                        f"run '{run_dir}' is already at step {done} (target {target}); "
-                        f"pass a larger --steps to train further"
-                    )
-                STOP.raise_if_requested()
-                if main:
-                    truncate_metrics(run_dir, done)
-                    doc["total_steps"] = target
-                    doc["run"]["steps"], doc["run"]["epochs"] = (None, epochs) if epochs is not None else (target, None)
-                    doc["world_size"] = session.ctx.world_size
-                    write_config(run_dir, doc)
-                    session.start_trackers(doc, resumed=True)
-                STOP.raise_if_requested()
-        except SetupInterrupted:
-            if session is not None:
-                session.tracker.finish({**read_summary(run_dir)} if main else {})
-                session.close()
-            if main:
-                print("interrupted while setting up; the run is unchanged", file=sys.stderr)
-            return STOP.exit_code()
-        except BaseException:
-            if session is not None:
-                session.close()
-            raise
-        if main:
-            print(f"resuming {run_dir} from step {done} to {target}" +
-                  (" (from best.pt)" if checkpoint == "best" else ""), file=sys.stderr)
-        return session.train(target)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bool = False,
-                 checkpoint: str = "latest") -> dict[str, Any]:
-    """`lab eval`: load a checkpoint, evaluate, write eval.json (and media), log to W&B."""
-    import json
-
-    if distributed.launched():
-        raise LabError("lab eval runs in one process; run it without torchrun")
-
-    overrides = {"eval_episodes": episodes} if episodes is not None else {}
-    doc, algo_cls, resolved = _reload(lab, run_dir, overrides)
-    lock = RunLock(run_dir).acquire("eval")
-    try:
-        state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
-        session = Session(lab, algo_cls, resolved, run_dir, fresh=False, purpose="eval",
-                          total_steps=int(doc["total_steps"]))
-        try:
-            session.restore(state, rng=False)
-            step = session.algo.global_step
-            session.start_trackers(doc, resumed=True)
-            with session.ctx.rng.evaluation(step):
-                metrics = {k: jsonable(v) for k, v in session.algo.evaluate().items()}
-            session.tracker.log(metrics, step)
-            media = {}
-            if video:
-                with session.ctx.rng.evaluation(step):
-                    written = session.algo.write_media(session.ctx.media_dir)
-                media = {k: str(p) for k, p in written.items()}
-                for key, p in media.items():
-                    log = session.tracker.log_video if p.endswith(".mp4") else session.tracker.log_image
-                    log(key, Path(p), step)
-            result = {"checkpoint": checkpoint, "global_step": step,
-                      "episodes": resolved.run.eval_episodes, **metrics, "media": media}
-            (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-            session.tracker.finish({**read_summary(run_dir), **metrics})
-        finally:
-            session.close()
-    finally:
-        lock.release()
-    return result
-
-
-def load(lab: Lab, run_dir: Path, checkpoint: str = "best", device: str | None = None) -> Algorithm:
-    """The trained algorithm of `run_dir`, ready to use (`act(obs)` for agents); see `lab.load`."""
-    overrides = {"device": device} if device is not None else {}
-    doc, algo_cls, resolved = _reload(lab, run_dir, overrides)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    state = load_checkpoint(path)
-    session = Session(lab, algo_cls, resolved, run_dir, fresh=False, purpose="eval",
-                      total_steps=int(doc["total_steps"]))
-    try:
-        session.restore(state, rng=False)
-    except BaseException:
-        session.close()
-        raise
-    return session.algo

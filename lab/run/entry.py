@@ -1,0 +1,333 @@
+"""The ways into a run: `lab train`, `lab resume`, `lab eval`, `lab.load` and `lab.train`.
+
+Each resolves the settings, takes the run directory's lock, builds a `Session`
+(`lab.run.session`) and hands it the loop; `train` and `resume` also join torchrun's
+process group when launched by it (`lab.distributed`): rank 0 alone reads and writes the
+run directory, set-up failures on any rank stop them all.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lab import distributed
+from lab.algorithm import Algorithm
+from lab.device import resolve_device
+from lab.errors import LabError
+from lab.run.checkpoint import load_checkpoint
+from lab.run.discovery import Lab
+from lab.run.rundir import (
+    RunLock,
+    create_run_dir,
+    default_run_name,
+    git_commit,
+    read_config,
+    read_summary,
+    truncate_metrics,
+    versions,
+    write_config,
+)
+from lab.run.seeding import preserved_random_state
+from lab.run.session import Session, saved_horizon, selected_trackers
+from lab.run.settings import Resolved, as_plain, resolve
+from lab.run.signals import STOP, SetupInterrupted
+
+Entry = TypeVar("Entry", bound=Callable[..., Any])
+
+
+def in_process_group(entry: Entry) -> Entry:
+    """Join torchrun's processes around an entry point (without torchrun: nothing), and
+    leave the group cleanly however the entry point ends."""
+
+    @functools.wraps(entry)
+    def joined(*args: Any, **kwargs: Any) -> Any:
+        distributed.init_from_env()
+        try:
+            code = entry(*args, **kwargs)
+        except BaseException:
+            distributed.destroy()
+            raise
+        distributed.destroy(wait=True)
+        return code
+
+    return joined  # type: ignore[return-value]
+
+
+def round_budget(algo_cls: type[Algorithm], config: Any, steps: int) -> int:
+    """`steps` rounded up to what the algorithm can stop at (whole rollouts, whole vector steps)."""
+    multiple = max(1, int(algo_cls.step_multiple(config)))
+    rounded = -(-steps // multiple) * multiple
+    if rounded != steps and distributed.is_main():
+        print(f"note: --steps {steps} rounded up to {rounded}: {algo_cls.name} advances "
+              f"{multiple} steps at a time with these settings", file=sys.stderr)
+    return rounded
+
+
+def _config_doc(lab: Lab, session: Session, resolved: Resolved, target: int) -> dict[str, Any]:
+    return {
+        "algo": session.algo_cls.name,
+        "kind": session.algo_cls.kind,
+        "preset": resolved.preset,
+        "seed": resolved.run.seed,
+        "device": str(session.device),
+        "total_steps": target,
+        "world_size": session.ctx.world_size,  # processes training together (torchrun)
+        "run": resolved.run_section(),
+        "config": as_plain(resolved.algo),
+        "plugins_dir": lab.plugins_dir,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(Path.cwd()),
+        "versions": versions(),
+    }
+
+
+def _budget(algo_cls: type[Algorithm], resolved: Resolved) -> None:
+    """Neither --steps nor --epochs: the preset's budget (RL Zoo's n_timesteps), else the algorithm's."""
+    run = resolved.run
+    if run.steps is None and run.epochs is None:
+        if resolved.preset_steps is not None:
+            run.steps = resolved.preset_steps
+        elif algo_cls.default_steps is not None:
+            run.steps = algo_cls.default_steps
+        else:
+            run.epochs = algo_cls.default_epochs
+    if run.steps is not None:
+        run.steps = round_budget(algo_cls, resolved.algo, run.steps)
+
+
+def check_settings(lab: Lab, algo_name: str, cli: dict[str, Any],
+                   file_values: dict[str, Any] | None) -> tuple[type[Algorithm], Resolved]:
+    """Everything `lab train` checks before a run directory exists: the algorithm, every
+    setting, the env or dataset, the trackers and the device."""
+    algo_cls = lab.registry.algorithm(algo_name)
+    resolved = resolve(algo_cls, cli, file_values, lab.registry)
+    _budget(algo_cls, resolved)
+    algo_cls.check_target(resolved.run, lab.registry)
+    selected_trackers(lab, resolved.run.trackers)
+    resolve_device(resolved.run.device)
+    return algo_cls, resolved
+
+
+def train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None) -> int:
+    """`lab train ALGO ...`: a new run directory, trained to its budget; the exit code."""
+    return train_run(lab, algo_name, cli, file_values)[0]
+
+
+@in_process_group
+def train_run(lab: Lab, algo_name: str, cli: dict[str, Any],
+              file_values: dict[str, Any] | None = None) -> tuple[int, Path | None]:
+    """(exit code, the run directory, or None when set-up was interrupted and left none)."""
+    main, lock, run_dir = distributed.is_main(), None, None
+    with distributed.together():  # every rank checks the settings
+        algo_cls, resolved = check_settings(lab, algo_name, cli, file_values)
+        run = resolved.run
+    with distributed.together():  # then rank 0 makes the run directory
+        if main:
+            name = run.name or default_run_name(algo_cls.name, run.env or run.data, run.seed)
+            run_dir = create_run_dir(run.resolved_runs_dir, name)
+            lock = RunLock(run_dir).acquire("train")
+    # the others learn its name (a default one has rank 0's time in it); they never write there
+    run_dir = run.resolved_runs_dir / distributed.broadcast_object(run_dir.name if main else None)
+    try:
+        session = None
+        try:
+            with distributed.together():
+                session = Session(lab, algo_cls, resolved, run_dir, fresh=True, total_steps=run.steps or 0)
+            with distributed.together():
+                STOP.raise_if_requested()
+                target = session.ctx.total_steps
+                if main:
+                    doc = _config_doc(lab, session, resolved, target)
+                    write_config(run_dir, doc)
+                    session.start_trackers(doc, resumed=False)
+                STOP.raise_if_requested()
+        except BaseException as exc:  # nothing was trained: leave no half-made run behind
+            if session is not None:
+                session.tracker.finish({"status": "failed"})
+                session.close()
+            if main:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            if not isinstance(exc, SetupInterrupted):
+                raise
+            if main:
+                print("interrupted while setting up; no run was started", file=sys.stderr)
+            return STOP.exit_code(), None
+        if main:
+            print(f"run: {run_dir}", file=sys.stderr)
+        return session.train(target), run_dir
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _reload(lab: Lab, run_dir: Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], type[Algorithm], Resolved]:
+    return _resolve_doc(lab, read_config(run_dir), overrides)
+
+
+def _resolve_doc(lab: Lab, doc: dict[str, Any],
+                 overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], type[Algorithm], Resolved]:
+    """The settings a run folder's config.yaml records, resolved again (settings of env
+    families other than the run's, which older runs wrote for every env, are passed over)."""
+    algo_cls = lab.registry.algorithm(str(doc["algo"]))
+    values = {**doc.get("run", {}), **doc.get("config", {}), **(overrides or {})}
+    values.pop("steps", None), values.pop("epochs", None)
+    values["steps"] = int(doc.get("total_steps") or 1)
+    return doc, algo_cls, resolve(algo_cls, {}, values, lab.registry, from_run_folder=True)
+
+
+@in_process_group
+def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None = None,
+           checkpoint: str = "latest") -> int:
+    """`lab resume RUN_DIR`: continue from a checkpoint to the budget (or a new one); the exit code."""
+    main, lock, loaded = distributed.is_main(), None, None
+    try:
+        with distributed.together():  # rank 0 alone reads the run directory (other nodes need not see it)
+            if main:
+                doc, algo_cls, resolved = _reload(lab, run_dir)
+                selected_trackers(lab, resolved.run.trackers)  # before metrics.jsonl is cut back
+                lock = RunLock(run_dir).acquire("resume")
+                loaded = (doc, load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt"))
+        doc, state = distributed.broadcast_object(loaded)
+        session = None
+        try:
+            with distributed.together():
+                if not main:
+                    doc, algo_cls, resolved = _resolve_doc(lab, doc)
+                horizon = saved_horizon(state, int(doc["total_steps"]))
+                session = Session(lab, algo_cls, resolved, run_dir, fresh=False, total_steps=horizon)
+            with distributed.together():
+                session.restore(state)
+                done = session.algo.global_step
+                if epochs is not None:
+                    if not session.algo.steps_per_epoch:
+                        raise LabError(f"{algo_cls.name} counts --steps, not --epochs; resume with --steps N")
+                    target = epochs * session.algo.steps_per_epoch
+                elif steps is not None:
+                    target = round_budget(algo_cls, resolved.algo, steps)
+                else:
+                    target = int(doc["total_steps"])
+                if target <= done:
+                    raise LabError(
+                        f"run '{run_dir}' is already at step {done} (target {target}); "
+                        f"pass a larger --steps to train further"
+                    )
+                STOP.raise_if_requested()
+                if main:
+                    truncate_metrics(run_dir, done)
+                    doc["total_steps"] = target
+                    doc["run"]["steps"], doc["run"]["epochs"] = (None, epochs) if epochs is not None else (target, None)
+                    doc["world_size"] = session.ctx.world_size
+                    write_config(run_dir, doc)
+                    session.start_trackers(doc, resumed=True)
+                STOP.raise_if_requested()
+        except SetupInterrupted:
+            if session is not None:
+                session.tracker.finish({**read_summary(run_dir)} if main else {})
+                session.close()
+            if main:
+                print("interrupted while setting up; the run is unchanged", file=sys.stderr)
+            return STOP.exit_code()
+        except BaseException:
+            if session is not None:
+                session.close()
+            raise
+        if main:
+            print(f"resuming {run_dir} from step {done} to {target}" +
+                  (" (from best.pt)" if checkpoint == "best" else ""), file=sys.stderr)
+        return session.train(target)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _restored(lab: Lab, run_dir: Path, checkpoint: str,
+              reloaded: tuple[dict[str, Any], type[Algorithm], Resolved]) -> Session:
+    """A one-process Session of `run_dir` with `checkpoint` loaded, for using a trained model."""
+    doc, algo_cls, resolved = reloaded
+    state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
+    session = Session(lab, algo_cls, resolved, run_dir, fresh=False, purpose="eval",
+                      total_steps=saved_horizon(state, int(doc["total_steps"])))
+    try:
+        session.restore(state, rng=False)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bool = False,
+                 checkpoint: str = "latest") -> dict[str, Any]:
+    """`lab eval`: load a checkpoint, evaluate, write eval.json (and media), log to the trackers."""
+    if distributed.launched():
+        raise LabError("lab eval runs in one process; run it without torchrun")
+    reloaded = _reload(lab, run_dir, {"eval_episodes": episodes} if episodes is not None else {})
+    lock = RunLock(run_dir).acquire("eval")
+    try:
+        session = _restored(lab, run_dir, checkpoint, reloaded)
+        try:
+            session.start_trackers(reloaded[0], resumed=True)
+            metrics = session.evaluation()
+            media = {k: str(p) for k, p in session.log_media().items()} if video else {}
+            result = {"checkpoint": checkpoint, "global_step": session.algo.global_step,
+                      "episodes": session.run.eval_episodes, **metrics, "media": media}
+            (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            session.tracker.finish({**read_summary(run_dir), **metrics})
+        finally:
+            session.close()
+    finally:
+        lock.release()
+    return result
+
+
+def load(lab: Lab, run_dir: Path, checkpoint: str = "best", device: str | None = None) -> Algorithm:
+    """The trained algorithm of `run_dir`, ready to use (`act(obs)` for agents); see `lab.load`.
+
+    The caller's random state and torch thread count are left as they were: loading a
+    run inside another (a generator's reference classifier) or a script changes neither."""
+    reloaded = _reload(lab, run_dir, {"device": device} if device is not None else {})
+    with preserved_random_state():
+        return _restored(lab, run_dir, checkpoint, reloaded).algo
+
+
+@dataclass
+class Run:
+    """A run directory as `lab.train` returns it: where it is and how it ended."""
+
+    dir: Path
+    exit_code: int  # what `lab train` would exit with: 0 finished, 130 interrupted, 1 failed
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """summary.json: the last value of every metric, `status`, `best`, `best_step`, ..."""
+        return read_summary(self.dir)
+
+    @property
+    def status(self) -> str:
+        """finished | interrupted | failed."""
+        return str(self.summary.get("status", "failed"))
+
+    def load(self, checkpoint: str = "best", device: str | None = None) -> Algorithm:
+        """The trained algorithm (`lab.load(run.dir)`)."""
+        import lab
+
+        return lab.load(self.dir, checkpoint, device)
+
+
+def train_in_process(lab: Lab, algo_name: str, settings: dict[str, Any],
+                     config_file: dict[str, Any] | None = None) -> Run | None:
+    """`lab.train`: `lab train` from Python, in this process, with Ctrl-C handled as the CLI
+    handles it (the step finishes, a checkpoint is saved, the run ends `interrupted`).
+    None when a Ctrl-C came before training started (no run directory is left)."""
+    from lab.run.signals import handling_signals
+
+    with handling_signals():
+        code, run_dir = train_run(lab, algo_name, settings, config_file)
+    return None if run_dir is None else Run(run_dir, code)

@@ -1,0 +1,375 @@
+"""Run settings: one namespace of flags, YAML keys and preset entries, resolved and checked.
+
+The settings of a run are the runner's own (`RunConfig`), the algorithm's `Config`, the
+options of the env family its `--env` belongs to (`EnvFamily.options`: Atari's
+`frame_stack`, ...) and every tracker's options (W&B's `wandb`, `project`). Precedence,
+lowest first: dataclass defaults < the algorithm's preset for the env/dataset < `--config
+FILE.yaml` < command-line flags. Values are converted and validated here so a bad value is
+one clear error, never a traceback deep inside training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+from lab.config import check_ranges, flag, option
+from lab.errors import LabError, close_matches
+
+if TYPE_CHECKING:
+    from lab.run.registry import Registry
+    from lab.vecenv import EnvFamily
+
+_NONE_WORDS = {"none", "null", "~"}
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+@dataclass
+class RunConfig:
+    """Settings every run has, whatever the algorithm."""
+
+    env: str | None = option(None, "environment id (agents), e.g. ALE/Breakout-v5")
+    data: str | None = option(None, "dataset NAME[:ARG] (supervised, generators)")
+    steps: int | None = option(None, "agent steps summed over all envs (or optimizer steps)")
+    epochs: int | None = option(None, "passes over the dataset (dataset algorithms)")
+    seed: int = option(1, "seed for python, numpy, torch and the envs")
+    device: Literal["auto", "cpu", "cuda", "mps"] = option("auto", "auto picks cuda, mps, cpu")
+    name: str | None = option(None, "run directory name (default: algo-env-seed-time)")
+    runs_dir: str | None = option(None, "output root (default: $LAB_RUNS_DIR or ./runs)")
+    data_dir: str | None = option(None, "dataset root (default: $LAB_DATA_DIR or ./data)")
+    experiment: str | None = option(None, "runs that differ only by seed share it (W&B group; default: algo-env)")
+    log_interval: int | None = option(None, "steps between metric rows")
+    eval_interval: int | None = option(None, "steps between evaluations")
+    eval_episodes: int = option(10, "episodes per evaluation")
+    checkpoint_interval: int | None = option(None, "steps between checkpoints")
+    video: bool = option(True, "record media (video, sample grids) at the end")
+    compile: Literal["auto", "true", "false"] = option(
+        "auto", "torch.compile the hot functions: auto when the run repays it")
+    threads: int | None = option(None, "torch CPU threads (default: the algorithm's choice)")
+    trackers: tuple[str, ...] | None = option(
+        None, "trackers to use, e.g. jsonl,wandb,tensorboard (default: every one installed; "
+              "jsonl, the run's metrics.jsonl, always runs)")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, at_least_one=("steps", "epochs", "log_interval", "eval_interval", "checkpoint_interval",
+                                         "threads", "eval_episodes"))
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"--seed must be between 0 and 2**32-1, got {self.seed}")
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give either --steps or --epochs, not both")
+        if self.name is not None and not _valid_name(self.name):
+            raise ValueError(f"--name '{self.name}' may only use letters, digits, '.', '_' and '-'")
+        if self.trackers is not None:
+            given = self.trackers.split(",") if isinstance(self.trackers, str) else self.trackers
+            names = [str(n).strip() for n in given]
+            if not all(names):
+                raise ValueError(f"--trackers has an empty name in {','.join(names)!r}; "
+                                 "give names separated by commas, e.g. --trackers jsonl,tensorboard")
+            self.trackers = tuple(dict.fromkeys(names))  # keeps the order, drops repeats
+
+    @property
+    def resolved_runs_dir(self) -> Path:
+        return Path(self.runs_dir or os.environ.get("LAB_RUNS_DIR") or "runs")
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir or os.environ.get("LAB_DATA_DIR") or "data")
+
+
+RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and name not in {".", ".."} and all(c.isalnum() or c in "._-" for c in name)
+
+
+def check_config_class(config_cls: type, owner: str) -> None:
+    """Reject at registration time settings classes the CLI could not handle."""
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"{owner}: the settings class must be a dataclass")
+    clash = RUN_FIELDS & {f.name for f in dataclasses.fields(config_cls)}
+    if clash:
+        raise TypeError(f"{owner}: fields clash with run settings: {sorted(clash)}")
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        _check_type(hints[f.name], f"{config_cls.__name__}.{f.name}")
+
+
+def _split_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _check_type(tp: Any, where: str) -> None:
+    base, _ = _split_optional(tp)
+    origin = typing.get_origin(base)
+    if base in (int, float, str, bool) or origin is Literal:
+        return
+    if origin in (tuple, list) and all(a in (int, float, str, Ellipsis) for a in typing.get_args(base)):
+        return
+    raise TypeError(f"{where}: unsupported config type {tp!r} (use int, float, str, bool, Literal, tuples)")
+
+
+def convert(value: Any, tp: Any, name: str) -> Any:
+    """Convert a CLI string or YAML value to the field's type, or raise LabError."""
+    base, optional = _split_optional(tp)
+    where = f"--{flag(name)}"
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+        if optional:
+            return None
+        raise LabError(f"{where} needs a value")
+    origin = typing.get_origin(base)
+    if origin is Literal:
+        choices = typing.get_args(base)
+        if isinstance(value, bool):  # YAML reads `compile: true` as a bool
+            value = "true" if value else "false"
+        if value in choices:
+            return value
+        raise LabError(f"{where} must be one of {', '.join(map(str, choices))}; got '{value}'")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise LabError(f"{where} must be true or false; got '{value}'")
+    if base in (int, float):
+        if isinstance(value, bool):
+            raise LabError(f"{where} expects {'an integer' if base is int else 'a number'}; got '{value}'")
+        try:
+            if base is int:
+                if isinstance(value, float) and value.is_integer():
+                    return int(value)
+                text = str(value).strip().replace("_", "")
+                as_float = float(text)
+                if not as_float.is_integer():
+                    raise ValueError
+                return int(as_float) if ("e" in text.lower() or "." in text) else int(text)
+            return float(value)
+        except (TypeError, ValueError):
+            raise LabError(f"{where} expects {'an integer' if base is int else 'a number'}; got '{value}'") from None
+    if base is str:
+        return str(value)
+    if origin in (tuple, list):
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
+        args = [a for a in typing.get_args(base) if a is not Ellipsis]
+        converted = [convert(item, args[0] if len(args) == 1 else args[i], name) for i, item in enumerate(items)]
+        return tuple(converted) if origin is tuple else converted
+    raise LabError(f"{where}: unsupported type {tp!r}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key set twice in one mapping (plain YAML keeps the last silently)."""
+
+    source = "YAML"
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden on purpose
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable key: the base class reports it
+                continue
+            if duplicate:
+                raise LabError(f"{self.source} sets '{key}' twice (line {key_node.start_mark.line + 1}); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str | bytes, source: str) -> Any:
+    """yaml.safe_load for user files, where a duplicate key or a syntax error is a LabError.
+
+    `source` names the file in messages, e.g. "config file 'x.yaml'".
+    """
+    try:
+        loader = _UniqueKeyLoader(text)  # bytes are decoded here: a bad encoding fails already
+        loader.source = source
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LabError(f"{source} is not valid YAML ({detail}); fix it") from None
+
+
+def load_yaml_file(path: str | Path) -> dict[str, Any]:
+    """Read a --config file: flat `field: value` pairs, or the `run:`/`config:` shape of config.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
+    data = safe_load_unique(path.read_bytes(), f"config file '{path}'")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LabError(f"config file '{path}' must hold a mapping of field: value pairs")
+    if "run" in data or "config" in data:  # a run's config.yaml: reproduce its settings
+        flat: dict[str, Any] = {}
+        for section in ("run", "config"):
+            part = data.get(section) or {}
+            if not isinstance(part, dict):
+                raise LabError(f"config file '{path}': '{section}' must be a mapping")
+            flat.update(part)
+        flat.pop("name", None)  # a reproduction is a new run, not the same directory
+        return {k.replace("-", "_"): v for k, v in flat.items()}
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+@dataclass
+class Resolved:
+    """A run's settings, resolved: what config.yaml records and the runner builds from."""
+
+    run: RunConfig
+    algo: Any  # the algorithm's Config instance
+    preset: str | None  # which preset applied, if any
+    preset_steps: int | None = None  # the preset's budget, used when neither --steps nor --epochs is given
+    env_options: Any = None  # the env family's options instance (None: the env takes none)
+    tracker_options: dict[str, Any] = field(default_factory=dict)  # tracker name -> its options instance
+
+    def run_section(self) -> dict[str, Any]:
+        """config.yaml's `run:`: the runner's settings, the env family's and the trackers'."""
+        section = as_plain(self.run)
+        for options in (self.env_options, *self.tracker_options.values()):
+            if options is not None:
+                section.update(as_plain(options))
+        return section
+
+    def env_option_values(self) -> dict[str, Any]:
+        """What `ctx.make_env` passes to the env factory."""
+        return {} if self.env_options is None else dataclasses.asdict(self.env_options)
+
+
+PRESET_BUDGET = "steps"  # a preset's default budget (RL Zoo's n_timesteps) goes under this key
+
+
+def find_preset(presets: dict[str, dict[str, Any]], target: str,
+                family: str | None = None) -> tuple[str | None, dict[str, Any]]:
+    """The preset for an env id or dataset: an exact key first, then the first glob key
+    (`*-v5`) that matches, in the order the algorithm lists them, then the key naming the
+    env's family (`atari`)."""
+    if target in presets:
+        return target, dict(presets[target])
+    for key, values in presets.items():
+        if any(ch in key for ch in "*?[") and fnmatch.fnmatchcase(target, key):
+            return key, dict(values)
+    if family is not None and family in presets:
+        return family, dict(presets[family])
+    return None, {}
+
+
+def _expand_aliases(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Old names a Config still accepts (`aliases = {"anneal": ("anneal_lr", ...)}`), each
+    setting the fields it stands for unless they are given themselves."""
+    aliases: dict[str, tuple[str, ...]] = getattr(config_cls, "aliases", {})
+    out = {k: v for k, v in values.items() if k not in aliases}
+    for old, new in aliases.items():
+        if old in values:
+            for name in new:
+                out.setdefault(name, values[old])
+    return out
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _build(cls: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: convert(v, hints[k], k) for k, v in values.items() if k in hints}
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise LabError(f"invalid setting: {exc}") from None
+
+
+def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | None,
+            registry: Registry, from_run_folder: bool = False) -> Resolved:
+    """Merge defaults < preset < file < CLI and build validated settings: the runner's, the
+    algorithm's, the env family's and every tracker's.
+
+    A setting of another env family than the run's is refused, unless the values come
+    from a run folder (`from_run_folder`): runs before env families wrote them for any env."""
+    file_values = _expand_aliases(algo_cls.Config, file_values or {})
+    cli = _expand_aliases(algo_cls.Config, cli)
+    algo_names = _fields(algo_cls.Config)
+    trackers = registry.tracker_options()
+    families = {f.name: f for f in registry.families() if f.options is not None}
+    owners: dict[str, str] = {}  # setting -> who adds it, to refuse clashes with the algorithm's
+    for name, cls in trackers.items():
+        owners.update(dict.fromkeys(_fields(cls), f"tracker '{name}'"))
+    for name, family in families.items():
+        owners.update(dict.fromkeys(_fields(family.options), f"{name} envs"))
+    clash = sorted(algo_names & set(owners))
+    if clash:
+        raise LabError(f"{algo_cls.name}'s setting '{clash[0]}' is also a setting of {owners[clash[0]]}; "
+                       "rename one of them")
+    known = algo_names | RUN_FIELDS | set(owners)
+    for key in list(file_values) + list(cli):
+        if key not in known:
+            raise LabError(
+                f"unknown setting '{key}' for {algo_cls.name}{close_matches(key, known)}; "
+                f"run `lab train {algo_cls.name} --help` to list settings"
+            )
+    merged = {**file_values, **cli}
+    env = merged.get("env")
+    family: EnvFamily | None = registry.env_family(str(env)) if env else None
+    target = env or merged.get("data")
+    preset_name, preset = (None, {}) if target is None else find_preset(
+        algo_cls.presets, str(target).partition(":")[0], family.name if family else None)
+    preset_steps = preset.pop(PRESET_BUDGET, None)
+    values = {**preset, **merged}
+    mine = _fields(family.options) if family is not None and family.options is not None else set()
+    for key in [] if from_run_folder else merged:
+        if key in owners and owners[key].endswith(" envs") and key not in mine:
+            where = f"--env {env}" if env else f"--data {merged.get('data')}"
+            raise LabError(f"--{flag(key)} is a setting of {owners[key]}; {where} takes no such setting")
+    return Resolved(
+        run=_build(RunConfig, {k: v for k, v in values.items() if k in RUN_FIELDS}),
+        algo=_build(algo_cls.Config, {k: v for k, v in values.items() if k in algo_names}),
+        preset=preset_name,
+        preset_steps=None if preset_steps is None else int(preset_steps),
+        env_options=_build(family.options, {k: v for k, v in values.items() if k in mine}) if mine else None,
+        tracker_options={name: _build(cls, {k: v for k, v in values.items() if k in _fields(cls)})
+                         for name, cls in trackers.items()},
+    )
+
+
+def config_fields(config_cls: type) -> list[tuple[str, Any, Any, str]]:
+    """(name, type, default, help) for each field: what the CLI turns into flags."""
+    hints = typing.get_type_hints(config_cls)
+    out = []
+    for f in dataclasses.fields(config_cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        out.append((f.name, hints[f.name], default, f.metadata.get("help", "")))
+    return out
+
+
+def as_plain(config: Any) -> dict[str, Any]:
+    """A dataclass as YAML/JSON-friendly values (tuples become lists)."""
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
