@@ -38,6 +38,8 @@ class Agent(Algorithm):
 
     @classmethod
     def check_target(cls, run: RunConfig, registry: Registry) -> None:
+        """Refuse, as one LabError, a run without `--env`, with an env no factory makes, or
+        with an `--epochs` budget (agents count steps)."""
         if run.env is None:
             raise LabError(f"{cls.name} is an agent: pass --env ID (e.g. CartPole-v1; `lab plugins` lists envs)")
         registry.env(run.env)
@@ -46,6 +48,7 @@ class Agent(Algorithm):
 
     @classmethod
     def next_command(cls, run_dir: Path) -> str:
+        """After an agent finished: watch it play (`lab eval RUN --video`)."""
         return f"lab eval {run_dir} --video"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -69,10 +72,15 @@ class Agent(Algorithm):
         """
 
     def evaluate(self) -> dict[str, float]:
+        """The evaluation protocol (`lab.rl.evaluation`): `ctx.eval_episodes` whole episodes on
+        evaluation envs seeded from (run seed, global_step), acting with `act(obs,
+        deterministic=True)`; returns `eval/return_mean`, `eval/return_std`, ...."""
         seed = evaluation_seed(self.ctx, self.global_step)
         return evaluate_policy(self.ctx, self.act, self.ctx.eval_episodes, seed)
 
     def write_media(self, media_dir: Path) -> dict[str, Path]:
+        """An MP4 of one evaluation episode in media/ (`eval/video`), at most
+        `video_max_steps` steps long."""
         path = self.ctx.media_path(f"eval-step{self.global_step:09d}", ".mp4")
         record_video(self.ctx, self.act, path, evaluation_seed(self.ctx, self.global_step),
                      max_steps=self.video_max_steps)

@@ -44,6 +44,7 @@ class ImageClassifier(nn.Module):
         return self.body(self.normalize(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N, classes) for uint8 or [0, 1] float images."""
         return self.head(self.features(images))
 
 
@@ -53,6 +54,7 @@ def logreg_body(shape: Sequence[int]) -> tuple[nn.Module, int]:
 
 
 def mlp_body(shape: Sequence[int], hidden: Sequence[int], dropout: float) -> tuple[nn.Module, int]:
+    """Flatten, then Linear-ReLU-Dropout per width in `hidden`; returns (body, feature size)."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(shape)
     for size in hidden:
@@ -97,6 +99,7 @@ def sgd_or_adamw(model: nn.Module, kind: str, learning_rate: float, momentum: fl
 
 
 def classification_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Cross-entropy with label smoothing (the function `ctx.compile` may compile)."""
     return F.cross_entropy(model(images), labels, label_smoothing=smoothing)
 
 

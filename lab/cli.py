@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lab.run.signals import STOP  # first: Ctrl-C handling must be ready before the heavier imports
+from lab.run.signals import STOP, stop_when_orphaned  # first: Ctrl-C handling before the heavier imports
 
 from lab.config import flag  # noqa: E402
 from lab.errors import LabError, close_matches  # noqa: E402
@@ -30,22 +30,14 @@ class _Parser(argparse.ArgumentParser):
         raise LabError(f"{message}; run `{self.prog} --help` for usage")
 
 
-def _load(args: argparse.Namespace, run_dir: Path | None = None):
-    """Load the plugins; for an existing run, by default from the local plugin folder it was
-    trained with (recorded in its config.yaml), so `resume`/`eval` find its algorithm."""
+def _load(args: argparse.Namespace):
+    """Load the plugins: built-ins, installed packages and the local folder the user names
+    (`--plugins-dir`, `$LAB_PLUGINS_DIR`); never a folder a run directory names."""
     from lab.run.discovery import load_lab
 
-    plugins_dir = args.plugins_dir or os.environ.get("LAB_PLUGINS_DIR")
-    if plugins_dir is None and run_dir is not None and (run_dir / "config.yaml").is_file():
-        from lab.run.rundir import read_config
-
-        recorded = read_config(run_dir).get("plugins_dir")
-        if recorded and Path(recorded).is_dir():
-            plugins_dir = recorded
-        elif recorded:
-            print(f"warning: the run used plugins from '{recorded}', which no longer exists; "
-                  "pass --plugins-dir DIR if its algorithm is not found", file=sys.stderr)
-    lab = load_lab(plugins_dir)
+    lab = load_lab(args.plugins_dir)
+    for warning in lab.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.command != "plugins":
         for info in lab.failures:
             print(f"warning: plugin '{info.name}' failed to load ({info.error}); the others are loaded",
@@ -179,7 +171,8 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
                  file_values: dict[str, Any] | None, seeds_text: str, parallel_text: str | None) -> int:
     """`lab train ... --seeds 1,2,3 [--parallel N]`: one run per seed, named STEM-sSEED, one W&B group."""
     from lab.distributed import launched
-    from lab.experiments.jobs import Job, overall_exit_code, parse_parallel, parse_seeds, results_table, run_jobs
+    from lab.experiments.jobs import (continue_or_start, overall_exit_code, parse_parallel, parse_seeds,
+                                      results_table, run_jobs)
     from lab.run.rundir import default_run_name
     from lab.run.settings import resolve
 
@@ -195,13 +188,15 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
     base, _ = _pop_option(base, "--experiment")
     if lab.plugins_dir:
         base += ["--plugins-dir", str(lab.plugins_dir)]
-    jobs = [Job(["train", algo_cls.name, *base, "--seed", str(seed), "--name", f"{stem}-s{seed}",
-                 "--experiment", experiment], resolved.run.resolved_runs_dir / f"{stem}-s{seed}", f"seed {seed}",
-                {"seed": seed}) for seed in seeds]
-    for job in jobs:
-        if job.run_dir.exists():
-            raise LabError(f"run '{job.run_dir}' already exists; choose another --name")
-    codes = run_jobs(jobs, parallel)
+    given = {**(file_values or {}), **cli}
+    jobs = [continue_or_start(["train", algo_cls.name, *base, "--seed", str(seed), "--name", f"{stem}-s{seed}",
+                               "--experiment", experiment], resolved.run.resolved_runs_dir / f"{stem}-s{seed}",
+                              f"seed {seed}", {"seed": seed}, {**given, "algo": algo_cls.name, "seed": seed},
+                              lab.plugins_dir) for seed in seeds]
+    done = [job for job in jobs if not job.args]
+    if done:
+        print(f"{len(done)} of {len(jobs)} seeds already finished; running the rest", file=sys.stderr)
+    codes = run_jobs([job for job in jobs if job.args], parallel)
     print(results_table(jobs, None))
     return overall_exit_code(codes)
 
@@ -224,7 +219,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     steps = _positive(args.steps, "steps") if args.steps is not None else None
     epochs = _positive(args.epochs, "epochs") if args.epochs is not None else None
     run_dir = Path(args.run_dir)
-    return entry.resume(_load(args, run_dir), run_dir, steps, epochs, args.checkpoint)
+    return entry.resume(_load(args), run_dir, steps, epochs, args.checkpoint)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -232,7 +227,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     episodes = _positive(args.episodes, "episodes") if args.episodes is not None else None
     run_dir = Path(args.run_dir)
-    result = entry.evaluate_run(_load(args, run_dir), run_dir, episodes, args.video, args.checkpoint)
+    result = entry.evaluate_run(_load(args), run_dir, episodes, args.video, args.checkpoint)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -399,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     trains = any(token in ("train", "resume", "sweep") for token in argv[:3])
     if trains:  # before the heavy imports: Ctrl-C during set-up must not land inside them
         STOP.install()
+        if as_program:
+            stop_when_orphaned()
     code = 1  # replaced by the command's own exit code unless it raised
     try:
         code = _dispatch(argv)

@@ -13,6 +13,13 @@ import torch
 
 @dataclass
 class ImageDataset:
+    """One image set with a train and a test split, as uint8 (N, C, H, W) CPU tensors.
+
+    `train_labels` / `test_labels` are int64 (N,) class indices, or None for unlabelled
+    images; `classes` names the classes (index i is `classes[i]`), empty when unlabelled.
+    `name` is what runs and media call the data.
+    """
+
     name: str
     train_images: torch.Tensor  # uint8 (N, C, H, W)
     train_labels: torch.Tensor | None  # int64 (N,), None when unlabelled
@@ -22,6 +29,7 @@ class ImageDataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
         return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
 
 

@@ -31,6 +31,7 @@ def _expect(condition: bool, message: str) -> None:
 
 
 def random_actions(space: gym.Space, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """`n` random actions of a Discrete or Box space (unbounded Box dimensions drawn in [-1, 1])."""
     if isinstance(space, gym.spaces.Discrete):
         return torch.randint(int(space.start), int(space.start + space.n), (n,), generator=generator).to(device)
     low = torch.as_tensor(np.nan_to_num(space.low, neginf=-1.0), dtype=torch.float32)

@@ -39,6 +39,7 @@ class PiecewiseLinear:
 
 
 def constant(value: float) -> PiecewiseLinear:
+    """`value` at every step."""
     return PiecewiseLinear(((0.0, value),))
 
 

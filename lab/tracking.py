@@ -40,24 +40,29 @@ class MultiTracker(Tracker):
         self._on_log = on_log
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        """Scalars to every tracker, then to the console's callback."""
         for tracker in self.trackers:
             tracker.log(metrics, step)
         if self._on_log is not None:
             self._on_log(metrics, step)
 
     def log_image(self, key: str, path: Path, step: int) -> None:
+        """A PNG to every tracker."""
         for tracker in self.trackers:
             tracker.log_image(key, path, step)
 
     def log_video(self, key: str, path: Path, step: int) -> None:
+        """An MP4 to every tracker."""
         for tracker in self.trackers:
             tracker.log_video(key, path, step)
 
     def log_artifact(self, path: Path, name: str, type: str) -> None:
+        """A file to version, to every tracker."""
         for tracker in self.trackers:
             tracker.log_artifact(path, name, type)
 
     def finish(self, summary: dict[str, Any]) -> None:
+        """End every tracker's run."""
         for tracker in self.trackers:
             tracker.finish(summary)
 
@@ -80,6 +85,7 @@ class JsonlTracker(Tracker):
         self._file = open(path, "a", buffering=1, encoding="utf-8")
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        """One line: `global_step`, `time` (seconds since the run started) and the metrics."""
         import time
 
         row = {"global_step": int(step), "time": round(time.time() - self.start_time, 3)}
@@ -87,4 +93,5 @@ class JsonlTracker(Tracker):
         self._file.write(json.dumps(row) + "\n")
 
     def finish(self, summary: dict[str, Any]) -> None:
+        """Close metrics.jsonl."""
         self._file.close()

@@ -44,6 +44,8 @@ class EnvFamily:
     reference_scores: Callable[[str], tuple[float, float] | None] | None = None
 
     def normalized_score(self, env_id: str, score: float) -> float | None:
+        """(score - random) / (human - random) for `env_id`, or None where the family has no
+        reference scores for it."""
         reference = self.reference_scores(env_id) if self.reference_scores is not None else None
         if reference is None:
             return None
@@ -61,6 +63,9 @@ class Episode:
 
 @runtime_checkable
 class VecEnv(Protocol):
+    """What an env factory returns: `num_envs` envs stepped together, tensors on `device`
+    (the module docstring gives the autoreset and resume rules; `lab.envcheck` checks them)."""
+
     num_envs: int
     device: torch.device
     single_observation_space: gym.Space
@@ -81,7 +86,8 @@ class VecEnv(Protocol):
     def pop_episodes(self) -> list[Episode]:
         """Episodes (whole games) finished since the last call, oldest first."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the simulators (threads, processes, windows)."""
 
 
 class TrainingEnv:
@@ -105,15 +111,18 @@ class TrainingEnv:
         return getattr(self.env, name)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Reset the wrapped env; also keeps the observations as `obs`."""
         self.obs = self.env.reset(seed=seed)
         return self.obs
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Step the wrapped env; also keeps the new observations as `obs`."""
         result = self.env.step(actions)
         self.obs = result[0]
         return result
 
     def state_dict(self) -> dict[str, Any]:
+        """The next observations and the env's own state (None when it cannot save one)."""
         saver = getattr(self.env, "state_dict", None)
         return {"obs": self.obs, "env": saver() if saver is not None else None}
 

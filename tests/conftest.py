@@ -38,7 +38,7 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("LAB_PLUGINS_DIR", raising=False)
     monkeypatch.delenv("LAB_LOAD_PLUGINS", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # reference classifiers: never the user's
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cache"))  # reference classifiers: never the user's
     monkeypatch.chdir(tmp_path)
     yield
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from lab.cli import main
+from lab.run.discovery import load_lab
 from lab.experiments.runs import BAND, compare_data, t_critical
 
 RETURN = "eval/return_mean"
@@ -170,7 +171,7 @@ def test_atari_runs_get_the_random_normalised_score(tmp_path, capsys):
     rows = table_rows(text)
     assert rows["env=ALE/Breakout-v5"] == ["2", "16.1 ± 20", "16.1", "0.500 ± 0.71"]
     assert rows["env=CartPole-v1"][-1] == "-"
-    groups = compare_data(runs, RETURN, by="env").groups
+    groups = compare_data(runs, RETURN, by="env", registry=load_lab().registry).groups
     np.testing.assert_allclose(groups[0].normalized, [1.0, 0.0])
     # a metric that is no game score is never normalised
     assert main(["compare", *map(str, runs), "--metric", "train/loss", "--out", "loss.png"]) == 0

@@ -12,6 +12,7 @@ from conftest import read_jsonl
 from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
 from lab.run.context import Context
+from lab.run.session import saved_horizon
 from lab.run.discovery import load_lab
 from lab.errors import LabError
 from lab.plugins.dqn import DQN, DQNConfig, QNetwork, crossings, td_targets
@@ -91,11 +92,13 @@ def test_epsilon_schedule_survives_a_state_dict_round_trip(tmp_path):
     while agent.global_step < 120:
         metrics = agent.train_step()
     assert "train/loss" in metrics and agent.epsilon() < 1.0
-    torch.save({"algorithm": agent.state_dict(), "envs": agent.ctx.env_states()}, tmp_path / "s.pt")
+    torch.save({"algorithm": agent.state_dict(), "envs": agent.ctx.env_states(),
+                "runner": {"horizon": agent.ctx.total_steps}}, tmp_path / "s.pt")
     state = torch.load(tmp_path / "s.pt", weights_only=True)
 
-    # a resumed run is created with a longer budget; the schedule keeps the original horizon
-    resumed = DQN(small_config(num_envs=2), make_ctx(tmp_path, "CartPole-v1", total_steps=4_000))
+    # a resumed run (`lab resume --steps 4000`) is built with the horizon the runner saved
+    resumed = DQN(small_config(num_envs=2), make_ctx(tmp_path, "CartPole-v1",
+                                                     total_steps=saved_horizon(state, default=4_000)))
     assert resumed.ctx.load_env_states(state["envs"], agent.global_step) == []  # CartPole continues exactly
     resumed.load_state_dict(state["algorithm"])
     assert torch.equal(resumed.obs, agent.obs)

@@ -15,7 +15,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import LOCAL_PLUGINS, comparable, read_jsonl, run_lab, runs_dir
+import lab as lab_module
+from conftest import LOCAL_PLUGINS, comparable, one_line_error, read_jsonl, run_lab, runs_dir
+from conftest import lab as lab_cli
+from lab.errors import LabError
 from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
 from lab.run.context import Context
@@ -307,10 +310,33 @@ def test_atari_resume_restarts_games_from_a_seed_of_the_step():
     assert "start new episodes" in resumed.stderr and "seeded from the run seed and this step" in resumed.stderr
 
 
-def test_plugins_dir_is_recorded_and_used_by_resume_and_eval():
+def test_a_run_folder_never_loads_code_but_says_which_plugin_folder_to_pass(capsys, tmp_path):
     assert main(["--plugins-dir", str(LOCAL_PLUGINS), "train", "toy", "--data", "toy-data", "--steps", "12",
                  "--name", "local"]) == 0
+    capsys.readouterr()
     run = runs_dir() / "local"
     assert yaml.safe_load((run / "config.yaml").read_text())["plugins_dir"] == str(LOCAL_PLUGINS.resolve())
-    resumed = run_lab("resume", str(run), "--steps", "24")  # no --plugins-dir: the recorded one is used
+    # a shared run folder whose config.yaml names a folder with code in it: nothing of it runs
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "evil.py").write_text("import pathlib\npathlib.Path('pwned').write_text('ran')\n")
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    doc["plugins_dir"] = str(planted)
+    (run / "config.yaml").write_text(yaml.safe_dump(doc))
+    for argv in (["resume", str(run), "--steps", "24"], ["eval", str(run)]):
+        line = one_line_error(capsys, argv, f"pass --plugins-dir {planted}", "never loaded from a run folder")
+        assert "'toy'" in line
+    with pytest.raises(LabError, match="never loaded from a run folder"):
+        lab_module.load(run)
+    assert not Path("pwned").exists(), "no code of the folder the run names was run"
+    resumed = run_lab("--plugins-dir", str(LOCAL_PLUGINS), "resume", str(run), "--steps", "24")
     assert resumed.returncode == 0, resumed.stderr
+    assert lab_module.load(run, "latest", plugins_dir=str(LOCAL_PLUGINS)).global_step == 24
+
+
+def test_missing_plugin_folders_and_names_get_a_warning(capsys, monkeypatch):
+    monkeypatch.setenv("LAB_LOAD_PLUGINS", "toy,nosuch")
+    code, err = lab_cli(capsys, "--plugins-dir", str(LOCAL_PLUGINS), "plugins", "--json")
+    assert code == 0 and "warning: LAB_LOAD_PLUGINS names nosuch, which no installed package" in err
+    code, err = lab_cli(capsys, "--plugins-dir", "/no/such/folder", "plugins", "--json")
+    assert code == 0 and "warning: --plugins-dir '/no/such/folder' is not a folder" in err

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_lab, runs_dir
+from conftest import run_lab, runs_dir, toy_plugins  # noqa: F401
 from lab.cli import main
 from lab.experiments.jobs import parse_seeds
 from lab.errors import LabError
@@ -72,6 +72,39 @@ def test_bad_seed_options_are_one_line(capsys, flags, message) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
     assert not runs_dir().exists() or not any(runs_dir().iterdir())
+
+
+def _wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, what
+        time.sleep(0.05)
+
+
+def test_seeds_die_with_their_parent_and_running_the_command_again_continues_them(toy_plugins) -> None:
+    command = ["train", "toy", "--data", "toy-data", "--steps", "400", "--sleep", "0.02", "--log-interval", "10",
+               "--name", "kill"]
+    proc = subprocess.Popen([sys.executable, "-m", "lab", *command, "--seeds", "1,2", "--parallel", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rows = [runs_dir() / f"kill-s{seed}" / "metrics.jsonl" for seed in (1, 2)]
+    _wait_for(lambda: all(r.is_file() and r.read_text().count("\n") >= 2 for r in rows), 120, "both seeds logged")
+    proc.kill()  # kill -9: no chance to pass anything on to its children
+    proc.wait()
+    summaries = [runs_dir() / f"kill-s{seed}" / "summary.json" for seed in (1, 2)]
+    _wait_for(lambda: all(s.is_file() for s in summaries), 60, "the orphaned seeds stopped by themselves")
+    for seed in (1, 2):
+        summary = summary_of(runs_dir() / f"kill-s{seed}")
+        assert summary["status"] == "interrupted" and 0 < summary["global_step"] < 400, summary
+    again = run_lab(*command, "--seeds", "1-3", "--parallel", "2", timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "resume" in again.stderr and "already exists" not in again.stderr
+    for seed in (1, 2, 3):  # the interrupted ones resumed, the missing one started
+        summary = summary_of(runs_dir() / f"kill-s{seed}")
+        assert summary["status"] == "finished" and summary["global_step"] == 400
+    once_more = run_lab(*command, "--seeds", "1-3")
+    assert once_more.returncode == 0 and "3 of 3 seeds already finished" in once_more.stderr
+    changed = run_lab(*command[:-2], "--learning-rate", "0.5", "--name", "kill", "--seeds", "1")
+    assert changed.returncode == 2 and "was made with learning_rate=0.1" in changed.stderr
 
 
 # ------------------------------------------------------------------ sweeps

@@ -318,7 +318,7 @@ def test_gan_trains_and_measures_frechet_distances(capsys, blobs: Path, data_dir
 
     cached = list(cache_folder().glob("cnn-*.pt"))
     assert len(cached) == 1, "the reference cnn is trained once and cached in the user's cache folder"
-    assert str(cache_folder()).startswith(os.environ["XDG_CACHE_HOME"])
+    assert str(cache_folder()).startswith(os.environ["LAB_CACHE_DIR"])
     assert not any(data_dir.iterdir()) and not any(blobs.glob("*.pt")), "nothing is written beside the data"
     for step in (4, 8):
         assert read_png(run / "media" / f"samples-step{step:09d}.png").shape == grid_side(100, 10)

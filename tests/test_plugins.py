@@ -39,7 +39,8 @@ def test_local_plugin_dir_and_listing(toy_plugins):
 def test_broken_plugin_is_reported_and_others_load():
     lab = load_lab(TESTS / "broken_plugins")
     failed = {p.name: p.error for p in lab.failures}
-    assert list(failed) == ["broken"] and "this_module_does_not_exist" in failed["broken"]
+    assert list(failed) == ["broken", "exits"] and "this_module_does_not_exist" in failed["broken"]
+    assert failed["exits"] == "SystemExit: 3", "a plugin calling sys.exit at import is reported like one that raises"
     assert "fine-tracker" in lab.registry.trackers
     result = run_lab("--plugins-dir", str(TESTS / "broken_plugins"), "plugins", "--json")
     assert result.returncode == 0

@@ -106,7 +106,7 @@ def test_ppo_atari_smoke_with_the_cleanrl_preset():
                  "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--eval-episodes", "1",
                  "--video", "false", "--name", "atari"]) == 0
     doc = json.loads(json.dumps(__import__("yaml").safe_load((runs_dir() / "atari" / "config.yaml").read_text())))
-    assert doc["preset"] == "*NoFrameskip-v4" and doc["config"]["clip_range"] == 0.1
+    assert doc["preset"] == "atari" and doc["config"]["clip_range"] == 0.1
     assert doc["config"]["ent_coef"] == 0.01 and doc["config"]["anneal_lr"] is True
 
 

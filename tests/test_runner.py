@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -108,10 +109,12 @@ def test_sigint_checkpoints_and_resume_matches_uninterrupted_run(toy_plugins):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_sigterm_also_interrupts(toy_plugins):
-    result = _start_and_interrupt("term", 100000, signal.SIGTERM)
-    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_sigterm_and_sighup_also_interrupt(toy_plugins, sig):
+    result = _start_and_interrupt("term", 100000, sig)
+    assert result.returncode == 128 + sig, result.stderr
     assert json.loads((runs_dir() / "term" / "summary.json").read_text())["status"] == "interrupted"
+    assert (runs_dir() / "term" / "checkpoints" / "latest.pt").is_file()
 
 
 def test_runs_table_and_compare(toy_plugins, tmp_path, capsys):

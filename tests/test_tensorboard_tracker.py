@@ -18,6 +18,7 @@ import pytest
 from conftest import one_line_error, read_jsonl, runs_dir
 from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
+from lab.run.discovery import load_lab
 from lab.run.settings import RunConfig, resolve
 from lab.errors import LabError
 from lab.run.info import RunInfo
@@ -74,8 +75,7 @@ def assert_same_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 def make_info(run_dir: Path, **overrides) -> RunInfo:
     fields = dict(name=run_dir.name, run_dir=run_dir, algo="toy", kind="supervised", env=None,
-                  data="toy-data", seed=1, experiment="toy-toy-data", project="arcade-lab-tests",
-                  wandb_mode="disabled", wandb_artifacts=False, config={"algo": "toy", "seed": 1})
+                  data="toy-data", seed=1, experiment="toy-toy-data", config={"algo": "toy", "seed": 1})
     fields.update(overrides)
     return RunInfo(**fields)
 
@@ -204,11 +204,12 @@ def test_trackers_flag_parses_a_comma_list():
     with pytest.raises(ValueError, match="--trackers has an empty name"):
         RunConfig(trackers=("jsonl", " "))
 
-    assert resolve(Algo, {"trackers": "jsonl, tensorboard"}).run.trackers == ("jsonl", "tensorboard")
-    assert resolve(Algo, {"trackers": ["wandb"]}).run.trackers == ("wandb",)  # a YAML list
-    assert resolve(Algo, {"trackers": ""}).run.trackers == ()  # only jsonl
+    registry = load_lab().registry
+    assert resolve(Algo, {"trackers": "jsonl, tensorboard"}, None, registry).run.trackers == ("jsonl", "tensorboard")
+    assert resolve(Algo, {"trackers": ["wandb"]}, None, registry).run.trackers == ("wandb",)  # a YAML list
+    assert resolve(Algo, {"trackers": ""}, None, registry).run.trackers == ()  # only jsonl
     with pytest.raises(LabError, match="--trackers has an empty name"):
-        resolve(Algo, {"trackers": ["jsonl", ""]})
+        resolve(Algo, {"trackers": ["jsonl", ""]}, None, registry)
 
 
 def test_without_tensorboard_the_tracker_stays_off_unless_named(monkeypatch, tmp_path):

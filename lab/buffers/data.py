@@ -236,9 +236,11 @@ class DataBuffer:
         return whole
 
     def state_dict(self) -> dict[str, Any]:
+        """Where the buffer is (epoch, batch position, seed): a resumed run gets the same next batch."""
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from what `state_dict` returned."""
         self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
         self._epoch_cache = self._prefetched = None
 

@@ -22,6 +22,10 @@ from lab.errors import LabError
 
 
 class RolloutBatch(NamedTuple):
+    """A minibatch of real transitions (autoreset steps left out), flattened over steps and
+    envs: observations, actions, their log-probabilities and values at collection time,
+    GAE advantages and returns (advantages + values)."""
+
     observations: torch.Tensor
     actions: torch.Tensor
     log_probs: torch.Tensor
@@ -66,6 +70,7 @@ class RolloutBuffer:
 
     @property
     def full(self) -> bool:
+        """Whether all `num_steps` steps of this rollout are stored (GAE needs a full one)."""
         return self.step == self.num_steps
 
     def reset(self) -> None:

@@ -8,6 +8,9 @@ Runs of one command share a W&B group (`--experiment`), so the dashboard lines t
 
 from __future__ import annotations
 
+import math
+import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
-from lab.run.rundir import read_summary
-from lab.run.signals import STOP
+from lab.run.rundir import RunLock, read_config, read_summary
+from lab.run.signals import STOP, SUPERVISOR
 
 
 @dataclass
@@ -30,6 +33,59 @@ class Job:
     run_dir: Path
     label: str
     params: dict[str, Any] = field(default_factory=dict)  # what sets this job apart (sweep tables)
+
+
+def flag_value(value: Any) -> str:
+    """A setting as the command line writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
+
+
+# Where a run lives and how long it trains: a re-run may differ in them and still continue the same runs.
+_NOT_COMPARED = {"steps", "epochs", "name", "experiment", "runs_dir"}
+
+
+def check_same_settings(run_dir: Path, settings: dict[str, Any], change: str) -> None:
+    """A run of this name must have been made with these settings (else the command changed)."""
+    doc = read_config(run_dir)
+    recorded = {**(doc.get("run") or {}), **(doc.get("config") or {}), "algo": doc.get("algo")}
+    for key, value in settings.items():
+        if key in recorded and key not in _NOT_COMPARED and flag_value(recorded[key]) != flag_value(value) \
+                and not _same_number(recorded[key], value):
+            raise LabError(f"{run_dir} was made with {key}={recorded[key]}, but {change} now says {value}; "
+                           f"{'give the changed sweep another `name:`' if change == 'the spec' else 'pass another --name'}")
+
+
+def continue_or_start(train: list[str], run_dir: Path, label: str, params: dict[str, Any],
+                      settings: dict[str, Any], plugins_dir: str | None, change: str = "the command") -> Job:
+    """The job that brings `run_dir` to its end: `train` (the `lab train` arguments) when it does
+    not exist yet, `lab resume` when it was interrupted, nothing when it finished. A run still
+    held by a process that is stopping (an orphan saving its checkpoint) is waited for."""
+    args = train
+    if run_dir.exists() and (run_dir / "config.yaml").is_file():
+        RunLock(run_dir).wait_until_free(seconds=60)
+        check_same_settings(run_dir, settings, change)
+        status = read_summary(run_dir).get("status") if (run_dir / "summary.json").is_file() else None
+        if status == "finished":
+            args = []
+        elif (run_dir / "checkpoints" / "latest.pt").is_file():
+            args = ["resume", str(run_dir)]
+        else:
+            raise LabError(f"{run_dir} exists but has no checkpoint to continue from; "
+                           "remove it and run the command again to redo it")
+    if plugins_dir and args:
+        args = [*args, "--plugins-dir", plugins_dir]
+    return Job(args, run_dir, label, params)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -80,9 +136,10 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, int]:
                 while pending and len(running) < parallel and not STOP.requested:
                     job = pending.pop(0)
                     log = None if parallel == 1 else tempfile.TemporaryFile(mode="w+")
+                    # a session of its own: Ctrl-C reaches it only through us; it stops if we die
                     proc = subprocess.Popen([sys.executable, "-m", "lab", *job.args], stdout=log, stderr=log,
-                                            start_new_session=True)  # Ctrl-C reaches it only through us
-                    print(f"started {job.label}: lab {' '.join(job.args)}", file=sys.stderr, flush=True)
+                                            start_new_session=True, env={**os.environ, SUPERVISOR: str(os.getpid())})
+                    print(f"started {job.label}: lab {shlex.join(job.args)}", file=sys.stderr, flush=True)
                     running[proc] = (job, log)
                 if STOP.requested and forwarded == 0:
                     forwarded = 1

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lab.errors import LabError, unknown
-from lab.run.rundir import read_config, read_metrics, read_summary
+from lab.run.rundir import lock_holder, read_config, read_metrics, read_summary
 
 if TYPE_CHECKING:
     from lab.run.registry import Registry
@@ -46,6 +46,32 @@ def _config(run_dir: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc["run"], dict) else None
 
 
+def checkpoint_step(run_dir: Path) -> int | None:
+    """The global_step of checkpoints/latest.pt, read without loading its tensors (mmap)."""
+    path = run_dir / "checkpoints" / "latest.pt"
+    if not path.is_file():
+        return None
+    try:
+        import torch
+
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:
+        return None
+
+
+def _status(run_dir: Path, summary: dict[str, Any]) -> tuple[str, Any]:
+    """(status, steps) as they are now: the lock tells a live run from one a kill stopped, and
+    a killed run's steps are its checkpoint's (a summary may be from before a killed resume)."""
+    holder = lock_holder(run_dir)
+    if holder:
+        return f"running ({holder.split(' (')[0]})", summary.get("global_step", "-")
+    step = checkpoint_step(run_dir)
+    if holder == "" or not summary:  # a lock left behind, or no summary: the process died
+        where = f"at step {step:,}; `lab resume` continues it" if step is not None else "before its first checkpoint"
+        return f"killed ({where})", step if step is not None else "-"
+    return str(summary.get("status", "-")), summary.get("global_step", "-")
+
+
 def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
     """One row per run directory; a run with a corrupt file is shown as broken, never hidden."""
     rows = []
@@ -57,13 +83,13 @@ def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
         run = doc["run"] if doc else {}
         summary = summary or {}
         key = summary.get("key_metric")
+        status, steps = _status(run_dir, summary)
         rows.append({
             "name": run_dir.name,
             "algo": doc["algo"] if doc else "-",
             "target": run.get("env") or run.get("data") or "-",
-            "steps": summary.get("global_step", "-"),
-            "status": (f"broken ({' and '.join(unreadable)} unreadable)" if unreadable
-                       else summary.get("status", "running")),
+            "steps": steps,
+            "status": f"broken ({' and '.join(unreadable)} unreadable)" if unreadable else status,
             "metric": key or "-",
             "value": summary.get(key) if key else None,
         })

@@ -33,8 +33,7 @@ import yaml
 
 from lab.config import flag
 from lab.errors import LabError
-from lab.experiments.jobs import Job
-from lab.run.rundir import read_config, read_summary
+from lab.experiments.jobs import Job, continue_or_start, flag_value
 
 METHODS = ("grid", "random")
 DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform",
@@ -159,18 +158,10 @@ def trials(sweep: Sweep, count: int | None) -> list[dict[str, Any]]:
     return [{name: draw(param, rng) for name, param in sweep.parameters.items()} for _ in range(count)]
 
 
-def _flag_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
 def train_args(params: dict[str, Any]) -> list[str]:
     """`lab train` arguments for one trial: ALGO, then --flag=value for every other parameter
     (with '=', so a negative number is never taken for a flag)."""
-    return ["train", str(params["algo"]), *(f"--{flag(k)}={_flag_value(v)}" for k, v in params.items() if k != "algo")]
+    return ["train", str(params["algo"]), *(f"--{flag(k)}={flag_value(v)}" for k, v in params.items() if k != "algo")]
 
 
 def jobs(sweep: Sweep, count: int | None, runs_dir: Path, plugins_dir: str | None) -> list[Job]:
@@ -178,38 +169,8 @@ def jobs(sweep: Sweep, count: int | None, runs_dir: Path, plugins_dir: str | Non
     result = []
     for i, params in enumerate(trials(sweep, count), start=1):
         name = f"{sweep.name}-{i:03d}"
-        run_dir = runs_dir / name
         shown = {k: params[k] for k in sweep.searched}
-        args = [*train_args(params), "--name", name, "--experiment", sweep.name]
-        if run_dir.exists():
-            _check_same_trial(run_dir, params)
-            status = read_summary(run_dir).get("status") if (run_dir / "summary.json").is_file() else None
-            if status == "finished":
-                args = []
-            elif (run_dir / "checkpoints" / "latest.pt").is_file():
-                args = ["resume", str(run_dir)]
-            else:
-                raise LabError(f"trial {run_dir} exists but has no checkpoint to continue from; "
-                               "remove it and run the sweep again to redo it")
-        if plugins_dir and args:
-            args += ["--plugins-dir", plugins_dir]
-        result.append(Job(args, run_dir, f"trial {i:03d}", shown))
+        train = [*train_args(params), "--name", name, "--experiment", sweep.name]
+        result.append(continue_or_start(train, runs_dir / name, f"trial {i:03d}", shown, params, plugins_dir,
+                                        change="the spec"))
     return result
-
-
-def _check_same_trial(run_dir: Path, params: dict[str, Any]) -> None:
-    """A run of this name must have been made from these parameters (else the spec changed)."""
-    doc = read_config(run_dir)
-    recorded = {**(doc.get("run") or {}), **(doc.get("config") or {}), "algo": doc.get("algo")}
-    for key, value in params.items():
-        if key in recorded and key != "steps" and _flag_value(recorded[key]) != _flag_value(value) \
-                and not _same_number(recorded[key], value):
-            raise LabError(f"{run_dir} was made with {key}={recorded[key]}, but the spec now says {value}; "
-                           "give the changed sweep another `name:`")
-
-
-def _same_number(a: Any, b: Any) -> bool:
-    try:
-        return math.isclose(float(a), float(b), rel_tol=1e-9)
-    except (TypeError, ValueError):
-        return False

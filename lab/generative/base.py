@@ -21,6 +21,10 @@ class ImageGenerator(Algorithm):
     media_each_evaluation = True  # a sample grid every epoch shows training progress
 
     def sample(self, n: int) -> torch.Tensor:
+        """`n` new images, uint8 (n, C, H, W) on the CPU (`lab sample`, `lab.load(run).sample(n)`).
+
+        Image-to-image models (cyclegan) do not sample: they implement `translate`.
+        """
         raise LabError(f"{self.name} translates images rather than sampling them; use `lab sample RUN --input DIR`")
 
     def translate(self, images: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
@@ -31,10 +35,13 @@ class ImageGenerator(Algorithm):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images it makes."""
         return self.shape
 
     @property
     def steps_per_epoch(self) -> int:
+        """Batches in one pass over `self.train_data` (a `DataBuffer` the subclass makes), so
+        `--epochs` works."""
         return len(self.train_data)
 
     def load_images(self, unpaired: bool = False) -> ImageDataset | UnpairedImageDataset:

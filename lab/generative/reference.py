@@ -3,8 +3,9 @@
 No Inception weights can be downloaded here, so Frechet distances (and the class checks of
 image-to-image models) are measured in the penultimate features of a small MNIST-grade
 convnet: by default one trained once on the run's own data with a fixed recipe and cached
-in the user's cache folder (`$XDG_CACHE_HOME/arcade-lab/classifiers`, else
-`~/.cache/arcade-lab/classifiers`: dataset folders are often shared and read-only), keyed
+in the user's cache folder (`$LAB_CACHE_DIR/classifiers`, else
+`$XDG_CACHE_HOME/arcade-lab/classifiers`, else `~/.cache/arcade-lab/classifiers`: dataset
+folders are often shared and read-only), keyed
 by a hash of the data and the recipe, so every run on the same data measures in the same
 feature space; or any classifier run (`--classifier RUN_DIR`, loaded with `lab.load`).
 Each run records the sha256 of the classifier's file and refuses a classifier that changed.
@@ -52,6 +53,8 @@ class FeatureExtractor(nn.Module):
 
 def cache_folder() -> Path:
     """Where reference classifiers are cached: the user's cache directory, never the data's."""
+    if os.environ.get("LAB_CACHE_DIR"):
+        return Path(os.environ["LAB_CACHE_DIR"]) / "classifiers"
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "arcade-lab" / "classifiers"
 
@@ -124,7 +127,7 @@ def _cached(data: ImageDataset, device: torch.device) -> tuple[ImageClassifier, 
             save_checkpoint({"algo": "cnn", "global_step": 0, "algorithm": state}, path)
         except OSError as exc:
             raise LabError(f"cannot cache the reference classifier in {path.parent} ({exc.strerror}); "
-                           "set XDG_CACHE_HOME to a writable folder") from None
+                           "set LAB_CACHE_DIR to a writable folder") from None
     try:
         state = load_checkpoint(path)["algorithm"]
         shape = tuple(int(v) for v in state["input_shape"])

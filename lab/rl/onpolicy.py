@@ -10,7 +10,7 @@ Under torchrun every process steps its share of `num_envs` (a global count) into
 buffer; `clip_and_step` averages the gradients over the processes before clipping, so every
 subclass is data-parallel without a line of its own; the normalisation statistics are merged
 after each rollout, and `minibatches` cuts every rank's rollout into the same number of
-minibatches (README: Several processes).
+minibatches (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ class OnPolicyAgent(Agent):
 
     @classmethod
     def step_multiple(cls, config: OnPolicyConfig) -> int:
+        """A whole rollout, `n_steps * num_envs`: updates follow whole rollouts, so budgets
+        are rounded up to it."""
         return config.n_steps * config.num_envs  # updates follow whole rollouts
 
     data_parallel: ClassVar[bool] = True  # torchrun: each process its envs, gradients averaged
@@ -132,6 +134,8 @@ class OnPolicyAgent(Agent):
 
     @property
     def cpu_threads(self) -> int | None:
+        """1 for MLP policies (their ops are too small to split over threads); torch's default
+        for image policies."""
         return None if self.policy.images else 1  # MLP policies: ops too small to split
 
     # -------------------------------------------------------------- the algorithm
@@ -148,6 +152,8 @@ class OnPolicyAgent(Agent):
         raise NotImplementedError
 
     def learning_rate(self) -> float:
+        """The learning rate at this step: `learning_rate`, annealed linearly to 0 over the
+        run's horizon (`ctx.total_steps`) with `anneal_lr`."""
         return anneal(self.config.learning_rate, self.ctx.total_steps, self.config.anneal_lr)(self.global_step)
 
     # ------------------------------------------------------------ the rollout loop
@@ -170,6 +176,7 @@ class OnPolicyAgent(Agent):
         self.merge_statistics()
 
     def statistics(self) -> list[tuple[torch.Tensor, ...]]:
+        """(mean, var, count) of the observation and return normalisers, as merged last."""
         return [(s.mean, s.var, s.count) for s in (self.normalizer.obs_stats, self.normalizer.return_stats)]
 
     def merge_statistics(self) -> None:
@@ -201,6 +208,8 @@ class OnPolicyAgent(Agent):
             yield RolloutBatch(*(part[i] for part in parts))
 
     def train_step(self) -> dict[str, float]:
+        """Collect one rollout (GAE included), then `update()` at this step's learning rate;
+        advances `global_step` by the rollout's steps over all processes."""
         if not self.same_weights:  # identical weights on every rank, whatever each process built
             distributed.broadcast_module(self.policy)
             self.same_weights = True
@@ -239,6 +248,8 @@ class OnPolicyAgent(Agent):
                 "train/value_loss": value_loss.item(), "train/entropy_loss": entropy_loss.item()}
 
     def clip_and_step(self, loss: torch.Tensor) -> None:
+        """Backward, average the gradients over torchrun's processes, clip to `max_grad_norm`,
+        step: the one place subclasses' updates go through, which makes them data-parallel."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         distributed.average_gradients(self.policy.parameters())  # several processes: their mean gradient
@@ -294,4 +305,5 @@ class OnPolicyAgent(Agent):
             self.buffer.episode_ended = state["episode_ended"][mine].to(self.buffer.device)
 
     def close(self) -> None:
+        """Close the training env."""
         self.env.close()

@@ -69,6 +69,7 @@ class Context:
 
     @property
     def media_dir(self) -> Path:
+        """The run's media/ folder (made on first use); name new files with `media_path`."""
         path = self.run_dir / "media"
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -85,6 +86,7 @@ class Context:
 
     @property
     def is_main_process(self) -> bool:
+        """Rank 0: the process that writes the run folder and prints (always, without torchrun)."""
         return self.rank == 0
 
     def make_env(
@@ -205,6 +207,7 @@ class Context:
         return episodes
 
     def close_envs(self) -> None:
+        """Close every training env `make_env` handed out (used by the runner)."""
         for env in self._train_envs:
             env.close()
         self._train_envs.clear()

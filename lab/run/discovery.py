@@ -5,7 +5,11 @@
 - Local: each `*.py` file in `LAB_PLUGINS_DIR` or `--plugins-dir`.
 `LAB_LOAD_PLUGINS=a,b` restricts installed and local plugins to those names (empty: none);
 built-ins always load because the core relies on them. A plugin that fails to import or
-to register is reported by name and the rest still load.
+to register (an exception, or `sys.exit`) is reported by name and the rest still load.
+
+Code comes only from what the user installed or names (`--plugins-dir`, the environment),
+never from a run folder: a run records the plugin folder it was trained with only so that
+the lab can say which folder to pass when its algorithm is missing.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Lab:
     registry: Registry
     plugins: list[PluginInfo]
     plugins_dir: str | None = None  # the local plugin folder in use (recorded in each run's config)
+    warnings: list[str] = field(default_factory=list)  # what the user asked for that is not there
 
     @property
     def failures(self) -> list[PluginInfo]:
@@ -97,7 +102,9 @@ def load_lab(plugins_dir: str | Path | None = None) -> Lab:
             module = load()
             pm.register(module, name=name)
             info.hooks = sorted(impl_name for impl_name in _hook_names(pm, module))
-        except Exception as exc:  # a broken plugin must not take the others down
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a broken plugin (even one calling sys.exit) must not take the others down
             info.error = _describe(exc)
 
     for name, module_name in _builtin_modules():
@@ -108,15 +115,25 @@ def load_lab(plugins_dir: str | Path | None = None) -> Lab:
             version = ep.dist.version if ep.dist is not None else None
             add(ep.name, "entrypoint", version, ep.load)
 
+    warnings = []
     local_dir = plugins_dir or os.environ.get("LAB_PLUGINS_DIR")
-    if local_dir:
+    if local_dir and not Path(local_dir).is_dir():
+        given = "--plugins-dir" if plugins_dir else "LAB_PLUGINS_DIR"
+        warnings.append(f"{given} '{local_dir}' is not a folder; no local plugins were loaded")
+    elif local_dir:
         for path in sorted(Path(local_dir).glob("*.py")):
             if not path.name.startswith("_") and _wanted(path.stem):
                 add(path.stem, "local", _peek_version(path), lambda p=path: _load_local(p))
+    allowed = os.environ.get("LAB_LOAD_PLUGINS")
+    missing = sorted({n.strip() for n in (allowed or "").split(",") if n.strip()} - {info.name for info in infos})
+    if missing:
+        warnings.append(f"LAB_LOAD_PLUGINS names {', '.join(missing)}, which no installed package or plugin folder "
+                        "provides (`lab plugins` lists what is there)")
 
     registry = Registry()
     _run_registrations(pm, registry, infos)
-    return Lab(pm, registry, infos, str(Path(local_dir).resolve()) if local_dir else None)
+    return Lab(pm, registry, infos, str(Path(local_dir).resolve()) if local_dir and Path(local_dir).is_dir() else None,
+               warnings)
 
 
 def _peek_version(path: Path) -> str | None:
@@ -144,7 +161,9 @@ def _run_registrations(pm: pluggy.PluginManager, registry: Registry, infos: list
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             try:
                 impl.function(register=make_register(impl.plugin_name))
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
                 info = by_name.get(impl.plugin_name)
                 if info is not None and info.error is None:
                     info.error = f"{hook_name} failed: {_describe(exc)}"

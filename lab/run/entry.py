@@ -176,7 +176,13 @@ def _resolve_doc(lab: Lab, doc: dict[str, Any],
                  overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], type[Algorithm], Resolved]:
     """The settings a run folder's config.yaml records, resolved again (settings of env
     families other than the run's, which older runs wrote for every env, are passed over)."""
-    algo_cls = lab.registry.algorithm(str(doc["algo"]))
+    algo = str(doc["algo"])
+    recorded = doc.get("plugins_dir")
+    if algo not in lab.registry.algorithms and recorded and recorded != lab.plugins_dir:
+        raise LabError(f"this run's algorithm '{algo}' came from the local plugin folder '{recorded}', which is not "
+                       f"loaded now: pass --plugins-dir {recorded} (or set LAB_PLUGINS_DIR); code is never loaded "
+                       "from a run folder")
+    algo_cls = lab.registry.algorithm(algo)
     values = {**doc.get("run", {}), **doc.get("config", {}), **(overrides or {})}
     values.pop("steps", None), values.pop("epochs", None)
     values["steps"] = int(doc.get("total_steps") or 1)

@@ -9,6 +9,9 @@ from typing import Any
 
 @dataclass
 class RunInfo:
+    """A starting run as trackers and lifecycle hooks see it (`factory(run)`, `on_run_start(run)`):
+    its folder, what it trains on, its resolved config and, per tracker, its resolved options."""
+
     name: str  # the run directory's name; also the W&B run id
     run_dir: Path
     algo: str
@@ -27,4 +30,5 @@ class RunInfo:
 
     @property
     def tags(self) -> list[str]:
+        """[algo, env or data]: the W&B tags."""
         return [t for t in (self.algo, self.env or self.data) if t]

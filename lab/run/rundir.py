@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import socket
 import subprocess
@@ -28,8 +29,16 @@ def default_run_name(algo: str, target: str | None, seed: int | None) -> str:
 
 
 def create_run_dir(root: Path, name: str) -> Path:
-    """Make a new run directory; an existing one is never reused or overwritten."""
+    """Make a new run directory; an existing one is never reused or overwritten, except one a
+    killed `lab train` left with nothing in it but its lock (it died before it wrote anything)."""
     run_dir = root / name
+    if run_dir.exists() and _only_a_dead_lock(run_dir):
+        print(f"note: '{run_dir}' holds only the lock of a process killed as it started; taking it",
+              file=sys.stderr)
+        (run_dir / ".lock").unlink(missing_ok=True)
+        if (run_dir / "checkpoints").is_dir():
+            (run_dir / "checkpoints").rmdir()
+        run_dir.rmdir()
     if run_dir.exists():
         raise LabError(
             f"run '{run_dir}' already exists; choose another --name, or continue it with `lab resume {run_dir}`"
@@ -39,6 +48,29 @@ def create_run_dir(root: Path, name: str) -> Path:
     except OSError as exc:
         raise LabError(f"cannot create run directory '{run_dir}' ({exc.strerror}); check --runs-dir") from None
     return run_dir
+
+
+def _only_a_dead_lock(run_dir: Path) -> bool:
+    names = {p.name for p in run_dir.iterdir()}
+    checkpoints = run_dir / "checkpoints"
+    empty = not checkpoints.exists() or (checkpoints.is_dir() and not any(checkpoints.iterdir()))
+    return names <= {".lock", "checkpoints"} and empty and ".lock" in names and lock_holder(run_dir) == ""
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """Who holds the run's lock now: their line (`pid N on HOST (lab train since ...)`) while
+    they live; "" when a lock file is left by a process that died (killed); None without one."""
+    path = run_dir / ".lock"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "another process"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return ""
+    except OSError:
+        return None
 
 
 class RunLock:
@@ -57,7 +89,12 @@ class RunLock:
 
     def acquire(self, command: str) -> RunLock:
         while True:
-            handle = open(self.path, "a+", encoding="utf-8")
+            try:
+                handle = open(self.path, "a+", encoding="utf-8")
+            except OSError as exc:
+                raise LabError(f"cannot lock run '{self.path.parent}' ({exc.strerror or exc}): `lab {command}` writes "
+                               "into the run folder; free disk space, or make the folder writable (or copy it "
+                               "somewhere writable) and try again") from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -75,13 +112,34 @@ class RunLock:
         stale = handle.read().strip()
         if stale:
             print(f"note: taking over the lock of {stale}, which is no longer running", file=sys.stderr)
-        handle.seek(0)
-        handle.truncate()
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} (`lab {command}` since {started})\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            started = time.strftime("%Y-%m-%d %H:%M:%S")
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} (`lab {command}` since {started})\n")
+            handle.flush()
+        except OSError as exc:
+            handle.close()
+            raise LabError(f"cannot lock run '{self.path.parent}' ({exc.strerror or exc}): free disk space and "
+                           "try again") from None
         self._file = handle
+        remove_stale_temporaries(self.path.parent)
         return self
+
+    def wait_until_free(self, seconds: float) -> None:
+        """Wait (at most `seconds`) while a live process holds the lock: one that is stopping
+        (a run whose supervisor died, saving its checkpoint) lets go in a few seconds."""
+        deadline = time.monotonic() + seconds
+        while self.path.exists() and time.monotonic() < deadline:
+            try:
+                with open(self.path, "a+", encoding="utf-8") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                time.sleep(0.2)
+            except OSError:
+                return
 
     def release(self) -> None:
         if self._file is None:
@@ -90,6 +148,20 @@ class RunLock:
         fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
         self._file = None
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete what atomic writes of killed processes left (`.latest.pt.*.tmp`: an Atari checkpoint
+    with its replay is gigabytes). Only the lock holder calls this, so no writer is alive."""
+    stale = [p for folder in (run_dir, run_dir / "checkpoints", run_dir / "media") if folder.is_dir()
+             for p in folder.glob(".*.tmp") if p.is_file()]
+    if not stale:
+        return
+    size = sum(p.stat().st_size for p in stale)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    print(f"note: removed {len(stale)} temporary file{'s' * (len(stale) > 1)} ({size / 1e6:.1f} MB) left by a "
+          "process killed while writing", file=sys.stderr)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -127,17 +199,25 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Rows of metrics.jsonl; a torn last line (a killed process) is skipped."""
-    rows = []
+    """Rows of metrics.jsonl. A line that is not a row (torn by a killed process, an edit that
+    left a non-UTF-8 byte or a `global_step` that is not a number) is skipped, and a note says
+    how many were."""
+    rows, skipped = [], 0
     path = run_dir / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and "global_step" in row:
-                rows.append(row)
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()] if path.is_file() else []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError is a ValueError too
+            skipped += i < len(lines) - 1  # a torn last line is what a kill leaves: no news
+            continue
+        step = row.get("global_step") if isinstance(row, dict) else None
+        if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step):
+            rows.append({**row, "global_step": int(step)})
+        else:
+            skipped += 1
+    if skipped:
+        print(f"note: skipped {skipped} unreadable line{'s' * (skipped > 1)} of {path}", file=sys.stderr)
     return rows
 
 

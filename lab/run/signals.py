@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM for `lab train` / `lab resume`: finish the step, save, stop cleanly.
+"""Ctrl-C, SIGTERM and SIGHUP (a closed terminal) for `lab train` / `lab resume`: finish the
+step, save, stop cleanly.
 
 The handler is installed as the command starts, before the heavy imports, and never
 raises inside them (a KeyboardInterrupt in the middle of importing numpy or torch leaves
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class SetupInterrupted(Exception):
@@ -36,7 +37,7 @@ class StopRequest:
         self.embedded = False
 
     def install(self, embedded: bool = False) -> StopRequest:
-        """Start a command: forget earlier signals and handle SIGINT/SIGTERM from now on.
+        """Start a command: forget earlier signals and handle SIGINT/SIGTERM/SIGHUP from now on.
 
         embedded: the lab runs inside someone else's process (`lab.train` in a notebook):
         a signal that would end a `lab` process (a second one during set-up, one after the
@@ -67,6 +68,7 @@ class StopRequest:
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, leave)
+        signal.signal(signal.SIGHUP, leave)
         self._previous.clear()
 
     @property
@@ -126,6 +128,30 @@ class StopRequest:
 
 # One per process: the CLI installs it for train/resume; the runner consults it.
 STOP = StopRequest()
+
+
+SUPERVISOR = "LAB_SUPERVISOR"  # the pid of the `--seeds` / `lab sweep` process that started this run
+
+
+def stop_when_orphaned() -> None:
+    """A run started by `--seeds` or `lab sweep` lives in a session of its own (Ctrl-C reaches
+    it only through its parent), so a parent that dies (kill -9, the OOM killer, a closed
+    terminal) would leave it running unseen: when the parent is gone, this process sends
+    itself SIGTERM, which saves a checkpoint and ends the run `interrupted`, for a re-run of
+    the command to resume."""
+    import threading
+    import time
+
+    supervisor = os.environ.pop(SUPERVISOR, None)
+    if not supervisor or not supervisor.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(supervisor):
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="lab-orphan-watch", daemon=True).start()
 
 
 @contextmanager

@@ -49,6 +49,7 @@ from lab.config import option
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
 from lab.run.info import RunInfo
+from lab.run.rundir import read_metrics
 from lab.tracking import Tracker
 from lab.plugins.wandb_tracker.records import (
     WandbFileError,
@@ -161,13 +162,6 @@ def missing_rows(expected: list[dict[str, Any]], history: list[dict[str, Any]]) 
         else:
             missing.append(row)
     return missing
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _settle(path: Path, timeout: float = 2.0) -> None:
