@@ -42,6 +42,9 @@ class Agent(Algorithm):
         with an `--epochs` budget (agents count steps)."""
         if run.env is None:
             raise LabError(f"{cls.name} is an agent: pass --env ID (e.g. CartPole-v1; `lab plugins` lists envs)")
+        if run.data is not None:
+            raise LabError(f"{cls.name} is an agent and learns from --env {run.env}; --data is for dataset "
+                           "algorithms: leave it out")
         registry.env(run.env)
         if run.epochs is not None:
             raise LabError(f"{cls.name} is an agent: give its budget with --steps, not --epochs")

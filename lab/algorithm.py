@@ -69,6 +69,8 @@ class Algorithm(ABC):
         algorithms need `--data NAME` (agents, `lab.agent.Agent`, need `--env`)."""
         if run.data is None:
             raise LabError(f"{cls.name} trains on a dataset: pass --data NAME (e.g. mnist; `lab plugins` lists datasets)")
+        if run.env is not None:
+            raise LabError(f"{cls.name} learns from --data {run.data}; --env is for agents: leave it out")
         registry.dataset_factory(run.data.partition(":")[0])
 
     @classmethod

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lab.run.signals import STOP, stop_when_orphaned  # first: Ctrl-C handling before the heavier imports
+from lab.run.signals import STOP, SetupInterrupted, stop_when_orphaned  # first: Ctrl-C handling
 
 from lab.config import flag  # noqa: E402
 from lab.errors import LabError, close_matches  # noqa: E402
@@ -24,7 +24,12 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises LabError instead of printing usage and exiting."""
+    """argparse that raises LabError instead of printing usage and exiting, and takes no
+    abbreviations (`--wandb` must never be read as `--wandb-agent`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise LabError(f"{message}; run `{self.prog} --help` for usage")
@@ -80,10 +85,30 @@ def _algorithm_parser(algo_cls: type, registry: Any) -> _Parser:
     return parser
 
 
+def _negative_numbers_joined(argv: list[str]) -> list[str]:
+    """`--learning-rate -1e-3` as `--learning-rate=-1e-3`: argparse takes a token like `-1e-3`
+    for a flag, so the number would never reach the setting's own check."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and token.startswith("-") and _is_number(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace("_", ""))
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_algorithm_flags(algo_cls: type, argv: list[str], registry: Any) -> tuple[dict[str, Any], str | None]:
     # `--learning_rate=3e-4` (W&B sweep agents write field names) means `--learning-rate=3e-4`
     argv = [t.split("=", 1)[0].replace("_", "-") + t[len(t.split("=", 1)[0]):] if t.startswith("--") else t
-            for t in argv]
+            for t in _negative_numbers_joined(argv)]
     parser = _algorithm_parser(algo_cls, registry)
     known = {f"--{flag(n)}" for _, cls in _setting_groups(algo_cls, registry) for n, *_ in config_fields(cls)}
     known |= {f"--{alias.replace('_', '-')}" for alias in getattr(algo_cls.Config, "aliases", {})} | {"--config"}
@@ -211,6 +236,23 @@ def _positive(value: str, name: str) -> int:
     return number
 
 
+def _tracker_overrides(args: argparse.Namespace, lab: Any) -> dict[str, Any]:
+    """`lab resume RUN --wandb offline`: the trackers' settings (and --trackers) may change
+    between sessions of a run (where the run learns from may not)."""
+    parser = _Parser(prog=f"lab {args.command}", argument_default=argparse.SUPPRESS)
+    known = {"trackers"}
+    parser.add_argument("--trackers", dest="trackers")
+    for cls in lab.registry.tracker_options().values():
+        for name, tp, _, _ in config_fields(cls):
+            known.add(name)
+            parser.add_argument(f"--{flag(name)}", dest=name, **({"nargs": "?", "const": "true"} if tp is bool else {}))
+    for token in args.extra:
+        if token.startswith("--") and token.split("=", 1)[0][2:].replace("-", "_") not in known:
+            raise LabError(f"unknown flag {token.split('=', 1)[0]} for lab {args.command}; it takes "
+                           f"{', '.join('--' + flag(n) for n in sorted(known))} besides its own (`lab {args.command} --help`)")
+    return vars(parser.parse_args(args.extra))
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from lab.run import entry
 
@@ -219,7 +261,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     steps = _positive(args.steps, "steps") if args.steps is not None else None
     epochs = _positive(args.epochs, "epochs") if args.epochs is not None else None
     run_dir = Path(args.run_dir)
-    return entry.resume(_load(args), run_dir, steps, epochs, args.checkpoint)
+    lab = _load(args)
+    return entry.resume(lab, run_dir, steps, epochs, args.checkpoint, _tracker_overrides(args, lab))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -227,17 +270,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     episodes = _positive(args.episodes, "episodes") if args.episodes is not None else None
     run_dir = Path(args.run_dir)
-    result = entry.evaluate_run(_load(args), run_dir, episodes, args.video, args.checkpoint)
+    lab = _load(args)
+    result = entry.evaluate_run(lab, run_dir, episodes, args.video, args.checkpoint, _tracker_overrides(args, lab))
     print(json.dumps(result, indent=2))
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run a sweep spec's trials here (or hand it to W&B's server with --wandb-agent); rank them."""
+    """Run a sweep spec's trials here (or hand it to W&B's server with --wandb-agent); rank them.
+
+    Flags after the spec (`--device cpu --wandb disabled ...`) apply to every trial. Every
+    value and env id the spec holds is checked before the first trial starts (each once, so a
+    sweep of any size checks in seconds); Ctrl-C stops the check."""
     from lab.distributed import launched
-    from lab.experiments.jobs import overall_exit_code, parse_parallel, results_table, run_jobs
-    from lab.experiments.sweep import jobs, load_sweep, train_args, trials
-    from lab.run.settings import resolve
+    from lab.experiments.jobs import flag_value, overall_exit_code, parse_parallel, results_table, run_jobs
+    from lab.experiments.sweep import existing_trials, jobs, load_sweep, trial_count
 
     if launched():
         raise LabError("lab sweep starts its own processes: run it without torchrun")
@@ -246,26 +293,68 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     parallel = parse_parallel(args.parallel)
     lab = _load(args)
     algo_cls = lab.registry.algorithm(sweep.algo)
-    for params in trials(sweep, count):  # every trial's settings are checked before any starts
-        cli, _ = _parse_algorithm_flags(algo_cls, train_args(params)[2:], lab.registry)
-        resolve(algo_cls, cli, None, lab.registry)
+    common, config_file = _parse_algorithm_flags(algo_cls, args.extra, lab.registry)
+    if config_file is not None:
+        raise LabError("lab sweep takes no --config; put the settings in the spec's parameters")
+    both = sorted(set(common) & set(sweep.parameters))
+    if both:
+        raise LabError(f"'{both[0]}' is set both in the sweep spec and on the command line; keep one")
+    _check_sweep(sweep, algo_cls, common, lab)
     if args.wandb_agent:
         tracker = lab.registry.trackers.get("wandb")
         agent = tracker.extra.get("sweep_agent") if tracker is not None else None
         if agent is None:
             raise LabError("--wandb-agent needs the W&B tracker plugin (`lab plugins` lists trackers)")
-        return agent(sweep, count, args.project or "arcade-lab")
+        return agent(sweep, count, str(common.get("project") or "arcade-lab"))
     runs_dir = Path(args.runs_dir) if args.runs_dir else RunConfig().resolved_runs_dir
-    todo = jobs(sweep, count, runs_dir, lab.plugins_dir)
-    done = [job for job in todo if not job.args]
-    if done:
-        print(f"{len(done)} of {len(todo)} trials already finished; running the rest", file=sys.stderr)
-    for job in todo:
-        if job.args and job.args[0] == "train" and args.runs_dir:
-            job.args += ["--runs-dir", args.runs_dir]
-    codes = run_jobs([job for job in todo if job.args], parallel)
-    print(results_table(todo, sweep.metric, rank=sweep.goal))
+    extra = [f"--{flag(k)}={flag_value(v)}" for k, v in common.items()]
+    tracker_settings = {"trackers"} | lab.registry.tracker_setting_names()
+    resume_extra = [f"--{flag(k)}={flag_value(v)}" for k, v in common.items() if k in tracker_settings]
+
+    finished = []
+
+    def todo():
+        for job in jobs(sweep, count, runs_dir, lab.plugins_dir):
+            if job.args and job.args[0] == "train":
+                job.args += [*extra, *(["--runs-dir", args.runs_dir] if args.runs_dir else [])]
+            elif job.args:
+                job.args += resume_extra
+            if job.args:
+                yield job
+            else:
+                finished.append(job.label)
+
+    total = trial_count(sweep, count)
+    codes = run_jobs(todo(), parallel)
+    if finished:
+        print(f"{len(finished):,} of {total:,} trials already finished (kept as they were)", file=sys.stderr)
+    print(results_table(existing_trials(sweep, count, runs_dir), sweep.metric, rank=sweep.goal, most=100))
     return overall_exit_code(codes)
+
+
+def _check_sweep(sweep: Any, algo_cls: type, common: dict[str, Any], lab: Any) -> None:
+    """Resolve every representative trial (each value of each parameter once) and make each
+    env id once, with a progress line on a long check and a clean stop at the first Ctrl-C."""
+    import time
+
+    from lab.experiments.sweep import representatives, train_args
+    from lab.run.entry import check_settings
+    from lab.run.signals import STOP
+
+    checked, shown, envs = 0, time.monotonic(), set()
+    for params in representatives(sweep):
+        STOP.raise_if_requested()
+        cli, _ = _parse_algorithm_flags(algo_cls, train_args(params)[2:], lab.registry)
+        _, resolved = check_settings(lab, algo_cls.name, {**common, **cli}, None)
+        env = resolved.run.env
+        if env is not None and env not in envs:  # an id a catch-all factory would only refuse when made
+            envs.add(env)
+            lab.registry.env_factory(env)(env, num_envs=1, seed=0, device="cpu", evaluation=True,
+                                          **resolved.env_option_values()).close()
+        checked += 1
+        if time.monotonic() - shown > 2:
+            print(f"checking the sweep's settings: {checked} checked", file=sys.stderr, flush=True)
+            shown = time.monotonic()
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -337,8 +426,8 @@ def build_parser(lab: Any = None) -> _Parser:
     p.add_argument("--parallel", help="trials running at once (default 1)")
     p.add_argument("--count", help="trials to run (random search: how many to draw; grid: the first K)")
     p.add_argument("--runs-dir", help="runs root (default: $LAB_RUNS_DIR or ./runs)")
-    p.add_argument("--wandb-agent", action="store_true", help="create the sweep on W&B's server and run an agent")
-    p.add_argument("--project", help="W&B project for --wandb-agent (default arcade-lab)")
+    p.add_argument("--wandb-agent", action="store_true",
+                   help="create the sweep on W&B's server and run an agent (its project: --project)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("runs", help="table of runs")
@@ -427,11 +516,18 @@ def _dispatch(argv: list[str]) -> int:
             from lab.run.discovery import load_lab
 
             lab = load_lab(plugins_dir)
-        args = build_parser(lab).parse_args(([] if plugins_dir is None else ["--plugins-dir", plugins_dir]) + argv)
+        parser = build_parser(lab)
+        args, extra = parser.parse_known_args(([] if plugins_dir is None else ["--plugins-dir", plugins_dir]) + argv)
+        args.extra = extra
+        if args.extra and args.command not in ("resume", "eval", "sweep"):
+            parser.error(f"unrecognized arguments: {' '.join(args.extra)}")
         return int(args.func(args) or 0)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except SetupInterrupted:  # a Ctrl-C while a sweep checks its trials: nothing was started
+        print("interrupted before any run started", file=sys.stderr)
+        return STOP.exit_code()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

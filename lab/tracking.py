@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 
@@ -33,38 +35,45 @@ class Tracker:
 
 
 class MultiTracker(Tracker):
-    """Fans every call out to the trackers taking part in a run."""
+    """Fans every call out to the trackers taking part in a run.
 
-    def __init__(self, trackers: list[Tracker], on_log: Any = None) -> None:
+    `guard` (the runner passes its signal handling's critical section) surrounds every
+    call, so a second Ctrl-C never lands inside a tracker's own code (a W&B message half
+    sent): it takes effect when the call has returned.
+    """
+
+    def __init__(self, trackers: list[Tracker], on_log: Any = None,
+                 guard: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         self.trackers = trackers
         self._on_log = on_log
+        self._guard = guard
+
+    def _each(self, call: Callable[[Tracker], None]) -> None:
+        with self._guard():
+            for tracker in self.trackers:
+                call(tracker)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Scalars to every tracker, then to the console's callback."""
-        for tracker in self.trackers:
-            tracker.log(metrics, step)
+        self._each(lambda tracker: tracker.log(metrics, step))
         if self._on_log is not None:
             self._on_log(metrics, step)
 
     def log_image(self, key: str, path: Path, step: int) -> None:
         """A PNG to every tracker."""
-        for tracker in self.trackers:
-            tracker.log_image(key, path, step)
+        self._each(lambda tracker: tracker.log_image(key, path, step))
 
     def log_video(self, key: str, path: Path, step: int) -> None:
         """An MP4 to every tracker."""
-        for tracker in self.trackers:
-            tracker.log_video(key, path, step)
+        self._each(lambda tracker: tracker.log_video(key, path, step))
 
     def log_artifact(self, path: Path, name: str, type: str) -> None:
         """A file to version, to every tracker."""
-        for tracker in self.trackers:
-            tracker.log_artifact(path, name, type)
+        self._each(lambda tracker: tracker.log_artifact(path, name, type))
 
     def finish(self, summary: dict[str, Any]) -> None:
         """End every tracker's run."""
-        for tracker in self.trackers:
-            tracker.finish(summary)
+        self._each(lambda tracker: tracker.finish(summary))
 
 
 def jsonable(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,6 +20,18 @@ def check(capsys, argv, *expected):
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     for text in expected:
         assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def one_error(capsys, argv, *expected):
+    """Exit 2 and one `error:` line, no traceback, whatever else a run printed before it failed."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in errors[0], errors[0]
+    return errors[0]
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -42,6 +55,12 @@ def check(capsys, argv, *expected):
     (["eval", "nowhere"], ("does not exist",)),
     (["resume", "x", "--steps", "ten"], ("--steps expects a positive integer",)),
     (["frobnicate"], ("invalid choice",)),
+    (["train", "toy", "--data", "toy-data", "--learning-rate", "-1e-3"], ("learning-rate must be positive, got -0.001",)),
+    (["train", "toy", "--data", "toy-data", "--learning-rate", "-.5"], ("learning-rate must be positive, got -0.5",)),
+    (["train", "random", "--env", "CartPole-v1", "--data", "toy-data"], ("random is an agent", "leave it out")),
+    (["train", "toy", "--data", "toy-data", "--env", "CartPole-v1"], ("--env is for agents",)),
+    (["resume", "x", "--wandbb", "offline"], ("unknown flag --wandbb for lab resume", "--wandb")),
+    (["runs", "--wandb", "x"], ("unrecognized arguments",)),
 ])
 def test_bad_input(toy_plugins, capsys, argv, expected):
     if "--device" in argv:
@@ -159,7 +178,11 @@ def test_runs_lists_broken_runs(toy_plugins, capsys):
     assert "finished" in rows["good"]
     assert "broken (config.yaml unreadable)" in rows["badcfg"]
     assert "broken (summary.json unreadable)" in rows["badsum"]
-    assert "running" in rows["nosum"]
+    assert "finished" in rows["nosum"], "a lost summary.json is rebuilt from metrics.jsonl and the checkpoint"
+    rebuilt = json.loads((runs / "nosum" / "summary.json").read_text())
+    good = json.loads((runs / "good" / "summary.json").read_text())
+    assert rebuilt["rebuilt"] and rebuilt["global_step"] == good["global_step"] and rebuilt["best"] == good["best"]
+    assert rebuilt["eval/accuracy"] == good["eval/accuracy"]
 
 
 def test_failed_setup_leaves_no_half_made_run(toy_plugins, capsys):
@@ -173,3 +196,120 @@ def test_cli_subprocess_has_no_traceback():
     result = run_lab("--plugins-dir", str(LOCAL_PLUGINS), "train", "toy", "--data", "toy-data", "--steps", "-5")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+# -- run folders that were edited, cut, filled up or left half-made: one line each, nothing lost ----------
+
+
+def _toy_run(capsys, name: str = "good", steps: int = 12) -> Path:
+    assert main(["--plugins-dir", str(LOCAL_PLUGINS), "train", "toy", "--data", "toy-data", "--steps", str(steps),
+                 "--name", name]) == 0
+    capsys.readouterr()
+    return Path(os.environ["LAB_RUNS_DIR"]) / name
+
+
+def test_a_checkpoint_of_another_algorithm_or_an_edited_setting_is_one_line(capsys):
+    import torch
+    import yaml
+
+    assert main(["train", "dqn", "--env", "CartPole-v1", "--steps", "300", "--learning-starts", "100",
+                 "--net-arch", "16", "--name", "q"]) == 0
+    capsys.readouterr()
+    run = Path(os.environ["LAB_RUNS_DIR"]) / "q"
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    doc["config"]["net_arch"] = [8]
+    (run / "config.yaml").write_text(yaml.safe_dump(doc))
+    check(capsys, ["resume", str(run), "--steps", "400"], "does not fit dqn", "size mismatch", "net_arch")
+    doc["config"]["net_arch"] = [16]
+    (run / "config.yaml").write_text(yaml.safe_dump(doc))
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    state["algo"] = "ppo"
+    torch.save(state, run / "checkpoints" / "latest.pt")
+    check(capsys, ["resume", str(run), "--steps", "400"], "the checkpoint was written by ppo", "says dqn")
+    check(capsys, ["eval", str(run), "--checkpoint", "latest"], "written by ppo")
+
+
+def test_unreadable_metrics_lines_are_skipped_and_counted(capsys):
+    run = _toy_run(capsys)
+    lines = (run / "metrics.jsonl").read_bytes().splitlines()
+    lines[1] = b'{"global_step": 3, "train/loss": 0.5, "bad": "\xff"}'
+    lines.insert(2, b'{"global_step": "three", "train/loss": 0.5}')
+    (run / "metrics.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["compare", str(run), "--metric", "train/loss", "--out", "c.png"]) == 0
+    assert "note: skipped 2 unreadable lines of" in capsys.readouterr().err
+    assert main(["--plugins-dir", str(LOCAL_PLUGINS), "resume", str(run), "--steps", "24"]) == 0
+    assert "skipped 2 unreadable lines" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_older_checkpoint(capsys, monkeypatch):
+    import errno
+
+    import lab.run.atomic as atomic
+    from lab.run.checkpoint import load_checkpoint
+
+    run = _toy_run(capsys, steps=12)
+    before = load_checkpoint(run / "checkpoints" / "latest.pt")["global_step"]
+    real_fsync = atomic.os.fsync
+
+    def fsync(fd: int) -> None:  # the disk fills up: every file bigger than a summary fails to reach it
+        if os.fstat(fd).st_size > 2000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    line = one_error(capsys, ["--plugins-dir", str(LOCAL_PLUGINS), "resume", str(run), "--steps", "24"],
+                     "cannot write checkpoint", "No space left on device", "the older checkpoints are kept")
+    assert "lab resume" in line
+    monkeypatch.setattr(atomic.os, "fsync", real_fsync)
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["global_step"] == before
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+    assert not list((run / "checkpoints").glob(".*.tmp")), "no temporary is left behind"
+
+
+def test_resume_on_a_read_only_folder_is_one_line(capsys, monkeypatch):
+    import errno
+
+    import lab.run.rundir as rundir
+
+    run = _toy_run(capsys)
+
+    def read_only_open(path, *args, **kwargs):
+        if str(path).endswith(".lock") and args and "a" in args[0]:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(rundir, "open", read_only_open, raising=False)
+    check(capsys, ["--plugins-dir", str(LOCAL_PLUGINS), "resume", str(run), "--steps", "24"],
+          "cannot lock run", "Read-only file system", "writable")
+
+
+def test_a_killed_writers_temporaries_are_removed_by_the_next_process(capsys):
+    run = _toy_run(capsys)
+    stale = run / "checkpoints" / ".latest.pt.k1ll3d.tmp"
+    stale.write_bytes(b"\0" * 3_000_000)
+    assert main(["--plugins-dir", str(LOCAL_PLUGINS), "resume", str(run), "--steps", "24"]) == 0
+    assert not stale.exists()
+    assert "removed 1 temporary file (3.0 MB) left by a process killed while writing" in capsys.readouterr().err
+
+
+def test_a_folder_holding_only_a_dead_lock_is_taken_by_lab_train(capsys):
+    folder = Path(os.environ["LAB_RUNS_DIR"]) / "half"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / ".lock").write_text("pid 99999999 on elsewhere (`lab train` since 2026-01-01 00:00:00)\n")
+    check(capsys, ["resume", str(folder)], "not a run directory (no config.yaml)")
+    assert main(["--plugins-dir", str(LOCAL_PLUGINS), "train", "toy", "--data", "toy-data", "--steps", "3",
+                 "--name", "half"]) == 0
+    assert "holds only the lock of a process killed as it started; taking it" in capsys.readouterr().err
+    assert (folder / "config.yaml").is_file()
+
+
+def test_resume_takes_the_trackers_settings(capsys, monkeypatch):
+    import yaml
+
+    monkeypatch.delenv("WANDB_MODE")
+    run = _toy_run(capsys)  # W&B disabled through WANDB_MODE while it trained
+    assert main(["--plugins-dir", str(LOCAL_PLUGINS), "resume", str(run), "--steps", "24", "--wandb", "offline",
+                 "--trackers", "jsonl,wandb"]) == 0
+    assert "W&B is offline: upload later" in capsys.readouterr().err
+    assert list((run / "wandb").glob("offline-run-*")), "this session went to W&B"
+    assert yaml.safe_load((run / "config.yaml").read_text())["run"]["wandb"] == "offline"

@@ -78,6 +78,29 @@ def test_a_failing_compile_runs_eagerly_after_one_note(monkeypatch, capsys):
     assert err.count("\n") == 1 and "torch.compile failed (RuntimeError: inductor gave up)" in err
 
 
+def test_a_compile_stopped_by_ctrl_c_is_not_a_compile_failure(monkeypatch, capsys):
+    import signal
+
+    from lab.run.signals import STOP
+
+    def interrupted(fn, **kwargs):
+        def compiling(*args, **kw):  # Ctrl-C: the lab notes it; the compiler's worker processes die of it
+            STOP.signum = signal.SIGINT
+            raise RuntimeError("CppCompileError: C++ compile error\nworker exited")
+        return compiling
+
+    monkeypatch.setattr(torch, "compile", interrupted)
+    monkeypatch.setattr(lab.run.compile, "unavailable_reason", lambda: None)
+    fn = hot("true")
+    x = torch.arange(3.0)
+    try:
+        assert torch.equal(fn(x), affine(x)), "the step still finishes, eagerly"
+    finally:
+        STOP.signum = None
+    assert "torch.compile failed" not in capsys.readouterr().err
+    assert fn.compiled is None, "nothing was decided: a resumed process compiles again"
+
+
 def test_yaml_booleans_are_compile_settings():
     field_type = typing.get_type_hints(RunConfig)["compile"]
     assert convert(True, field_type, "compile") == "true"

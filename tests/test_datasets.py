@@ -140,6 +140,23 @@ def test_mnist_downloads_missing_files_from_a_mirror(tmp_path: Path, monkeypatch
     assert sorted(p.name for p in (target / "mnist").iterdir()) == sorted(MNIST_NAMES)
 
 
+@pytest.mark.parametrize("unpacked", ["{stem}", "{dotted}"], ids=["plain", "dotted"])
+def test_mnist_reads_unpacked_files_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unpacked: str) -> None:
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", [f"http://127.0.0.1:{closed_port()}/mnist/"])
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in MNIST_NAMES:  # as `gunzip` (or an unpacker that writes `train-images.idx3-ubyte`) leaves them
+        stem = name.removesuffix(".gz")
+        target = unpacked.format(stem=stem, dotted=stem.replace("-idx", ".idx", 1))
+        (folder / target).write_bytes(gzip.decompress((real_data_dir() / "mnist" / name).read_bytes()))
+    data = datasets.mnist(tmp_path)
+    assert data.train_images.shape == (60000, 1, 28, 28) and int(data.test_labels[0]) == 7
+    (folder / MNIST_NAMES[0].removesuffix(".gz")).unlink(missing_ok=True)
+    (folder / MNIST_NAMES[0].removesuffix(".gz").replace("-idx", ".idx", 1)).unlink(missing_ok=True)
+    with pytest.raises(LabError, match=r"MNIST's train-images-idx3-ubyte.gz is not in .* \(gzipped or not\)"):
+        datasets.mnist(tmp_path)
+
+
 def test_mnist_rejects_wrong_shapes_and_labels(tmp_path: Path) -> None:
     folder = tmp_path / "mnist"
     folder.mkdir()

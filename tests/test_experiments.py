@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -133,7 +134,7 @@ def test_random_sweep_draws_the_same_trials_every_time_within_their_ranges(tmp_p
                                                                               "min": 1e-5, "max": 1e-2},
         "batch_size": {"min": 16, "max": 64}, "exploration_fraction": {"values": [0.1, 0.2]}})
     sweep = load_sweep(spec)
-    first, again = trials(sweep, 5), trials(load_sweep(spec), 5)
+    first, again = list(trials(sweep, 5)), list(trials(load_sweep(spec), 5))
     assert first == again and len({t["gamma"] for t in first}) == 5
     for t in first:
         assert 0.9 <= t["gamma"] <= 0.999 and 1e-5 <= t["learning_rate"] <= 1e-2
@@ -158,6 +159,40 @@ def test_bad_sweep_specs_are_one_line_before_any_run(capsys, tmp_path, spec, mes
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not runs_dir().exists() or not any(runs_dir().iterdir())
+
+
+def test_a_sweep_of_any_size_checks_fast_runs_lazily_and_takes_the_run_flags(tmp_path) -> None:
+    huge = {f"p{i}": {"values": list(range(10))} for i in range(9)}  # 10^9 trials
+    spec = write_spec(tmp_path / "huge.yaml", parameters={**RANDOM_FIXED, "steps": {"value": 50}, **huge})
+    start = time.monotonic()
+    result = run_lab("sweep", str(spec), "--count", "2", "--device", "cpu", "--wandb", "disabled", timeout=300)
+    # the random agent takes no p0..p8: the check refuses them at once, before any trial, whatever the size
+    assert result.returncode == 2 and "unknown flag --p0 for random" in result.stderr, result.stderr
+    assert time.monotonic() - start < 60
+    grid = {"num_envs": {"values": list(range(1, 11))}, "eval_episodes": {"values": list(range(1, 101))}}
+    spec = write_spec(tmp_path / "wide.yaml", parameters={**RANDOM_FIXED, "steps": {"value": 40}, **grid,
+                                                          **{"seed": {"values": list(range(1000))}}})  # 10^6 trials
+    result = run_lab("sweep", str(spec), "--count", "2", "--device", "cpu", "--wandb", "disabled",
+                     "--video", "false", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in runs_dir().iterdir()) == ["wide-001", "wide-002"]
+    config = config_of(runs_dir() / "wide-002")
+    assert config["run"]["device"] == "cpu" and config["run"]["wandb"] == "disabled" and not config["run"]["video"]
+    started = [line for line in result.stderr.splitlines() if line.startswith("started trial 001: ")]
+    command = shlex.split(started[0].split(": ", 1)[1])
+    assert command[:3] == ["lab", "train", "random"] and "--name" in command, "the line runs what ran"
+
+
+def test_a_sweep_refuses_a_bad_env_id_and_abbreviated_flags_before_any_trial(capsys, tmp_path) -> None:
+    spec = write_spec(tmp_path / "envs.yaml", parameters={**RANDOM_FIXED, "env": {"values": ["CartPole-v1",
+                                                                                            "CartPol-v1"]}})
+    assert main(["sweep", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "CartPol-v1" in err and "Traceback" not in err and not runs_dir().exists()
+    assert main(["sweep", str(spec), "--wandb-a"]) == 2
+    assert "unknown flag --wandb-a" in capsys.readouterr().err, "no abbreviation is taken for --wandb-agent"
+    assert main(["train", "random", "--env", "CartPole-v1", "--learning"]) == 2
+    assert "unknown flag --learning" in capsys.readouterr().err
 
 
 def test_a_changed_spec_is_not_mistaken_for_finished_trials(capsys, tmp_path) -> None:

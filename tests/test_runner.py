@@ -211,3 +211,76 @@ def test_torch_floor_admits_what_the_code_uses():
     deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
     floor = next(re.match(r"torch>=(\d+)\.(\d+)", d) for d in deps if d.startswith("torch"))
     assert (int(floor[1]), int(floor[2])) >= (2, 4)
+
+
+def test_a_run_that_diverges_stops_keeps_its_last_finite_checkpoint_and_resumes_from_it(toy_plugins, capsys):
+    code = main(["train", "toy", "--data", "toy-data", "--steps", "60", "--nan-at", "25", "--log-interval", "5",
+                 "--eval-interval", "10", "--learning-rate", "0.3", "--name", "div"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "diverged at step" in line and "learning rate (0.3) is likely too high" in line, line
+    assert "(step 20)" in line and "lab resume" in line, line
+    run = runs_dir() / "div"
+    assert json.loads((run / "summary.json").read_text())["status"] == "diverged"
+    for name in ("latest", "best"):
+        state = load_checkpoint(run / "checkpoints" / f"{name}.pt")
+        assert state["global_step"] <= 20
+        assert all(torch.isfinite(v).all() for v in state["algorithm"]["model"].values()), name
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert any(r.get("train/loss", 0.0) is None for r in rows), "the non-finite loss is logged (null in JSON)"
+    assert "train/loss nan" in err, "the report shows the NaN"
+    resumed = run_lab("resume", str(run))
+    assert "from step 20 to 60" in resumed.stderr and resumed.returncode == 1  # the same settings diverge again
+
+
+def test_lab_runs_tells_a_killed_run_from_a_live_one(toy_plugins, capsys):
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "train", "toy", "--data", "toy-data", "--steps", "100000",
+                             "--sleep", "0.01", "--checkpoint-interval", "20", "--name", "victim"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    latest = runs_dir() / "victim" / "checkpoints" / "latest.pt"
+    deadline = time.time() + 120
+    while not latest.is_file():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    assert main(["runs"]) == 0
+    assert "running (pid" in capsys.readouterr().out
+    proc.kill()
+    proc.wait()
+    assert main(["runs"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if "victim" in line][0]
+    step = load_checkpoint(latest)["global_step"]
+    assert f"killed (at step {step:,}" in row and f"{step}" in row, row
+
+
+@pytest.mark.parametrize("algo, flags", [("ppo", ["--n-steps", "64"]), ("dqn", ["--learning-starts", "100"])])
+def test_a_learning_rate_that_diverges_is_noticed(algo, flags, capsys):
+    code = main(["train", algo, "--env", "CartPole-v1", "--learning-rate", "1e30", "--steps", "4000",
+                 "--log-interval", "200", "--name", algo, *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and "error: diverged at step" in err and "is nan" in err, err
+    run = runs_dir() / algo
+    assert json.loads((run / "summary.json").read_text())["status"] == "diverged"
+    best = run / "checkpoints" / "best.pt"
+    assert not best.exists() or all(torch.isfinite(t).all() for t in load_checkpoint(best)["algorithm"]
+                                    [("policy" if algo == "ppo" else "q")].values())
+
+
+def test_a_second_ctrl_c_waits_until_a_tracker_call_has_returned():
+    from lab.run.signals import StopRequest
+    from lab.tracking import MultiTracker, Tracker
+
+    stop = StopRequest()
+    stop.training = True
+    stop.signum = signal.SIGINT  # the first Ctrl-C was noted
+    done = []
+
+    class Slow(Tracker):
+        def log(self, metrics, step):
+            stop._handle(signal.SIGINT, None)  # the second Ctrl-C lands inside the tracker's own call
+            done.append(step)
+
+    tracker = MultiTracker([Slow(), Slow()], guard=stop.critical)
+    with pytest.raises(KeyboardInterrupt):
+        tracker.log({"x": 1.0}, 7)
+    assert done == [7, 7], "both trackers finished the call before the stop took effect"

@@ -8,6 +8,7 @@ Runs of one command share a W&B group (`--experiment`), so the dashboard lines t
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shlex
@@ -18,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from lab.errors import LabError
@@ -120,13 +122,15 @@ def _stop_all(running: dict[subprocess.Popen, Any], sig: int) -> None:
             proc.send_signal(sig)
 
 
-def run_jobs(jobs: list[Job], parallel: int) -> dict[str, int]:
-    """Run `jobs` (at most `parallel` at once); {label: exit code}. Ctrl-C is passed on to
-    the running jobs once per press (their first finishes the step and saves; a second stops
-    at once) and no new job starts. One job at a time prints as usual; several at a time
-    each write to a log file, and its report is printed when it ends."""
+def run_jobs(jobs: Iterable[Job], parallel: int) -> dict[str, int]:
+    """Run `jobs` (at most `parallel` at once, taken from the iterable as they start);
+    {label: exit code}. Ctrl-C is passed on to the running jobs once per press (their first
+    finishes the step and saves; a second stops at once) and no new job starts. One job at a
+    time prints as usual; several at a time each write to a log file, and its report is
+    printed when it ends."""
     codes: dict[str, int] = {}
-    pending = list(jobs)
+    upcoming = iter(jobs)
+    pending = list(itertools.islice(upcoming, 1))
     running: dict[subprocess.Popen, tuple[Job, Any]] = {}
     forwarded = 0
     STOP.training = True  # from here on, a second Ctrl-C arrives as KeyboardInterrupt
@@ -135,6 +139,7 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, int]:
             try:
                 while pending and len(running) < parallel and not STOP.requested:
                     job = pending.pop(0)
+                    pending.extend(itertools.islice(upcoming, 1))
                     log = None if parallel == 1 else tempfile.TemporaryFile(mode="w+")
                     # a session of its own: Ctrl-C reaches it only through us; it stops if we die
                     proc = subprocess.Popen([sys.executable, "-m", "lab", *job.args], stdout=log, stderr=log,
@@ -161,8 +166,8 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, int]:
         for proc, (job, _) in running.items():
             proc.wait()
             codes.setdefault(job.label, proc.returncode)
-    for job in pending:
-        print(f"not started {job.label} (stopped)", file=sys.stderr)
+    if pending:
+        print(f"not started: {pending[0].label} and the trials after it (stopped)", file=sys.stderr)
     return codes
 
 
@@ -174,26 +179,33 @@ def overall_exit_code(codes: dict[str, int]) -> int:
     return failures[0] if failures else 0
 
 
-def results_table(jobs: list[Job], metric: str | None, rank: str | None = None) -> str:
+def results_table(jobs: list[Job], metric: str | None, rank: str | None = None, most: int | None = None) -> str:
     """Markdown: one row per job with its settings, status and `metric` (the best value if it
-    is the run's key metric, else the last); ranked by it when `rank` is maximize/minimize."""
-    rows = []
+    is the run's key metric, else the last, and the column says which); ranked by it when
+    `rank` is maximize/minimize; the first `most` rows, and a line counting the others."""
+    rows, kinds = [], set()
     for job in jobs:
         summary = read_summary(job.run_dir) if (job.run_dir / "summary.json").is_file() else {}
         name = metric or summary.get("key_metric")
-        value = summary.get("best") if name == summary.get("key_metric") else summary.get(name) if name else None
+        best = name is not None and name == summary.get("key_metric")
+        value = summary.get("best") if best else summary.get(name) if name else None
+        if value is not None:
+            kinds.add("best" if best else "last")
         rows.append((job, summary.get("status", "not run"), name, value))
     if rank:
         ranked = sorted((r for r in rows if isinstance(r[3], (int, float))), key=lambda r: r[3],
                         reverse=rank == "maximize")
         rows = ranked + [r for r in rows if not isinstance(r[3], (int, float))]
     columns = list(dict.fromkeys(key for job in jobs for key in job.params))
-    head = ["run", *columns, "status", metric or next((r[2] for r in rows if r[2]), "metric")]
+    shown = metric or next((r[2] for r in rows if r[2]), "metric")
+    head = ["run", *columns, "status", f"{' / '.join(sorted(kinds)) or 'best'} {shown}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for job, status, _, value in rows:
+    for job, status, _, value in rows[:most]:
         cells = [job.run_dir.name, *(f"{job.params.get(c, '-'):.4g}" if isinstance(job.params.get(c), float)
                                      else str(job.params.get(c, "-")) for c in columns), status,
                  f"{value:.6g}" if isinstance(value, (int, float)) else "-"]
         lines.append("| " + " | ".join(cells) + " |")
+    if most is not None and len(rows) > most:
+        lines.append(f"\n({len(rows) - most:,} more runs not shown)")
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lab.errors import LabError, unknown
-from lab.run.rundir import lock_holder, read_config, read_metrics, read_summary
+from lab.run.rundir import lock_holder, read_config, read_metrics, read_summary, write_summary
 
 if TYPE_CHECKING:
     from lab.run.registry import Registry
@@ -59,16 +60,48 @@ def checkpoint_step(run_dir: Path) -> int | None:
         return None
 
 
+def rebuild_summary(run_dir: Path) -> dict[str, Any] | None:
+    """summary.json again for a run that lost it (deleted, or killed before it ended): the last
+    value of each metric from metrics.jsonl, the step and best value from checkpoints/latest.pt,
+    finished if that reached the budget config.yaml records, else interrupted. Written
+    atomically and returned; None when there is no checkpoint to rebuild from."""
+    path = run_dir / "checkpoints" / "latest.pt"
+    if not path.is_file():
+        return None
+    try:
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        target = int(read_config(run_dir).get("total_steps") or 0)
+    except Exception:
+        return None
+    step, runner = int(state["global_step"]), state.get("runner", {})
+    summary: dict[str, Any] = {}
+    for row in read_metrics(run_dir):
+        if row["global_step"] <= step:
+            summary.update({k: v for k, v in row.items() if k not in ("global_step", "time")})
+    summary.update({"status": "finished" if target and step >= target else "interrupted", "global_step": step,
+                    "target_steps": target, "elapsed_s": runner.get("elapsed"), "best": runner.get("best"),
+                    "best_step": runner.get("best_step"), "rebuilt": True})
+    write_summary(run_dir, summary)
+    print(f"note: rebuilt {run_dir / 'summary.json'} from metrics.jsonl and checkpoints/latest.pt", file=sys.stderr)
+    return summary
+
+
 def _status(run_dir: Path, summary: dict[str, Any]) -> tuple[str, Any]:
     """(status, steps) as they are now: the lock tells a live run from one a kill stopped, and
     a killed run's steps are its checkpoint's (a summary may be from before a killed resume)."""
     holder = lock_holder(run_dir)
     if holder:
         return f"running ({holder.split(' (')[0]})", summary.get("global_step", "-")
-    step = checkpoint_step(run_dir)
-    if holder == "" or not summary:  # a lock left behind, or no summary: the process died
+    if holder == "":  # a lock left behind: its process was killed
+        step = checkpoint_step(run_dir)
         where = f"at step {step:,}; `lab resume` continues it" if step is not None else "before its first checkpoint"
         return f"killed ({where})", step if step is not None else "-"
+    if not summary:
+        summary = rebuild_summary(run_dir) or {}
+        if not summary:
+            return "no summary.json and no checkpoint: start it again with `lab train`", "-"
     return str(summary.get("status", "-")), summary.get("global_step", "-")
 
 

@@ -27,6 +27,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -145,17 +146,53 @@ def draw(param: dict[str, Any], rng: random.Random) -> Any:
     return round(value / param.get("q", 1)) * param.get("q", 1) if kind == "q_normal" else value
 
 
-def trials(sweep: Sweep, count: int | None) -> list[dict[str, Any]]:
-    """Every trial's parameters, in order: the grid's product (first `count`), or `count` random draws."""
+def trials(sweep: Sweep, count: int | None) -> Iterator[dict[str, Any]]:
+    """Every trial's parameters, in order, one at a time (a grid of 10^9 trials costs nothing
+    until they run): the grid's product (the first `count`), or `count` random draws."""
     if sweep.method == "grid":
         names = list(sweep.parameters)
-        choices = [p["values"] if "values" in p else [p["value"]] for p in sweep.parameters.values()]
-        grid = [dict(zip(names, combo)) for combo in itertools.product(*choices)]
-        return grid[:count] if count else grid
+        choices = [_choices(p) for p in sweep.parameters.values()]
+        combos = itertools.product(*choices)
+        yield from (dict(zip(names, combo)) for combo in itertools.islice(combos, count))
+        return
     if not count:
         raise LabError("random search needs --count K (how many trials to draw)")
     rng = random.Random(int(hashlib.sha256(sweep.name.encode()).hexdigest()[:16], 16))
-    return [{name: draw(param, rng) for name, param in sweep.parameters.items()} for _ in range(count)]
+    for _ in range(count):
+        yield {name: draw(param, rng) for name, param in sweep.parameters.items()}
+
+
+def _choices(param: dict[str, Any]) -> list[Any]:
+    return param["values"] if "values" in param else [param["value"]]
+
+
+def trial_count(sweep: Sweep, count: int | None) -> int:
+    """How many trials `trials` yields."""
+    if sweep.method != "grid":
+        return count or 0
+    total = math.prod(len(_choices(p)) for p in sweep.parameters.values())
+    return min(total, count) if count else total
+
+
+def representatives(sweep: Sweep) -> Iterator[dict[str, Any]]:
+    """Trials that together hold every value (grid) or both ends of every range (random) of
+    every parameter, each once, beside the first trial's other values: what checking the
+    settings of a sweep of any size before it starts needs (each value's own range and type,
+    each env id). Settings that only fail in combination fail in their own trial."""
+    first = {name: _choices(p)[0] if "value" in p or "values" in p else p.get("min", p.get("mu", 0.0))
+             for name, p in sweep.parameters.items()}
+    yield first
+    for name, param in sweep.parameters.items():
+        if "values" in param:
+            values = param["values"][1:]
+        elif "value" in param:
+            values = []
+        else:
+            values = [v for v in (param.get("max"),) if v is not None]
+            if distribution(param) == "log_uniform":  # min and max are natural-log exponents
+                values = [math.exp(param["min"]), math.exp(param["max"])]
+        for value in values:
+            yield {**first, name: value}
 
 
 def train_args(params: dict[str, Any]) -> list[str]:
@@ -164,13 +201,26 @@ def train_args(params: dict[str, Any]) -> list[str]:
     return ["train", str(params["algo"]), *(f"--{flag(k)}={flag_value(v)}" for k, v in params.items() if k != "algo")]
 
 
-def jobs(sweep: Sweep, count: int | None, runs_dir: Path, plugins_dir: str | None) -> list[Job]:
-    """One job per trial: train a new run, resume an interrupted one, or nothing left to do (finished)."""
-    result = []
+def jobs(sweep: Sweep, count: int | None, runs_dir: Path, plugins_dir: str | None) -> Iterator[Job]:
+    """One job per trial, as they are needed: train a new run, resume an interrupted one, or
+    nothing left to do (finished)."""
     for i, params in enumerate(trials(sweep, count), start=1):
-        name = f"{sweep.name}-{i:03d}"
+        name = trial_name(sweep, i)
         shown = {k: params[k] for k in sweep.searched}
         train = [*train_args(params), "--name", name, "--experiment", sweep.name]
-        result.append(continue_or_start(train, runs_dir / name, f"trial {i:03d}", shown, params, plugins_dir,
-                                        change="the spec"))
-    return result
+        yield continue_or_start(train, runs_dir / name, f"trial {i:03d}", shown, params, plugins_dir,
+                                change="the spec")
+
+
+def trial_name(sweep: Sweep, index: int) -> str:
+    return f"{sweep.name}-{index:03d}"
+
+
+def existing_trials(sweep: Sweep, count: int | None, runs_dir: Path) -> list[Job]:
+    """The trials that have a run directory (for the results table), without reading them."""
+    found = []
+    for i, params in enumerate(trials(sweep, count), start=1):
+        run_dir = runs_dir / trial_name(sweep, i)
+        if run_dir.is_dir():
+            found.append(Job([], run_dir, f"trial {i:03d}", {k: params[k] for k in sweep.searched}))
+    return found

@@ -83,6 +83,11 @@ class HotFunction:
         try:
             result = self._impl(*args, **kwargs)
         except Exception as exc:  # inductor or dynamo gave up: the eager function still works
+            from lab.run.signals import STOP
+
+            if STOP.requested:  # Ctrl-C reached the compiler's workers too: the user stopped it, nothing failed
+                self.compiled = None  # (a resumed process compiles again)
+                return self.fn(*args, **kwargs)
             first_line = (str(exc).strip().splitlines() or [""])[0][:200]
             print(f"note: {self.name} runs eagerly: torch.compile failed ({type(exc).__name__}: {first_line})",
                   file=sys.stderr, flush=True)

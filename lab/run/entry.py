@@ -191,13 +191,14 @@ def _resolve_doc(lab: Lab, doc: dict[str, Any],
 
 @in_process_group
 def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None = None,
-           checkpoint: str = "latest") -> int:
-    """`lab resume RUN_DIR`: continue from a checkpoint to the budget (or a new one); the exit code."""
+           checkpoint: str = "latest", overrides: dict[str, Any] | None = None) -> int:
+    """`lab resume RUN_DIR`: continue from a checkpoint to the budget (or a new one); the exit code.
+    `overrides`: trackers' settings for this session and on (`--wandb offline`)."""
     main, lock, loaded = distributed.is_main(), None, None
     try:
         with distributed.together():  # rank 0 alone reads the run directory (other nodes need not see it)
             if main:
-                doc, algo_cls, resolved = _reload(lab, run_dir)
+                doc, algo_cls, resolved = _reload(lab, run_dir, overrides)
                 selected_trackers(lab, resolved.run.trackers)  # before metrics.jsonl is cut back
                 lock = RunLock(run_dir).acquire("resume")
                 loaded = (doc, load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt"))
@@ -229,6 +230,7 @@ def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None
                 if main:
                     truncate_metrics(run_dir, done)
                     doc["total_steps"] = target
+                    doc["run"].update(resolved.run_section() if overrides else {})
                     doc["run"]["steps"], doc["run"]["epochs"] = (None, epochs) if epochs is not None else (target, None)
                     doc["world_size"] = session.ctx.world_size
                     write_config(run_dir, doc)
@@ -270,11 +272,11 @@ def _restored(lab: Lab, run_dir: Path, checkpoint: str,
 
 
 def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bool = False,
-                 checkpoint: str = "latest") -> dict[str, Any]:
+                 checkpoint: str = "latest", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """`lab eval`: load a checkpoint, evaluate, write eval.json (and media), log to the trackers."""
     if distributed.launched():
         raise LabError("lab eval runs in one process; run it without torchrun")
-    reloaded = _reload(lab, run_dir, {"eval_episodes": episodes} if episodes is not None else {})
+    reloaded = _reload(lab, run_dir, {**(overrides or {}), **({"eval_episodes": episodes} if episodes is not None else {})})
     lock = RunLock(run_dir).acquire("eval")
     try:
         session = _restored(lab, run_dir, checkpoint, reloaded)
@@ -282,6 +284,10 @@ def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bo
             session.start_trackers(reloaded[0], resumed=True)
             metrics = session.evaluation()
             media = {k: str(p) for k, p in session.log_media().items()} if video else {}
+            if video and not any(path.endswith(".mp4") for path in media.values()):
+                shown = ", ".join(Path(path).name for path in media.values()) or "nothing"
+                print(f"note: {session.algo_cls.name} runs make no video; --video wrote their media instead: {shown}",
+                      file=sys.stderr)
             result = {"checkpoint": checkpoint, "global_step": session.algo.global_step,
                       "episodes": session.run.eval_episodes, **metrics, "media": media}
             (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -88,6 +88,50 @@ def intervals(algo: Algorithm, resolved: Resolved, total: int) -> tuple[int, int
     return run.log_interval or log_default, eval_every, run.checkpoint_interval or eval_every
 
 
+class Diverged(Exception):
+    """Training produced a non-finite loss or parameter: the run stops, nothing non-finite is saved."""
+
+
+def non_finite_loss(row: dict[str, Any]) -> str | None:
+    """The first loss in a log row that is NaN or infinite ("train/loss is nan"), else None."""
+    for name, value in row.items():
+        if "loss" in name.rsplit("/", 1)[-1] and isinstance(value, float) and not math.isfinite(value):
+            return f"{name} is {value}"
+    return None
+
+
+def non_finite_tensor(state: Any, where: str = "") -> str | None:
+    """The first floating tensor of `state` (nested dicts and lists, replay contents under
+    "buffers" left out) with a NaN or infinite entry, as "q.0.weight has nan", else None.
+    One host sync per device for the whole state, so a CUDA run pays it only at checkpoints."""
+    tensors: list[tuple[str, torch.Tensor]] = []
+
+    def collect(value: Any, path: str) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and value.numel():
+                tensors.append((path, value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if key != "buffers":
+                    collect(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                collect(item, f"{path}.{i}")
+
+    collect(state, where)
+    if not tensors:
+        return None
+    finite = [t.isfinite().all() for _, t in tensors]
+    by_device: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
+    for flag in finite:
+        by_device[flag.device].append(flag)
+    if all(bool(torch.stack(flags).all()) for flags in by_device.values()):
+        return None
+    path, tensor = next((path, t) for (path, t), ok in zip(tensors, finite) if not bool(ok))
+    kind = "nan" if bool(tensor.isnan().any()) else "inf"
+    return f"{path} has {kind}"
+
+
 def saved_horizon(state: dict[str, Any], default: int) -> int:
     """The schedule horizon a checkpoint was trained with (checkpoints before the runner
     kept it hold it in the algorithm's state)."""
@@ -126,7 +170,7 @@ class Session:
             self.device = distributed.device_for(self.device)
         seed_everything(self.run.seed)
         torch.set_num_threads(PROCESS_THREADS)
-        self.tracker = MultiTracker([], on_log=self._on_log)
+        self.tracker = MultiTracker([], on_log=self._on_log, guard=STOP.critical)
         self.ctx = Context(
             device=self.device,
             seed=self.run.seed,
@@ -210,20 +254,21 @@ class Session:
         self.lab.pm.hook.on_run_start(run=self.info)
 
     def _on_log(self, metrics: dict[str, float], step: int) -> None:
-        self.last_values.update({k: jsonable(v) for k, v in metrics.items()})
+        # as logged (a NaN stays a NaN, so the report shows it); files get jsonable values
+        self.last_values.update({k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()})
         if self.info is not None:
             self.lab.pm.hook.on_metrics(run=self.info, metrics=metrics, step=step)
 
     # -- checkpoints --
 
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self, algorithm_state: dict[str, Any] | None = None) -> dict[str, Any]:
         """What latest.pt holds. Several processes: rank 0's state, plus every rank's envs and
         random streams under "ranks" (all ranks call this together; only rank 0's is written)."""
         state = {
             "format": CHECKPOINT_FORMAT,
             "algo": self.algo_cls.name,
             "global_step": self.algo.global_step,
-            "algorithm": self.algo.state_dict(),
+            "algorithm": self.algo.state_dict() if algorithm_state is None else algorithm_state,
             "envs": self.ctx.env_states(),
             "rng": self.ctx.rng.state_dict(),
             "world_size": self.ctx.world_size,
@@ -238,11 +283,13 @@ class Session:
             state["ranks"] = distributed.gather_object(distributed.to_cpu({"envs": state["envs"], "rng": state["rng"]}))
         return state
 
-    def save(self, best: bool = False) -> None:
-        """Write latest.pt (and best.pt); a second Ctrl-C waits until the files are complete."""
+    def save(self, best: bool = False, algorithm_state: dict[str, Any] | None = None) -> None:
+        """Write latest.pt (and best.pt); a second Ctrl-C waits until the files are complete.
+        Weights that are no longer finite are never written: the run has diverged."""
         self.log_episodes()  # several processes: what the envs finished belongs before the checkpoint
         with STOP.critical():
-            state = self.checkpoint_state()
+            state = self.checkpoint_state(algorithm_state)
+            self.check_finite(state["algorithm"])
             if not self.main:
                 return
             path = self.run_dir / "checkpoints" / "latest.pt"
@@ -253,13 +300,24 @@ class Session:
         self.tracker.log_artifact(path, f"{self.run_dir.name}-checkpoint", "model")
 
     def restore(self, state: dict[str, Any], rng: bool = True) -> None:
+        saved_algo = state.get("algo")
+        if saved_algo is not None and saved_algo != self.algo_cls.name:
+            raise LabError(f"the checkpoint was written by {saved_algo}, but {self.run_dir}/config.yaml says "
+                           f"{self.algo_cls.name}: put back the run's own checkpoints/ (or config.yaml)")
         step = int(state["global_step"])
         saved_world, world = int(state.get("world_size", 1)), self.ctx.world_size
         mine = state["ranks"][self.ctx.rank] if world > 1 and saved_world == world else state
         self.ctx.total_steps = saved_horizon(state, self.ctx.total_steps)
         # another number of processes: the saved envs and streams belonged to other ranks
         restarted = self.ctx.load_env_states(mine.get("envs") if saved_world == world else None, step)
-        self.algo.load_state_dict(state["algorithm"])
+        try:
+            self.algo.load_state_dict(state["algorithm"])
+        except (RuntimeError, KeyError, ValueError, IndexError) as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            detail = (lines[1] if len(lines) > 1 else lines[0])[:200]  # torch's first line only names the module
+            raise LabError(f"the checkpoint does not fit {self.algo_cls.name} with the settings of "
+                           f"{self.run_dir}/config.yaml ({type(exc).__name__}: {detail}); was config.yaml edited "
+                           "after training (net_arch, ...)? put the setting back") from None
         self.algo.global_step = step
         runner = state.get("runner", {})
         self.best, self.best_step = runner.get("best"), runner.get("best_step")
@@ -289,6 +347,11 @@ class Session:
     def elapsed(self) -> float:
         return self.time_offset + time.time() - self.started
 
+    def check_finite(self, algorithm_state: dict[str, Any]) -> None:
+        problem = non_finite_tensor(algorithm_state)
+        if problem is not None:
+            raise Diverged(problem)
+
     # -- evaluation, media, episodes --
 
     def evaluation(self) -> dict[str, Any]:
@@ -304,8 +367,11 @@ class Session:
         return metrics
 
     def evaluate(self) -> dict[str, Any]:
-        """Evaluate, log, keep the best, checkpoint (best.pt when the key metric improved)."""
+        """Evaluate, log, keep the best, checkpoint (best.pt when the key metric improved).
+        Non-finite weights are not evaluated: their score would become `best`."""
         self.log_episodes()  # (several processes) the episodes up to this step come first
+        state = self.algo.state_dict()  # evaluating changes none of it: the checkpoint below reuses it
+        self.check_finite(state)
         metrics = self.evaluation()
         key = self.algo_cls.key_metric
         value = metrics.get(key)
@@ -323,7 +389,7 @@ class Session:
         self.last_eval_step = self.algo.global_step
         if self.algo_cls.media_each_evaluation and self.run.video and self.main:
             self.log_media()
-        self.save(best=improved)
+        self.save(best=improved, algorithm_state=state)
         return metrics
 
     def log_media(self) -> dict[str, Path]:
@@ -353,11 +419,15 @@ class Session:
 
     def _log_row(self, step: int, seconds: float) -> None:
         self.log_episodes()
-        row = {name: sum(vals) / len(vals) for name, vals in self.pending.items() if vals}
+        # train_step's values may be device tensors: they become numbers here, once a row (no sync per step)
+        row = {name: sum(float(v) for v in vals) / len(vals) for name, vals in self.pending.items() if vals}
         row["perf/sps"] = (step - self.last_log_step) / max(seconds, 1e-9)
         self.tracker.log(row, step)
         self.pending.clear()
         self.last_log_step = step
+        problem = non_finite_loss(row)
+        if problem is not None:
+            raise Diverged(problem)
 
     # -- the loop --
 
@@ -375,7 +445,7 @@ class Session:
             while algo.global_step < target and not (stop := distributed.any_flag(STOP.requested)):
                 before = algo.global_step
                 for name, value in algo.train_step().items():
-                    self.pending[name].append(float(value))
+                    self.pending[name].append(value)
                 compiling = self.ctx.pop_compile_seconds()
                 if compiling:  # start-up, not training: kept out of perf/sps, logged on its own
                     self.pending["perf/compile_s"].append(compiling)
@@ -415,6 +485,9 @@ class Session:
             self.save()
         except KeyboardInterrupt:
             status, exit_code = "interrupted", 128 + signal.SIGINT
+        except Diverged as problem:
+            status, exit_code = "diverged", EXIT_FAILED
+            failure = self.divergence_message(str(problem))
         except LabError:
             status, exit_code = "failed", 2
             raise
@@ -429,12 +502,24 @@ class Session:
             STOP.done = True  # saved and reported: a late Ctrl-C now just ends the process
         return exit_code
 
+    def divergence_message(self, problem: str) -> str:
+        """One line: what went non-finite where, the likely cause, and what resume continues from."""
+        lr = getattr(self.resolved.algo, "learning_rate", None)
+        cause = f"the learning rate ({lr:g}) is likely too high" if isinstance(lr, float) else \
+            "a learning rate too high is the usual cause"
+        from lab.experiments.runs import checkpoint_step
+
+        saved = checkpoint_step(self.run_dir)
+        resume = (f"checkpoints/latest.pt is the last finite state (step {saved:,}): `lab resume {self.run_dir}` "
+                  "continues from it" if saved is not None else "no finite checkpoint was saved")
+        return f"error: diverged at step {self.algo.global_step:,}: {problem}; {cause}; {resume}\n"
+
     def finish(self, status: str, target: int) -> None:
         if not self.main:  # rank 0 writes and reports for every process
             self.close()
             return
         summary = {
-            **self.last_values,
+            **{k: jsonable(v) for k, v in self.last_values.items()},
             "status": status,
             "global_step": self.algo.global_step,
             "target_steps": target,
@@ -443,12 +528,17 @@ class Session:
             "best": self.best,
             "best_step": self.best_step,
         }
-        write_summary(self.run_dir, summary)
+        try:
+            write_summary(self.run_dir, summary)
+        except OSError as exc:  # a full or read-only disk: the checkpoints already say where the run is
+            print(f"warning: cannot write {self.run_dir / 'summary.json'} ({exc.strerror or exc}); "
+                  "`lab runs` rebuilds it from metrics.jsonl and the checkpoint", file=sys.stderr)
         self.tracker.finish(summary)
         if self.info is not None:
             self.lab.pm.hook.on_run_end(run=self.info, summary=summary)
         self.close()
-        print(run_report(self.algo_cls.name, self.run.env or self.run.data, self.run_dir, summary,
+        shown = {**summary, **self.last_values}  # NaN shows as nan in the report (null in summary.json)
+        print(run_report(self.algo_cls.name, self.run.env or self.run.data, self.run_dir, shown,
                          self.algo_cls.next_command(self.run_dir)), file=sys.stderr)
 
     def close(self) -> None:

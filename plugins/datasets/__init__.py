@@ -41,18 +41,30 @@ def _check_options(dataset: str, options: dict[str, Any], allowed: Sequence[str]
             raise unknown(f"option for dataset {dataset}", key, allowed, f"options are: {', '.join(allowed)}")
 
 
+def mnist_file(folder: Path, name: str) -> Path:
+    """Where `folder` holds the file `name` (`train-images-idx3-ubyte.gz`): the canonical
+    gzip, else the file unpacked (`train-images-idx3-ubyte`, or `train-images.idx3-ubyte`
+    as some unpackers name it); the canonical path when there is neither."""
+    stem = name.removesuffix(".gz")
+    for candidate in (name, stem, stem.replace("-idx", ".idx", 1)):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    return folder / name
+
+
 def ensure_mnist(folder: Path, mirrors: Sequence[str] | None = None) -> None:
     """Download the canonical files missing from `folder`; offline, say what to put where."""
-    missing = [name for name, _ in MNIST_FILES.values() if not (folder / name).is_file()]
+    missing = [name for name, _ in MNIST_FILES.values() if not mnist_file(folder, name).is_file()]
     failures: list[str] = []
     for name in missing:
         failures += fetch(name, MNIST_MIRRORS if mirrors is None else mirrors, folder)
     if failures:
         names = ", ".join(name for name, _ in MNIST_FILES.values())
+        absent = ", ".join(missing)
         raise LabError(
-            f"MNIST is not in {folder} and could not be downloaded ({failures[-1]}); "
-            f"put the four files {names} in {folder}, or point LAB_DATA_DIR / --data-dir at a folder "
-            "whose mnist/ sub-folder holds them"
+            f"MNIST's {absent} {'is' if len(missing) == 1 else 'are'} not in {folder} and could not be downloaded "
+            f"({failures[-1]}); put the four files {names} (gzipped or not) in {folder}, or point LAB_DATA_DIR / "
+            "--data-dir at a folder whose mnist/ sub-folder holds them"
         )
 
 
@@ -60,16 +72,18 @@ def read_mnist(folder: Path) -> dict[str, torch.Tensor]:
     """The four arrays, each checked against its canonical shape (and labels against 0..9)."""
     arrays: dict[str, torch.Tensor] = {}
     for key, (name, shape) in MNIST_FILES.items():
-        array = read_idx(folder / name)
+        path = mnist_file(folder, name)
+        array = read_idx(path)
         if tuple(array.shape) != shape or array.dtype != torch.uint8:
             raise LabError(
-                f"{folder / name} holds a {array.dtype} array of shape {tuple(array.shape)}, "
+                f"{path} holds a {array.dtype} array of shape {tuple(array.shape)}, "
                 f"expected uint8 {shape}; delete it so it is downloaded again"
             )
         arrays[key] = array
     for key in ("train_labels", "test_labels"):
         if int(arrays[key].max()) > 9:
-            raise LabError(f"{folder / MNIST_FILES[key][0]} has labels above 9; delete it so it is downloaded again")
+            raise LabError(f"{mnist_file(folder, MNIST_FILES[key][0])} has labels above 9; delete it so it is "
+                           "downloaded again")
     return arrays
 
 

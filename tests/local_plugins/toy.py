@@ -40,6 +40,7 @@ class ToyConfig:
     batch_size: int = 8
     sleep: float = 0.0  # seconds per step, so a test can interrupt a run mid-way
     fail_at: int | None = None  # raise at this step (tests the failed status)
+    nan_at: int | None = None  # from this step on the weights are NaN (tests divergence)
     hidden: tuple[int, ...] = (4,)
     mode: Literal["plain", "fancy"] = "plain"
     decay: bool = True
@@ -88,6 +89,9 @@ class Toy(Algorithm):
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.learning_rate * (1 - self.global_step / max(self.horizon, 1))
         self.optimizer.step()
+        if self.config.nan_at is not None and self.global_step >= self.config.nan_at:
+            with torch.no_grad():
+                self.model.weight.fill_(float("nan"))
         self.global_step += 1
         return {"train/loss": loss.item()}
 
