@@ -158,7 +158,7 @@ def lab_dqn(args: argparse.Namespace, device: torch.device, num_envs: int) -> di
             result = window(steps, steps // num_envs, seconds, clock)
             if device.type == "cpu":  # (a GPU's asynchronous ops would need a sync per call)
                 result["network_fraction"] = clock.seconds / seconds
-            result["compiled_update"] = float(bool(agent.td_loss.compiled))
+            result["compiled_update"] = float(bool(agent.compiled_td_loss.compiled))
             return result
         finally:
             agent.close()

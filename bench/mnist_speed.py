@@ -49,6 +49,7 @@ from lab.device import resolve_device
 from lab.run.registry import Registry
 from lab.schedules import warmup_decay
 from lab.tracking import Tracker
+from lab.classifiers import training_step
 from lab.plugins import datasets, supervised
 
 
@@ -158,11 +159,11 @@ def arithmetic_seconds_per_step(data_dir: Path, device: torch.device, seed: int,
     algo = make_cnn(data_dir, device, steps + 3, seed, compile_setting)
     batch = algo.train_data.next()
     for _ in range(3):
-        supervised.training_step(algo.model, algo.optimizer, batch, 0.01, 0.0, algo.loss)
+        training_step(algo.model, algo.optimizer, batch, 0.01, 0.0, algo.loss)
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        supervised.training_step(algo.model, algo.optimizer, batch, 0.01, 0.0, algo.loss)
+        training_step(algo.model, algo.optimizer, batch, 0.01, 0.0, algo.loss)
     sync(device)
     return (time.perf_counter() - start) / steps
 

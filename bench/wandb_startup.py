@@ -30,13 +30,13 @@ variant, warm, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def one(i):
     run_dir = Path(tempfile.mkdtemp()) / f"bench-{i}"
     run_dir.mkdir()
-    from lab.plugins.wandb_tracker import make_tracker
+    from lab.plugins.wandb_tracker import WandbOptions, make_tracker
     from lab.run.info import RunInfo
     t = time.perf_counter()
     if variant == "lab":
         info = RunInfo(name=run_dir.name, run_dir=run_dir, algo="random", kind="agent",
-                       env="CartPole-v1", data=None, seed=0, experiment="bench", project="bench",
-                       wandb_mode="offline", wandb_artifacts=False, config={"lr": 1e-3})
+                       env="CartPole-v1", data=None, seed=0, experiment="bench", config={"lr": 1e-3},
+                       tracker_options={"wandb": WandbOptions(wandb="offline", project="bench")})
         tracker = make_tracker(info)
         started = time.perf_counter()
         for step in range(rows):

@@ -107,8 +107,9 @@ def _takes_user_observations(act: Callable[..., torch.Tensor]) -> Callable[..., 
         if not single and tensor.dim() != dims + 1:
             raise ValueError(f"act() takes one observation of shape {tuple(self.ctx.observation_space().shape)} "
                              f"or a batch of them; got shape {tuple(tensor.shape)}")
-        actions = act(self, tensor.to(self.ctx.device).unsqueeze(0) if single else tensor.to(self.ctx.device),
-                      deterministic)
+        with torch.no_grad():
+            actions = act(self, tensor.to(self.ctx.device).unsqueeze(0) if single else tensor.to(self.ctx.device),
+                          deterministic)
         actions = actions[0] if single else actions
         if from_numpy:
             return actions.cpu().numpy()

@@ -118,9 +118,9 @@ def test_the_compiled_dqn_update_matches_the_eager_one(tmp_path):
         batch = agent.buffer.sample(32)
         args = (batch.observations, batch.actions, batch.rewards, batch.discounts, batch.dones,
                 batch.next_observations, batch.weights)
-        eager_loss, eager_td = agent._td_loss(*args)
-        loss, td = agent.td_loss(*args)
-        assert agent.td_loss.compiled is True
+        eager_loss, eager_td = agent.td_loss(*args)
+        loss, td = agent.compiled_td_loss(*args)
+        assert agent.compiled_td_loss.compiled is True
         torch.testing.assert_close(loss, eager_loss)
         torch.testing.assert_close(td, eager_td)
     finally:

@@ -15,7 +15,9 @@ from lab.run.context import Context
 from lab.run.session import saved_horizon
 from lab.run.discovery import load_lab
 from lab.errors import LabError
-from lab.plugins.dqn import DQN, DQNConfig, QNetwork, crossings, td_targets
+from lab.plugins.dqn import DQN, DQNConfig, td_targets
+from lab.rl.offpolicy import crossings
+from lab.rl.qnetworks import QNetwork
 from lab.tracking import Tracker
 
 
@@ -116,12 +118,16 @@ def test_epsilon_schedule_survives_a_state_dict_round_trip(tmp_path):
 ])
 def test_variants_learn_without_errors(tmp_path, options):
     agent = DQN(small_config(**options), make_ctx(tmp_path, "CartPole-v1"))
+    betas, sample = [], agent.buffer.sample
+    agent.buffer.sample = lambda batch_size, beta=None: betas.append(beta) or sample(batch_size, beta=beta)
     before = [p.clone() for p in agent.q.parameters()]
     losses = [agent.train_step().get("train/loss") for _ in range(100)]
     assert any(loss is not None for loss in losses)
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.q.parameters()))
-    if options.get("prioritized_replay"):
-        assert agent.buffer.beta > 0.4  # annealed towards 1
+    if options.get("prioritized_replay"):  # PER's exponent is passed to each sample, annealed towards 1
+        assert 0.4 < betas[0] < betas[-1] <= 1.0 and betas == sorted(betas)
+    else:
+        assert set(betas) == {None}
 
 
 def test_target_network_updates_on_interval(tmp_path):

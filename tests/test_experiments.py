@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_lab, runs_dir, toy_plugins  # noqa: F401
+from conftest import run_lab, runs_dir
 from lab.cli import main
 from lab.experiments.jobs import parse_seeds
 from lab.errors import LabError

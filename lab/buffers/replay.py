@@ -296,8 +296,10 @@ class ReplayBuffer:
             return 0
         return int(self._count(lo, hi)[1])
 
-    def sample(self, batch_size: int) -> ReplayBatch:
-        """Sample `batch_size` transitions (uniform, or proportional to priority)."""
+    def sample(self, batch_size: int, beta: float | None = None) -> ReplayBatch:
+        """Sample `batch_size` transitions (uniform, or proportional to priority, with the
+        importance-sampling exponent `beta`: the buffer's own when None)."""
+        beta = self.beta if beta is None else beta
         lo, hi = self._sample_range()
         base, count = self._count(lo, hi)
         if self.device.type == "cpu" and int(count) == 0:
@@ -309,7 +311,7 @@ class ReplayBuffer:
                                         dtype=torch.float64)) * (total / batch_size)
             leaf = self.tree.find(mass)
             probs = self.tree.get(leaf) / total
-            weights = (count.double() * probs).pow(-self.beta)
+            weights = (count.double() * probs).pow(-beta)
             weights = (weights / weights.max()).float()
             return self.get(leaf, weights)
         return self.get(self._sample_uniform(batch_size, lo, hi, base, count))

@@ -1,11 +1,11 @@
-"""`sb3-dqn`, `sb3-ppo`, `sb3-a2c`: Stable-Baselines3's algorithms as lab agents.
+"""`sb3-dqn`, `sb3-ppo`, `sb3-a2c`, `sb3-sac`, `sb3-td3`: Stable-Baselines3's algorithms as lab agents.
 
 Same env factory, run directory, trackers and metric names as the lab's own agents, so
 a dashboard shows both side by side. The runner drives SB3 one iteration of its `learn`
 loop per `train_step` (a DQN rollout of `train_freq` steps and its gradient steps, or a
 PPO/A2C rollout and its update). SB3's logger writes nowhere: its `train/*` values are
 returned as this agent's metrics; episode scores come from the lab envs. The settings are
-the lab's own agents' (`dqn`'s, `ppo`'s, `a2c`'s: one name each, mapped onto SB3's
+the lab's own agents' (`dqn`'s, `ppo`'s, `a2c`'s, `sac`'s, `td3`'s: one name each, mapped onto SB3's
 arguments; observation and reward normalisation through SB3's `VecNormalize`); presets are
 RL Zoo's tuned values and budgets (every Atari game through `atari`). Checkpoints hold what
 SB3 carries between iterations (last observations, episode starts, the action space's
@@ -22,6 +22,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3 import SAC as SB3SAC
+from stable_baselines3 import TD3 as SB3TD3
+from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -36,6 +39,9 @@ from lab.plugins.sb3_agents.env import LabSB3VecEnv
 from lab.plugins.a2c import A2CConfig
 from lab.plugins.dqn import DQNSettings, DQN_PRESETS
 from lab.plugins.ppo import PPOConfig
+from lab.plugins.sac import SAC_PRESETS, SACConfig
+from lab.plugins.td3 import TD3_PRESETS, TD3Config
+from lab.rl.actors import box_actions
 from lab.rl.onpolicy import OnPolicyConfig
 from lab.schedules import anneal, as_progress_schedule
 
@@ -108,11 +114,21 @@ class SB3Agent(Agent):
 
     # ------------------------------------------------------------- checkpoints
 
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer SB3's model steps (SAC and TD3 have one for the actor and one for the critic)."""
+        policy = self.model.policy
+        if hasattr(policy, "actor") and hasattr(policy, "critic"):
+            found = {"actor": policy.actor.optimizer, "critic": policy.critic.optimizer}
+            if getattr(self.model, "ent_coef_optimizer", None) is not None:
+                found["ent_coef"] = self.model.ent_coef_optimizer
+            return found
+        return {"policy": policy.optimizer}
+
     def state_dict(self) -> dict[str, Any]:
         m = self.model
         return {
             "policy": m.policy.state_dict(),
-            "optimizer": m.policy.optimizer.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()},
             "num_timesteps": int(m.num_timesteps),
             "total_timesteps": int(m._total_timesteps),
             "n_updates": int(getattr(m, "_n_updates", 0)),
@@ -126,7 +142,9 @@ class SB3Agent(Agent):
         """Restore after the runner restored the envs: SB3 continues from their observations."""
         m = self.model
         m.policy.load_state_dict(state["policy"])
-        m.policy.optimizer.load_state_dict(state["optimizer"])
+        saved = state["optimizers"] if "optimizers" in state else {"policy": state["optimizer"]}
+        for name, optimizer in self.optimizers().items():
+            optimizer.load_state_dict(saved[name])
         m.num_timesteps = int(state["num_timesteps"])
         m._total_timesteps = int(state["total_timesteps"])
         m._n_updates = int(state["n_updates"])
@@ -171,27 +189,92 @@ class SB3DQNConfig(DQNSettings):
         sb3_train_frequency(self.train_freq, self.gradient_steps, self.num_envs)
 
 
-class SB3DQNAgent(SB3Agent):
+class SB3OffPolicyAgent(SB3Agent):
+    """SB3's off-policy loop: `train_freq` vector steps collected, then their gradient steps."""
+
+    default_steps = 1_000_000
+
+    @classmethod
+    def step_multiple(cls, config: Any) -> int:
+        return sb3_train_frequency(config.train_freq, config.gradient_steps, config.num_envs)[0] * config.num_envs
+
+    def common_kwargs(self) -> dict[str, Any]:
+        c = self.config
+        train_freq, gradient_steps = sb3_train_frequency(c.train_freq, c.gradient_steps, c.num_envs)
+        return dict(learning_rate=c.learning_rate, buffer_size=c.buffer_size, learning_starts=c.learning_starts,
+                    batch_size=c.batch_size, tau=c.tau, gamma=c.gamma, train_freq=train_freq,
+                    gradient_steps=gradient_steps)
+
+    def learn_iteration(self) -> None:
+        m: OffPolicyAlgorithm = self.model
+        rollout = m.collect_rollouts(m.env, train_freq=m.train_freq, action_noise=m.action_noise,
+                                     callback=self.callback, learning_starts=m.learning_starts,
+                                     replay_buffer=m.replay_buffer, log_interval=None)
+        if m.num_timesteps > m.learning_starts and self._buffer_ready():
+            gradient_steps = m.gradient_steps if m.gradient_steps >= 0 else rollout.episode_timesteps
+            if gradient_steps > 0:
+                m.train(batch_size=m.batch_size, gradient_steps=gradient_steps)
+
+    def _buffer_ready(self) -> bool:
+        """min(learning_starts, capacity) transitions stored: a run resumed without its
+        replay buffer refills it before training again."""
+        m: OffPolicyAlgorithm = self.model
+        stored = m.replay_buffer.size() * m.n_envs
+        return stored >= min(m.learning_starts, m.replay_buffer.buffer_size * m.n_envs) and stored > 0
+
+    def replay_state(self) -> dict[str, Any] | None:
+        """SB3's own replay buffer as tensors (the lab's device buffer saves itself)."""
+        buffer = self.model.replay_buffer
+        if not self.config.checkpoint_replay_buffer:
+            return None
+        if hasattr(buffer, "state_dict"):  # the lab's device replay behind SB3's API (sb3-dqn)
+            return buffer.state_dict()
+        filled = buffer.buffer_size if buffer.full else buffer.pos
+        names = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+        return {"pos": int(buffer.pos), "full": bool(buffer.full),
+                **{name: torch.from_numpy(getattr(buffer, name)[:filled].copy()) for name in names}}
+
+    def load_replay(self, state: dict[str, Any]) -> None:
+        buffer = self.model.replay_buffer
+        restarted = any(env.restarted for env in self.venv.envs)
+        if hasattr(buffer, "load_state_dict"):
+            buffer.load_state_dict(state, end_episodes=restarted)
+            return
+        for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+            values = state[name].numpy()
+            getattr(buffer, name)[: len(values)] = values
+        buffer.pos, buffer.full = int(state["pos"]), bool(state["full"])
+        if restarted:  # the envs start new episodes: the stored ones end where they were cut
+            last = (buffer.pos - 1) % buffer.buffer_size
+            buffer.timeouts[last] = True
+            buffer.dones[last] = True
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        replay = self.replay_state()
+        if replay is not None:
+            state["buffers"] = replay  # best.pt leaves this out
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "buffers" in state:
+            self.load_replay(state["buffers"])
+
+
+class SB3DQNAgent(SB3OffPolicyAgent):
     """Stable-Baselines3's DQN (same settings and presets as `dqn`)."""
 
     name = "sb3-dqn"
     Config = SB3DQNConfig
     sb3_class = DQN
     discrete_actions_only = True
-    default_steps = 1_000_000
     presets = DQN_PRESETS
-
-    @classmethod
-    def step_multiple(cls, config: SB3DQNConfig) -> int:
-        return sb3_train_frequency(config.train_freq, config.gradient_steps, config.num_envs)[0] * config.num_envs
 
     def sb3_kwargs(self, images: bool) -> dict[str, Any]:
         c = self.config
-        train_freq, gradient_steps = sb3_train_frequency(c.train_freq, c.gradient_steps, c.num_envs)
         kwargs: dict[str, Any] = dict(
-            learning_rate=c.learning_rate, buffer_size=c.buffer_size, learning_starts=c.learning_starts,
-            batch_size=c.batch_size, tau=c.tau, gamma=c.gamma, train_freq=train_freq,
-            gradient_steps=gradient_steps, target_update_interval=c.target_update_interval,
+            self.common_kwargs(), target_update_interval=c.target_update_interval,
             exploration_fraction=c.exploration_fraction, exploration_initial_eps=c.exploration_initial_eps,
             exploration_final_eps=c.exploration_final_eps, max_grad_norm=c.max_grad_norm,
         )
@@ -206,22 +289,8 @@ class SB3DQNAgent(SB3Agent):
         return kwargs
 
     def learn_iteration(self) -> None:
-        m: OffPolicyAlgorithm = self.model
-        rollout = m.collect_rollouts(m.env, train_freq=m.train_freq, action_noise=m.action_noise,
-                                     callback=self.callback, learning_starts=m.learning_starts,
-                                     replay_buffer=m.replay_buffer, log_interval=None)
-        if m.num_timesteps > m.learning_starts and self._buffer_ready():
-            gradient_steps = m.gradient_steps if m.gradient_steps >= 0 else rollout.episode_timesteps
-            if gradient_steps > 0:
-                m.train(batch_size=m.batch_size, gradient_steps=gradient_steps)
-        self.model.logger.record("train/epsilon", m.exploration_rate)
-
-    def _buffer_ready(self) -> bool:
-        """min(learning_starts, capacity) transitions stored: a run resumed without its
-        replay buffer refills it before training again."""
-        m: OffPolicyAlgorithm = self.model
-        stored = m.replay_buffer.size() * m.n_envs
-        return stored >= min(m.learning_starts, m.replay_buffer.buffer_size * m.n_envs) and stored > 0
+        super().learn_iteration()
+        self.model.logger.record("train/epsilon", self.model.exploration_rate)
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         greedy = super().act(obs, deterministic=True)
@@ -236,18 +305,97 @@ class SB3DQNAgent(SB3Agent):
         explore = torch.rand(n, generator=generator, device=greedy.device) < eps
         return torch.where(explore, random, greedy)
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.model.exploration_rate = self.model.exploration_schedule(self.model._current_progress_remaining)
+
+
+class SB3ContinuousAgent(SB3OffPolicyAgent):
+    """SB3's SAC and TD3 on the same settings as `sac` and `td3`; actions unscaled to the box."""
+
+    def check_box(self) -> None:
+        try:
+            box_actions(self.venv.action_space, self.name)
+        except LabError:
+            self.venv.close()
+            raise
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """SB3's actor acts in [-1, 1]; the env's box is what `predict` unscales to."""
+        policy = self.model.policy
+        with torch.no_grad():
+            scaled = policy._predict(obs.to(self.model.device).float(), deterministic=deterministic)
+        space = self.venv.action_space
+        low = torch.as_tensor(space.low, device=scaled.device)
+        high = torch.as_tensor(space.high, device=scaled.device)
+        return low + 0.5 * (scaled.clamp(-1.0, 1.0) + 1.0) * (high - low)
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        return dict(net_arch=list(self.config.net_arch))
+
+
+@dataclass
+class SB3SACConfig(SACConfig):
+    """`sac`'s settings, mapped onto SB3's SAC."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        sb3_train_frequency(self.train_freq, self.gradient_steps, self.num_envs)
+
+
+class SB3SACAgent(SB3ContinuousAgent):
+    """Stable-Baselines3's SAC with `sac`'s settings and presets."""
+
+    name = "sb3-sac"
+    Config = SB3SACConfig
+    sb3_class = SB3SAC
+    presets = SAC_PRESETS
+
+    def sb3_kwargs(self, images: bool) -> dict[str, Any]:
+        self.check_box()
+        c = self.config
+        target_entropy: Any = c.target_entropy if c.target_entropy == "auto" else float(c.target_entropy)
+        ent_coef: Any = c.ent_coef if c.ent_coef.startswith("auto") else float(c.ent_coef)
+        return dict(self.common_kwargs(), ent_coef=ent_coef, target_entropy=target_entropy,
+                    target_update_interval=c.target_update_interval, policy_kwargs=self.policy_kwargs())
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        if self.config.checkpoint_replay_buffer and self.config.lab_replay_buffer:
-            state["buffers"] = self.model.replay_buffer.state_dict()  # best.pt leaves this out
+        if getattr(self.model, "log_ent_coef", None) is not None:
+            state["log_ent_coef"] = self.model.log_ent_coef.detach().clone()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        if "buffers" in state:
-            restarted = any(env.restarted for env in self.venv.envs)
-            self.model.replay_buffer.load_state_dict(state["buffers"], end_episodes=restarted)
-        self.model.exploration_rate = self.model.exploration_schedule(self.model._current_progress_remaining)
+        if "log_ent_coef" in state:
+            with torch.no_grad():
+                self.model.log_ent_coef.copy_(state["log_ent_coef"])
+
+
+@dataclass
+class SB3TD3Config(TD3Config):
+    """`td3`'s settings, mapped onto SB3's TD3."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        sb3_train_frequency(self.train_freq, self.gradient_steps, self.num_envs)
+
+
+class SB3TD3Agent(SB3ContinuousAgent):
+    """Stable-Baselines3's TD3 with `td3`'s settings and presets (Gaussian action noise)."""
+
+    name = "sb3-td3"
+    Config = SB3TD3Config
+    sb3_class = SB3TD3
+    presets = TD3_PRESETS
+
+    def sb3_kwargs(self, images: bool) -> dict[str, Any]:
+        self.check_box()
+        c = self.config
+        dims = int(self.venv.action_space.shape[0])
+        noise = NormalActionNoise(np.zeros(dims), c.action_noise * np.ones(dims)) if c.action_noise > 0 else None
+        return dict(self.common_kwargs(), policy_delay=c.policy_delay, target_policy_noise=c.target_policy_noise,
+                    target_noise_clip=c.target_noise_clip, action_noise=noise, policy_kwargs=self.policy_kwargs())
 
 
 # ------------------------------------------------------------- sb3-ppo, sb3-a2c
@@ -410,5 +558,5 @@ class SB3A2CAgent(SB3OnPolicyAgent):
 
 @hookimpl
 def register_algorithms(register: Callable[[type], None]) -> None:
-    for agent in (SB3DQNAgent, SB3PPOAgent, SB3A2CAgent):
+    for agent in (SB3DQNAgent, SB3PPOAgent, SB3A2CAgent, SB3SACAgent, SB3TD3Agent):
         register(agent)

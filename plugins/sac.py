@@ -1,0 +1,178 @@
+"""`sac`: Soft Actor-Critic with twin critics and automatic entropy tuning (Haarnoja et al. 2018).
+
+Reads top to bottom next to the paper (and CleanRL's sac_continuous_action.py), on the lab's
+off-policy service (`lab.rl.offpolicy`: replay, the acting loop, checkpoints) and its
+continuous-control networks (`lab.rl.actors`). One gradient step:
+
+    a', log pi(a'|s')  ~ pi(s')                                 (a fresh sample for the target)
+    y   = r + gamma^n (1 - done) (min_i Q'_i(s', a') - alpha log pi(a'|s'))
+    critics:  0.5 sum_i (Q_i(s, a) - y)^2                       (both critics: one batched network)
+    a~, log pi(a~|s)  ~ pi(s)
+    actor:    alpha log pi(a~|s) - min_i Q_i(s, a~)
+    alpha:    -log alpha (log pi(a~|s) + target_entropy)          (target entropy -|A| by default)
+    Q'  <- (1 - tau) Q' + tau Q                                  (Polyak, every step)
+
+Names, defaults and logged metrics are Stable-Baselines3's (its order of updates too: the
+entropy coefficient, then the critics, then the actor on the critics just updated);
+presets are RL Zoo's. Evaluation is deterministic: tanh of the mean action, as SB3's.
+Speed: no host sync in the step (metrics stay tensors until the runner's log row), fused
+Adam, both critics as one batched network with one optimizer.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from lab.config import option
+from lab.errors import LabError
+from lab.hookspecs import hookimpl
+from lab.rl.actors import ActionScale, SquashedGaussianActor, TwinQ, box_actions
+from lab.rl.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, soft_update
+
+
+@dataclass
+class SACConfig(OffPolicyConfig):
+    ent_coef: str = option("auto", "entropy coefficient: a number, `auto` (tuned, from 1) or `auto_X` (tuned, from X)")
+    target_entropy: str = option("auto", "the entropy `auto` tunes towards: a number, or `auto` (-|A|)")
+    target_update_interval: int = option(1, "gradient steps between target updates")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("ent_coef", "target_entropy"):
+            value = getattr(self, name)
+            number = value[5:] if name == "ent_coef" and value.startswith("auto_") else value
+            if number != "auto":
+                try:
+                    float(number)
+                except ValueError:
+                    raise ValueError(f"--{name.replace('_', '-')} takes a number or auto, got {value!r}") from None
+        if not (self.ent_coef.startswith("auto") or float(self.ent_coef) > 0):
+            raise ValueError(f"--ent-coef must be positive, got {self.ent_coef}")
+
+
+MUJOCO_SAC = dict(steps=1_000_000, learning_starts=10_000)
+SAC_PRESETS: dict[str, dict[str, Any]] = {  # RL Zoo's sac.yml
+    "Pendulum-v1": dict(steps=20_000, learning_rate=1e-3),
+    "LunarLanderContinuous-v3": dict(steps=500_000, batch_size=256, learning_rate=7.3e-4, buffer_size=1_000_000,
+                                     gamma=0.99, tau=0.01, learning_starts=10_000, net_arch=(400, 300)),
+    "BipedalWalker-v3": dict(steps=500_000, learning_rate=7.3e-4, buffer_size=300_000, batch_size=256, gamma=0.98,
+                             tau=0.02, train_freq=64, gradient_steps=64, learning_starts=10_000, net_arch=(400, 300)),
+    "HalfCheetah-v5": MUJOCO_SAC,
+    "Hopper-v5": MUJOCO_SAC,
+    "Walker2d-v5": MUJOCO_SAC,
+    "Ant-v5": MUJOCO_SAC,
+}
+
+
+class SAC(OffPolicyAgent):
+    """Soft Actor-Critic: a squashed-Gaussian actor, twin critics, a tuned entropy bonus."""
+
+    name = "sac"
+    Config = SACConfig
+    presets = SAC_PRESETS
+    saved = ("actor", "critic", "critic_target", "critic_optimizer", "actor_optimizer", "entropy",
+             "entropy_optimizer")
+
+    def __init__(self, config: SACConfig, ctx: Any) -> None:
+        super().__init__(config, ctx)
+        obs_dim, action_dim = int(self.observation_space.shape[0]), int(self.action_space.shape[0])
+        self.scale = ActionScale(self.action_space).to(ctx.device)
+        self.actor = SquashedGaussianActor(obs_dim, action_dim, config.net_arch).to(ctx.device)
+        self.critic = TwinQ(obs_dim, action_dim, config.net_arch).to(ctx.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_optimizer = adam(self.actor.parameters(), config.learning_rate, ctx.device)
+        self.critic_optimizer = adam(self.critic.parameters(), config.learning_rate, ctx.device)
+        # alpha = exp(log_alpha): tuned by its own loss (`auto`), or a constant
+        self.tune_entropy = config.ent_coef.startswith("auto")
+        start = float(config.ent_coef[5:]) if config.ent_coef.startswith("auto_") else \
+            1.0 if config.ent_coef == "auto" else float(config.ent_coef)
+        self.entropy = torch.nn.ParameterDict({"log_alpha": torch.nn.Parameter(
+            torch.tensor([start], device=ctx.device).log(), requires_grad=self.tune_entropy)})
+        self.entropy_optimizer = adam(self.entropy.parameters(), config.learning_rate, ctx.device)
+        self.target_entropy = -float(action_dim) if config.target_entropy == "auto" else float(config.target_entropy)
+        self.updates = 0
+
+    def check_action_space(self, space: Any) -> None:
+        try:
+            box_actions(space, self.name)
+        except LabError:
+            self.env.close()
+            raise
+
+    # ------------------------------------------------------------------ acting
+
+    def env_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.scale.to_env(actions)
+
+    def exploration_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor.sample(obs.float(), self.action_generator)[0]
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """The mean action (evaluation, as SB3's) or a sample, in the env's units."""
+        with torch.no_grad():
+            actions = self.actor.mode(obs.float()) if deterministic else \
+                self.actor.sample(obs.float(), self.action_generator)[0]
+        return self.scale.to_env(actions)
+
+    # ---------------------------------------------------------------- learning
+
+    def gradient_step(self) -> dict[str, torch.Tensor]:
+        c = self.config
+        batch = self.buffer.sample(c.batch_size)
+        obs, next_obs = batch.observations, batch.next_observations
+        generator = self.action_generator
+
+        # the entropy coefficient, from the current policy's entropy on this batch
+        actions_pi, log_pi = self.actor.sample(obs, generator)
+        alpha = self.entropy["log_alpha"].exp().detach()
+        metrics = {}
+        if self.tune_entropy:
+            entropy_loss = -(self.entropy["log_alpha"] * (log_pi + self.target_entropy).detach()).mean()
+            self.entropy_optimizer.zero_grad(set_to_none=True)
+            entropy_loss.backward()
+            self.entropy_optimizer.step()
+            metrics["train/ent_coef_loss"] = entropy_loss.detach()
+
+        # the critics, towards the soft target of a fresh sample at s'
+        with torch.no_grad():
+            next_actions, next_log_pi = self.actor.sample(next_obs, generator)
+            next_q = self.critic_target(next_obs, next_actions).min(0).values - alpha * next_log_pi
+            targets = batch.rewards + batch.discounts * (1.0 - batch.dones) * next_q
+        q = self.critic(obs, batch.actions)
+        critic_loss = 0.5 * (q - targets).square().mean(1).sum()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+        # the actor, on the critics just updated (their weights take no gradient here)
+        self.critic.requires_grad_(False)
+        q_pi = self.critic(obs, actions_pi).min(0).values
+        self.critic.requires_grad_(True)
+        actor_loss = (alpha * log_pi - q_pi).mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+
+        self.updates += 1
+        if self.updates % c.target_update_interval == 0:
+            soft_update(self.critic_target, self.critic, c.tau)
+        return {**metrics, "train/critic_loss": critic_loss.detach(), "train/actor_loss": actor_loss.detach(),
+                "train/ent_coef": alpha.squeeze()}
+
+    # ------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.updates = int(state["updates"])
+
+
+@hookimpl
+def register_algorithms(register: Callable[[type], None]) -> None:
+    register(SAC)
