@@ -311,6 +311,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     tracker_settings = {"trackers"} | lab.registry.tracker_setting_names()
     resume_extra = [f"--{flag(k)}={flag_value(v)}" for k, v in common.items() if k in tracker_settings]
 
+    if sweep.method == "bayes":
+        from lab.experiments.bayes import default_storage, run_bayes
+
+        if count is None:
+            raise LabError("a bayes sweep needs --count K (how many trials the study should hold)")
+        storage = args.storage or default_storage(sweep, runs_dir)
+        runs_flag = ["--runs-dir", args.runs_dir] if args.runs_dir else []
+        codes, made = run_bayes(sweep, count, runs_dir, storage, parallel, [*extra, *runs_flag], resume_extra,
+                                lab.plugins_dir)
+        print(f"study: {storage} (`optuna-dashboard {storage}` shows it)", file=sys.stderr)
+        print(results_table(made, sweep.metric, rank=sweep.goal, most=100))
+        return overall_exit_code(codes)
+    if args.storage:
+        raise LabError("--storage is for method: bayes (grid and random trials follow from the spec alone)")
     finished = []
 
     def todo():
@@ -365,13 +379,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lab.experiments.runs import PLOT_SUFFIXES, compare
+    from lab.experiments.compare import PLOT_SUFFIXES, compare
 
     out = Path(args.out)
     if out.suffix.lower() not in PLOT_SUFFIXES:  # checked first: matplotlib fails only after all the work
         got = f"suffix '{out.suffix}'" if out.suffix else "no suffix"
         raise LabError(f"--out '{out}' has {got}; name the plot file with one of {', '.join(PLOT_SUFFIXES)}")
-    print(compare([Path(p) for p in args.run_dirs], args.metric, out, by=args.by, x=args.x, registry=_load(args).registry))
+    print(compare([Path(p) for p in args.run_dirs], args.metric, out, by=args.by, x=args.x, registry=_load(args).registry,
+                  band=args.band, estimator=args.estimator, table=args.table,
+                  references=[Path(p) for p in args.reference or []]))
     return 0
 
 
@@ -426,6 +442,9 @@ def build_parser(lab: Any = None) -> _Parser:
     p.add_argument("--parallel", help="trials running at once (default 1)")
     p.add_argument("--count", help="trials to run (random search: how many to draw; grid: the first K)")
     p.add_argument("--runs-dir", help="runs root (default: $LAB_RUNS_DIR or ./runs)")
+    p.add_argument("--storage", metavar="URL",
+                   help="method bayes: the Optuna study's database (default: a SQLite file in RUNS/NAME.sweep/; "
+                        "postgresql://... or mysql://... to share one sweep between machines)")
     p.add_argument("--wandb-agent", action="store_true",
                    help="create the sweep on W&B's server and run an agent (its project: --project)")
     p.set_defaults(func=cmd_sweep)
@@ -443,6 +462,14 @@ def build_parser(lab: Any = None) -> _Parser:
                         "default: one per experiment (runs that differ only by seed)")
     p.add_argument("--x", choices=("steps", "time"), default="steps",
                    help="x axis: global_step (default) or wall-clock seconds since the run started")
+    p.add_argument("--band", choices=("bootstrap", "t"), default="bootstrap",
+                   help="the band: 95%% bootstrap interval over runs (default; stays within what the runs scored) "
+                        "or the Student-t interval of the mean")
+    p.add_argument("--estimator", choices=("mean", "iqm"), default="mean",
+                   help="the curve: the mean over runs or the interquartile mean (with --band bootstrap)")
+    p.add_argument("--table", choices=("md", "csv", "latex"), default="md", help="the final-score table's format")
+    p.add_argument("--reference", action="append", metavar="FILE.csv",
+                   help="overlay a published curve: CSV of step,value[,low,high] (repeatable)")
     p.set_defaults(func=cmd_compare)
 
     for name, reg in (lab.registry.commands.items() if lab is not None else ()):

@@ -26,7 +26,7 @@ from lab.config import check_ranges, option
 from lab.device import small_pass_threads
 from lab.hookspecs import hookimpl
 from lab.rl.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, crossings, soft_update
-from lab.rl.qnetworks import QNetwork
+from lab.rl.qnetworks import QNetwork, td_targets
 from lab.schedules import linear
 
 
@@ -101,22 +101,6 @@ class DQNConfig(DQNSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, at_least_one=("n_step",))
-
-
-def td_targets(
-    rewards: torch.Tensor,
-    discounts: torch.Tensor,
-    dones: torch.Tensor,
-    next_q_target: torch.Tensor,
-    next_q_online: torch.Tensor | None,
-) -> torch.Tensor:
-    """r_n + gamma^k (1 - done) Q_target(s', a'), with a' = argmax of the online net when
-    `next_q_online` is given (Double DQN) and of the target net otherwise."""
-    if next_q_online is None:
-        next_value = next_q_target.max(dim=1).values
-    else:
-        next_value = next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
-    return rewards + discounts * (1.0 - dones) * next_value
 
 
 class DQN(OffPolicyAgent):

@@ -28,10 +28,9 @@ from typing import Any, Callable
 import torch
 
 from lab.config import option
-from lab.errors import LabError
 from lab.hookspecs import hookimpl
-from lab.rl.actors import ActionScale, SquashedGaussianActor, TwinQ, box_actions
-from lab.rl.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, soft_update
+from lab.rl.actors import SquashedGaussianActor, TwinQ
+from lab.rl.offpolicy import ContinuousOffPolicyAgent, OffPolicyConfig, adam, soft_update
 
 
 @dataclass
@@ -68,7 +67,7 @@ SAC_PRESETS: dict[str, dict[str, Any]] = {  # RL Zoo's sac.yml
 }
 
 
-class SAC(OffPolicyAgent):
+class SAC(ContinuousOffPolicyAgent):
     """Soft Actor-Critic: a squashed-Gaussian actor, twin critics, a tuned entropy bonus."""
 
     name = "sac"
@@ -79,10 +78,9 @@ class SAC(OffPolicyAgent):
 
     def __init__(self, config: SACConfig, ctx: Any) -> None:
         super().__init__(config, ctx)
-        obs_dim, action_dim = int(self.observation_space.shape[0]), int(self.action_space.shape[0])
-        self.scale = ActionScale(self.action_space).to(ctx.device)
+        obs_dim, action_dim = self.obs_dim, self.action_dim
         self.actor = SquashedGaussianActor(obs_dim, action_dim, config.net_arch).to(ctx.device)
-        self.critic = TwinQ(obs_dim, action_dim, config.net_arch).to(ctx.device)
+        self.critic = self.make_critic(obs_dim, action_dim).to(ctx.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = adam(self.actor.parameters(), config.learning_rate, ctx.device)
         self.critic_optimizer = adam(self.critic.parameters(), config.learning_rate, ctx.device)
@@ -94,19 +92,12 @@ class SAC(OffPolicyAgent):
             torch.tensor([start], device=ctx.device).log(), requires_grad=self.tune_entropy)})
         self.entropy_optimizer = adam(self.entropy.parameters(), config.learning_rate, ctx.device)
         self.target_entropy = -float(action_dim) if config.target_entropy == "auto" else float(config.target_entropy)
-        self.updates = 0
 
-    def check_action_space(self, space: Any) -> None:
-        try:
-            box_actions(space, self.name)
-        except LabError:
-            self.env.close()
-            raise
+    def make_critic(self, obs_dim: int, action_dim: int) -> TwinQ:
+        """Q1, Q2(s, a) as one batched network (an ensemble of more for a subclass: REDQ)."""
+        return TwinQ(obs_dim, action_dim, self.config.net_arch)
 
     # ------------------------------------------------------------------ acting
-
-    def env_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.scale.to_env(actions)
 
     def exploration_action(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor.sample(obs.float(), self.action_generator)[0]
@@ -140,7 +131,7 @@ class SAC(OffPolicyAgent):
         # the critics, towards the soft target of a fresh sample at s'
         with torch.no_grad():
             next_actions, next_log_pi = self.actor.sample(next_obs, generator)
-            next_q = self.critic_target(next_obs, next_actions).min(0).values - alpha * next_log_pi
+            next_q = self.target_q(next_obs, next_actions) - alpha * next_log_pi
             targets = batch.rewards + batch.discounts * (1.0 - batch.dones) * next_q
         q = self.critic(obs, batch.actions)
         critic_loss = 0.5 * (q - targets).square().mean(1).sum()
@@ -150,7 +141,7 @@ class SAC(OffPolicyAgent):
 
         # the actor, on the critics just updated (their weights take no gradient here)
         self.critic.requires_grad_(False)
-        q_pi = self.critic(obs, actions_pi).min(0).values
+        q_pi = self.policy_q(obs, actions_pi)
         self.critic.requires_grad_(True)
         actor_loss = (alpha * log_pi - q_pi).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
@@ -163,14 +154,13 @@ class SAC(OffPolicyAgent):
         return {**metrics, "train/critic_loss": critic_loss.detach(), "train/actor_loss": actor_loss.detach(),
                 "train/ent_coef": alpha.squeeze()}
 
-    # ------------------------------------------------------------- checkpoints
+    def target_q(self, next_obs: torch.Tensor, next_actions: torch.Tensor) -> torch.Tensor:
+        """The value the soft target bootstraps from: the smaller target critic (clipped double Q)."""
+        return self.critic_target(next_obs, next_actions).min(0).values
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.updates = int(state["updates"])
+    def policy_q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The value the actor climbs: the smaller critic."""
+        return self.critic(obs, actions).min(0).values
 
 
 @hookimpl

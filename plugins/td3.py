@@ -27,10 +27,9 @@ from typing import Any, Callable
 import torch
 
 from lab.config import check_ranges, option
-from lab.errors import LabError
 from lab.hookspecs import hookimpl
-from lab.rl.actors import ActionScale, DeterministicActor, TwinQ, box_actions
-from lab.rl.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, soft_update
+from lab.rl.actors import DeterministicActor, TwinQ
+from lab.rl.offpolicy import ContinuousOffPolicyAgent, OffPolicyConfig, adam, soft_update
 
 
 @dataclass
@@ -64,7 +63,7 @@ TD3_PRESETS: dict[str, dict[str, Any]] = {  # RL Zoo's td3.yml
 }
 
 
-class TD3(OffPolicyAgent):
+class TD3(ContinuousOffPolicyAgent):
     """TD3: a deterministic actor, twin critics, delayed policy updates, target smoothing."""
 
     name = "td3"
@@ -74,27 +73,15 @@ class TD3(OffPolicyAgent):
 
     def __init__(self, config: TD3Config, ctx: Any) -> None:
         super().__init__(config, ctx)
-        obs_dim, action_dim = int(self.observation_space.shape[0]), int(self.action_space.shape[0])
-        self.scale = ActionScale(self.action_space).to(ctx.device)
+        obs_dim, action_dim = self.obs_dim, self.action_dim
         self.actor = DeterministicActor(obs_dim, action_dim, config.net_arch).to(ctx.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = TwinQ(obs_dim, action_dim, config.net_arch).to(ctx.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = adam(self.actor.parameters(), config.learning_rate, ctx.device)
         self.critic_optimizer = adam(self.critic.parameters(), config.learning_rate, ctx.device)
-        self.updates = 0
-
-    def check_action_space(self, space: Any) -> None:
-        try:
-            box_actions(space, self.name)
-        except LabError:
-            self.env.close()
-            raise
 
     # ------------------------------------------------------------------ acting
-
-    def env_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.scale.to_env(actions)
 
     def exploration_action(self, obs: torch.Tensor) -> torch.Tensor:
         actions = self.actor(obs.float())
@@ -139,15 +126,6 @@ class TD3(OffPolicyAgent):
             soft_update(self.critic_target, self.critic, c.tau)
             metrics["train/actor_loss"] = actor_loss.detach()
         return metrics
-
-    # ------------------------------------------------------------- checkpoints
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.updates = int(state["updates"])
 
 
 @hookimpl

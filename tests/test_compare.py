@@ -1,4 +1,4 @@
-"""`lab compare`: grouping (--by), the x axis (--x), the 95% band, the final-score table.
+"""`lab compare`: grouping (--by, budgets), the x axis (--x), bands (bootstrap, t), the final-score table.
 
 Every test builds its run directories by hand (config.yaml, metrics.jsonl, summary.json with
 known numbers), so the expected means, bands and table cells are exact and nothing trains.
@@ -16,18 +16,20 @@ import yaml
 
 from lab.cli import main
 from lab.run.discovery import load_lab
-from lab.experiments.runs import BAND, compare_data, t_critical
+from lab.experiments.compare import BANDS, compare_data, t_critical
 
 RETURN = "eval/return_mean"
 
 
 def make_run(root: Path, name: str, points: list[tuple[int, float, float]], *, algo: str = "dqn",
              env: str | None = "CartPole-v1", data: str | None = None, seed: int = 1,
-             config: dict | None = None, metric: str = RETURN, best: float | None = None) -> Path:
+             config: dict | None = None, metric: str = RETURN, best: float | None = None,
+             budget: int | None = None) -> Path:
     """A finished run: `points` are (global_step, time, value) rows of `metric`."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
     doc = {"algo": algo, "kind": "agent" if env else "supervised", "seed": seed,
+           "total_steps": budget or points[-1][0], "horizon": budget or points[-1][0],
            "run": {"env": env, "data": data, "seed": seed, "steps": points[-1][0], "epochs": None,
                    "name": name, "eval_interval": 100},
            "config": {"learning_rate": 0.001, "gamma": 0.99, **(config or {})}}
@@ -69,7 +71,7 @@ def mixed(tmp_path) -> list[Path]:
 
 
 def test_by_algo_groups_runs_and_averages_them(mixed, capsys):
-    comparison = compare_data(mixed, None, by="algo")
+    comparison = compare_data(mixed, None, by="algo", band="t")
     assert comparison.metric == RETURN  # the runs' key metric
     assert [g.label for g in comparison.groups] == ["algo=dqn", "algo=ppo"]
     dqn, ppo = comparison.groups
@@ -85,9 +87,10 @@ def test_by_algo_groups_runs_and_averages_them(mixed, capsys):
     assert main(["compare", *map(str, mixed), "--by", "algo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     rows = table_rows(text)
-    assert header(text)[:4] == ["algo", "runs", f"final {RETURN} (mean ± std)", "best mean (max)"]
-    assert rows["algo=dqn"] == ["2", "21 ± 1.4", "21"]
-    assert rows["algo=ppo"] == ["2", "8 ± 1.4", "8"]
+    assert header(text) == ["algo", "runs", f"final {RETURN}: IQM [95% CI]", "final: mean [95% CI]",
+                            "final: median [95% CI]", "best of the mean curve (max)"]
+    assert rows["algo=dqn"] == ["2", "21 [20, 22]", "21 [20, 22]", "21 [20, 22]", "21"]
+    assert rows["algo=ppo"] == ["2", "8 [7, 9]", "8 [7, 9]", "8 [7, 9]", "8"]
     assert "normalised" not in text and "(human - random)" not in text  # no Atari run: no column
     assert out.stat().st_size > 1000
 
@@ -104,7 +107,7 @@ def test_by_a_config_key_groups_across_algorithms(mixed, capsys):
     out = Path("by-lr.svg")
     assert main(["compare", *map(str, mixed), "--by", "learning-rate", "--out", str(out)]) == 0  # flag spelling
     rows = table_rows(capsys.readouterr().out)
-    assert rows["learning_rate=0.0003"] == ["1", "7", "7"]
+    assert rows["learning_rate=0.0003"] == ["1", "7 [7, 7]", "7 [7, 7]", "7 [7, 7]", "7"]
     assert rows["learning_rate=0.001"][0] == "3"
     assert out.stat().st_size > 1000
 
@@ -118,9 +121,9 @@ def test_without_by_seeds_of_one_experiment_form_one_group(mixed, capsys):
 
 def test_band_covers_only_where_every_run_has_data(tmp_path):
     root = tmp_path / "runs"
-    runs = [make_run(root, "long", curve([0, 10, 20, 30], (0, 100, 200, 300)), seed=1),
-            make_run(root, "short", curve([0, 30, 40], (50, 150, 200)), seed=2)]
-    (group,) = compare_data(runs, RETURN).groups
+    runs = [make_run(root, "long", curve([0, 10, 20, 30], (0, 100, 200, 300)), seed=1, budget=300),
+            make_run(root, "short", curve([0, 30, 40], (50, 150, 200)), seed=2, budget=300)]  # stopped early
+    (group,) = compare_data(runs, RETURN, band="t").groups
     np.testing.assert_allclose(group.x, [50, 100, 150, 200])  # from the latest start to the earliest end
     long_on_grid, short_on_grid = np.array([5, 10, 15, 20]), np.array([0, 15, 30, 40])
     np.testing.assert_allclose(group.mean, (long_on_grid + short_on_grid) / 2)
@@ -167,9 +170,10 @@ def test_atari_runs_get_the_random_normalised_score(tmp_path, capsys):
             make_run(root, "cartpole", curve([10.0, 100.0, 500.0]))]
     assert main(["compare", *map(str, runs), "--by", "env", "--out", "atari.png"]) == 0
     text = capsys.readouterr().out
-    assert header(text)[-1] == "final (score - random) / (human - random)"
+    assert header(text)[-1] == "final (score - random) / (human - random): IQM [95% CI]"
     rows = table_rows(text)
-    assert rows["env=ALE/Breakout-v5"] == ["2", "16.1 ± 20", "16.1", "0.500 ± 0.71"]
+    assert rows["env=ALE/Breakout-v5"] == ["2", *["16.1 [1.7, 30.5]"] * 3, "16.1", "0.500 [0.000, 1.000]"]
+    assert "performance profile: atari-profile.png" in text and Path("atari-profile.png").stat().st_size > 1000
     assert rows["env=CartPole-v1"][-1] == "-"
     groups = compare_data(runs, RETURN, by="env", registry=load_lab().registry).groups
     np.testing.assert_allclose(groups[0].normalized, [1.0, 0.0])
@@ -197,7 +201,7 @@ def test_legend_names_only_what_differs(tmp_path):
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         assert main(["compare", *map(str, toy), "--out", "legend.svg"]) == 0
     svg = Path("legend.svg").read_text()
-    assert "learning_rate=0.05 (n=2)" in svg and BAND in svg
+    assert "learning_rate=0.05 (n=2)" in svg and BANDS["bootstrap"] in svg
     assert "toy toy-data" not in svg  # the shared part is the title, not repeated per line
 
 
@@ -207,8 +211,8 @@ def test_lower_is_better_metrics_report_the_lowest_mean(tmp_path, capsys):
                      seed=s, metric="eval/nelbo", best=150.0 + s) for s in (1, 2)]
     assert main(["compare", *map(str, runs), "--out", "vae.pdf"]) == 0
     text = capsys.readouterr().out
-    assert header(text)[3] == "best mean (min)"
-    assert table_rows(text)["vae mnist"] == ["2", "151.5 ± 0.71", "151.5"]
+    assert header(text)[5] == "best of the mean curve (min)"
+    assert table_rows(text)["vae mnist"] == ["2", *["151.5 [151, 152]"] * 3, "151.5"]
     assert Path("vae.pdf").stat().st_size > 1000
 
 
@@ -217,3 +221,52 @@ def test_t_critical_values():
     assert t_critical(4) == pytest.approx(2.7764, abs=1e-4)
     for df, exact in ((40, 2.021075), (60, 2.000298), (120, 1.979930)):  # beyond the table
         assert t_critical(df) == pytest.approx(exact, abs=1e-4)
+
+
+def test_bootstrap_bands_stay_within_what_the_runs_scored(tmp_path):
+    root = tmp_path / "runs"
+    values = [[0, 250, 500], [0, 480, 500], [0, 10, 20], [0, 300, 500]]  # four CartPole seeds: returns in [0, 500]
+    runs = [make_run(root, f"s{s}", curve(v), seed=s) for s, v in enumerate(values, start=1)]
+    (boot,) = compare_data(runs, RETURN).groups
+    stacked = np.array(values, dtype=float)
+    assert (boot.low >= stacked.min(0) - 1e-9).all() and (boot.high <= stacked.max(0) + 1e-9).all()
+    np.testing.assert_allclose(boot.mean, stacked.mean(0))
+    (t_band,) = compare_data(runs, RETURN, band="t").groups
+    assert t_band.low.min() < 0 and t_band.high.max() > 500, "the t-interval leaves the possible range"
+    (iqm,) = compare_data(runs, RETURN, estimator="iqm").groups
+    np.testing.assert_allclose(iqm.mean[1], (250 + 300) / 2)  # IQM of four: the middle two (25% cut each end)
+
+
+def test_runs_of_other_budgets_are_other_experiments_and_mixed_ends_are_said(tmp_path, capsys):
+    root = tmp_path / "runs"
+    short = [make_run(root, f"short-s{s}", curve([0, s, 2 * s], (0, 15000, 30000)), seed=s, budget=30000)
+             for s in (1, 2, 3)]
+    long = make_run(root, "long", curve([0, 5, 9, 12], (0, 30000, 60000, 100000)), seed=1, budget=100000)
+    comparison = compare_data([*short, long], RETURN)
+    assert [g.n for g in comparison.groups] == [3, 1], "a 100k-step run is not pooled with 30k-step seeds"
+    assert all("budget=" in g.label for g in comparison.groups)
+    pooled = compare_data([*short, long], RETURN, by="algo")
+    assert pooled.notes and "end at steps" in pooled.notes[0] and "100000" in pooled.notes[0]
+    assert main(["compare", *map(str, [*short, long]), "--by", "algo", "--out", "b.png"]) == 0
+    assert "note: algo=dqn: its runs end at steps" in capsys.readouterr().out
+
+
+def test_the_table_for_a_paper_and_published_reference_curves(mixed, capsys, tmp_path):
+    assert main(["compare", *map(str, mixed), "--by", "algo", "--table", "csv", "--out", "c.png"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("algo,runs,final eval/return_mean: IQM [95% CI]") and lines[1].startswith("algo=dqn,2,")
+    assert main(["compare", *map(str, mixed), "--by", "algo", "--table", "latex", "--out", "c.png"]) == 0
+    latex = capsys.readouterr().out
+    assert latex.startswith("\\begin{tabular}{lrrrrr}") and "algo=dqn & 2 & 21 [20, 22]" in latex
+    assert "eval/return\\_mean" in latex and "\\end{tabular}" in latex
+    published = tmp_path / "CleanRL ppo.csv"
+    published.write_text("step,value,low,high\n0,0,0,0\n100,10,5,15\n200,20,15,25\n")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        assert main(["compare", *map(str, mixed), "--reference", str(published), "--out", "ref.svg"]) == 0
+    assert "CleanRL ppo (published)" in Path("ref.svg").read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("step,value\n0,zero\n")
+    capsys.readouterr()
+    assert main(["compare", *map(str, mixed), "--reference", str(bad), "--out", "x.png"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--reference" in err[0] and not Path("x.png").exists()

@@ -50,7 +50,7 @@ def test_every_example_loads_and_registers_its_names():
     loaded = load_lab(EXAMPLES)
     assert not loaded.failures, [(p.name, p.error) for p in loaded.failures]
     registry = loaded.registry
-    assert {"uniform", "svm", "pixels"} <= set(registry.algorithms)
+    assert {"uniform", "svm", "pixels", "redq"} <= set(registry.algorithms)
     assert "squares" in registry.datasets and "Corridor-v0" in registry.envs
     assert "csv" in registry.trackers and "last" in registry.commands
 
@@ -118,3 +118,15 @@ def test_command_example_prints_the_last_value_and_is_listed(capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*PLUGINS, "--help"])
     assert exit_.value.code == 0 and "the last logged value of a run's metric" in capsys.readouterr().out
+
+
+def test_the_off_policy_example_is_sac_with_an_ensemble_and_resumes(capsys):
+    run = train(capsys, "redq", "redq", "--env", "Pendulum-v1", "--steps", "300", "--learning-starts", "200",
+                "--net-arch", "16", "--batch-size", "16", "--critics", "4", "--gradient-steps", "2",
+                "--eval-episodes", "1")
+    state = __import__("torch").load(run / "checkpoints" / "latest.pt", weights_only=True)["algorithm"]
+    assert state["critic"]["weights.0"].shape[0] == 4, "four critics in one batched network"
+    assert state["updates"] == 2 * 100, "two gradient steps per env step after learning starts"
+    assert any("train/critic_loss" in r for r in read_jsonl(run / "metrics.jsonl"))
+    one_line_error(capsys, [*PLUGINS, "train", "redq", "--env", "Pendulum-v1", "--subset", "5", "--critics", "4"],
+                   "--subset 5 must not exceed --critics 4")

@@ -15,9 +15,9 @@ from lab.run.context import Context
 from lab.run.session import saved_horizon
 from lab.run.discovery import load_lab
 from lab.errors import LabError
-from lab.plugins.dqn import DQN, DQNConfig, td_targets
+from lab.plugins.dqn import DQN, DQNConfig
 from lab.rl.offpolicy import crossings
-from lab.rl.qnetworks import QNetwork
+from lab.rl.qnetworks import QNetwork, td_targets
 from lab.tracking import Tracker
 
 

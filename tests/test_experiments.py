@@ -145,7 +145,9 @@ def test_random_sweep_draws_the_same_trials_every_time_within_their_ranges(tmp_p
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"method": "bayes", "parameters": RANDOM_FIXED}, "--wandb-agent"),
+    ({"method": "bayes", "parameters": RANDOM_FIXED}, "--count"),
+    ({"method": "bayes", "parameters": {**RANDOM_FIXED, "gamma": {"distribution": "normal", "mu": 0.9, "sigma": 0.1}}},
+     "bayes search takes"),
     ({"method": "grid", "parameters": {**RANDOM_FIXED, "gamma": {"min": 0.9, "max": 0.99}}}, "grid search needs"),
     ({"method": "random", "parameters": RANDOM_FIXED}, "--count"),
     ({"method": "grid", "parameters": {"env": {"value": "CartPole-v1"}}}, "algo: {value: dqn}"),
@@ -230,18 +232,9 @@ def test_ctrl_c_stops_a_sweep_and_running_it_again_finishes_it(tmp_path) -> None
 def test_the_same_spec_serves_a_wandb_agent(tmp_path) -> None:
     spec = write_spec(tmp_path / "w.yaml", method="bayes", metric={"name": "eval/return_mean", "goal": "maximize"},
                       parameters={**RANDOM_FIXED, "gamma": {"min": 0.9, "max": 0.99}})
-    config = wandb_config(load_sweep_for_agent(spec))
+    config = wandb_config(load_sweep(spec))
     assert config["method"] == "bayes" and config["parameters"]["algo"] == {"value": "random"}
     assert config["command"] == ["${env}", "${interpreter}", "-m", "lab", "train", "${args}"]
-
-
-def load_sweep_for_agent(path: Path):
-    """bayes is refused locally but is what an agent runs: build the sweep from a grid twin."""
-    doc = yaml.safe_load(path.read_text())
-    twin = write_spec(path.with_name("twin.yaml"), **{**doc, "method": "random"})
-    sweep = load_sweep(twin)
-    sweep.spec["method"] = doc["method"]
-    return sweep
 
 
 def test_train_accepts_what_a_wandb_agent_passes(capsys) -> None:
@@ -249,3 +242,64 @@ def test_train_accepts_what_a_wandb_agent_passes(capsys) -> None:
     assert main(["train", "--algo=random", "--env=CartPole-v1", "--steps=50", "--eval_episodes=1", "--name=agent"]) == 0
     doc = config_of(runs_dir() / "agent")
     assert doc["algo"] == "random" and doc["run"]["eval_episodes"] == 1
+
+
+# ------------------------------------------------------------------ bayes sweeps (Optuna)
+
+BAYES = {"algo": {"value": "toy"}, "data": {"value": "toy-data"}, "steps": {"value": 40},
+         "learning_rate": {"distribution": "log_uniform_values", "min": 0.001, "max": 1.0}}
+
+
+def test_two_bayes_sweeps_on_one_database_run_each_trial_once(toy_plugins, tmp_path) -> None:
+    import optuna
+
+    spec = write_spec(tmp_path / "shared.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
+                      parameters=BAYES)
+    procs = [subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec), "--count", "6"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [proc.communicate(timeout=600) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [err for _, err in outs]
+    names = sorted(p.name for p in runs_dir().iterdir() if p.name.startswith("shared-"))
+    assert names == [f"shared-{i:03d}" for i in range(1, 7)], "six trials, each run once, none lost"
+    assert all(summary_of(runs_dir() / n)["status"] == "finished" for n in names)
+    storage = f"sqlite:///{(runs_dir() / 'shared.sweep' / 'optuna.db').resolve()}"
+    study = optuna.load_study(study_name="shared", storage=storage)
+    trials = study.get_trials()
+    assert len(trials) == 6 and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    for trial in trials:  # what the study was told is what the trial's run says
+        assert trial.value == pytest.approx(summary_of(runs_dir() / f"shared-{trial.number + 1:03d}")["best"])
+        assert config_of(runs_dir() / f"shared-{trial.number + 1:03d}")["config"]["learning_rate"] == \
+            pytest.approx(trial.params["learning_rate"])
+    again = run_lab("sweep", str(spec), "--count", "6")
+    assert again.returncode == 0 and "started trial" not in again.stderr, "the study is complete: nothing runs"
+    table = [line for line in again.stdout.splitlines() if line.startswith("| shared-")]
+    assert len(table) == 6 and f"optuna-dashboard {storage}" in again.stderr
+
+
+def test_a_bayes_sweep_prunes_with_hyperband_and_says_so(toy_plugins, tmp_path, capsys) -> None:
+    spec = write_spec(tmp_path / "pruned.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
+                      early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3},
+                      parameters={**BAYES, "steps": {"value": 60}, "eval_interval": {"value": 10}})
+    result = run_lab("sweep", str(spec), "--count", "10", timeout=900)
+    assert result.returncode == 0, result.stderr
+    statuses = {p.name: summary_of(p)["status"] for p in runs_dir().iterdir() if p.name.startswith("pruned-")}
+    assert len(statuses) == 10 and set(statuses.values()) <= {"finished", "pruned"}
+    pruned = [name for name, status in statuses.items() if status == "pruned"]
+    assert pruned, "hyperband stopped some trials"
+    for name in pruned:  # stopped cleanly: a checkpoint, and fewer steps than the budget
+        assert (runs_dir() / name / "checkpoints" / "latest.pt").is_file()
+        assert summary_of(runs_dir() / name)["global_step"] < 60
+    assert any(f"| {name} |" in line and "| pruned |" in line for line in result.stdout.splitlines() for name in pruned)
+    assert main(["runs"]) == 0
+    assert "pruned" in capsys.readouterr().out
+
+
+def test_bayes_specs_are_checked_before_any_trial(toy_plugins, tmp_path, capsys) -> None:
+    normal = write_spec(tmp_path / "n.yaml", method="bayes", parameters={**BAYES, "learning_rate": {
+        "distribution": "normal", "mu": 0.1, "sigma": 0.01}})
+    assert main(["sweep", str(normal), "--count", "2"]) == 2
+    assert "bayes search takes values and min/max ranges" in capsys.readouterr().err
+    spec = write_spec(tmp_path / "c.yaml", method="bayes", parameters=BAYES)
+    assert main(["sweep", str(spec)]) == 2
+    assert "needs --count" in capsys.readouterr().err
+    assert not runs_dir().exists() or not any(p.name.startswith("c-") for p in runs_dir().iterdir())

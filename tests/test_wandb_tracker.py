@@ -638,3 +638,27 @@ def test_run_interrupted_and_resumed_twice_syncs_to_one_complete_history(
     episodes = [row["train/episode_return"] for row in jsonl if "train/episode_return" in row]
     assert (summary["train/episode_return"]["min"], summary["train/episode_return"]["max"]) == (min(episodes), max(episodes))
     assert summary["global_step"] == 600 and summary["status"] == "finished"
+
+
+def test_the_workspace_command_lays_out_the_lab_and_offline_writes_its_spec(tmp_path, monkeypatch, capsys) -> None:
+    from lab.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "ws.json"
+    assert main(["wandb-workspace", "--project", "mine", "--out", str(out)]) == 0
+    assert "needs `wandb login`" in capsys.readouterr().err
+    view = json.loads(out.read_text())
+    assert view["project"] == "mine"
+    section = view["spec"]["section"]
+    sections = {s["name"]: s for s in section["panelBankConfig"]["sections"]}
+    assert list(sections) == ["Evaluation", "Training", "Speed", "Sweeps"]
+    curves = [p for name in ("Evaluation", "Training", "Speed") for p in sections[name]["panels"]]
+    assert {p["viewType"] for p in curves} == {"Run History Line Plot"}
+    assert all(p["config"]["xAxis"] == "global_step" for p in curves), "every curve against global_step"
+    assert all(p["config"]["groupAgg"] == "mean" and p["config"]["groupArea"] == "stderr" for p in curves)
+    metrics = {m for p in curves for m in p["config"]["metrics"]}
+    assert {"eval/return_mean", "train/episode_return", "perf/sps"} <= metrics
+    assert [p["viewType"] for p in sections["Sweeps"]["panels"]] == ["Parallel Coordinates Plot", "Parameter Importance"]
+    runset = section["runSets"][0]
+    assert "summary:best" in runset["runFeed"]["columnPinned"] and "config:seed" in runset["runFeed"]["columnPinned"]
+    assert json.dumps(runset["grouping"]).count("group") >= 1, "runs grouped by their W&B group (an experiment)"

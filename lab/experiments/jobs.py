@@ -8,7 +8,6 @@ Runs of one command share a W&B group (`--experiment`), so the dashboard lines t
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import shlex
@@ -19,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from lab.errors import LabError
@@ -35,6 +34,7 @@ class Job:
     run_dir: Path
     label: str
     params: dict[str, Any] = field(default_factory=dict)  # what sets this job apart (sweep tables)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of its process (a bayes trial's study)
 
 
 def flag_value(value: Any) -> str:
@@ -122,30 +122,35 @@ def _stop_all(running: dict[subprocess.Popen, Any], sig: int) -> None:
             proc.send_signal(sig)
 
 
-def run_jobs(jobs: Iterable[Job], parallel: int) -> dict[str, int]:
+def run_jobs(jobs: Iterable[Job], parallel: int, on_end: Callable[[Job, int], None] | None = None) -> dict[str, int]:
     """Run `jobs` (at most `parallel` at once, taken from the iterable as they start);
     {label: exit code}. Ctrl-C is passed on to the running jobs once per press (their first
     finishes the step and saves; a second stops at once) and no new job starts. One job at a
     time prints as usual; several at a time each write to a log file, and its report is
-    printed when it ends."""
+    printed when it ends. `on_end(job, exit code)` is called as each job ends (a bayes
+    sweep tells its study), before the next is taken from `jobs`."""
     codes: dict[str, int] = {}
-    upcoming = iter(jobs)
-    pending = list(itertools.islice(upcoming, 1))
+    upcoming, exhausted = iter(jobs), False  # a job is taken only when it can start (a bayes trial is asked then)
     running: dict[subprocess.Popen, tuple[Job, Any]] = {}
     forwarded = 0
     STOP.training = True  # from here on, a second Ctrl-C arrives as KeyboardInterrupt
     try:
-        while running or (pending and not STOP.requested):
+        while True:
             try:
-                while pending and len(running) < parallel and not STOP.requested:
-                    job = pending.pop(0)
-                    pending.extend(itertools.islice(upcoming, 1))
+                while len(running) < parallel and not STOP.requested and not exhausted:
+                    job = next(upcoming, None)
+                    if job is None:
+                        exhausted = True
+                        break
                     log = None if parallel == 1 else tempfile.TemporaryFile(mode="w+")
                     # a session of its own: Ctrl-C reaches it only through us; it stops if we die
                     proc = subprocess.Popen([sys.executable, "-m", "lab", *job.args], stdout=log, stderr=log,
-                                            start_new_session=True, env={**os.environ, SUPERVISOR: str(os.getpid())})
+                                            start_new_session=True,
+                                            env={**os.environ, **job.env, SUPERVISOR: str(os.getpid())})
                     print(f"started {job.label}: lab {shlex.join(job.args)}", file=sys.stderr, flush=True)
                     running[proc] = (job, log)
+                if not running:
+                    break
                 if STOP.requested and forwarded == 0:
                     forwarded = 1
                     _stop_all(running, STOP.signum or signal.SIGINT)
@@ -158,6 +163,8 @@ def run_jobs(jobs: Iterable[Job], parallel: int) -> dict[str, int]:
                         log.close()
                         print("\n".join(f"  {job.label}| {line}" for line in tail), file=sys.stderr)
                     print(f"ended {job.label}: exit {proc.returncode}", file=sys.stderr, flush=True)
+                    if on_end is not None:
+                        on_end(job, proc.returncode)
                 time.sleep(0.1)
             except KeyboardInterrupt:  # a second Ctrl-C: the jobs stop at once too
                 forwarded = 2
@@ -166,8 +173,8 @@ def run_jobs(jobs: Iterable[Job], parallel: int) -> dict[str, int]:
         for proc, (job, _) in running.items():
             proc.wait()
             codes.setdefault(job.label, proc.returncode)
-    if pending:
-        print(f"not started: {pending[0].label} and the trials after it (stopped)", file=sys.stderr)
+    if STOP.requested and not exhausted:
+        print("stopped: no new run was started after the signal", file=sys.stderr)
     return codes
 
 

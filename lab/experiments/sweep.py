@@ -5,7 +5,7 @@ named SWEEP-001, SWEEP-002, ... in the W&B group SWEEP; `--wandb-agent` hands th
 file to W&B's sweep server and agents instead. The spec, as W&B writes it:
 
     name: cartpole-lr                 # optional; default: the file's name
-    method: grid                      # grid | random (bayes needs W&B's server: --wandb-agent)
+    method: grid                      # grid | random | bayes (Optuna's TPE, locally: lab.experiments.bayes)
     metric: {name: eval/return_mean, goal: maximize}
     parameters:
       algo: {value: dqn}              # fixed settings are single values
@@ -14,9 +14,10 @@ file to W&B's sweep server and agents instead. The spec, as W&B writes it:
       learning_rate: {values: [0.0001, 0.0003, 0.001]}
       gamma: {min: 0.95, max: 0.999}  # random search: uniform between (ints: int_uniform)
 
-Trials are a function of the spec alone (random search draws from a generator seeded by
-the spec's name), so running the same command again after Ctrl-C skips finished trials,
-resumes interrupted ones and starts the rest.
+Grid and random trials are a function of the spec alone (random search draws from a
+generator seeded by the spec's name), so running the same command again after Ctrl-C skips
+finished trials, resumes interrupted ones and starts the rest. Bayes trials are asked of an
+Optuna study kept in a database (`lab.experiments.bayes`), which re-runs continue the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from lab.config import flag
 from lab.errors import LabError
 from lab.experiments.jobs import Job, continue_or_start, flag_value
 
-METHODS = ("grid", "random")
+METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform",
                  "log_uniform_values", "normal", "q_normal")
 
@@ -70,10 +71,8 @@ def load_sweep(path: Path) -> Sweep:
     if not isinstance(spec, dict) or not isinstance(spec.get("parameters"), dict):
         raise LabError(f"sweep spec '{path}' needs a `parameters:` mapping (W&B's sweep format)")
     method = spec.get("method", "grid")
-    if method == "bayes":
-        raise LabError("method: bayes needs W&B's sweep server; run `lab sweep SPEC --wandb-agent`, or use grid/random")
     if method not in METHODS:
-        raise LabError(f"unknown sweep method '{method}'; use one of {', '.join(METHODS)} (bayes with --wandb-agent)")
+        raise LabError(f"unknown sweep method '{method}'; use one of {', '.join(METHODS)}")
     metric = spec.get("metric") or {}
     if not isinstance(metric, dict):
         raise LabError("`metric:` must be a mapping like {name: eval/return_mean, goal: maximize}")
@@ -107,6 +106,9 @@ def _check_parameter(name: str, param: dict[str, Any], method: str) -> None:
             raise LabError(f"parameter '{name}': log_uniform_values needs min > 0")
     if kind in ("normal", "q_normal") and param.get("sigma", 1) <= 0:
         raise LabError(f"parameter '{name}': sigma must be positive")
+    if method == "bayes" and kind in ("normal", "q_normal"):
+        raise LabError(f"parameter '{name}' is a {kind} distribution; bayes search takes values and min/max ranges "
+                       "(uniform, int_uniform, q_uniform, log_uniform, log_uniform_values)")
     if method == "grid" and kind not in ("constant", "categorical"):
         raise LabError(f"parameter '{name}' is a {kind} range; grid search needs `values: [...]` (or method: random)")
 

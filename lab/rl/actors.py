@@ -106,7 +106,8 @@ class DeterministicActor(nn.Module):
 
 
 class TwinQ(nn.Module):
-    """Q1(s, a) and Q2(s, a) as one batched MLP: `forward` returns both, shape (2, batch)."""
+    """Q1(s, a) and Q2(s, a) as one batched MLP: `forward` returns both, shape (2, batch);
+    `critics=N` makes an ensemble of N the same way (REDQ)."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], critics: int = 2) -> None:
         super().__init__()
@@ -122,9 +123,8 @@ class TwinQ(nn.Module):
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, actions], dim=-1).expand(self.critics, -1, -1)
-        last = len(self.weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(bias, x, weight)
-            if i < last:
-                x = F.relu(x)
-        return x.squeeze(-1)
+        *hidden, (last_weight, last_bias) = zip(self.weights, self.biases)
+        for weight, bias in hidden:
+            x = F.relu(torch.baddbmm(bias, x, weight))
+        # the 1-unit output layer as a product and a sum: a matmul with one column is slow on a CPU
+        return (x * last_weight.transpose(1, 2)).sum(-1) + last_bias.squeeze(-1)

@@ -79,6 +79,7 @@ def _config_doc(lab: Lab, session: Session, resolved: Resolved, target: int) -> 
         "seed": resolved.run.seed,
         "device": str(session.device),
         "total_steps": target,
+        "horizon": target,  # the budget the run was created with: its schedules' (a resume never changes it)
         "world_size": session.ctx.world_size,  # processes training together (torchrun)
         "run": resolved.run_section(),
         "config": as_plain(resolved.algo),

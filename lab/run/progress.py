@@ -129,6 +129,8 @@ def run_report(algo: str, target: str | None, run_dir: Path, summary: dict[str, 
         lines.append(f"  next: lab resume {run_dir}")
     elif status == "finished":
         lines.append(f"  next: {next_command}")
+    elif status == "pruned":
+        lines.append(f"  next: the sweep stopped this trial early; `lab resume {run_dir}` trains it on")
     else:
         lines.append(f"  next: fix the error above, then `lab resume {run_dir}`")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ same step, and checkpoints gather each rank's envs and random streams.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import sys
@@ -90,6 +91,10 @@ def intervals(algo: Algorithm, resolved: Resolved, total: int) -> tuple[int, int
 
 class Diverged(Exception):
     """Training produced a non-finite loss or parameter: the run stops, nothing non-finite is saved."""
+
+
+class Pruned(Exception):
+    """A bayes sweep's pruner stopped this trial (after its checkpoint was saved)."""
 
 
 def non_finite_loss(row: dict[str, Any]) -> str | None:
@@ -218,6 +223,12 @@ class Session:
         self.started = time.time()
         self.episodes: list[tuple[int, Episode]] = []  # several processes: (step, episode) not yet logged
         self.warned_key_metric = False
+        # a trial of a bayes sweep reports each evaluation to its study (lab.experiments.bayes)
+        self.trial = None
+        if purpose == "train" and self.main and os.environ.get("LAB_OPTUNA_TRIAL"):
+            from lab.experiments.bayes import TrialReporter
+
+            self.trial = TrialReporter.from_environment()
 
     # -- trackers --
 
@@ -390,6 +401,8 @@ class Session:
         if self.algo_cls.media_each_evaluation and self.run.video and self.main:
             self.log_media()
         self.save(best=improved, algorithm_state=state)
+        if self.trial is not None and self.trial.should_stop(metrics, key):
+            raise Pruned()
         return metrics
 
     def log_media(self) -> dict[str, Path]:
@@ -488,6 +501,9 @@ class Session:
         except Diverged as problem:
             status, exit_code = "diverged", EXIT_FAILED
             failure = self.divergence_message(str(problem))
+        except Pruned:  # the sweep stopped it; its checkpoint is saved
+            status, exit_code = "pruned", EXIT_OK
+            print(f"pruned by the sweep's pruner at step {self.algo.global_step:,}", file=sys.stderr)
         except LabError:
             status, exit_code = "failed", 2
             raise

@@ -383,6 +383,14 @@ def _sweep_agent(sweep: Any, count: int | None, project: str) -> int:
 
 
 @hookimpl
+def register_commands(register: Callable[..., None]) -> None:
+    from lab.plugins.wandb_tracker import workspace
+
+    register("wandb-workspace", workspace.command, description="a W&B workspace laid out for the lab's runs",
+             arguments=workspace.arguments)
+
+
+@hookimpl
 def register_trackers(register: Callable[..., None]) -> None:
     register("wandb", make_tracker, description="Weights & Biases: offline unless logged in (--wandb)",
              options=WandbOptions, sweep_agent=_sweep_agent)
