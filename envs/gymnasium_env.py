@@ -7,6 +7,7 @@ evaluation (these tasks have no preprocessing to switch off). Rendering draws of
 pygame through SDL's dummy driver, MuJoCo through EGL (`MUJOCO_GL`, default egl). Option
 `asynchronous=True` steps each env in a worker process (gymnasium's AsyncVectorEnv), so
 several cores step envs at once; such envs cannot save their state for an exact resume.
+Option `env_backend` (`--env-backend`, `lab.envs.backends`) may hand the id to EnvPool.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from lab.envs.backends import choose_backend
 from lab.envs.torch_vec import GymTorchVecEnv
 from lab.errors import LabError, unknown
 
@@ -43,12 +45,19 @@ def make_gymnasium(
     device: torch.device | str = "cpu",
     evaluation: bool = False,
     render: bool = False,
+    env_backend: str = "auto",
     **options: Any,
 ) -> GymTorchVecEnv:
-    """`num_envs` copies of a gymnasium id in one synchronous vector env (NEXT_STEP autoreset)."""
+    """`num_envs` copies of a gymnasium id in one synchronous vector env (NEXT_STEP autoreset),
+    or EnvPool's envs where `env_backend` picks it (`lab.envs.backends`)."""
     if env_id not in gym.registry:
         raise unknown("env", env_id, gymnasium_ids(), "run `lab plugins` to list environments, "
                       "or install the package that registers it with gymnasium")
+    if choose_backend(env_backend) == "envpool":
+        from lab.envs.envpool_env import make_envpool  # it builds on this module
+
+        return make_envpool(env_id, num_envs=num_envs, seed=seed, device=device, evaluation=evaluation,
+                            render=render, **options)
     asynchronous = bool(options.pop("asynchronous", False))
     if options:
         raise LabError(f"{env_id} takes only the env option asynchronous (got {', '.join(sorted(options))})")

@@ -56,10 +56,15 @@ class GymTorchVecEnv:
         """Reset all envs; the first reset uses the factory's seed."""
         if seed is None:
             seed, self._seed = self._seed, None
-        obs, _ = self.env.reset(seed=seed)
+        obs = self._reset_simulator(seed)
         self._stats.reset()
         self._autoreset[:] = False
         return obs_to_tensor(obs, self.device)
+
+    def _reset_simulator(self, seed: int | None) -> np.ndarray:
+        """Reset every env of the vector env (seeded when `seed` is given); its observations."""
+        obs, _ = self.env.reset(seed=seed)
+        return obs
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         obs, rewards, terminated, truncated, info = self.env.step(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from lab.errors import LabError
 
@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 
 Kind = Literal["agent", "generator", "supervised"]
 KINDS: tuple[str, ...] = ("agent", "generator", "supervised")
+
+
+class Pace(NamedTuple):
+    """The steps from `starts` on will each take `extra_s` seconds more than the steps now
+    (an off-policy agent's random warm-up collects many times faster than it learns)."""
+
+    starts: int
+    extra_s: float
 
 
 class Algorithm(ABC):
@@ -92,6 +100,11 @@ class Algorithm(ABC):
         for each costs more than the op (measured: PPO on HalfCheetah 2x slower on 2 threads
         with OpenMP's passive waiting, which the Atari envs need). `--threads` overrides it.
         """
+        return None
+
+    def pace(self) -> Pace | None:
+        """How much slower the steps still to come will be than the recent ones, for an ETA
+        that is right from the start (None: the recent rate is the pace)."""
         return None
 
     @property

@@ -1,11 +1,13 @@
 """Built-in env factories: every ALE Atari game (DeepMind preprocessing) and, for any
-other id registered with gymnasium (classic control, Box2D, MuJoCo, ...), the generic one."""
+other id registered with gymnasium (classic control, Box2D, MuJoCo, ...), the generic one,
+whose `--env-backend` may hand it to EnvPool."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from lab.envs.atari import ATARI, make_atari
+from lab.envs.backends import GYMNASIUM
 from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium
 from lab.hookspecs import hookimpl
 
@@ -13,7 +15,7 @@ from lab.hookspecs import hookimpl
 @hookimpl
 def register_envs(register: Callable[..., None]) -> None:
     for env_id in CLASSIC_IDS:
-        register(env_id, make_gymnasium, description="gymnasium classic control")
+        register(env_id, make_gymnasium, description="gymnasium classic control", family=GYMNASIUM)
     register(
         "ALE/*-v5",
         make_atari,
@@ -30,4 +32,5 @@ def register_envs(register: Callable[..., None]) -> None:
         "*",
         make_gymnasium,
         description="any other gymnasium id: Box2D with arcade-lab[box2d], MuJoCo with arcade-lab[mujoco]",
+        family=GYMNASIUM,
     )

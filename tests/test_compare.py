@@ -270,3 +270,15 @@ def test_the_table_for_a_paper_and_published_reference_curves(mixed, capsys, tmp
     assert main(["compare", *map(str, mixed), "--reference", str(bad), "--out", "x.png"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--reference" in err[0] and not Path("x.png").exists()
+
+
+def test_the_table_s_iqm_mean_and_median_are_over_the_runs() -> None:
+    from lab.experiments.aggregates import final_intervals
+
+    finals = np.array([[91.8], [174.4], [243.3], [500.0], [500.0]])  # five a2c seeds on CartPole
+    table = final_intervals({"a2c": finals}, reps=200)["a2c"]
+    assert table["median"][0] == pytest.approx(243.3), "the median run, not the mean of one task"
+    assert table["mean"][0] == pytest.approx(finals.mean())
+    assert table["iqm"][0] == pytest.approx((174.4 + 243.3 + 500) / 3)  # 25% of five cut each end: one
+    for estimate, low, high in table.values():
+        assert finals.min() <= low <= estimate <= high <= finals.max()

@@ -136,8 +136,12 @@ def test_env_family_settings_reach_the_factory_and_apply_to_their_family_only():
     assert atari.run_section()["frame_stack"] == 2, "config.yaml's run: records them"
     with pytest.raises(LabError, match="--frame-stack is a setting of atari envs; --env CartPole-v1 takes no such"):
         resolve(Algo, {"env": "CartPole-v1", "frame_stack": "2"})
-    cartpole = resolve(Algo, {"env": "CartPole-v1"})
-    assert cartpole.env_options is None and cartpole.env_option_values() == {}
+    from lab.envs.backends import GymnasiumOptions
+
+    cartpole = resolve(Algo, {"env": "CartPole-v1"})  # the gymnasium family's own settings
+    assert cartpole.env_options == GymnasiumOptions() and cartpole.env_option_values() == {"env_backend": "auto"}
+    with pytest.raises(LabError, match="--env-backend is a setting of gymnasium envs"):
+        resolve(Algo, {"env": "ALE/Pong-v5", "env_backend": "envpool"})
 
 
 def test_tracker_settings_are_run_settings_of_their_tracker():

@@ -114,3 +114,42 @@ def test_sac_tunes_its_entropy_coefficient_and_td3_delays_its_actor(capsys) -> N
     assert td3["updates"] == 400, "one critic update per agent step after learning starts"
     actor, target = td3["actor"], td3["actor_target"]
     assert any(not torch.equal(actor[k], target[k]) for k in actor), "the target trails the actor (tau 0.005)"
+
+
+@pytest.mark.parametrize("algo, env", [("dqn", "CartPole-v1"), ("td3", "Pendulum-v1")])
+def test_timing_the_learning_phase_during_warm_up_changes_nothing_the_run_computes(algo, env, monkeypatch) -> None:
+    """measure_pace runs real updates (PER priorities, target smoothing noise, TD3's counter)
+    and puts everything back: a run with it logs exactly what a run without it logs."""
+    from lab.rl import offpolicy
+
+    measured = []
+    real = offpolicy.OffPolicyAgent.measure_pace
+    monkeypatch.setattr(offpolicy.OffPolicyAgent, "measure_pace",
+                        lambda self: measured.append(real(self)) or measured[-1])
+    flags = ["--steps", "1300", "--learning-starts", "1200", "--batch-size", "16", "--net-arch", "16",
+             "--log-interval", "20", "--eval-interval", "1300", "--eval-episodes", "1", "--video", "false"]
+    extra = ["--prioritized-replay", "true"] if algo == "dqn" else []
+    assert main(["train", algo, "--env", env, *flags, *extra, "--name", "timed"]) == 0
+    assert len(measured) == 1 and measured[0].starts == 1200 and measured[0].extra_s > 0
+    monkeypatch.setattr(offpolicy, "PACE_MIN_WARMUP", 10**9)  # never measured
+    assert main(["train", algo, "--env", env, *flags, *extra, "--name", "untimed"]) == 0
+    assert len(measured) == 1
+
+    def computed(name: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in ("time", "perf/sps")}
+                for r in read_jsonl(runs_dir() / name / "metrics.jsonl")]
+
+    assert computed("timed") == computed("untimed")
+
+
+def test_the_eta_counts_the_learning_phase_at_its_speed_from_the_first_step() -> None:
+    from lab.algorithm import Pace
+    from lab.run.progress import RunProgress
+
+    progress = RunProgress("dqn", 100_000, 0)
+    progress.rate = 1000.0  # warm-up: 1,000 steps/s
+    assert progress.eta(0) == pytest.approx(100.0)
+    progress.pace = Pace(starts=20_000, extra_s=0.009)  # learning: 1 ms + 9 ms a step
+    assert progress.eta(0) == pytest.approx(20 + 80_000 * 0.010)
+    assert progress.eta(50_000) == pytest.approx(50.0), "past the warm-up the recent rate is the pace"
+    progress.close()

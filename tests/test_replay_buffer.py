@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from lab.buffers import ReplayBuffer
 from lab.errors import LabError
+from lab.run.chunks import ChunkStore
 
 GAMMA = 0.9
 MAX_ACTION = 1_000_000
@@ -300,18 +301,22 @@ def test_state_dict_round_trip_through_torch_save() -> None:
     driver.check_all()
 
 
-def test_partial_state_dict_is_small_and_restores() -> None:
+def test_a_partly_filled_buffer_saves_only_its_filled_slots(tmp_path) -> None:
     rb = new_buffer(1, 4, 1000, 1)
     driver = Driver([[(6, False)]], 4, "reset", rb)
     driver.run(20)
-    state = rb.state_dict()
-    assert state["frames"].shape[0] == 20
+    store = ChunkStore(tmp_path)
+    saved = store.spill({"buffer": rb.state_dict()})
+    store.commit()
+    assert saved["buffer"]["rows"]["filled"] == 20 and len(saved["buffer"]["rows"]["chunks"]) == 1
+    (chunk,) = tmp_path.glob("*.pt")
+    assert torch.load(chunk, weights_only=True)["frames"].shape[0] == 20  # not the 1000 slots allocated
     restored = new_buffer(1, 4, 1000, 1)
-    restored.load_state_dict(state, end_episodes=False)
+    restored.load_state_dict(ChunkStore(tmp_path).restore(saved)["buffer"], end_episodes=False)
     driver.rb = restored
     driver.check_all()
     with pytest.raises(LabError, match="does not match"):
-        new_buffer(1, 4, 500, 1).load_state_dict(state)
+        new_buffer(1, 4, 500, 1).load_state_dict(rb.state_dict())
 
 
 def test_atari_frames_stored_once() -> None:

@@ -16,6 +16,8 @@ integer is the cursor for all envs and neither `add` nor `sample` waits on the d
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -23,8 +25,9 @@ import torch
 from lab.buffers.boundaries import step_flags
 from lab.buffers.sumtree import SumTree
 from lab.errors import LabError
+from lab.run.chunks import rows_state
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: slot contents under "rows" (chunked in checkpoints); 1 is still read
 
 
 class ReplayBatch(NamedTuple):
@@ -427,6 +430,21 @@ class ReplayBuffer:
         self.tree.set(indices, priorities)
         self._max_priority = torch.maximum(self._max_priority, priorities.max())
 
+    @contextlib.contextmanager
+    def unchanged(self) -> Iterator[None]:
+        """Sample and update priorities inside; afterwards the buffer is as it was (for timing
+        an update without changing the run)."""
+        generator = self.generator.get_state()
+        leaves = self.tree.leaves.clone() if self.prioritized else None
+        highest = self._max_priority.clone() if self.prioritized else None
+        try:
+            yield
+        finally:
+            self.generator.set_state(generator)
+            if self.prioritized:
+                self.tree.load_leaves(leaves)
+                self._max_priority = highest
+
     def sampleable_indices(self) -> torch.Tensor:
         """Flat indices of every transition `sample` can return (for tests and debugging)."""
         lo, hi = self._sample_range()
@@ -454,18 +472,18 @@ class ReplayBuffer:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Contents and cursor; only the filled part is copied, so early checkpoints stay small."""
-        filled = min(self._steps, self.slots)
-        stored = {
-            name: tensor if filled == self.slots else tensor[:filled].clone()
-            for name, tensor in self._stored_tensors().items()
-        }
+        """Contents and cursor. The slot tensors are marked as rows of a ring
+        (`lab.run.chunks`): a checkpoint writes only the chunks changed since the last one."""
+        stored = self._stored_tensors()
         state: dict[str, Any] = {
-            "version": STATE_VERSION, **self._layout(), "steps": self._steps, **stored,
+            "version": STATE_VERSION, **self._layout(),
+            "rows": rows_state({k: v for k, v in stored.items() if k != "priorities"}, self._steps,
+                               margin=self.n_step + 2),  # an add rewrites slots up to n_step back
             "valid_total": self._valid_total, "done_prev": self._done_prev, "generator": self.generator.get_state(),
             "start_next": self._start_next, "last_next_frame": self._last_next_frame,
         }
-        if self.prioritized:
+        if self.prioritized:  # priorities change anywhere a batch was sampled: saved whole (8 B/transition)
+            state["priorities"] = stored["priorities"].clone()
             state["max_priority"] = self._max_priority
         return state
 
@@ -477,10 +495,12 @@ class ReplayBuffer:
                 f"the checkpoint's replay buffer {saved} does not match this run's {self._layout()}; "
                 "resume with the same buffer settings"
             )
-        self._steps = int(state["steps"])
+        rows = state["rows"]["tensors"] if "rows" in state else state  # version 1 kept them at the top
+        self._steps = int(state["rows"]["steps"] if "rows" in state else state["steps"])
         filled = min(self._steps, self.slots)
         for name, tensor in self._stored_tensors().items():
-            tensor[:filled].copy_(state[name])
+            source = state["priorities"] if name == "priorities" and "rows" in state else rows[name]
+            tensor[:filled].copy_(source[:filled])
             tensor[filled:].zero_()
         self._valid_total.copy_(state["valid_total"])
         self._done_prev.copy_(state["done_prev"])

@@ -54,7 +54,9 @@ def final_intervals(scores: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS,
     from rliable import metrics
 
     def aggregates(x: np.ndarray) -> np.ndarray:
-        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x), metrics.aggregate_median(x)])
+        # the median of every run's score: rliable's aggregate_median is the median of the
+        # tasks' means, which for one task is the mean
+        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x), np.median(x)])
 
     np.random.seed(seed)  # rliable draws from numpy's global generator: the same table every time
     estimates, intervals = rly.get_interval_estimates(scores, aggregates, reps=reps, confidence_interval_size=CONFIDENCE)

@@ -19,7 +19,9 @@ names are SB3's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,11 +30,16 @@ import torch
 from torch import nn
 
 from lab.agent import Agent
+from lab.algorithm import Pace
 from lab.buffers import ReplayBuffer
 from lab.config import check_ranges, option
 from lab.device import small_pass_threads
 from lab.errors import LabError
 from lab.rl.actors import ActionScale, box_actions
+
+
+# A warm-up shorter than this many steps passes before an ETA could be wrong for long.
+PACE_MIN_WARMUP = 1_000
 
 
 @dataclass
@@ -103,6 +110,7 @@ class OffPolicyAgent(Agent):
         # `lab eval` only acts: no replay memory (7 GB for 1M Atari transitions) is allocated
         self.buffer: ReplayBuffer | None = self.make_buffer() if ctx.training else None
         self.obs = self.env.reset()
+        self._pace: Pace | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -204,7 +212,43 @@ class OffPolicyAgent(Agent):
                 values = [step[name] for step in steps if name in step]
                 metrics[name] = torch.stack(values).mean() if len(values) > 1 else values[0]
         self.after_training_step(before)
+        if self._pace is None and self.config.learning_starts - self.global_step >= PACE_MIN_WARMUP \
+                and len(self.buffer) >= 2 * self.config.batch_size:
+            self._pace = self.measure_pace()
         return metrics
+
+    def pace(self) -> Pace | None:
+        return self._pace if self._pace is not None and self.global_step < self.config.learning_starts else None
+
+    def measure_pace(self) -> Pace:
+        """What each step costs once learning starts beyond a warm-up step: the policy's
+        acting pass and the update's share, timed on the real networks and replay, then
+        everything put back (modules, optimisers, counters, random streams, priorities):
+        the run computes the same with or without it."""
+        c = self.config
+        saved = copy.deepcopy({k: v for k, v in self.state_dict().items() if k != "buffers"})
+        streams = copy.deepcopy(self.ctx.rng.state_dict())
+
+        def seconds(work: Callable[[], Any], repeats: int = 3) -> float:
+            work()  # the first call pays for allocation (and compiling, with --compile)
+            sync = torch.cuda.synchronize if self.ctx.device.type == "cuda" else (lambda: None)
+            sync()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                work()
+            sync()
+            return (time.perf_counter() - start) / repeats
+
+        def act() -> None:
+            with torch.no_grad(), small_pass_threads(self.env.num_envs, self.ctx.device):
+                self.exploration_action(self.obs)
+
+        with self.buffer.unchanged():
+            acting, update = seconds(act), seconds(self.gradient_step)
+        self.load_state_dict(saved)
+        self.ctx.rng.load_state_dict(streams)
+        extra = acting / c.num_envs + update * self.steps_per_training / c.train_freq
+        return Pace(c.learning_starts, extra)
 
     # ------------------------------------------------------------- checkpoints
 

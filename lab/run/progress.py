@@ -2,8 +2,10 @@
 elsewhere (CI, files), and a short report when the run ends.
 
 The ETA comes from the recent rate (an exponential average over half-second windows),
-not from the whole run: DQN's random warm-up runs many times faster than learning, and a
-resumed run starts part-way, so neither may set the pace of what is left.
+not from the whole run, since a resumed run starts part-way. An off-policy warm-up collects
+many times faster than learning: the algorithm's `pace()` says from which step the steps get
+slower and by how much (timed on its own networks), so the ETA counts the learning phase at
+its speed from the start, and the average starts afresh when that phase begins.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
+
+from lab.algorithm import Pace
 
 WIDTH = 80
 PLAIN_EVERY_S = 10.0
@@ -57,6 +61,7 @@ class RunProgress:
         self.live = self.console.is_terminal
         self.total = total
         self.rate: float | None = None
+        self.pace: Pace | None = None
         self._window_time = time.perf_counter()
         self._window_step = start
         self._bar: Progress | None = None
@@ -76,13 +81,26 @@ class RunProgress:
                                             **self._fields(start))
             self._bar.start()
 
+    def eta(self, step: int) -> float | None:
+        """Seconds left: the steps before a slower phase at the recent rate, those after it
+        at the recent rate plus the phase's extra seconds per step."""
+        if not self.rate:
+            return None
+        if self.pace is None or step >= self.pace.starts:
+            return (self.total - step) / self.rate
+        now = min(self.total, self.pace.starts) - step
+        return now / self.rate + (self.total - step - now) * (1 / self.rate + self.pace.extra_s)
+
     def _fields(self, step: int) -> dict[str, str]:
-        eta = (self.total - step) / self.rate if self.rate else None
+        eta = self.eta(step)
         speed = f"{compact(self.rate)}/s" if self.rate else "-/s"
         return {"count": f"{compact(step)}/{compact(self.total)}", "speed": f"{speed:>7}", "eta": f"ETA {duration(eta)}"}
 
-    def update(self, step: int) -> None:
+    def update(self, step: int, pace: Pace | None = None) -> None:
         now = time.perf_counter()
+        if self.pace is not None and step >= self.pace.starts > self._window_step:
+            self.rate, self._window_time, self._window_step = None, now, step  # the slower phase began
+        self.pace = pace or self.pace
         if now - self._window_time >= RATE_WINDOW_S:
             recent = (step - self._window_step) / (now - self._window_time)
             self.rate = recent if self.rate is None else (1 - RATE_SMOOTHING) * self.rate + RATE_SMOOTHING * recent

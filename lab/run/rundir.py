@@ -153,7 +153,8 @@ class RunLock:
 def remove_stale_temporaries(run_dir: Path) -> None:
     """Delete what atomic writes of killed processes left (`.latest.pt.*.tmp`: an Atari checkpoint
     with its replay is gigabytes). Only the lock holder calls this, so no writer is alive."""
-    stale = [p for folder in (run_dir, run_dir / "checkpoints", run_dir / "media") if folder.is_dir()
+    folders = (run_dir, run_dir / "checkpoints", run_dir / "checkpoints" / "replay", run_dir / "media")
+    stale = [p for folder in folders if folder.is_dir()
              for p in folder.glob(".*.tmp") if p.is_file()]
     if not stale:
         return

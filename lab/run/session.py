@@ -37,6 +37,7 @@ from lab.algorithm import Algorithm
 from lab.device import resolve_device
 from lab.errors import LabError, unknown
 from lab.run.checkpoint import save_checkpoint
+from lab.run.chunks import FOLDER as CHUNK_FOLDER, ChunkStore
 from lab.run.context import Context
 from lab.run.discovery import Lab
 from lab.run.info import RunInfo
@@ -163,6 +164,7 @@ class Session:
         self.run = resolved.run
         self.resolved = resolved
         self.run_dir = run_dir
+        self.chunks = ChunkStore(run_dir / "checkpoints" / CHUNK_FOLDER)
         self.purpose = purpose
         # only training runs on several processes; `lab eval` and `lab.load` are one process
         rank, world = (distributed.rank(), distributed.world_size()) if purpose == "train" else (0, 1)
@@ -304,13 +306,17 @@ class Session:
             if not self.main:
                 return
             path = self.run_dir / "checkpoints" / "latest.pt"
+            state = self.chunks.spill(state)  # replay contents: only the chunks written since the last save
             save_checkpoint(state, path)
+            self.chunks.commit()
             if best:  # for evaluation: the replay/rollout contents are not needed there
                 lean = {**state, "algorithm": {k: v for k, v in state["algorithm"].items() if k != "buffers"}}
                 save_checkpoint(lean, self.run_dir / "checkpoints" / "best.pt")
         self.tracker.log_artifact(path, f"{self.run_dir.name}-checkpoint", "model")
 
     def restore(self, state: dict[str, Any], rng: bool = True) -> None:
+        if self.purpose == "train":  # the replay's chunk files (an evaluation acts without a replay)
+            state = self.chunks.restore(state)
         saved_algo = state.get("algo")
         if saved_algo is not None and saved_algo != self.algo_cls.name:
             raise LabError(f"the checkpoint was written by {saved_algo}, but {self.run_dir}/config.yaml says "
@@ -487,7 +493,7 @@ class Session:
                     compiled_meanwhile = self.ctx.pop_compile_seconds()  # a new batch shape: already side time
                     if compiled_meanwhile:
                         self.pending["perf/compile_s"].append(compiled_meanwhile)
-                progress.update(step)
+                progress.update(step, algo.pace())
             if not (stop or distributed.any_flag(STOP.requested)):
                 if self.last_eval_step != algo.global_step:
                     self.evaluate()
