@@ -76,8 +76,8 @@ def _algorithm_parser(algo_cls: type, registry: Any) -> _Parser:
             group.add_argument(f"--{flag(name)}", dest=name, metavar="VALUE",
                                help=f"{help_text} (default: {default})".strip(), **extra)
     if algo_cls.presets:
-        lines = ["presets, applied for a matching --env/--data (exact ids, then globs, then the env's family; "
-                 "steps is the default budget):"]
+        lines = ["presets, applied for a matching --env/--data (exact ids, then globs, then the env's family) "
+                 "or by name with --preset NAME; steps is the default budget:"]
         for key, values in algo_cls.presets.items():
             shown = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in values.items())
             lines.append(textwrap.fill(f"{key}: {shown}", width=100, initial_indent="  ", subsequent_indent="      "))

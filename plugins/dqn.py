@@ -1,4 +1,4 @@
-"""`dqn`: Deep Q-Networks with Double, Dueling, n-step and prioritized-replay options.
+"""`dqn`: Deep Q-Networks with every Rainbow piece as an option, one flag each.
 
 Reads top to bottom like CleanRL's dqn_atari.py, on the lab's off-policy service
 (`lab.rl.offpolicy`: the acting loop, the device replay buffer, gradient-step scheduling,
@@ -8,23 +8,43 @@ Zoo's tuned values and budgets (every Atari game through the `atari` preset). In
 envs, so the replay ratio (gradient_steps * batch_size / train_freq) does not change with
 `--num-envs`.
 
-A new DQN variant is a small subclass: replace `make_q_network` (a distributional or noisy
-head) and `td_loss` (its loss), keep the rest (see the plugin guide).
+Rainbow's pieces (Hessel et al. 2018) are flags, so an ablation is one flag: `--double-q`,
+`--dueling`, `--n-step N`, `--prioritized-replay`, `--distributional c51` (or `qr`,
+QR-DQN's quantiles), `--noisy` (noisy nets explore: epsilon 0; evaluation acts with the mean
+weights), plus `--augment shift` (DrQ's random shift of sampled observations) and
+`--adam-eps`. Off by default: `dqn` alone is DQN as SB3 has it. `rainbow` is this class with
+all of them on. A new DQN variant is a small subclass: replace `make_q_network` (its
+network) and `td_loss` (its loss), keep the rest (see the plugin guide).
+
+Two named presets (`--preset NAME`) set up the Atari 100k benchmark (Kaiser et al. 2020:
+100k agent steps, 400k frames): `atari100k` is Data-Efficient Rainbow (DER, van Hasselt et
+al. 2019) and `atari100k-drq` is DrQ(epsilon) (Kostrikov et al. 2020, as Agarwal et al. 2021
+tuned it). `--augment shift` on top of `atari100k` is DER plus shifts, not DrQ: a flag
+changes one setting, a preset many. Both follow the benchmark's protocol as Dopamine's
+labs/atari_100k configs (DER.gin, DrQ_eps.gin) state it: no sticky actions ("Atari 100K
+benchmark doesn't use sticky actions"), a lost life ends a training episode, episodes of at
+most 27,000 agent steps (108k frames), 100 evaluation episodes after training. The lab's
+Atari evaluation envs always use sticky actions 0.25 (envs/atari.py), so scores here are
+under sticky actions where the papers' are not.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lab.augment import random_shift
 from lab.config import check_ranges, option
 from lab.device import small_pass_threads
+from lab.errors import LabError
 from lab.hookspecs import hookimpl
+from lab.rl.distributional import categorical_projection, quantile_huber_loss
+from lab.rl.noisy import remove_noise, resample_noise
 from lab.rl.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, crossings, soft_update
 from lab.rl.qnetworks import QNetwork, td_targets
 from lab.schedules import linear
@@ -87,6 +107,33 @@ DQN_PRESETS: dict[str, dict[str, Any]] = {
     ),
     "atari": ATARI_DQN,
 }
+# The Atari 100k benchmark's protocol (Dopamine's labs/atari_100k configs): 100k agent steps,
+# no sticky actions, 100 evaluation episodes once training ends (checkpoints every 10k steps).
+ATARI_100K_PROTOCOL: dict[str, Any] = dict(
+    steps=100_000, buffer_size=100_000, sticky_actions=0.0, eval_episodes=100, eval_interval=100_000,
+    checkpoint_interval=10_000,
+)
+# `--preset NAME` presets (`dqn` and `rainbow` share them). DER: van Hasselt et al. 2019's
+# table of Rainbow changes (n-step 20, one update per step from 1,600 steps, target every
+# 2,000 updates, lr 1e-4, Adam eps 1.5e-4) on Rainbow's pieces with PER alpha 0.5, beta 0.4->1.
+# DrQ(eps): Dopamine's DrQ_eps.gin (Agarwal et al. 2021): no noisy nets, no C51, uniform
+# replay, n-step 10, the target copied after every update, epsilon 1 -> 0.01 by step 6,600
+# (Dopamine: 5,000 steps after the 1,600 of warm-up), 0.001 when evaluating, random shifts.
+ATARI_100K_PRESETS: dict[str, dict[str, Any]] = {
+    "atari100k": dict(
+        ATARI_100K_PROTOCOL, learning_rate=1e-4, adam_eps=1.5e-4, batch_size=32, learning_starts=1_600,
+        train_freq=1, gradient_steps=1, target_update_interval=2_000, gamma=0.99, n_step=20, double_q=True,
+        dueling=True, distributional="c51", num_atoms=51, v_min=-10.0, v_max=10.0, noisy=True, noisy_sigma=0.5,
+        prioritized_replay=True, prioritized_replay_alpha=0.5, prioritized_replay_beta=0.4,
+        eval_exploration_eps=0.001, augment="none",
+    ),
+    "atari100k-drq": dict(
+        ATARI_100K_PROTOCOL, learning_rate=1e-4, adam_eps=1.5e-4, batch_size=32, learning_starts=1_600,
+        train_freq=1, gradient_steps=1, target_update_interval=1, gamma=0.99, n_step=10, double_q=True,
+        dueling=True, distributional="none", noisy=False, prioritized_replay=False, exploration_fraction=0.066,
+        exploration_final_eps=0.01, eval_exploration_eps=0.001, augment="shift",
+    ),
+}
 
 
 @dataclass
@@ -97,26 +144,51 @@ class DQNConfig(DQNSettings):
     prioritized_replay: bool = option(False, "proportional prioritized replay")
     prioritized_replay_alpha: float = option(0.6, "priority exponent")
     prioritized_replay_beta: float = option(0.4, "initial IS exponent, annealed to 1")
+    distributional: Literal["none", "c51", "qr"] = option(
+        "none", "return distribution: none (expected Q), c51 (categorical, Bellemare et al. 2017) or qr "
+                "(quantile regression, Dabney et al. 2018)")
+    num_atoms: int = option(51, "C51's atoms or QR-DQN's quantiles per action")
+    v_min: float = option(-10.0, "lowest return on C51's support")
+    v_max: float = option(10.0, "highest return on C51's support")
+    noisy: bool = option(False, "noisy linear layers explore instead of epsilon-greedy (Fortunato et al. 2018; "
+                                "evaluation acts with the mean weights)")
+    noisy_sigma: float = option(0.5, "sigma0 of the factorised noise")
+    adam_eps: float = option(1e-8, "Adam epsilon (Rainbow, DER: 1.5e-4)")
+    augment: Literal["none", "shift"] = option(
+        "none", "augment sampled observations and next observations: shift (DrQ: pad 4 by replication, "
+                "random crop back; image observations)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, at_least_one=("n_step",))
+        check_ranges(self, at_least_one=("n_step",), positive=("noisy_sigma", "adam_eps"))
+        if self.distributional != "none" and self.num_atoms < 2:
+            raise ValueError(f"--num-atoms must be >= 2 with --distributional {self.distributional}, "
+                             f"got {self.num_atoms}")
+        if self.distributional == "c51" and not self.v_min < self.v_max:
+            raise ValueError(f"--v-min must be below --v-max, got {self.v_min} and {self.v_max}")
 
 
 class DQN(OffPolicyAgent):
-    """DQN (Mnih et al. 2015) with Double, Dueling, n-step and prioritized-replay options."""
+    """DQN (Mnih et al. 2015) with Double, Dueling, n-step, prioritized replay, C51/QR, noisy nets
+    and DrQ shifts as options."""
 
     name = "dqn"
     Config = DQNConfig
-    presets = DQN_PRESETS
+    presets = {**DQN_PRESETS, **ATARI_100K_PRESETS}
     saved = ("q", "q_target", "optimizer")
 
     def __init__(self, config: DQNConfig, ctx: Any) -> None:
         super().__init__(config, ctx)
+        if config.augment != "none" and not self.images:
+            self.env.close()
+            raise LabError(f"--augment {config.augment} shifts images; {ctx.env_id} has vector observations, "
+                           "so leave --augment out")
         self.num_actions = int(self.action_space.n)
         self.q = self.make_q_network().to(ctx.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = adam(self.q.parameters(), config.learning_rate, ctx.device)
+        self.optimizer = adam(self.q.parameters(), config.learning_rate, ctx.device, eps=config.adam_eps)
+        self.noise_generator = ctx.generator("noise") if config.noisy else None
+        self.augment_generator = ctx.generator("augment") if config.augment != "none" else None
         # torch.compile per --compile: on a CPU only the Nature-CNN update pays (1.1x at batch
         # 32); a batch-1 acting pass and small MLPs run slower compiled there
         self.compiled_td_loss = ctx.compile(self.td_loss, name="dqn update", calls=self.gradient_steps_in_run,
@@ -132,9 +204,13 @@ class DQN(OffPolicyAgent):
                     beta=c.prioritized_replay_beta)
 
     def make_q_network(self) -> nn.Module:
-        """Q(s, .): the Nature CNN for frames, an MLP for vectors (a subclass may return its own)."""
+        """Q(s, .): the Nature CNN for frames, an MLP for vectors, with the configured head (a
+        subclass may return its own; `forward` gives Q-values, and with --distributional,
+        `outputs` and `q_values` as `QNetwork`'s)."""
         c = self.config
-        return QNetwork(tuple(self.observation_space.shape), self.num_actions, c.net_arch, c.dueling)
+        return QNetwork(tuple(self.observation_space.shape), self.num_actions, c.net_arch, c.dueling,
+                        distributional=c.distributional, num_atoms=c.num_atoms, v_min=c.v_min, v_max=c.v_max,
+                        noisy_sigma=c.noisy_sigma if c.noisy else None)
 
     # ------------------------------------------------------------------ acting
 
@@ -144,6 +220,8 @@ class DQN(OffPolicyAgent):
         c = self.config
         if self.global_step < c.learning_starts:
             return 1.0
+        if c.noisy:  # the noise explores (Hessel et al. 2018: epsilon 0)
+            return 0.0
         schedule = linear(c.exploration_initial_eps, c.exploration_final_eps,
                           c.exploration_fraction * self.ctx.total_steps)
         return schedule(self.global_step)
@@ -155,7 +233,8 @@ class DQN(OffPolicyAgent):
         if epsilon >= 1.0:
             return random_actions
         explore = torch.rand(n, generator=generator, device=device) < epsilon
-        if bool(explore.all()):  # early in training: no forward pass when no env acts greedily
+        # On a CPU, skip the forward pass when no env acts greedily; a GPU runs it rather than wait on the check.
+        if device.type == "cpu" and bool(explore.all()):
             return random_actions
         with small_pass_threads(n, device):
             greedy = self.greedy(obs)
@@ -166,13 +245,18 @@ class DQN(OffPolicyAgent):
             return self.q(obs).argmax(dim=1)
 
     def exploration_action(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.noise_generator is not None:  # new noise for every acting step
+            resample_noise(self.q, self.noise_generator)
         return self.epsilon_greedy(obs, self.epsilon(), self.action_generator)
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """Evaluation policy (greedy up to `eval_exploration_eps`) or the training policy."""
-        if deterministic:
-            return self.epsilon_greedy(obs, self.config.eval_exploration_eps, self.ctx.rng.eval_generator(obs.device))
-        return self.epsilon_greedy(obs, self.epsilon(), self.action_generator)
+        """Evaluation policy (greedy up to `eval_exploration_eps`, noisy nets at their mean
+        weights) or the training policy."""
+        if not deterministic:
+            return self.exploration_action(obs)
+        if self.config.noisy:  # the next training use draws new noise first
+            remove_noise(self.q)
+        return self.epsilon_greedy(obs, self.config.eval_exploration_eps, self.ctx.rng.eval_generator(obs.device))
 
     def progress_metrics(self) -> dict[str, float]:
         return {"train/epsilon": self.epsilon()}
@@ -184,8 +268,15 @@ class DQN(OffPolicyAgent):
         beta = linear(c.prioritized_replay_beta, 1.0, self.ctx.total_steps)(self.global_step) \
             if c.prioritized_replay else None
         batch = self.buffer.sample(c.batch_size, beta=beta)
-        loss, td_errors = self.compiled_td_loss(batch.observations, batch.actions, batch.rewards, batch.discounts,
-                                                batch.dones, batch.next_observations, batch.weights)
+        observations, next_observations = batch.observations, batch.next_observations
+        if self.augment_generator is not None:  # DrQ: each its own shifts
+            observations = random_shift(observations, 4, self.augment_generator)
+            next_observations = random_shift(next_observations, 4, self.augment_generator)
+        if self.noise_generator is not None:  # new noise for every gradient step, each network its own
+            resample_noise(self.q, self.noise_generator)
+            resample_noise(self.q_target, self.noise_generator)
+        loss, td_errors = self.compiled_td_loss(observations, batch.actions, batch.rewards, batch.discounts,
+                                                batch.dones, next_observations, batch.weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.q.parameters(), c.max_grad_norm)
@@ -197,8 +288,12 @@ class DQN(OffPolicyAgent):
     def td_loss(self, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
                 discounts: torch.Tensor, dones: torch.Tensor, next_observations: torch.Tensor,
                 weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(importance-weighted Huber TD loss, TD errors): the part of a step torch.compile fuses,
-        and the method a distributional subclass replaces."""
+        """(importance-weighted loss, per-sample priorities): the part of a step torch.compile
+        fuses, and the method a variant with its own loss replaces. Huber on TD errors, or
+        with --distributional the return distribution's loss."""
+        if self.config.distributional != "none":
+            return self.distributional_loss(observations, actions, rewards, discounts, dones, next_observations,
+                                            weights)
         q_values = self.q(observations).gather(1, actions.long().unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             next_q_target = self.q_target(next_observations)
@@ -206,6 +301,29 @@ class DQN(OffPolicyAgent):
             targets = td_targets(rewards, discounts, dones, next_q_target, next_q_online)
         loss = (weights * F.smooth_l1_loss(q_values, targets, reduction="none")).mean()
         return loss, (q_values - targets).detach()
+
+    def distributional_loss(self, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+                            discounts: torch.Tensor, dones: torch.Tensor, next_observations: torch.Tensor,
+                            weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """C51: cross-entropy between the taken action's distribution and the n-step target
+        projected onto the support; QR-DQN: the quantile Huber loss. The next action is the
+        argmax of expected values (the online net's with --double-q); the per-sample losses
+        are the priorities (Hessel et al. 2018)."""
+        rows = torch.arange(actions.shape[0], device=actions.device)
+        taken = self.q.outputs(observations)[rows, actions.long()]  # (B, N)
+        with torch.no_grad():
+            next_target = self.q_target.outputs(next_observations)  # (B, A, N)
+            next_q = self.q(next_observations) if self.config.double_q else self.q_target.q_values(next_target)
+            next_atoms = next_target[rows, next_q.argmax(dim=1)]
+            if self.config.distributional == "c51":
+                targets = categorical_projection(rewards, discounts, dones, next_atoms.softmax(dim=1), self.q.support)
+            else:
+                targets = rewards.unsqueeze(1) + (discounts * (1.0 - dones)).unsqueeze(1) * next_atoms
+        if self.config.distributional == "c51":
+            losses = -(targets * taken.log_softmax(dim=1)).sum(dim=1)
+        else:
+            losses = quantile_huber_loss(taken, targets)
+        return (weights * losses).mean(), losses.detach()
 
     def after_training_step(self, before: int) -> None:
         if crossings(before, self.global_step, self.config.target_update_interval):

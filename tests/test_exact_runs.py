@@ -51,6 +51,9 @@ def wait_for_step(proc: subprocess.Popen, run: Path, step: int, timeout: float =
 EXACT_CASES = {
     "dqn": ["--env", "CartPole-v1", "--steps", "6000", "--learning-starts", "1000", "--eval-interval", "1500",
             "--log-interval", "256"],
+    # noisy nets, C51, PER and n-step: every random draw from a saved stream
+    "rainbow": ["--env", "CartPole-v1", "--steps", "3000", "--learning-starts", "500", "--eval-interval", "1000",
+                "--log-interval", "128", "--net-arch", "32,32", "--batch-size", "64"],
     "sb3-dqn": ["--env", "CartPole-v1", "--steps", "5120", "--learning-starts", "1000", "--eval-interval", "1280",
                 "--log-interval", "256"],
     "sb3-ppo": ["--env", "CartPole-v1", "--steps", "8192", "--num-envs", "2", "--n-steps", "128",

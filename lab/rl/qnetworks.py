@@ -1,32 +1,51 @@
 """Q-networks for the DQN family: Q(s, .) over discrete actions, and the TD target.
 
-`dqn` builds its network with `make_q_network` (a method a subclass can replace: a
-distributional head, noisy layers) and its loss with `td_loss` (idem), on top of these.
+`dqn` builds its network with `make_q_network` (a method a subclass can replace) and its
+loss with `td_loss` (idem), on top of these. The network takes Rainbow's pieces as
+arguments (dueling streams, a C51 or quantile head, noisy layers); the distributional
+targets and losses are in `lab.rl.distributional`, the noisy layer in `lab.rl.noisy`.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import nn
 
 from lab.networks import flat_size, mlp, nature_cnn, nature_convs
+from lab.rl.noisy import make_noisy
 
 
 class QNetwork(nn.Module):
-    """Q(s, .) for `num_actions` actions.
+    """Q(s, .) for `num_actions` actions, or a return distribution per action.
 
     uint8 image observations (C, 84, 84) go through the Nature CNN scaled to [0, 1]; flat
     float observations through an MLP with `hidden` widths. With `dueling`, the torso
     splits into a value and an advantage stream, each with its own hidden layer (Wang et
     al. 2016: two 512-unit streams after the convolutions; for an MLP, the last hidden
     layer), and Q = V + A - mean(A).
+
+    `distributional`: "none" (one value per action), "c51" (`num_atoms` logits over the
+    support linspace(v_min, v_max); dueling combines the logits, as Hessel et al. 2018) or
+    "qr" (`num_atoms` quantiles). `outputs(obs)` gives those (B, A) or (B, A, N) numbers,
+    `q_values(outputs)` the expected values and `forward(obs)` both in turn, so acting is
+    the same argmax for every kind. `noisy_sigma`: every linear layer a factorised
+    `NoisyLinear` with that sigma0 (`lab.rl.noisy`).
     """
 
     def __init__(self, observation_shape: tuple[int, ...], num_actions: int,
-                 hidden: tuple[int, ...] = (64, 64), dueling: bool = False) -> None:
+                 hidden: tuple[int, ...] = (64, 64), dueling: bool = False, *,
+                 distributional: Literal["none", "c51", "qr"] = "none", num_atoms: int = 51,
+                 v_min: float = -10.0, v_max: float = 10.0, noisy_sigma: float | None = None) -> None:
         super().__init__()
         self.images = len(observation_shape) == 3
         self.dueling = dueling
+        self.num_actions = num_actions
+        self.distributional = distributional
+        self.atoms = 1 if distributional == "none" else num_atoms
+        if distributional == "c51":  # derived from the settings: no place in checkpoints
+            self.register_buffer("support", torch.linspace(v_min, v_max, num_atoms), persistent=False)
         if self.images:
             self.torso, features = nature_convs(observation_shape[0]) if dueling else nature_cnn(observation_shape[0])
             stream = 512
@@ -42,11 +61,14 @@ class QNetwork(nn.Module):
                     return nn.Linear(features, outputs)
                 return nn.Sequential(nn.Linear(features, stream), nn.ReLU(), nn.Linear(stream, outputs))
 
-            self.advantage, self.value = head(num_actions), head(1)
+            self.advantage, self.value = head(num_actions * self.atoms), head(self.atoms)
         else:
-            self.advantage, self.value = nn.Linear(features, num_actions), None
+            self.advantage, self.value = nn.Linear(features, num_actions * self.atoms), None
+        if noisy_sigma is not None:
+            make_noisy(self, noisy_sigma)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def outputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q-values (B, A); with a distributional head (B, A, N): C51's logits, QR's quantiles."""
         if self.images:
             # NHWC while still uint8 (a quarter of the bytes to move), then scale in place
             x = obs.contiguous(memory_format=torch.channels_last).float().div_(255.0)
@@ -54,9 +76,25 @@ class QNetwork(nn.Module):
             x = obs.float().flatten(1)
         features = self.torso(x)
         advantage = self.advantage(features)
+        if self.atoms > 1:
+            advantage = advantage.unflatten(1, (self.num_actions, self.atoms))
         if self.value is None:
             return advantage
-        return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
+        value = self.value(features)
+        if self.atoms > 1:
+            value = value.unsqueeze(1)
+        return value + advantage - advantage.mean(dim=1, keepdim=True)
+
+    def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Expected values (B, A) of `outputs(obs)`."""
+        if self.distributional == "c51":
+            return (outputs.softmax(dim=-1) * self.support).sum(dim=-1)
+        if self.distributional == "qr":
+            return outputs.mean(dim=-1)
+        return outputs
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.q_values(self.outputs(obs))
 
 
 def td_targets(

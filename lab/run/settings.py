@@ -39,6 +39,8 @@ class RunConfig:
 
     env: str | None = option(None, "environment id (agents), e.g. ALE/Breakout-v5")
     data: str | None = option(None, "dataset NAME[:ARG] (supervised, generators)")
+    preset: str | None = option(None, "the algorithm's preset of this name (e.g. atari100k) instead of the one "
+                                      "--env/--data matches")
     steps: int | None = option(None, "agent steps summed over all envs (or optimizer steps)")
     epochs: int | None = option(None, "passes over the dataset (dataset algorithms)")
     seed: int = option(1, "seed for python, numpy, torch and the envs")
@@ -275,6 +277,15 @@ def find_preset(presets: dict[str, dict[str, Any]], target: str,
     return None, {}
 
 
+def named_preset(algo_cls: type, name: str) -> tuple[str, dict[str, Any]]:
+    """`--preset NAME`: the algorithm's preset under that key, or a LabError naming its presets."""
+    if name not in algo_cls.presets:
+        choices = ", ".join(algo_cls.presets) or "none"
+        raise LabError(f"{algo_cls.name} has no preset '{name}'{close_matches(name, algo_cls.presets)}; "
+                       f"--preset takes one of: {choices}")
+    return name, dict(algo_cls.presets[name])
+
+
 def _expand_aliases(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """Old names a Config still accepts (`aliases = {"anneal": ("anneal_lr", ...)}`), each
     setting the fields it stands for unless they are given themselves."""
@@ -332,8 +343,11 @@ def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | N
     env = merged.get("env")
     family: EnvFamily | None = registry.env_family(str(env)) if env else None
     target = env or merged.get("data")
-    preset_name, preset = (None, {}) if target is None else find_preset(
-        algo_cls.presets, str(target).partition(":")[0], family.name if family else None)
+    if merged.get("preset") is not None:
+        preset_name, preset = named_preset(algo_cls, str(merged["preset"]))
+    else:
+        preset_name, preset = (None, {}) if target is None else find_preset(
+            algo_cls.presets, str(target).partition(":")[0], family.name if family else None)
     preset_steps = preset.pop(PRESET_BUDGET, None)
     values = {**preset, **merged}
     mine = _fields(family.options) if family is not None and family.options is not None else set()

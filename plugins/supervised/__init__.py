@@ -1,7 +1,8 @@
 """Supervised baselines: `logreg`, `mlp` and `cnn` image classifiers.
 
 One training class (`Classifier`) does everything: data from the shared `DataBuffer`
-(the whole dataset as uint8 on the device, augmentation on the device), one optimizer
+(the whole dataset as uint8 on the device, augmentation on the device: its random crops
+and flips, and `--rotation`'s random rotations from `lab.augment`), one optimizer
 step per `train_step`, a warmup + linear-decay learning rate over the run's step budget,
 in-order evaluation, and media (confusion matrix, misclassified examples on the test
 split). The three algorithms differ only in their config defaults and model builder.
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 
 from lab import distributed
 from lab.algorithm import Algorithm
+from lab.augment import random_rotation
 from lab.buffers.data import DataBuffer
 from lab.classifiers import (ImageClassifier, channel_stats, classification_loss, cnn_body, logreg_body, mlp_body,
                              sgd_or_adamw, training_step)
@@ -57,6 +59,7 @@ class TrainConfig:
     augment: bool = option(False, "random crops (and flips if --flip) on the device")
     crop_padding: int = option(2, "pixels of padding for the random crops")
     flip: bool = option(False, "random horizontal flips (not for digits)")
+    rotation: float = option(0.0, "random rotations within +-DEGREES, after the crops (0: none)")
     image_size: int | None = option(None, "resize images to this square size (default: as stored)")
 
     def __post_init__(self) -> None:
@@ -66,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"--validation-size must be at least 1, got {self.validation_size}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"--warmup is a fraction of the run in [0, 1), got {self.warmup}")
+        if not 0 <= self.rotation <= 180:
+            raise ValueError(f"--rotation takes degrees in [0, 180], got {self.rotation}")
 
 
 @dataclass
@@ -161,6 +166,8 @@ class Classifier(Algorithm):
             normalize=None, rank=ctx.rank, world_size=ctx.world_size,
         )
         self.optimizer = make_optimizer(self.model, config)
+        # a named stream: saved with checkpoints, so a resumed run rotates as the straight one
+        self.rotation_generator = ctx.generator("augment") if config.rotation else None
         self.trainer: nn.Module | None = None  # the model to train: DDP around it under torchrun
         # with NHWC weights, compiling gains nothing measurable on the project's CPU
         self.loss = ctx.compile(classification_loss, name=f"{self.name} loss", calls=lambda: self.ctx.total_steps)
@@ -185,8 +192,11 @@ class Classifier(Algorithm):
         # the horizon is the budget the run was created with: a resumed or extended run
         # continues the same schedule (at 0 past the end) instead of restarting its warm-up
         lr = warmup_decay(self.config.learning_rate, self.ctx.total_steps, self.config.warmup)(self.global_step)
-        loss = training_step(self.training_model(), self.optimizer, self.train_data.next(), lr,
-                             self.config.label_smoothing, self.loss)
+        batch = self.train_data.next()
+        if self.rotation_generator is not None:
+            images = random_rotation(batch.images.float().div_(255), self.config.rotation, self.rotation_generator)
+            batch = batch._replace(images=images)
+        loss = training_step(self.training_model(), self.optimizer, batch, lr, self.config.label_smoothing, self.loss)
         self.global_step += 1
         return {"train/loss": loss.item(), "train/lr": lr}
 
