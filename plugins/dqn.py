@@ -170,7 +170,13 @@ class DQNConfig(DQNSettings):
 
 class DQN(OffPolicyAgent):
     """DQN (Mnih et al. 2015) with Double, Dueling, n-step, prioritized replay, C51/QR, noisy nets
-    and DrQ shifts as options."""
+    and DrQ shifts as options.
+
+    A new DQN variant is a small subclass: override `make_q_network()` (its network) or
+    `td_loss(...)` (its loss: the weighted loss and per-sample priorities of a sampled batch)
+    and register it; the acting loop, replay, noise, shifts, targets, checkpoints and exact
+    resume stay `dqn`'s. Example: docs/examples/munchausen_dqn.py (plugin guide, "An
+    off-policy agent")."""
 
     name = "dqn"
     Config = DQNConfig

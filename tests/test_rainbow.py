@@ -231,6 +231,7 @@ def test_dqn_help_lists_the_new_flags(capsys):
     out = capsys.readouterr().out
     for flag in ("--distributional", "--num-atoms", "--noisy", "--adam-eps", "--augment", "--preset", "atari100k-drq"):
         assert flag in out, flag
+    assert "small subclass" in out and "docs/examples/munchausen_dqn.py" in out  # how to write a variant
     defaults = DQNConfig()  # dqn alone stays DQN
     assert (defaults.distributional, defaults.noisy, defaults.augment, defaults.adam_eps) == ("none", False, "none",
                                                                                               1e-8)
