@@ -48,7 +48,7 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 
 from _machine import describe  # noqa: E402
-from atari_sps import ENV_ID, PassCounter, sync  # noqa: E402
+from atari_sps import ENV_ID, SHARED, PassCounter, sync  # noqa: E402
 from lab.plugins.dqn import ATARI_DQN, DQN, DQNConfig, DQNSettings  # noqa: E402
 from lab.plugins.rainbow import RAINBOW_PRESETS, Rainbow, RainbowConfig  # noqa: E402
 from lab.run.context import Context  # noqa: E402
@@ -57,10 +57,6 @@ from lab.tracking import Tracker  # noqa: E402
 
 BUDGET = 100_000  # the regime's budget: what --compile auto decides on
 PROTOCOL_ONLY = ("steps", "sticky_actions", "eval_episodes", "eval_interval", "checkpoint_interval")
-# SB3's DQN settings that the lab's DQN shares under the same names
-SHARED = ("learning_rate", "buffer_size", "learning_starts", "batch_size", "tau", "gamma", "train_freq",
-          "gradient_steps", "target_update_interval", "exploration_fraction", "exploration_initial_eps",
-          "exploration_final_eps", "max_grad_norm")
 
 
 def dqn_settings(args: argparse.Namespace) -> dict[str, Any]:
