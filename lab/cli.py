@@ -7,6 +7,7 @@ Every user mistake becomes one line on stderr and exit code 2 (no traceback).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -40,7 +41,7 @@ def _load(args: argparse.Namespace):
     (`--plugins-dir`, `$LAB_PLUGINS_DIR`); never a folder a run directory names."""
     from lab.run.discovery import load_lab
 
-    lab = load_lab(args.plugins_dir)
+    lab = getattr(args, "loaded", None) or load_lab(args.plugins_dir)
     for warning in lab.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.command != "plugins":
@@ -277,7 +278,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run a sweep spec's trials here (or hand it to W&B's server with --wandb-agent); rank them.
+    """Run a sweep spec's trials here (or hand it to a tracker's server: --wandb-agent); rank them.
 
     Flags after the spec (`--device cpu --wandb disabled ...`) apply to every trial. Every
     value and env id the spec holds is checked before the first trial starts (each once, so a
@@ -300,12 +301,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if both:
         raise LabError(f"'{both[0]}' is set both in the sweep spec and on the command line; keep one")
     _check_sweep(sweep, algo_cls, common, lab)
-    if args.wandb_agent:
-        tracker = lab.registry.trackers.get("wandb")
-        agent = tracker.extra.get("sweep_agent") if tracker is not None else None
-        if agent is None:
-            raise LabError("--wandb-agent needs the W&B tracker plugin (`lab plugins` lists trackers)")
-        return agent(sweep, count, str(common.get("project") or "arcade-lab"))
+    for name, reg in _sweep_agents(lab):
+        if getattr(args, f"{name}_agent", False):
+            options = reg.options() if reg.options is not None else None
+            for key in (f.name for f in dataclasses.fields(options)) if options is not None else ():
+                if key in common:
+                    setattr(options, key, common[key])
+            return reg.extra["sweep_agent"](sweep, count, options)
     runs_dir = Path(args.runs_dir) if args.runs_dir else RunConfig().resolved_runs_dir
     extra = [f"--{flag(k)}={flag_value(v)}" for k, v in common.items()]
     tracker_settings = {"trackers"} | lab.registry.tracker_setting_names()
@@ -445,8 +447,9 @@ def build_parser(lab: Any = None) -> _Parser:
     p.add_argument("--storage", metavar="URL",
                    help="method bayes: the Optuna study's database (default: a SQLite file in RUNS/NAME.sweep/; "
                         "postgresql://... or mysql://... to share one sweep between machines)")
-    p.add_argument("--wandb-agent", action="store_true",
-                   help="create the sweep on W&B's server and run an agent (its project: --project)")
+    for name, reg in _sweep_agents(lab):
+        p.add_argument(f"--{name}-agent", action="store_true",
+                       help=f"hand the sweep to {name}'s sweep server and run an agent here (tracker plugin {reg.plugin})")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("runs", help="table of runs")
@@ -480,6 +483,12 @@ def build_parser(lab: Any = None) -> _Parser:
             reg.extra["arguments"](p)
         p.set_defaults(func=lambda args, reg=reg, lab=lab: reg.obj(args, lab))
     return parser
+
+
+def _sweep_agents(lab: Any) -> list[tuple[str, Any]]:
+    """The trackers that can run a sweep on their own server (`lab sweep SPEC --NAME-agent`)."""
+    trackers = lab.registry.trackers.items() if lab is not None else ()
+    return [(name, reg) for name, reg in sorted(trackers) if reg.extra.get("sweep_agent") is not None]
 
 
 def _pop_plugins_dir(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -539,13 +548,13 @@ def _dispatch(argv: list[str]) -> int:
             return _train_usage(argv, plugins_dir)
         lab = None
         command = next((token for token in argv if not token.startswith("-")), None)
-        if command not in BUILTIN_COMMANDS:  # a plugin's command, or `lab --help` (which lists them)
+        if command not in BUILTIN_COMMANDS or command == "sweep":  # plugins add commands and sweep agents
             from lab.run.discovery import load_lab
 
             lab = load_lab(plugins_dir)
         parser = build_parser(lab)
         args, extra = parser.parse_known_args(([] if plugins_dir is None else ["--plugins-dir", plugins_dir]) + argv)
-        args.extra = extra
+        args.extra, args.loaded = extra, lab
         if args.extra and args.command not in ("resume", "eval", "sweep"):
             parser.error(f"unrecognized arguments: {' '.join(args.extra)}")
         return int(args.func(args) or 0)

@@ -56,7 +56,8 @@ def register_trackers(register: Callable[..., None]) -> None:
     `options` is a dataclass of the tracker's own settings (W&B: `wandb`, `project`): its
     fields become flags of every run and keys of config.yaml, and the factory reads the
     resolved values as `run.tracker_options[name]`. `sweep_agent(sweep, count, options)`,
-    when given, runs a sweep on the tracker's server (`lab sweep SPEC --NAME-agent`).
+    when given, runs a sweep on the tracker's server (`lab sweep SPEC --NAME-agent`); `options`
+    is the tracker's options dataclass with the values given after the spec (`--project X`).
     """
 
 

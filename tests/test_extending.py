@@ -1,7 +1,8 @@
 """A new env family, tracker and command come from a plugin alone: lab/ is not touched.
 
 The plugin (`tests/family_plugins/corridors.py`) registers an env family with its own
-setting and reference scores, a tracker with its own setting, and a `lab` command.
+setting and reference scores, a tracker with its own setting and sweep server, and a `lab`
+command.
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ def test_a_tracker_brings_its_own_setting(capsys) -> None:
     assert "--notes-prefix" in help_text and "--corridor-length" in help_text
 
 
+def test_a_tracker_runs_sweeps_on_its_own_server(capsys, tmp_path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "corr", "method": "random", "metric": {"name": "eval/return_mean"},
+                                    "parameters": {"algo": {"value": "random"}, "env": {"value": "Corridor/Short-v0"},
+                                                   "steps": {"value": 20}, "seed": {"values": [1, 2]}}}))
+    assert main(["sweep", str(spec), "--count", "2", "--notes-agent", "--notes-prefix", "p"]) == 0
+    assert json.loads(Path("notes-sweep.json").read_text()) == {"name": "corr", "count": 2, "prefix": "p"}
+    assert not runs_dir().exists(), "the tracker's server runs the trials, not the local sweep"
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--notes-agent" in help_text and "--wandb-agent" in help_text
+
+
 def test_a_plugin_command_runs_and_is_listed(capsys) -> None:
     assert main(["hello", "world"]) == 0
     assert capsys.readouterr().out.startswith("hello world, ")
@@ -64,3 +79,20 @@ def test_a_plugin_command_runs_and_is_listed(capsys) -> None:
     (mine,) = [r for r in rows if r["name"] == "corridors"]
     assert {"name": "hello", "kind": "command"} in mine["registered"]
     assert {"name": "notes", "kind": "tracker"} in mine["registered"]
+
+
+def test_the_core_imports_no_env_family_tracker_or_plugin() -> None:
+    """lab/ knows envs, trackers and plugins only through the hooks: a new family or tracker needs no edit there."""
+    import ast
+
+    core = TESTS.parent / "lab"
+    forbidden = {"lab.plugins", "lab.envs", "plugins", "envs", "wandb", "tensorboard", "torch.utils.tensorboard",
+                 "ale_py", "envpool", "mujoco", "stable_baselines3"}
+    found = []
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            found += [f"{path.relative_to(core)}: {name}" for name in names
+                      if any(name == f or name.startswith(f + ".") for f in forbidden)]
+    assert found == ["run/discovery.py: lab.plugins"], "only discovery names the built-ins' package (to list it)"

@@ -376,10 +376,10 @@ def make_tracker(info: RunInfo) -> Tracker | None:
     return tracker
 
 
-def _sweep_agent(sweep: Any, count: int | None, project: str) -> int:
+def _sweep_agent(sweep: Any, count: int | None, options: WandbOptions) -> int:
     from lab.plugins.wandb_tracker.sweep_agent import run_wandb_agent
 
-    return run_wandb_agent(sweep, count, project)
+    return run_wandb_agent(sweep, count, options.project)
 
 
 @hookimpl

@@ -3,7 +3,8 @@
 `Corridor/Short-v0`, `Corridor/Long-v0`: the toy corridor of `tests/local_plugins/toy.py`,
 whose length is the family's setting `--corridor-length`; their scores normalise by
 (random, human) = (0, 2). The `notes` tracker writes what it is told into the run folder
-under its own setting `--notes-prefix`; `lab hello NAME` is a command.
+under its own setting `--notes-prefix`, and `lab sweep SPEC --notes-agent` hands a sweep to
+its "server" (a file); `lab hello NAME` is a command.
 """
 
 from __future__ import annotations
@@ -69,10 +70,15 @@ def register_envs(register):
         register(env_id, make_corridor, description="toy corridors", family=CORRIDORS)
 
 
+def notes_sweep_agent(sweep, count, options: NotesOptions) -> int:
+    Path("notes-sweep.json").write_text(json.dumps({"name": sweep.name, "count": count, "prefix": options.notes_prefix}))
+    return 0
+
+
 @hookimpl
 def register_trackers(register):
     register("notes", lambda run: Notes(run.run_dir / "notes.jsonl", run.tracker_options["notes"].notes_prefix),
-             description="notes.jsonl", options=NotesOptions)
+             description="notes.jsonl", options=NotesOptions, sweep_agent=notes_sweep_agent)
 
 
 def hello(args, lab) -> int:
