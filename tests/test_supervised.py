@@ -202,3 +202,38 @@ def test_cli_trains_resumes_and_serves_a_feature_extractor(tmp_path: Path) -> No
 def test_a_classifier_run_serves_only_classifiers(tmp_path: Path, capsys) -> None:
     with pytest.raises(LabError, match="does not exist|not a run directory|no config.yaml"):
         reference_classifier(datasets.mnist(real_data_dir()), torch.device("cpu"), str(tmp_path))
+
+
+def test_a_cnn_whose_learning_rate_diverges_stops_with_finite_checkpoints(tmp_path: Path, capsys) -> None:
+    """BatchNorm's running statistics go infinite too: they are weights the check covers."""
+    from lab.cli import main
+    from lab.run.checkpoint import load_checkpoint
+
+    blobs_folder(tmp_path / "blobs")
+    code = main(["train", "cnn", "--data", f"image-folder:{tmp_path / 'blobs'}", "--image-size", "12",
+                 "--widths", "4,8", "--batch-size", "16", "--validation-size", "12", "--learning-rate", "1e30",
+                 "--steps", "40", "--log-interval", "2", "--eval-interval", "4", "--name", "cnn-div"])
+    err = capsys.readouterr().err
+    assert code == 1 and "error: diverged at step" in err and "learning rate" in err, err
+    run = tmp_path / "runs" / "cnn-div"
+    assert json.loads((run / "summary.json").read_text())["status"] == "diverged"
+    for name in ("latest", "best"):
+        path = run / "checkpoints" / f"{name}.pt"
+        if path.exists():
+            model = load_checkpoint(path)["algorithm"]["model"]
+            assert all(torch.isfinite(t).all() for t in model.values() if t.is_floating_point()), name
+
+
+def test_eval_video_on_a_supervised_run_says_what_it_wrote_instead(tmp_path: Path, capsys) -> None:
+    from lab.cli import main
+
+    blobs_folder(tmp_path / "blobs")
+    assert main(["train", "cnn", "--data", f"image-folder:{tmp_path / 'blobs'}", "--image-size", "12",
+                 "--widths", "4,8", "--batch-size", "16", "--validation-size", "12", "--steps", "4",
+                 "--eval-interval", "4", "--name", "tiny"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "runs" / "tiny"), "--video"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: cnn runs make no video; --video wrote their media instead: confusion_matrix" in err, err
+    assert not any(p.suffix == ".mp4" for p in (tmp_path / "runs" / "tiny" / "media").iterdir())
+    assert json.loads(out)["media"], "the media it wrote are listed in eval.json's answer"
