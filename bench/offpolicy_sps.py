@@ -4,13 +4,15 @@ HalfCheetah-v5, 1 env, batch 256, two 256-unit layers (actor and each critic), o
 step per env step, learning after 1,000 steps, automatic entropy tuning, Adam 3e-4, tau
 0.005: SB3's defaults on both sides (`--algo td3` compares TD3 the same way: 400x300, policy
 delay 2, exploration noise 0.1). Each side runs in its own fresh process with its library's
-defaults, as its users get them (SB3: torch's default threads; the lab as `lab train` runs:
-one torch thread for MLP agents, OpenMP's passive waiting). Each side first plays the
+defaults, as its users get them (SB3: torch's default threads; the lab as `lab train` runs
+it: every core for the continuous agents' updates, OpenMP's passive waiting). Each side first plays the
 1,000 random steps and `--warmup` learning steps untimed (start-up, replay filling,
 allocator warm-up), then times `--steps` learning steps. Sides alternate for `--repeats`
-rounds; the medians and their ratio are reported, with the share of the lab's steady-state
-time spent in gradient steps (what bounds it). `--load N` runs N busy processes (a tight
-Python loop each) beside both sides, as on a machine that is rarely idle.
+rounds; the medians and their ratio are reported, with what bounds the lab's side: the share
+of its steady-state time spent in gradient steps, the share of a gradient step inside matrix
+products (profiled after timing) and the steps/s left if nothing but those products cost.
+`--load N` runs N busy processes (a tight Python loop each) beside both sides, as on a
+machine that is rarely idle.
 
     python bench/offpolicy_sps.py --json [--algo sac|td3] [--steps 1500] [--repeats 3] [--load 1]
 """
@@ -73,10 +75,34 @@ def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[
             agent.train_step()
             ctx.pop_episodes()
         elapsed = time.perf_counter() - start
-        return {"sps": (agent.global_step - before) / elapsed, "update_share": update_time / elapsed}
+        timed = agent.global_step - before
+        return {"sps": timed / elapsed, "update_share": update_time / elapsed,
+                **matmul_bound(agent, elapsed / timed, update_time / timed)}
     finally:
         agent.close()
         ctx.close_envs()
+
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def matmul_bound(agent: Any, step_s: float, update_s: float, updates: int = 100) -> dict[str, float]:
+    """What bounds the step: the share of a gradient step spent inside matrix products (the
+    kernels both libraries call with the same shapes) and the steps/s left if everything else
+    in the update cost nothing. Profiled after the timed part, so the timing is untouched."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        for _ in range(updates):
+            agent.gradient_step()
+    events = [e for e in prof.key_averages() if e.key in MATMULS]
+    matmul_s = sum(e.self_cpu_time_total for e in events) / 1e6 / updates
+    flops = sum(e.flops for e in events) / updates
+    profiled_update_s = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6 / updates
+    share = matmul_s / profiled_update_s
+    return {"update_ms": 1e3 * update_s, "matmul_share_of_update": share, "gflop_per_update": flops / 1e9,
+            "matmul_gflops": flops / 1e9 / matmul_s,
+            "sps_if_only_matmuls_cost": 1.0 / (step_s - update_s + share * update_s)}
 
 
 def sb3_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[str, float]:
@@ -152,7 +178,9 @@ def main() -> None:
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS[args.algo].items()},
         "timed_steps": args.steps,
         "lab": {"sps_median": round(medians["lab"], 1), "sps_runs": [round(r["sps"], 1) for r in runs["lab"]],
-                "update_share": round(statistics.median(r["update_share"] for r in runs["lab"]), 3)},
+                **{key: round(statistics.median(r[key] for r in runs["lab"]), 3)
+                   for key in ("update_share", "update_ms", "matmul_share_of_update", "gflop_per_update",
+                               "matmul_gflops", "sps_if_only_matmuls_cost")}},
         "sb3": {"sps_median": round(medians["sb3"], 1), "sps_runs": [round(r["sps"], 1) for r in runs["sb3"]]},
         "speedup": round(medians["lab"] / medians["sb3"], 2),
     }, indent=None if args.json else 2))

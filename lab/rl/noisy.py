@@ -39,12 +39,11 @@ class NoisyLinear(nn.Module):
         self.register_buffer("noise_out", torch.zeros(out_features), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (sigma * f(e_out) f(e_in)^T) x = f(e_out) * (sigma (f(e_in) * x)): a second matmul
+        # instead of building the noisy weight, three passes over it forward and one more
+        # backward (DER's 3136x512 layer, batch 32, forward and backward on the project's
+        # 2-core CPU: 3.4 ms against 4.5-5.1 ms; acting, eager DER: 8.6 steps/s against 6.3)
         bias = self.bias_mu + self.bias_sigma * self.noise_out
-        if torch.is_grad_enabled():  # a gradient step: the noisy weight, whose backward is the cheaper
-            return F.linear(x, self.weight_mu + self.weight_sigma * torch.outer(self.noise_out, self.noise_in), bias)
-        # acting and targets: (sigma * f(e_out) f(e_in)^T) x = f(e_out) * (sigma (f(e_in) * x)),
-        # a second matmul instead of three passes over the weight (DER on Breakout, eager, the
-        # project's 2-core CPU: 8.6 steps/s against 6.3 building the weight for every pass)
         return F.linear(x, self.weight_mu, bias) + F.linear(x * self.noise_in, self.weight_sigma) * self.noise_out
 
     def extra_repr(self) -> str:
