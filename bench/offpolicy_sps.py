@@ -5,7 +5,8 @@ step per env step, learning after 1,000 steps, automatic entropy tuning, Adam 3e
 0.005: SB3's defaults on both sides (`--algo td3` compares TD3 the same way: 400x300, policy
 delay 2, exploration noise 0.1). Each side runs in its own fresh process with its library's
 defaults, as its users get them (SB3: torch's default threads; the lab as `lab train` runs
-it: every core for the continuous agents' updates, OpenMP's passive waiting). Each side first plays the
+it: every core other processes leave free for the continuous agents' updates, OpenMP's
+passive waiting). Each side first plays the
 1,000 random steps and `--warmup` learning steps untimed (start-up, replay filling,
 allocator warm-up), then times `--steps` learning steps. Sides alternate for `--repeats`
 rounds; the medians and their ratio are reported, with what bounds the lab's side: the share
@@ -44,6 +45,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[str, float]:
     import torch
 
+    from lab.device import SharedCores
     from lab.run.context import Context
     from lab.run.discovery import load_lab
     from lab.tracking import Tracker
@@ -55,6 +57,14 @@ def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[
     agent = cls(cls.Config(**SETTINGS[algo]), ctx)
     if agent.cpu_threads is not None:  # as the runner sets it
         torch.set_num_threads(agent.cpu_threads)
+    cores = SharedCores(torch.get_num_threads()) if device == "cpu" and torch.get_num_threads() > 1 else None
+
+    def train_step() -> None:  # as the runner steps it
+        if cores is not None:
+            cores.adjust()
+        agent.train_step()
+        ctx.pop_episodes()
+
     update_time = 0.0
     original = agent.gradient_step
 
@@ -68,12 +78,10 @@ def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[
     agent.gradient_step = timed_update  # type: ignore[method-assign]
     try:
         while agent.global_step < LEARNING_STARTS + warmup:
-            agent.train_step()
-            ctx.pop_episodes()
+            train_step()
         update_time, start, before = 0.0, time.perf_counter(), agent.global_step
         while agent.global_step < before + steps:
-            agent.train_step()
-            ctx.pop_episodes()
+            train_step()
         elapsed = time.perf_counter() - start
         timed = agent.global_step - before
         return {"sps": timed / elapsed, "update_share": update_time / elapsed,

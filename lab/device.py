@@ -1,8 +1,11 @@
-"""Pick the training device (`auto` prefers cuda, then mps, then cpu) and use its threads well."""
+"""Pick the training device (`auto` prefers cuda, then mps, then cpu) and use its threads well,
+also on a CPU other processes share."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -42,3 +45,68 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise LabError("--device mps: Apple MPS is not available here; use --device auto or cpu")
     return torch.device(name)
+
+
+class SharedCores:
+    """Train on the cores other processes leave free, re-checked every `every_s` seconds.
+
+    A CPU run's OpenMP threads wait for each other at every op; when another process holds a
+    core, the thread on it is preempted and every op waits out its time slice. Measured on
+    the project's 2-core CPU with one busy process beside it, a `sac` HalfCheetah gradient
+    step took 150 ms on two threads against 7.7 ms on one (5.5 ms on two, idle). So the run
+    uses `most` threads while the cores are free, and as many as other processes leave
+    (at least one) while they are not. What others use is read from the kernel's CPU time
+    counters (Linux `/proc`; elsewhere the threads stay at `most`): the busy time of the
+    cores this process may run on, minus this process's own.
+    """
+
+    MARGIN = 0.25  # a core counts as free when others leave at least 0.75 of it
+
+    def __init__(self, most: int, every_s: float = 1.0,
+                 read: Callable[[], tuple[float, float, float] | None] | None = None) -> None:
+        self.most, self.every_s = most, every_s
+        self.read = read or read_cpu_times
+        self.last = self.read()
+        self.next_check = time.monotonic() + every_s
+        self.threads = most
+
+    def adjust(self) -> int:
+        """Set torch's threads to what the cores now allow (at most once per `every_s`); returns them."""
+        now = time.monotonic()
+        if self.last is None or now < self.next_check:
+            return self.threads
+        self.next_check = now + self.every_s
+        sample = self.read()
+        if sample is None:
+            return self.threads
+        (busy0, own0, wall0), (busy1, own1, wall1) = self.last, sample
+        self.last = sample
+        if wall1 <= wall0:
+            return self.threads
+        others = max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0)  # in cores
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, min(self.most, int(cores - others + self.MARGIN)))
+        if threads != self.threads:
+            torch.set_num_threads(threads)
+            self.threads = threads
+        return threads
+
+
+def read_cpu_times() -> tuple[float, float, float] | None:
+    """(busy seconds of the cores this process may use, this process's CPU seconds, wall
+    seconds), from /proc; None where there is no /proc."""
+    try:
+        allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        busy = 0
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name in allowed:  # user nice system idle iowait irq softirq steal ...
+                    values = [int(v) for v in fields[:8]]
+                    busy += sum(values) - values[3] - values[4]
+        with open("/proc/self/stat", encoding="ascii") as f:
+            utime, stime = f.read().rpartition(")")[2].split()[11:13]
+    except (OSError, AttributeError, ValueError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return busy / ticks, (int(utime) + int(stime)) / ticks, time.monotonic()

@@ -284,3 +284,40 @@ def test_a_second_ctrl_c_waits_until_a_tracker_call_has_returned():
     with pytest.raises(KeyboardInterrupt):
         tracker.log({"x": 1.0}, 7)
     assert done == [7, 7], "both trackers finished the call before the stop took effect"
+
+
+def test_a_cpu_run_gives_up_threads_to_the_processes_beside_it(monkeypatch):
+    """Two threads while the cores are free, one while another process holds a core, back to two."""
+    from lab.device import SharedCores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(time, "monotonic", lambda: clock["t"])
+    readings = iter([(0.0, 0.0, 0.0),  # (busy core-seconds, own CPU seconds, wall seconds)
+                     (2.0, 2.0, 1.0),  # idle beside us: we used both cores
+                     (4.0, 3.0, 2.0),  # another process took a core
+                     (5.9, 3.9, 3.0),  # still there
+                     (7.9, 5.9, 4.0)])  # gone
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cores = SharedCores(2, every_s=1.0, read=lambda: next(readings))
+        seen = []
+        for _ in range(4):
+            clock["t"] += 1.0
+            seen.append((cores.adjust(), torch.get_num_threads()))
+            assert cores.adjust() == seen[-1][0], "checked at most once per interval"
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(2, 2), (1, 1), (1, 1), (2, 2)]
+
+
+def test_cpu_times_come_from_the_kernel_where_it_has_them():
+    from lab.device import read_cpu_times
+
+    first = read_cpu_times()
+    if first is None:
+        pytest.skip("no /proc here: the threads stay as the algorithm chose")
+    sum(i * i for i in range(300_000))
+    second = read_cpu_times()
+    assert second[1] > first[1] and second[0] >= first[0] and second[2] > first[2]

@@ -34,7 +34,7 @@ import torch
 
 from lab import distributed
 from lab.algorithm import Algorithm
-from lab.device import resolve_device
+from lab.device import SharedCores, resolve_device
 from lab.errors import LabError, unknown
 from lab.run.checkpoint import save_checkpoint
 from lab.run.chunks import FOLDER as CHUNK_FOLDER, ChunkStore
@@ -207,6 +207,9 @@ class Session:
         threads = self.run.threads or self.algo.cpu_threads
         if threads is not None:
             torch.set_num_threads(threads)  # for training; the networks were built on PROCESS_THREADS
+        # unless --threads pins them, a CPU run gives up threads to the processes beside it
+        self.cores = SharedCores(torch.get_num_threads()) \
+            if self.device.type == "cpu" and self.run.threads is None and torch.get_num_threads() > 1 else None
         if self.run.epochs is not None and fresh:
             if not self.algo.steps_per_epoch:
                 self.close()
@@ -463,6 +466,8 @@ class Session:
             # several processes stop together: a signal to any of them stops all at this step
             while algo.global_step < target and not (stop := distributed.any_flag(STOP.requested)):
                 before = algo.global_step
+                if self.cores is not None:
+                    self.cores.adjust()
                 for name, value in algo.train_step().items():
                     self.pending[name].append(value)
                 compiling = self.ctx.pop_compile_seconds()
