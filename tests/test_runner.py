@@ -127,6 +127,9 @@ def test_runs_table_and_compare(toy_plugins, tmp_path, capsys):
     assert main(["runs"]) == 0
     table = capsys.readouterr().out
     assert "lr-a-1" in table and "finished" in table and "eval/accuracy" in table
+    summary = json.loads((runs_dir() / "lr-a-1" / "summary.json").read_text())
+    row = next(line for line in table.splitlines() if "lr-a-1" in line)
+    assert "last (best)" in table and f"eval/accuracy {summary['eval/accuracy']:.4g} ({summary['best']:.4g})" in row
     out = tmp_path / "cmp.png"
     assert main(["compare", *(str(runs_dir() / n) for n in ("lr-a-1", "lr-a-2", "lr-b")),
                  "--out", str(out)]) == 0

@@ -197,15 +197,16 @@ def test_api_key_is_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert leaks == []
 
 
-@pytest.mark.parametrize("status", ["failed", "interrupted"])
-def test_exit_code_says_how_the_run_ended(tmp_path: Path, status: str) -> None:
+@pytest.mark.parametrize("status, code", [("failed", 1), ("diverged", 1), ("interrupted", 255), ("pruned", 0)])
+def test_exit_code_says_how_the_run_ended(tmp_path: Path, status: str, code: int) -> None:
+    """As the process exits: a pruned sweep trial ended as asked, a diverged run failed."""
     tracker = make_tracker(make_info(tmp_path / "run"))
     tracker.log({"train/loss": 1.0}, step=1)
     tracker.finish({"status": status})
     tracker.finish({"status": "finished"})  # a second call is ignored
     wandb.teardown()
     path = find_wandb_file(tmp_path / "run")
-    assert read_run(path)["exit_code"] == EXIT_CODES[status] != 0
+    assert read_run(path)["exit_code"] == code
     assert read_summary(path)["status"] == status
 
 
@@ -659,6 +660,9 @@ def test_the_workspace_command_lays_out_the_lab_and_offline_writes_its_spec(tmp_
     metrics = {m for p in curves for m in p["config"]["metrics"]}
     assert {"eval/return_mean", "train/episode_return", "perf/sps"} <= metrics
     assert [p["viewType"] for p in sections["Sweeps"]["panels"]] == ["Parallel Coordinates Plot", "Parameter Importance"]
+    columns = [c["accessor"] for c in sections["Sweeps"]["panels"][0]["config"]["columns"]]
+    # a run's W&B config is its config.yaml: the algorithm's settings sit under `config`
+    assert "config:config.value.learning_rate" in columns and columns[-1] == "summary:eval/return_mean"
     runset = section["runSets"][0]
     assert "summary:best" in runset["runFeed"]["columnPinned"] and "config:seed" in runset["runFeed"]["columnPinned"]
     assert json.dumps(runset["grouping"]).count("group") >= 1, "runs grouped by their W&B group (an experiment)"

@@ -114,6 +114,7 @@ def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
             "status": f"broken ({' and '.join(unreadable)} unreadable)" if unreadable else status,
             "metric": key or "-",
             "value": summary.get(key) if key else None,
+            "best": summary.get("best") if key else None,
         })
     return rows
 
@@ -127,9 +128,11 @@ def print_runs(runs_dir: Path) -> None:
         print(f"no runs in {runs_dir} (start one with `lab train ALGO ...`)")
         return
     table = Table(title=f"runs in {runs_dir}")
-    for column in ("name", "algo", "env/data", "steps", "status", "key metric"):
+    for column in ("name", "algo", "env/data", "steps", "status", "key metric: last (best)"):
         table.add_column(column)
     for r in rows:
-        value = "-" if r["value"] is None else f"{r['metric']} = {r['value']:.4g}"
+        value = "-" if r["value"] is None else f"{r['metric']} {r['value']:.4g}"
+        if r["best"] is not None:
+            value += f" ({r['best']:.4g})"
         table.add_row(r["name"], r["algo"], r["target"], str(r["steps"]), r["status"], value)
     Console(width=200).print(table)

@@ -99,7 +99,9 @@ WANDB_ENV_MODES = ("online", "offline", "shared", "disabled", "dryrun", "run")
 STEP_METRIC = "global_step"
 # W&B marks any non-zero exit code as failed; 255 is what wandb itself reports for a
 # KeyboardInterrupt, so an interrupted run looks the same as one wandb saw interrupted.
-EXIT_CODES = {"finished": 0, "interrupted": 255, "failed": 1}
+# W&B's run state follows the exit code: 0 finished, 255 (its convention) crashed/stopped, else failed.
+# A pruned trial ended as its sweep asked (the process exits 0); a diverged run failed.
+EXIT_CODES = {"finished": 0, "pruned": 0, "interrupted": 255, "failed": 1, "diverged": 1}
 _ARTIFACT_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 # Metrics whose W&B summary keeps {"min", "max", "last"} rather than the last value alone:
 # what runs are ranked by (README: Weights & Biases).

@@ -24,7 +24,7 @@ STEP = "global_step"
 EVALUATION = ("eval/return_mean", "eval/normalized_score", "eval/accuracy", "eval/fld", "eval/nelbo",
               "eval/class_preservation")
 TRAINING = ("train/episode_return", "train/loss")
-SWEPT = ("learning_rate", "batch_size", "gamma", "tau", "ent_coef")
+SWEPT = ("learning_rate", "batch_size", "gamma", "tau", "ent_coef")  # under config.yaml's `config:`
 PINNED = ("run:displayName", "config:algo", "config:run.env", "config:run.data", "config:seed",
           "summary:status", "summary:best", "summary:global_step")
 
@@ -45,7 +45,7 @@ def build(entity: str, project: str, key_metric: str = "eval/return_mean") -> An
         ws.Section(name="Speed", panels=curves(("perf/sps",)), is_open=False),
         ws.Section(name="Sweeps", is_open=False, panels=[
             wr.ParallelCoordinatesPlot(title="settings against the key metric", columns=[
-                *(wr.ParallelCoordinatesPlotColumn(metric=wr.Config(name)) for name in SWEPT),
+                *(wr.ParallelCoordinatesPlotColumn(metric=wr.Config(f"config.{name}")) for name in SWEPT),
                 wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(key_metric))]),
             wr.ParameterImportancePlot(with_respect_to=key_metric)]),
     ]
