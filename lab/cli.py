@@ -387,9 +387,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in PLOT_SUFFIXES:  # checked first: matplotlib fails only after all the work
         got = f"suffix '{out.suffix}'" if out.suffix else "no suffix"
         raise LabError(f"--out '{out}' has {got}; name the plot file with one of {', '.join(PLOT_SUFFIXES)}")
-    print(compare([Path(p) for p in args.run_dirs], args.metric, out, by=args.by, x=args.x, registry=_load(args).registry,
-                  band=args.band, estimator=args.estimator, table=args.table,
-                  references=[Path(p) for p in args.reference or []]))
+    table, messages = compare([Path(p) for p in args.run_dirs], args.metric, out, by=args.by, x=args.x,
+                              registry=_load(args).registry, band=args.band, estimator=args.estimator,
+                              table=args.table, references=[Path(p) for p in args.reference or []])
+    print(table)  # stdout holds the table alone: `lab compare ... --table csv > scores.csv`
+    for line in messages:
+        print(line, file=sys.stderr)
     return 0
 
 

@@ -169,11 +169,11 @@ def test_atari_runs_get_the_random_normalised_score(tmp_path, capsys):
             make_run(root, "breakout-s2", curve([0.0, 5.0, random]), env="ALE/Breakout-v5", seed=2),
             make_run(root, "cartpole", curve([10.0, 100.0, 500.0]))]
     assert main(["compare", *map(str, runs), "--by", "env", "--out", "atari.png"]) == 0
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
     assert header(text)[-1] == "final (score - random) / (human - random): IQM [95% CI]"
     rows = table_rows(text)
     assert rows["env=ALE/Breakout-v5"] == ["2", *["16.1 [1.7, 30.5]"] * 3, "16.1", "0.500 [0.000, 1.000]"]
-    assert "performance profile: atari-profile.png" in text and Path("atari-profile.png").stat().st_size > 1000
+    assert "performance profile: atari-profile.png" in err and Path("atari-profile.png").stat().st_size > 1000
     assert rows["env=CartPole-v1"][-1] == "-"
     groups = compare_data(runs, RETURN, by="env", registry=load_lab().registry).groups
     np.testing.assert_allclose(groups[0].normalized, [1.0, 0.0])
@@ -248,13 +248,15 @@ def test_runs_of_other_budgets_are_other_experiments_and_mixed_ends_are_said(tmp
     pooled = compare_data([*short, long], RETURN, by="algo")
     assert pooled.notes and "end at steps" in pooled.notes[0] and "100000" in pooled.notes[0]
     assert main(["compare", *map(str, [*short, long]), "--by", "algo", "--out", "b.png"]) == 0
-    assert "note: algo=dqn: its runs end at steps" in capsys.readouterr().out
+    assert "note: algo=dqn: its runs end at steps" in capsys.readouterr().err
 
 
 def test_the_table_for_a_paper_and_published_reference_curves(mixed, capsys, tmp_path):
     assert main(["compare", *map(str, mixed), "--by", "algo", "--table", "csv", "--out", "c.png"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
     assert lines[0].startswith("algo,runs,final eval/return_mean: IQM [95% CI]") and lines[1].startswith("algo=dqn,2,")
+    assert len(lines) == 3 and "plot: c.png" in err, "stdout is the CSV alone; the plot's path goes to stderr"
     assert main(["compare", *map(str, mixed), "--by", "algo", "--table", "latex", "--out", "c.png"]) == 0
     latex = capsys.readouterr().out
     assert latex.startswith("\\begin{tabular}{lrrrrr}") and "algo=dqn & 2 & 21 [20, 22]" in latex

@@ -394,11 +394,12 @@ def read_reference(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray 
 
 def compare(run_dirs: list[Path], metric: str | None, out: Path, by: str | None = None, x: str = "steps",
             registry: Registry | None = None, band: str = "bootstrap", estimator: str = "mean",
-            table: str = "md", references: list[Path] | None = None) -> str:
+            table: str = "md", references: list[Path] | None = None) -> tuple[str, list[str]]:
     """Plot `metric` against global_step (or wall-clock time) per group, with its band and any
     published reference curves, and, where scores normalise, a performance profile beside it
-    (`OUT-profile.png`). Returns the final-score table (`table`: md, csv or latex), notes and
-    the plots' paths."""
+    (`OUT-profile.png`). Returns the final-score table (`table`: md, csv or latex) and the
+    lines for the reader (notes, the plots' paths), kept apart so `> scores.csv` holds the
+    table alone."""
     if table not in TABLE_FORMATS:
         raise LabError(f"--table must be one of {', '.join(TABLE_FORMATS)} (got {table!r})")
     curves = [read_reference(path) for path in references or []]
@@ -435,7 +436,7 @@ def compare(run_dirs: list[Path], metric: str | None, out: Path, by: str | None 
     profiled = {g.legend: g.normalized for g in comparison.groups if g.normalized is not None}
     if profiled:
         written.append(f"performance profile: {plot_profile(profiled, out.with_name(f'{out.stem}-profile{out.suffix}'))}")
-    return "\n\n".join([compare_table(comparison, table), *(f"note: {n}" for n in comparison.notes), *written])
+    return compare_table(comparison, table), [*(f"note: {n}" for n in comparison.notes), *written]
 
 
 def plot_profile(scores: dict[str, np.ndarray], out: Path) -> Path:
