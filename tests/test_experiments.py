@@ -303,3 +303,35 @@ def test_bayes_specs_are_checked_before_any_trial(toy_plugins, tmp_path, capsys)
     assert main(["sweep", str(spec)]) == 2
     assert "needs --count" in capsys.readouterr().err
     assert not runs_dir().exists() or not any(p.name.startswith("c-") for p in runs_dir().iterdir())
+
+
+def test_an_interrupted_bayes_trial_resumes_when_the_sweep_runs_again(toy_plugins, tmp_path) -> None:
+    import optuna
+
+    spec = write_spec(tmp_path / "slow.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
+                      parameters={**BAYES, "steps": {"value": 300}, "sleep": {"value": 0.01},
+                                  "log_interval": {"value": 10}})
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec), "--count", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = runs_dir() / "slow-001" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the first trial never logged"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err
+    first = summary_of(runs_dir() / "slow-001")
+    assert first["status"] == "interrupted" and first["global_step"] < 300
+    learning_rate = config_of(runs_dir() / "slow-001")["config"]["learning_rate"]
+    again = run_lab("sweep", str(spec), "--count", "2", timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "lab resume" in again.stderr and "slow-001" in again.stderr, "the interrupted trial is resumed, not redrawn"
+    for name in ("slow-001", "slow-002"):
+        summary = summary_of(runs_dir() / name)
+        assert summary["status"] == "finished" and summary["global_step"] == 300
+    assert config_of(runs_dir() / "slow-001")["config"]["learning_rate"] == learning_rate
+    storage = f"sqlite:///{(runs_dir() / 'slow.sweep' / 'optuna.db').resolve()}"
+    trials = optuna.load_study(study_name="slow", storage=storage).get_trials()
+    assert len(trials) == 2 and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
