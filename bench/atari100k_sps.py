@@ -25,7 +25,9 @@ backward, clipping, Adam, priorities, target update), `sample` (replay sampling)
 split once more on the last round, untimed, with the PyTorch profiler's CPU totals per op
 family (`update_ops`). Prints one JSON object.
 
-    python bench/atari100k_sps.py --json [--repeats 3] [--sides der,drq,dqn,sb3]
+`--load N` runs N busy processes beside all sides, as on a machine that is rarely idle.
+
+    python bench/atari100k_sps.py --json [--repeats 3] [--sides der,drq,dqn,sb3] [--load N]
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
-from _machine import describe  # noqa: E402
+from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them  # noqa: E402
 from atari_sps import ENV_ID, SHARED, PassCounter, sync  # noqa: E402
 from lab.plugins.dqn import ATARI_DQN, DQN, DQNConfig, DQNSettings  # noqa: E402
 from lab.plugins.rainbow import RAINBOW_PRESETS, Rainbow, RainbowConfig  # noqa: E402
@@ -134,9 +136,13 @@ def lab_side(name: str, args: argparse.Namespace, device: torch.device, profile_
         ctx = Context(device=device, seed=0, total_steps=BUDGET, run_dir=Path(run_dir),
                       registry=load_lab().registry, tracker=Tracker(), env_id=ENV_ID, compile_setting=args.compile)
         agent = algo_cls(config, ctx)
+        threads = torch.get_num_threads()
+        cores = threads_as_the_runner_sets_them(agent, str(device))
         try:
             def run_to(target: int) -> None:
-                while agent.global_step < target:
+                while agent.global_step < target:  # as the runner steps it
+                    if cores is not None:
+                        cores.adjust()
                     agent.train_step()
                     ctx.pop_episodes()
 
@@ -162,6 +168,7 @@ def lab_side(name: str, args: argparse.Namespace, device: torch.device, profile_
             return result
         finally:
             agent.close()
+            torch.set_num_threads(threads)  # SB3's side keeps torch's default, as its users get it
 
 
 def sb3_side(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -212,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=600, help="timed learning steps")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; medians are reported")
     parser.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
+    add_load_option(parser)
     args = parser.parse_args(argv)
     sides = args.sides.split(",")
     unknown = sorted(set(sides) - {*AGENTS, "sb3"})
@@ -222,16 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     machine = describe(device)
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
-    for round_ in range(args.repeats):
-        for side in sides:
-            last = round_ == args.repeats - 1
-            runs[side].append(sb3_side(args, device) if side == "sb3" else lab_side(side, args, device, last))
-            gc.collect()
+    with busy_processes(args.load):
+        for round_ in range(args.repeats):
+            for side in sides:
+                last = round_ == args.repeats - 1
+                runs[side].append(sb3_side(args, device) if side == "sb3" else lab_side(side, args, device, last))
+                gc.collect()
     by_side = {side: summarise(r) for side, r in runs.items()}
     result: dict[str, Any] = {"bench": "atari100k_sps", "env": ENV_ID, "machine": machine,
                               "learning_starts": args.learning_starts, "warmup_steps": args.warmup_steps,
                               "timed_steps": args.steps, "repeats": args.repeats, "epsilon": args.epsilon,
-                              "compile": args.compile, "dqn_settings": dqn_settings(args), "by_side": by_side}
+                              "compile": args.compile, "load": args.load, "dqn_settings": dqn_settings(args),
+                              "by_side": by_side}
     if "dqn" in by_side and "sb3" in by_side:
         result["dqn_vs_sb3"] = round(by_side["dqn"]["sps_median"] / by_side["sb3"]["sps_median"], 2)
     print(json.dumps(result, indent=None if args.json else 2))

@@ -70,31 +70,29 @@ def measure(side: str, args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
+    from _machine import add_load_option
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=200, help="untimed batch steps")
     parser.add_argument("--steps", type=int, default=2000, help="timed batch steps per run")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--load", type=int, default=0, help="busy processes beside both sides")
+    add_load_option(parser)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", choices=("ale-py", "envpool"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.envs, args.warmup, args.steps)))
         return
-    from _machine import describe
+    from _machine import busy_processes, describe
 
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
-    try:
+    with busy_processes(args.load):
         machine = describe("cpu")
         runs: dict[str, list[float]] = {"ale-py": [], "envpool": []}
         for _ in range(args.repeats):  # alternate sides
             for side in runs:
                 runs[side].append(measure(side, args)["env_sps"])
             print(f"ale-py {runs['ale-py'][-1]:.0f} envpool {runs['envpool'][-1]:.0f} env steps/s", file=sys.stderr)
-    finally:
-        for proc in busy:
-            proc.kill()
     medians = {side: statistics.median(values) for side, values in runs.items()}
     print(json.dumps({
         "bench": "atari_env_sps", "machine": machine, "game": GAME, "envs": args.envs, "load": args.load,

@@ -17,11 +17,13 @@ would hide from a hook), so the JSON shows both sides acted and learned alike.
 `--num-envs 1,2,4,8` reports the lab's SPS over env counts; `--sb3-num-envs 1,8` runs SB3 at
 those counts too, with its `train_freq` (counted in vector steps) and `gradient_steps` set so
 that the replay ratio stays one batch per 4 agent steps. Sides alternate (lab, sb3, lab,
-sb3, ...) for `--repeats` rounds; medians and the ratio of medians are reported. Prints one
+sb3, ...) for `--repeats` rounds; medians and the ratio of medians are reported. The lab's
+side sets its threads as a run does (adjusted to what other processes leave free); `--load
+N` runs N busy processes beside both sides, as on a machine that is rarely idle. Prints one
 JSON object.
 
     python bench/atari_sps.py --algo dqn --json [--num-envs 1,2,4,8] [--sb3-num-envs 1,8] [--repeats 3]
-                              [--compile auto|true|false]
+                              [--compile auto|true|false] [--load N]
 
 The lab side runs with `--compile` as a 10M-step run would (`auto` compiles the Nature-CNN
 update; compile time falls in the untimed warm-up); `network_fraction` is the share of the
@@ -50,7 +52,7 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from _machine import describe  # noqa: E402
+from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them  # noqa: E402
 from lab.buffers import ReplayBuffer  # noqa: E402
 from lab.run.context import Context  # noqa: E402
 from lab.run.discovery import load_lab  # noqa: E402
@@ -139,11 +141,15 @@ def lab_dqn(args: argparse.Namespace, device: torch.device, num_envs: int) -> di
                       registry=load_lab().registry, tracker=Tracker(), env_id=ENV_ID,
                       compile_setting=args.compile)
         agent = DQN(DQNConfig(**params, num_envs=num_envs), ctx)
+        threads = torch.get_num_threads()
+        cores = threads_as_the_runner_sets_them(agent, str(device))
         try:
             def run_to(target: int) -> None:
-                while agent.global_step < target:
+                while agent.global_step < target:  # as the runner steps it
+                    if cores is not None:
+                        cores.adjust()
                     agent.train_step()
-                    ctx.pop_episodes()  # as the runner does each step
+                    ctx.pop_episodes()
 
             run_to(untimed)
             if agent.epsilon() != args.epsilon:
@@ -162,6 +168,7 @@ def lab_dqn(args: argparse.Namespace, device: torch.device, num_envs: int) -> di
             return result
         finally:
             agent.close()
+            torch.set_num_threads(threads)  # SB3's side keeps torch's default, as its users get it
 
 
 def sb3_dqn(args: argparse.Namespace, device: torch.device, num_envs: int) -> dict[str, float]:
@@ -234,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the lab's --compile (auto: as a 10M-step Breakout run decides)")
     parser.add_argument("--compare-eager", action="store_true",
                         help="at 1 env, also run the lab with --compile false (alternating): compile_gain")
+    add_load_option(parser)
     args = parser.parse_args(argv)
     if not 0.0 <= args.epsilon < 1.0:
         parser.error("--epsilon must be in [0, 1): at 1 no acting forward pass runs")
@@ -250,14 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     sides: dict[str, Callable[[argparse.Namespace, torch.device, int], dict[str, float]]] = {
         "lab": lab_dqn, "sb3": sb3_dqn, "lab_eager": lambda _, d, n: lab_dqn(eager, d, n)}
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
-    for _ in range(args.repeats):
-        for n in lab_counts:
-            order = ["lab", "sb3"] if n in sb3_counts else ["lab"]
-            if args.compare_eager and n == 1:
-                order.append("lab_eager")
-            for side in order:
-                runs.setdefault((side, n), []).append(sides[side](args, device, n))
-                gc.collect()
+    with busy_processes(args.load):
+        for _ in range(args.repeats):
+            for n in lab_counts:
+                order = ["lab", "sb3"] if n in sb3_counts else ["lab"]
+                if args.compare_eager and n == 1:
+                    order.append("lab_eager")
+                for side in order:
+                    runs.setdefault((side, n), []).append(sides[side](args, device, n))
+                    gc.collect()
 
     by_num_envs: dict[str, dict[str, Any]] = {}
     for n in lab_counts:
@@ -272,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "bench": "atari_sps", "env": ENV_ID, "machine": machine, "hyperparameters": hyperparameters(args),
         "epsilon": args.epsilon, "learning_starts": args.learning_starts, "warmup_steps": args.warmup_steps,
-        "timed_steps": args.steps, "repeats": args.repeats, "compile": args.compile, "by_num_envs": by_num_envs,
+        "timed_steps": args.steps, "repeats": args.repeats, "compile": args.compile, "load": args.load,
+        "by_num_envs": by_num_envs,
     }
     if "1" in by_num_envs and "speedup" in by_num_envs["1"]:
         one = by_num_envs["1"]

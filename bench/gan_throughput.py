@@ -10,9 +10,11 @@ seed and widths) on MNIST's training images; only the feeding differs:
         collating (num_workers=1 and pin_memory on CUDA, 0 workers on CPU).
 
 Steady state only: `--warmup` untimed steps first, then `--steps` timed ones; sides
-alternate, `--repeats` times each, and the medians are compared. Prints one JSON object.
+alternate, `--repeats` times each, and the medians are compared. The lab's side sets its
+threads as a run does; `--load N` runs N busy processes beside both sides, as on a machine
+that is rarely idle. Prints one JSON object.
 
-    python bench/gan_throughput.py --json [--steps 200] [--repeats 3] [--device auto]
+    python bench/gan_throughput.py --json [--steps 200] [--repeats 3] [--device auto] [--load N]
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from _machine import describe
+from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
 from lab.run.context import Context
 from lab.device import resolve_device
 from lab.run.registry import Registry
@@ -85,7 +87,12 @@ def peer_step(model: gan.GAN, real: torch.Tensor) -> None:
 
 
 def lab_side(model: gan.GAN) -> Callable[[], None]:
+    """As the runner steps it: threads adjusted to what other processes leave free."""
+    cores = threads_as_the_runner_sets_them(model, str(model.ctx.device))
+
     def step() -> None:
+        if cores is not None:
+            cores.adjust()
         model.train_step()
 
     return step
@@ -134,22 +141,28 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=os.environ.get("LAB_DATA_DIR", "../shared/datasets"))
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    add_load_option(parser)
     args = parser.parse_args()
     device = resolve_device(args.device)
     data_dir = Path(args.data_dir)
     results: dict[str, list[float]] = {"lab": [], "dataloader": []}
-    for repeat in range(args.repeats):
-        order = ("lab", "dataloader") if repeat % 2 == 0 else ("dataloader", "lab")
-        for side in order:
-            model = make_gan(data_dir, device, seed=repeat + 1, width=args.width)
-            step = lab_side(model) if side == "lab" else peer_side(model)
-            results[side].append(round(images_per_second(step, args.steps, args.warmup, model.config.batch_size, device), 1))
-            if not args.json:
-                print(side, results[side][-1], "images/s")
+    threads = torch.get_num_threads()
+    with busy_processes(args.load):
+        for repeat in range(args.repeats):
+            order = ("lab", "dataloader") if repeat % 2 == 0 else ("dataloader", "lab")
+            for side in order:
+                torch.set_num_threads(threads)  # the peer keeps torch's default, as its users get it
+                model = make_gan(data_dir, device, seed=repeat + 1, width=args.width)
+                step = lab_side(model) if side == "lab" else peer_side(model)
+                rate = images_per_second(step, args.steps, args.warmup, model.config.batch_size, device)
+                results[side].append(round(rate, 1))
+                if not args.json:
+                    print(side, results[side][-1], "images/s")
+    torch.set_num_threads(threads)
     lab, peer = statistics.median(results["lab"]), statistics.median(results["dataloader"])
     print(json.dumps({
         "bench": "gan_throughput", "metric": "real images per second of DCGAN training (batch 64)",
-        "width": args.width, "steps": args.steps, "warmup": args.warmup,
+        "width": args.width, "steps": args.steps, "warmup": args.warmup, "load": args.load,
         "lab_images_per_s": lab, "dataloader_images_per_s": peer, "ratio": round(lab / peer, 3),
         "runs": results, "machine": describe(device),
     }, indent=2))

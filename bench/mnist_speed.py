@@ -24,8 +24,10 @@ The clock runs only while training; it is paused for the periodic test evaluatio
 so each side runs several seeds (alternating sides, so drifts of a shared machine hit
 both) and the medians are compared. Prints one JSON object.
 
+`--load N` runs N busy processes beside both sides, as on a machine that is rarely idle.
+
     python bench/mnist_speed.py --json [--target 0.99] [--max-epochs 3] [--seeds 1,2,3] [--device auto]
-                                [--compile auto|true|false]
+                                [--compile auto|true|false] [--load N]
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from _machine import describe
+from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
 from lab.run.context import Context
 from lab.device import resolve_device
 from lab.run.registry import Registry
@@ -117,7 +119,12 @@ def peer_steps(algo: supervised.CNN, images: torch.Tensor, labels: torch.Tensor,
 
 
 def lab_steps(algo: supervised.CNN) -> Iterator[None]:
+    """As the runner steps it: threads as a run sets them, adjusted before each step to what
+    other processes leave free (`lab.device.SharedCores`)."""
+    cores = threads_as_the_runner_sets_them(algo, str(algo.ctx.device))
     while True:
+        if cores is not None:
+            cores.adjust()
         algo.train_step()
         yield
 
@@ -189,7 +196,11 @@ def run(side: str, data_dir: Path, device: torch.device, targets: list[float], m
         "dataloader": lambda: peer_steps(algo, images, labels),
         "dataloader_channels_last": lambda: peer_steps(algo, images, labels, torch.channels_last),
     }
-    result = time_to_targets(algo, builders[side](), targets, max_steps, max(1, int(eval_fraction * per_epoch)))
+    threads = torch.get_num_threads()
+    try:
+        result = time_to_targets(algo, builders[side](), targets, max_steps, max(1, int(eval_fraction * per_epoch)))
+    finally:
+        torch.set_num_threads(threads)  # the peer keeps torch's default, as its users get it
     return {"steps_per_epoch": per_epoch, "train_images": len(images), "validation_size": algo.config.validation_size,
             **result}
 
@@ -206,7 +217,13 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("LAB_DATA_DIR", "data"))
     parser.add_argument("--sides", default="lab,dataloader",
                         help="pipelines to run, comma-separated: lab, dataloader, dataloader_channels_last")
+    add_load_option(parser)
     args = parser.parse_args()
+    with busy_processes(args.load):
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     targets = args.target or ([0.99, 0.995] if device.type == "cuda" else [0.99])
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -222,7 +239,7 @@ def main() -> None:
     first = runs[sides[0]][0]
     report: dict[str, object] = {
         "bench": "mnist_speed", "device": str(device), "machine": machine, "targets": targets,
-        "max_epochs": args.max_epochs, "seeds": seeds, "compile": args.compile,
+        "max_epochs": args.max_epochs, "seeds": seeds, "compile": args.compile, "load": args.load,
         "data": {"train_images": first["train_images"], "validation_size": first["validation_size"],
                  "both_sides_train_on": "the lab's training split: train_images MNIST training images, "
                                         "validation_size held out; accuracy is on the 10k test split"},

@@ -45,7 +45,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[str, float]:
     import torch
 
-    from lab.device import SharedCores
+    from _machine import threads_as_the_runner_sets_them
     from lab.run.context import Context
     from lab.run.discovery import load_lab
     from lab.tracking import Tracker
@@ -55,9 +55,7 @@ def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[
     ctx = Context(device=torch.device(device), seed=seed, total_steps=10**7, run_dir=Path(tempfile.mkdtemp()),
                   registry=registry, tracker=Tracker(), env_id=ENV)
     agent = cls(cls.Config(**SETTINGS[algo]), ctx)
-    if agent.cpu_threads is not None:  # as the runner sets it
-        torch.set_num_threads(agent.cpu_threads)
-    cores = SharedCores(torch.get_num_threads()) if device == "cpu" and torch.get_num_threads() > 1 else None
+    cores = threads_as_the_runner_sets_them(agent, device)
 
     def train_step() -> None:  # as the runner steps it
         if cores is not None:
@@ -146,18 +144,15 @@ def measure(side: str, algo: str, warmup: int, steps: int, device: str, seed: in
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def busy(n: int) -> list[subprocess.Popen]:
-    """N processes each spinning a core, as another job on a shared machine would."""
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
-
-
 def main() -> None:
+    from _machine import add_load_option
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", choices=tuple(SETTINGS), default="sac")
     parser.add_argument("--warmup", type=int, default=200, help="learning steps before timing")
     parser.add_argument("--steps", type=int, default=1500, help="timed learning steps per run")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--load", type=int, default=0, help="busy processes beside both sides")
+    add_load_option(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
@@ -167,19 +162,15 @@ def main() -> None:
         run = lab_sps if args.worker == "lab" else sb3_sps
         print(json.dumps(run(args.algo, args.warmup, args.steps, args.device, args.seed)))
         return
-    from _machine import describe
+    from _machine import busy_processes, describe
 
-    load = busy(args.load)
-    try:
+    with busy_processes(args.load):
         machine = describe(args.device)
         runs: dict[str, list[dict[str, float]]] = {"lab": [], "sb3": []}
         for _ in range(args.repeats):  # alternate sides
             for side in ("lab", "sb3"):
                 runs[side].append(measure(side, args.algo, args.warmup, args.steps, args.device, args.seed))
             print(f"{args.algo}: lab {runs['lab'][-1]['sps']:.1f} sb3 {runs['sb3'][-1]['sps']:.1f}", file=sys.stderr)
-    finally:
-        for proc in load:
-            proc.kill()
     medians = {side: statistics.median(r["sps"] for r in runs[side]) for side in runs}
     print(json.dumps({
         "bench": "offpolicy_sps", "machine": machine, "algo": args.algo, "env": ENV, "load": args.load,

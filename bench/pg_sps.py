@@ -15,9 +15,10 @@ them: SB3 with torch's default threads and OpenMP settings; the lab as `lab trai
 picks its torch threads: 1 for MLP policies). Each side first runs one rollout and update
 untimed (start-up), then `--rollouts` rollouts and updates are timed. Sides alternate for
 `--repeats` rounds; medians and their ratio are reported, with the share of the lab's time
-spent collecting (env + acting) rather than updating.
+spent collecting (env + acting) rather than updating. `--load N` runs N busy processes
+beside both sides, as on a machine that is rarely idle.
 
-    python bench/pg_sps.py --json [--cases halfcheetah,cartpole,breakout] [--repeats 3]
+    python bench/pg_sps.py --json [--cases halfcheetah,cartpole,breakout] [--repeats 3] [--load 1]
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def lab_sps(case: str, rollouts: int, device: str, seed: int) -> tuple[float, fl
     """(steps/s, fraction of the time spent collecting rollouts) for the lab's PPO."""
     import torch
 
+    from _machine import threads_as_the_runner_sets_them
     from lab.run.context import Context
     from lab.run.discovery import load_lab
     from lab.plugins.ppo import PPO, PPOConfig
@@ -59,8 +61,7 @@ def lab_sps(case: str, rollouts: int, device: str, seed: int) -> tuple[float, fl
     ctx = Context(device=torch.device(device), seed=seed, total_steps=10**9, run_dir=Path(tempfile.mkdtemp()),
                   registry=load_lab().registry, tracker=Tracker(), env_id=CASES[case]["env"])
     agent = PPO(PPOConfig(**settings(case)), ctx)
-    if agent.cpu_threads is not None:  # as the runner sets it
-        torch.set_num_threads(agent.cpu_threads)
+    cores = threads_as_the_runner_sets_them(agent, device)
     collect_time = 0.0
     original = agent.collect_rollout
 
@@ -71,13 +72,17 @@ def lab_sps(case: str, rollouts: int, device: str, seed: int) -> tuple[float, fl
         collect_time += time.perf_counter() - start
 
     agent.collect_rollout = timed_collect  # type: ignore[method-assign]
-    try:
-        agent.train_step()  # start-up: first rollout and update
+    def train_step() -> None:  # as the runner steps it
+        if cores is not None:
+            cores.adjust()
+        agent.train_step()
         ctx.pop_episodes()
+
+    try:
+        train_step()  # start-up: first rollout and update
         collect_time, start, before = 0.0, time.perf_counter(), agent.global_step
         for _ in range(rollouts):
-            agent.train_step()
-            ctx.pop_episodes()
+            train_step()
         elapsed = time.perf_counter() - start
         return (agent.global_step - before) / elapsed, collect_time / elapsed
     finally:
@@ -133,6 +138,8 @@ def measure(side: str, case: str, rollouts: int, device: str, seed: int) -> dict
 
 
 def main() -> None:
+    from _machine import add_load_option
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="halfcheetah,cartpole,breakout")
     parser.add_argument("--rollouts", type=int, default=0, help="timed rollouts per run (0: a per-case default)")
@@ -141,14 +148,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", choices=("lab", "sb3"), help=argparse.SUPPRESS)
+    add_load_option(parser)
     args = parser.parse_args()
     default_rollouts = {"halfcheetah": 4, "cartpole": 20, "breakout": 3}
     if args.worker:
         print(json.dumps(worker(args.worker, args.cases, args.rollouts, args.device, args.seed)))
         return
-    from _machine import describe
+    from _machine import busy_processes, describe
 
-    results: dict[str, Any] = {"bench": "pg_sps", "machine": describe(args.device), "cases": {}}
+    with busy_processes(args.load):
+        results = run_cases(args, default_rollouts, describe(args.device))
+    print(json.dumps(results, indent=None if args.json else 2))
+
+
+def run_cases(args: argparse.Namespace, default_rollouts: dict[str, int], machine: dict[str, Any]) -> dict[str, Any]:
+    results: dict[str, Any] = {"bench": "pg_sps", "machine": machine, "load": args.load, "cases": {}}
     for case in args.cases.split(","):
         rollouts = args.rollouts or default_rollouts[case]
         runs: dict[str, list[dict[str, float]]] = {"lab": [], "sb3": []}
@@ -164,7 +178,7 @@ def main() -> None:
             "sb3": {"sps_median": round(medians["sb3"], 1), "sps_runs": [round(r["sps"], 1) for r in runs["sb3"]]},
             "speedup": round(medians["lab"] / medians["sb3"], 2),
         }
-    print(json.dumps(results, indent=None if args.json else 2))
+    return results
 
 
 if __name__ == "__main__":

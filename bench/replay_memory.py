@@ -9,7 +9,9 @@ next_observations as two overlapping strided views of one gathered window (their
 happens later, inside the network), so the lab's side includes materialising both as
 contiguous tensors.
 
-Usage: python bench/replay_memory.py [--json] [--device cpu|cuda] [--capacity N] [--fill N] [--threads N]
+`--load N` runs N busy processes beside both sides, as on a machine that is rarely idle.
+
+Usage: python bench/replay_memory.py [--json] [--device cpu|cuda] [--capacity N] [--fill N] [--threads N] [--load N]
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer as SB3ReplayBuffer
 
-from _machine import describe
+from _machine import add_load_option, busy_processes, describe
 from lab.buffers import ReplayBuffer
 
 SHAPE = (4, 84, 84)
@@ -116,7 +118,20 @@ def rate(sample: Callable[[], object], seconds: float, sync: Callable[[], None])
     return count / (time.perf_counter() - start)
 
 
-def sampling(steps: int, device: str, rounds: int, seconds: float) -> dict[str, float]:
+def sampling(steps: int, device: str, rounds: int, seconds: float, pinned_threads: bool = False) -> dict[str, float]:
+    """Both sides' batches per second. Unless `--threads` pins them, the lab's side adjusts its
+    threads to what other processes leave free before each batch, as a run does
+    (`lab.device.SharedCores`); SB3's keeps torch's default, as its users get it."""
+    from lab.device import SharedCores
+
+    threads = torch.get_num_threads()
+    cores = SharedCores(threads) if device == "cpu" and not pinned_threads and threads > 1 else None
+
+    def lab_side() -> object:
+        if cores is not None:
+            cores.adjust()
+        return lab_batch(ours, 32)
+
     ours, sb3 = fill(steps, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     np.random.seed(0)
@@ -126,7 +141,10 @@ def sampling(steps: int, device: str, rounds: int, seconds: float) -> dict[str, 
             raise AssertionError("the two sides must produce the same kind of batch")
     ours_rates, sb3_rates = [], []
     for _ in range(rounds):
-        ours_rates.append(rate(lambda: lab_batch(ours, 32), seconds, sync))
+        if cores is not None:
+            torch.set_num_threads(cores.threads)
+        ours_rates.append(rate(lab_side, seconds, sync))
+        torch.set_num_threads(threads)
         sb3_rates.append(rate(lambda: sb3.sample(32), seconds, sync))
     return {
         "sample_batches_per_s": statistics.median(ours_rates),
@@ -143,14 +161,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="per round and buffer")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads for both (1 avoids stalls on an oversubscribed CPU)")
+                        help="torch intra-op threads for both, pinned (default: as a run and as SB3 choose)")
+    add_load_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    machine = describe(args.device)
+    with busy_processes(args.load):
+        machine = describe(args.device)
+        timed = sampling(args.fill, args.device, args.rounds, args.seconds, bool(args.threads))
     result = {
         **memory(args.capacity, args.device),
-        **sampling(args.fill, args.device, args.rounds, args.seconds),
+        **timed,
+        "load": args.load,
         "batch_size": 32,
         "capacity": args.capacity,
         "fill": args.fill,

@@ -2,7 +2,8 @@
 
 Each sample runs in a fresh process (cold: import wandb, spawn wandb-core, init, log, finish,
 teardown), then times further runs in that same process (warm: the service is up).
-Prints one JSON object. Usage: python bench/wandb_startup.py [--repeats 3] [--warm 5]
+`--load N` runs N busy processes beside both, as on a machine that is rarely idle. Prints
+one JSON object. Usage: python bench/wandb_startup.py [--repeats 3] [--warm 5] [--load N]
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _machine import add_load_option, busy_processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,11 +95,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per variant")
     parser.add_argument("--warm", type=int, default=5, help="runs after the first, per process")
     parser.add_argument("--rows", type=int, default=200, help="history rows logged per run")
+    add_load_option(parser)
     args = parser.parse_args()
     results: dict[str, list[dict]] = {"lab": [], "wandb_defaults": []}
-    for _ in range(args.repeats):  # interleaved, so load changes hit both alike
-        for variant in results:
-            results[variant].append(sample(variant, args.warm, args.rows))
+    with busy_processes(args.load):
+        for _ in range(args.repeats):  # interleaved, so load changes hit both alike
+            for variant in results:
+                results[variant].append(sample(variant, args.warm, args.rows))
     import wandb
 
     print(json.dumps({
@@ -104,6 +109,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "wandb": wandb.__version__,
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load": args.load,
         "lab_tracker": summarize(results["lab"]),
         "peer_wandb_init_defaults": summarize(results["wandb_defaults"]),
     }, indent=2))
