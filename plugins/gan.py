@@ -6,7 +6,11 @@ generator update), the Frechet distance evaluation, media.
 Quality is `eval/fld`, the Frechet distance between 10,000 generated and the real test
 images in the penultimate features of a `cnn` the lab trains on the same data (`--classifier
 RUN_DIR` to bring your own), logged beside `eval/fld_floor`, the same distance between real
-training and test images. best.pt is chosen on `val/fld` (against held-out training images).
+training and test images. Beside it, in the same features: `eval/kid` (the kernel distance:
+unbiased, about 0 for a perfect generator at any sample size, with `eval/kid_std` over its
+subsets) and `eval/precision` / `eval/recall` (are the samples realistic; is every kind of
+image drawn), from `lab.generative.feature_metrics`. best.pt is chosen on `val/fld`
+(against held-out training images).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from lab.config import check_ranges, option
 from lab.run.context import Context
 from lab.errors import LabError
 from lab.generative.base import ImageGenerator
-from lab.generative.frechet import FrechetReference
+from lab.generative.feature_metrics import kernel_distance, precision_recall
+from lab.generative.frechet import FrechetReference, feature_stats
 from lab.generative.images import save_grid, to_uint8
 from lab.hookspecs import hookimpl
 from lab.generative.reference import reference_classifier
@@ -237,9 +242,13 @@ class GAN(ImageGenerator):
 
     def evaluate(self) -> dict[str, float]:
         fld = self.frechet()
-        fake = fld["test"].stats_of(self.sample(self.config.fld_samples))
+        features = fld["test"].features_of(self.sample(self.config.fld_samples))
+        fake = feature_stats(features)
+        kid, kid_std = kernel_distance(fld["test"].real, features)
+        precision, recall = precision_recall(fld["test"].real, features)
         return {"val/fld": fld["val"].distance(fake), "eval/fld": fld["test"].distance(fake),
-                "eval/fld_floor": fld["floor"]}
+                "eval/fld_floor": fld["floor"], "eval/kid": kid, "eval/kid_std": kid_std,
+                "eval/precision": precision, "eval/recall": recall}
 
     @torch.inference_mode()
     def write_media(self, media_dir: Path) -> dict[str, Path]:

@@ -68,6 +68,8 @@ EXACT_CASES = {
             "--log-interval", "100", "--net-arch", "32,32", "--batch-size", "64"],
     "sb3-sac": ["--env", "Pendulum-v1", "--steps", "1200", "--learning-starts", "300", "--eval-interval", "400",
                 "--log-interval", "100", "--net-arch", "32,32", "--batch-size", "64"],
+    "sb3-td3": ["--env", "Pendulum-v1", "--steps", "1200", "--learning-starts", "300", "--eval-interval", "400",
+                "--log-interval", "100", "--net-arch", "32,32", "--batch-size", "64"],
 }
 
 

@@ -317,6 +317,9 @@ def test_gan_trains_and_measures_frechet_distances(capsys, blobs: Path, data_dir
             assert math.isfinite(row[key]) and row[key] >= 0, (key, row)
     assert evals[0]["eval/fld_floor"] == evals[1]["eval/fld_floor"], "the floor depends on real images only"
     assert evals[0]["eval/fld"] != evals[1]["eval/fld"]
+    for row in evals:  # in the same features: KID (unbiased: may dip below 0) and precision/recall
+        assert math.isfinite(row["eval/kid"]) and row["eval/kid_std"] >= 0
+        assert 0 <= row["eval/precision"] <= 1 and 0 <= row["eval/recall"] <= 1
 
     cached = list(cache_folder().glob("cnn-*.pt"))
     assert len(cached) == 1, "the reference cnn is trained once and cached in the user's cache folder"

@@ -44,7 +44,9 @@ def batched_features(features: Features, images: torch.Tensor, batch: int = 1000
 
 
 class FrechetReference:
-    """Feature statistics of a set of real images, computed once; `distance(images)` to them.
+    """The features of a set of real images and their statistics, computed once;
+    `distance(images)` to them (and, from `real`, the kernel distance and precision/recall of
+    `lab.generative.feature_metrics`).
 
     Log a floor beside every distance: the same distance between two sets of real images
     (train vs test) is what a perfect generator would score with this many images.
@@ -52,10 +54,14 @@ class FrechetReference:
 
     def __init__(self, features: Features, real: torch.Tensor) -> None:
         self.features = features
-        self.stats = self.stats_of(real)
+        self.real = self.features_of(real)
+        self.stats = feature_stats(self.real)
+
+    def features_of(self, images: torch.Tensor) -> torch.Tensor:
+        return batched_features(self.features, images)
 
     def stats_of(self, images: torch.Tensor) -> FeatureStats:
-        return feature_stats(batched_features(self.features, images))
+        return feature_stats(self.features_of(images))
 
     def distance(self, images: torch.Tensor | FeatureStats) -> float:
         other = images if isinstance(images, FeatureStats) else self.stats_of(images)
