@@ -9,7 +9,7 @@ RUN_DIR` to bring your own), logged beside `eval/fld_floor`, the same distance b
 training and test images. Beside it, in the same features: `eval/kid` (the kernel distance:
 unbiased, about 0 for a perfect generator at any sample size, with `eval/kid_std` over its
 subsets) and `eval/precision` / `eval/recall` (are the samples realistic; is every kind of
-image drawn), from `lab.generative.feature_metrics`. best.pt is chosen on `val/fld`
+image drawn), all from `lab.generative.quality`. best.pt is chosen on `val/fld`
 (against held-out training images).
 """
 
@@ -28,11 +28,9 @@ from lab.config import check_ranges, option
 from lab.run.context import Context
 from lab.errors import LabError
 from lab.generative.base import ImageGenerator
-from lab.generative.feature_metrics import kernel_distance, precision_recall
-from lab.generative.frechet import FrechetReference, feature_stats
 from lab.generative.images import save_grid, to_uint8
+from lab.generative.quality import SampleQuality
 from lab.hookspecs import hookimpl
-from lab.generative.reference import reference_classifier
 
 
 @dataclass
@@ -172,9 +170,9 @@ class GAN(ImageGenerator):
         self.fixed_z = torch.randn(100, config.latent_dim, generator=fixed).to(ctx.device)
         self.fixed_labels = torch.arange(100, device=ctx.device) % max(self.classes, 1)
         self.data, self.val_rows = data, val_rows
-        self.fld: dict[str, Any] | None = None
+        self.quality: SampleQuality | None = None
         if ctx.training:  # now, so config.yaml records the classifier's hash and bad data fails before training
-            self.frechet()
+            self.sample_quality()
 
     def labels_for(self, n: int, generator: torch.Generator | None) -> torch.Tensor | None:
         if not self.classes:
@@ -214,19 +212,15 @@ class GAN(ImageGenerator):
 
     # ------------------------------------------------------------------ evaluation
 
-    def frechet(self) -> dict[str, Any]:
-        """The classifier and the real images' statistics, once per process (at set-up when
+    def sample_quality(self) -> SampleQuality:
+        """The classifier and the real images' features, once per process (at set-up when
         training; at the first evaluation under `lab eval`, so `lab sample` needs no classifier)."""
-        if self.fld is None:
+        if self.quality is None:
             cfg = self.config
-            classifier, cfg.classifier_sha256 = reference_classifier(
-                self.data, self.ctx.device, cfg.classifier, cfg.classifier_sha256, measures="its eval/fld")
-            features = lambda images: classifier(images.to(self.ctx.device))[0]  # noqa: E731
-            test = FrechetReference(features, self.data.test_images)
-            train = self.data.train_images[: len(self.data.test_images)]
-            self.fld = {"val": FrechetReference(features, self.data.train_images[self.val_rows]), "test": test,
-                        "floor": test.distance(train)}
-        return self.fld
+            self.quality = SampleQuality(self.data, self.ctx.device, self.val_rows, cfg.classifier,
+                                         cfg.classifier_sha256, measures="its eval/fld")
+            cfg.classifier_sha256 = self.quality.classifier_sha256
+        return self.quality
 
     @torch.inference_mode()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -241,14 +235,7 @@ class GAN(ImageGenerator):
         return torch.cat(images)
 
     def evaluate(self) -> dict[str, float]:
-        fld = self.frechet()
-        features = fld["test"].features_of(self.sample(self.config.fld_samples))
-        fake = feature_stats(features)
-        kid, kid_std = kernel_distance(fld["test"].real, features)
-        precision, recall = precision_recall(fld["test"].real, features)
-        return {"val/fld": fld["val"].distance(fake), "eval/fld": fld["test"].distance(fake),
-                "eval/fld_floor": fld["floor"], "eval/kid": kid, "eval/kid_std": kid_std,
-                "eval/precision": precision, "eval/recall": recall}
+        return self.sample_quality().metrics(self.sample(self.config.fld_samples))
 
     @torch.inference_mode()
     def write_media(self, media_dir: Path) -> dict[str, Path]:
