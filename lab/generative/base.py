@@ -2,7 +2,8 @@
 
 A generator plugin subclasses `ImageGenerator`, implements `sample(n)` (and `translate` for
 image-to-image models) and its learning step; `lab.generative.images` turns samples into
-PNG grids and folders, `lab.generative.frechet` and `lab.generative.reference` measure them.
+PNG grids and folders, and `lab.generative.quality` measures them against the real images
+(Frechet and kernel distances, precision/recall, in a reference classifier's features).
 """
 
 from __future__ import annotations
