@@ -39,9 +39,8 @@ import torch.nn.functional as F
 from lab.buffers.data import DataBuffer
 from lab.config import check_ranges, option
 from lab.errors import LabError
-from lab.generative.base import ImageGenerator
 from lab.generative.images import save_grid, to_uint8
-from lab.generative.quality import SampleQuality
+from lab.generative.quality import SampledImageGenerator, SampleQualityConfig
 from lab.hookspecs import hookimpl
 from lab.run.context import Context
 from lab.schedules import warmup_decay
@@ -50,7 +49,7 @@ DDPM_LEVELS, BETA_START, BETA_END = 1000, 1e-4, 0.02
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(SampleQualityConfig):
     objective: Literal["flow", "eps"] = option("flow", "flow (flow matching, velocity) or eps (DDPM, noise)")
     widths: tuple[int, ...] = option((32, 64, 64), "U-Net channels per resolution, each halving H and W")
     learning_rate: float = option(1e-3, "Adam learning rate (warm-up, then linear decay to 0)")
@@ -62,21 +61,16 @@ class DiffusionConfig:
     conditional: bool = option(False, "condition on the class label (classifier-free guidance)")
     label_dropout: float = option(0.1, "share of batches trained without their label (conditional)")
     guidance: float = option(0.0, "classifier-free guidance weight w: (1 + w) cond - w uncond")
-    validation_size: int = option(5000, "training images held out to choose best.pt")
-    fld_samples: int = option(2000, "generated images per evaluation")
-    classifier: str | None = option(None, "RUN_DIR of a cnn/mlp run for eval/fld (default: the lab's cached cnn)")
-    classifier_sha256: str | None = option(None, "filled in by the run: the classifier file's hash")
-    image_size: int | None = option(None, "resize images to this square size")
+    fld_samples: int = option(2000, "generated images per evaluation (sampling is the costly part)")
 
     def __post_init__(self) -> None:
-        check_ranges(self, positive=("learning_rate", "batch_size", "sample_steps", "validation_size"),
+        super().__post_init__()
+        check_ranges(self, positive=("learning_rate", "batch_size", "sample_steps"),
                      non_negative=("guidance",), fraction=("ema", "label_dropout"))
         if not 0 <= self.warmup < 1:
             raise ValueError(f"--warmup is a fraction of the run in [0, 1), got {self.warmup}")
         if not self.widths or min(self.widths) < 8 or any(w % 8 for w in self.widths):
             raise ValueError(f"--widths takes multiples of 8 (GroupNorm groups of 8), got {self.widths}")
-        if self.fld_samples <= 3:
-            raise ValueError("--fld-samples must be at least 4 (precision/recall use 3 neighbours)")
 
 
 # ---------------------------------------------------------------------------- the U-Net
@@ -177,7 +171,7 @@ class UNet(nn.Module):
 # ---------------------------------------------------------------------------- the model
 
 
-class Diffusion(ImageGenerator):
+class Diffusion(SampledImageGenerator):
     """Flow matching or DDPM on a U-Net; key metric val/fld (lower is better)."""
 
     name = "diffusion"
@@ -213,8 +207,7 @@ class Diffusion(ImageGenerator):
         self.noise = ctx.generator("noise")
         self.fixed_noise = torch.randn(100, *self.shape, generator=torch.Generator().manual_seed(ctx.seed))
         self.data, self.val_rows = data, val_rows
-        self.quality: SampleQuality | None = None
-        if ctx.training:  # now, so config.yaml records the classifier's hash and bad data fails before training
+        if ctx.training:
             self.sample_quality()
 
     # ------------------------------------------------------------------ training
@@ -291,20 +284,7 @@ class Diffusion(ImageGenerator):
             images.append(to_uint8(self.solve(x, labels), low=-1.0))
         return torch.cat(images)
 
-    # ------------------------------------------------------------------ evaluation and media
-
-    def sample_quality(self) -> SampleQuality:
-        """The classifier and the real images' features, once per process (at set-up when
-        training; at the first evaluation under `lab eval`, so `lab sample` needs no classifier)."""
-        if self.quality is None:
-            cfg = self.config
-            self.quality = SampleQuality(self.data, self.ctx.device, self.val_rows, cfg.classifier,
-                                         cfg.classifier_sha256, measures="its eval/fld")
-            cfg.classifier_sha256 = self.quality.classifier_sha256
-        return self.quality
-
-    def evaluate(self) -> dict[str, float]:
-        return self.sample_quality().metrics(self.sample(self.config.fld_samples))
+    # ------------------------------------------------------------------ media
 
     @torch.inference_mode()
     def write_media(self, media_dir: Path) -> dict[str, Path]:

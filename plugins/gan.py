@@ -1,7 +1,7 @@
 """`gan`: DCGAN (Radford et al. 2016) with the non-saturating loss, optionally class-conditional.
 
 Reads top to bottom: the two networks, one training step (a discriminator update, then a
-generator update), the Frechet distance evaluation, media.
+generator update), sampling, media; evaluation is `SampledImageGenerator`'s.
 
 Quality is `eval/fld`, the Frechet distance between 10,000 generated and the real test
 images in the penultimate features of a `cnn` the lab trains on the same data (`--classifier
@@ -27,14 +27,13 @@ from lab.buffers.data import DataBuffer
 from lab.config import check_ranges, option
 from lab.run.context import Context
 from lab.errors import LabError
-from lab.generative.base import ImageGenerator
 from lab.generative.images import save_grid, to_uint8
-from lab.generative.quality import SampleQuality
+from lab.generative.quality import SampledImageGenerator, SampleQualityConfig
 from lab.hookspecs import hookimpl
 
 
 @dataclass
-class GANConfig:
+class GANConfig(SampleQualityConfig):
     latent_dim: int = option(100, "size of the noise vector z")
     g_width: int = option(64, "generator channels at full resolution (doubling per halving)")
     d_width: int = option(64, "discriminator channels after its first convolution")
@@ -44,21 +43,11 @@ class GANConfig:
     beta2: float = option(0.999, "Adam beta2 for both networks")
     batch_size: int = option(64, "real images per step (and as many generated)")
     conditional: bool = option(False, "condition both networks on the class label")
-    validation_size: int = option(5000, "training images held out to choose best.pt")
-    fld_samples: int = option(10000, "generated images per Frechet distance")
-    classifier: str | None = option(None, "RUN_DIR of a cnn/mlp run for eval/fld (default: the lab's cached cnn)")
-    classifier_sha256: str | None = option(None, "filled in by the run: the classifier file's hash")
-    image_size: int | None = option(None, "resize images to this square size")
 
     def __post_init__(self) -> None:
-        check_ranges(
-            self,
-            positive=("latent_dim", "g_width", "d_width", "g_lr", "d_lr", "batch_size", "validation_size",
-                      "fld_samples"),
-            below_one=("beta1", "beta2"),
-        )
-        if self.fld_samples < 2:
-            raise ValueError("--fld-samples must be at least 2")
+        super().__post_init__()
+        check_ranges(self, positive=("latent_dim", "g_width", "d_width", "g_lr", "d_lr", "batch_size"),
+                     below_one=("beta1", "beta2"))
 
 
 def halvings(size: int) -> int:
@@ -133,7 +122,7 @@ class Discriminator(nn.Module):
         return out
 
 
-class GAN(ImageGenerator):
+class GAN(SampledImageGenerator):
     """DCGAN; key metric val/fld (lower is better)."""
 
     name = "gan"
@@ -170,8 +159,7 @@ class GAN(ImageGenerator):
         self.fixed_z = torch.randn(100, config.latent_dim, generator=fixed).to(ctx.device)
         self.fixed_labels = torch.arange(100, device=ctx.device) % max(self.classes, 1)
         self.data, self.val_rows = data, val_rows
-        self.quality: SampleQuality | None = None
-        if ctx.training:  # now, so config.yaml records the classifier's hash and bad data fails before training
+        if ctx.training:
             self.sample_quality()
 
     def labels_for(self, n: int, generator: torch.Generator | None) -> torch.Tensor | None:
@@ -210,17 +198,7 @@ class GAN(ImageGenerator):
         return {"train/d_loss": d_loss.item(), "train/g_loss": g_loss.item(),
                 "train/d_real": torch.sigmoid(d_real).mean().item(), "train/d_fake": torch.sigmoid(d_fake).mean().item()}
 
-    # ------------------------------------------------------------------ evaluation
-
-    def sample_quality(self) -> SampleQuality:
-        """The classifier and the real images' features, once per process (at set-up when
-        training; at the first evaluation under `lab eval`, so `lab sample` needs no classifier)."""
-        if self.quality is None:
-            cfg = self.config
-            self.quality = SampleQuality(self.data, self.ctx.device, self.val_rows, cfg.classifier,
-                                         cfg.classifier_sha256, measures="its eval/fld")
-            cfg.classifier_sha256 = self.quality.classifier_sha256
-        return self.quality
+    # ------------------------------------------------------------------ sampling and media
 
     @torch.inference_mode()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -233,9 +211,6 @@ class GAN(ImageGenerator):
             images.append(to_uint8(self.g(z, self.labels_for(m, generator)), low=-1.0))
         self.g.train()
         return torch.cat(images)
-
-    def evaluate(self) -> dict[str, float]:
-        return self.sample_quality().metrics(self.sample(self.config.fld_samples))
 
     @torch.inference_mode()
     def write_media(self, media_dir: Path) -> dict[str, Path]:

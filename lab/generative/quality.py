@@ -7,14 +7,22 @@ the held-out training images (`val/fld`, which chooses best.pt) and to the test 
 kernel distance (`eval/kid`, `eval/kid_std`) and precision/recall (`eval/precision`,
 `eval/recall`). The classifier is the lab's reference `cnn` for the data
 (`lab.generative.reference`), or a run of the user's.
+
+`SampledImageGenerator` is the base of the generators measured this way (`gan`,
+`diffusion`), with `SampleQualityConfig` the base of their settings.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
+from lab.config import check_ranges, option
 from lab.datasets import ImageDataset
-from lab.generative.feature_metrics import kernel_distance, precision_recall
+from lab.generative.base import ImageGenerator
+from lab.generative.feature_metrics import NEIGHBOURS, kernel_distance, precision_recall
 from lab.generative.frechet import FrechetReference, feature_stats
 from lab.generative.reference import reference_classifier
 
@@ -40,3 +48,45 @@ class SampleQuality:
         return {"val/fld": self.val.distance(stats), "eval/fld": self.test.distance(stats),
                 "eval/fld_floor": self.floor, "eval/kid": kid, "eval/kid_std": kid_std,
                 "eval/precision": precision, "eval/recall": recall}
+
+
+@dataclass
+class SampleQualityConfig:
+    """The settings every generator measured by `SampleQuality` shares: the base of its Config."""
+
+    validation_size: int = option(5000, "training images held out to choose best.pt")
+    fld_samples: int = option(10000, "generated images per evaluation (FLD, KID, precision/recall)")
+    classifier: str | None = option(None, "RUN_DIR of a cnn/mlp run for eval/fld (default: the lab's cached cnn)")
+    classifier_sha256: str | None = option(None, "filled in by the run: the classifier file's hash")
+    image_size: int | None = option(None, "resize images to this square size")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("validation_size",))
+        if self.fld_samples <= NEIGHBOURS:
+            raise ValueError(f"--fld-samples must be at least {NEIGHBOURS + 1} (precision and recall look at "
+                             f"{NEIGHBOURS} neighbours)")
+
+
+class SampledImageGenerator(ImageGenerator):
+    """A generator measured by its samples: `evaluate` draws `config.fld_samples` images and
+    scores them with `SampleQuality`. The subclass's Config subclasses `SampleQualityConfig`;
+    its `__init__` sets `self.data` (the `ImageDataset`) and `self.val_rows` (the held-out
+    training rows), then calls `sample_quality()` when `ctx.training`, so config.yaml records
+    the classifier's hash and bad data fails before training."""
+
+    quality: SampleQuality | None = None
+    data: ImageDataset
+    val_rows: torch.Tensor
+
+    def sample_quality(self) -> SampleQuality:
+        """The classifier and the real images' features, once per process (at set-up when
+        training; at the first evaluation under `lab eval`, so `lab sample` needs no classifier)."""
+        if self.quality is None:
+            cfg = self.config
+            self.quality = SampleQuality(self.data, self.ctx.device, self.val_rows, cfg.classifier,
+                                         cfg.classifier_sha256, measures="its eval/fld")
+            cfg.classifier_sha256 = self.quality.classifier_sha256
+        return self.quality
+
+    def evaluate(self) -> dict[str, Any]:
+        return self.sample_quality().metrics(self.sample(self.config.fld_samples))
