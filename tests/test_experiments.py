@@ -205,21 +205,26 @@ def test_a_changed_spec_is_not_mistaken_for_finished_trials(capsys, tmp_path) ->
     assert "give the changed sweep another `name:`" in capsys.readouterr().err
 
 
-def test_ctrl_c_stops_a_sweep_and_running_it_again_finishes_it(tmp_path) -> None:
-    spec = write_spec(tmp_path / "long.yaml", parameters={
-        **RANDOM_FIXED, "steps": {"value": 400_000}, "log_interval": {"value": 2000}, "eval_interval": {"value": 400_000},
-        "seed": {"values": [1, 2]}})
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec)], stdout=subprocess.PIPE,
+def ctrl_c_once_the_first_trial_logs(spec: Path, first_trial: str, *flags: str) -> None:
+    """Start `lab sweep SPEC FLAGS`, Ctrl-C it once its first trial has logged two rows; it exits 130."""
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec), *flags], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    metrics = runs_dir() / "long-001" / "metrics.jsonl"
+    metrics = runs_dir() / first_trial / "metrics.jsonl"
     deadline = time.time() + 240
     while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "the first trial never logged"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=240)
+    _, err = proc.communicate(timeout=240)
     assert proc.returncode == 130, err
+
+
+def test_ctrl_c_stops_a_sweep_and_running_it_again_finishes_it(tmp_path) -> None:
+    spec = write_spec(tmp_path / "long.yaml", parameters={
+        **RANDOM_FIXED, "steps": {"value": 400_000}, "log_interval": {"value": 2000}, "eval_interval": {"value": 400_000},
+        "seed": {"values": [1, 2]}})
+    ctrl_c_once_the_first_trial_logs(spec, "long-001")
     assert summary_of(runs_dir() / "long-001")["status"] == "interrupted"
     assert not (runs_dir() / "long-002").exists()  # no new trial starts after Ctrl-C
     again = run_lab("sweep", str(spec), timeout=600)
@@ -311,17 +316,7 @@ def test_an_interrupted_bayes_trial_resumes_when_the_sweep_runs_again(toy_plugin
     spec = write_spec(tmp_path / "slow.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
                       parameters={**BAYES, "steps": {"value": 300}, "sleep": {"value": 0.01},
                                   "log_interval": {"value": 10}})
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec), "--count", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = runs_dir() / "slow-001" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "the first trial never logged"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=240)
-    assert proc.returncode == 130, err
+    ctrl_c_once_the_first_trial_logs(spec, "slow-001", "--count", "2")
     first = summary_of(runs_dir() / "slow-001")
     assert first["status"] == "interrupted" and first["global_step"] < 300
     learning_rate = config_of(runs_dir() / "slow-001")["config"]["learning_rate"]
