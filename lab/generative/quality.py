@@ -89,4 +89,5 @@ class SampledImageGenerator(ImageGenerator):
         return self.quality
 
     def evaluate(self) -> dict[str, Any]:
+        """`config.fld_samples` new images, scored by `SampleQuality.metrics`."""
         return self.sample_quality().metrics(self.sample(self.config.fld_samples))
