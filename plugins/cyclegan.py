@@ -13,7 +13,11 @@ Data: any `trainA/ trainB/ testA/ testB/` folder (`--data image-folder:PATH`) or
 `mnist-styles:STYLE_A-STYLE_B`. Where domain B has labels (mnist-styles), a classifier
 trained on B's training images scores `eval/class_preservation`: the fraction of test
 digits of A, translated to B, that it reads as their own label (best.pt is chosen on the
-same score over held-out training images of A).
+same score over held-out training images of A). Where B's images can be measured (B has
+labels, or `--classifier` is given), the test images of A translated to B are scored against
+B's test images as the other generators' samples are (`lab.generative.quality`): `eval/fld`
+beside `eval/fld_floor` (B's training against B's test images), `eval/kid`,
+`eval/precision` and `eval/recall`: do the translations look like B, and cover all of it?
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from lab.errors import LabError
 from lab.generative.base import ImageGenerator
 from lab.generative.images import save_grid, to_uint8
 from lab.hookspecs import hookimpl
-from lab.generative.reference import reference_classifier
+from lab.generative.feature_metrics import NEIGHBOURS
+from lab.generative.quality import SampleQuality, has_yardstick
 from lab.schedules import linear
 
 
@@ -189,9 +194,10 @@ class CycleGAN(ImageGenerator):
         self.pool_b = ImagePool(config.pool_size, self.shape, ctx.device, pools)
         self.data, self.val_rows = data, val_rows
         self.labelled = data.a.train_labels is not None and data.b.train_labels is not None
-        self.judge: Any = None
-        if self.labelled and ctx.training:  # now, so config.yaml records the classifier's hash
-            self.load_judge()
+        self.measured = has_yardstick(data.b, config.classifier)
+        self.quality: SampleQuality | None = None
+        if self.measured and ctx.training:  # now, so config.yaml records the classifier's hash
+            self.sample_quality()
 
     def networks(self) -> tuple[nn.Module, ...]:
         return self.g_ab, self.g_ba, self.d_a, self.d_b
@@ -257,31 +263,36 @@ class CycleGAN(ImageGenerator):
         net.train()
         return torch.cat(out) if out else images
 
-    def load_judge(self) -> None:
-        """Domain B's classifier (trained once and cached, or --classifier), checked against the run's record."""
-        cfg = self.config
-        self.judge, cfg.classifier_sha256 = reference_classifier(
-            self.data.b, self.ctx.device, cfg.classifier, cfg.classifier_sha256, measures="class preservation")
+    def sample_quality(self) -> SampleQuality:
+        """Domain B's classifier (trained once and cached, or --classifier), checked against the
+        run's record, and B's real features; at set-up when training, else at the first evaluation."""
+        if self.quality is None:
+            cfg = self.config
+            self.quality = SampleQuality(self.data.b, self.ctx.device, None, cfg.classifier, cfg.classifier_sha256,
+                                         measures="its translations' metrics")
+            cfg.classifier_sha256 = self.quality.classifier_sha256
+        return self.quality
 
-    def preservation(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """Fraction of A images that B's classifier, after translation, reads as their own label."""
+    def preservation(self, translated: torch.Tensor, labels: torch.Tensor) -> float:
+        """Fraction of translated A images that B's classifier reads as their own label."""
+        judge = self.sample_quality().classifier
         with torch.inference_mode():
-            logits = torch.cat([self.judge(batch.to(self.ctx.device))[1] for batch in self.translate(images).split(1000)])
+            logits = torch.cat([judge(batch.to(self.ctx.device))[1] for batch in translated.split(1000)])
         return (logits.argmax(1).cpu() == labels).float().mean().item()
 
     def evaluate(self) -> dict[str, float]:
         test_a, test_b = self.data.a.test_images, self.data.b.test_images
-        with torch.inference_mode():
-            back_a = self.translate(self.translate(test_a), "b2a")
-            back_b = self.translate(self.translate(test_b, "b2a"))
+        a_in_b = self.translate(test_a)
+        back_a = self.translate(a_in_b, "b2a")
+        back_b = self.translate(self.translate(test_b, "b2a"))
         metrics = {"eval/cycle_l1_a": (back_a.float() - test_a.float()).abs().mean().item() / 127.5,
                    "eval/cycle_l1_b": (back_b.float() - test_b.float()).abs().mean().item() / 127.5}
+        if self.measured and len(a_in_b) > NEIGHBOURS:
+            metrics.update(self.sample_quality().metrics(a_in_b))
         if self.labelled:
-            if self.judge is None:
-                self.load_judge()
             metrics["val/class_preservation"] = self.preservation(
-                self.data.a.train_images[self.val_rows], self.data.a.train_labels[self.val_rows])
-            metrics["eval/class_preservation"] = self.preservation(test_a, self.data.a.test_labels)
+                self.translate(self.data.a.train_images[self.val_rows]), self.data.a.train_labels[self.val_rows])
+            metrics["eval/class_preservation"] = self.preservation(a_in_b, self.data.a.test_labels)
         return metrics
 
     def write_media(self, media_dir: Path) -> dict[str, Path]:

@@ -10,11 +10,17 @@ likelihood with a learned per-channel scale (a density, so its nats are not comp
 `val/nelbo` on 5,000 held-out training images chooses best.pt; `eval/nelbo` is the test
 split, binarised once with a fixed seed. `lab eval` adds `eval/iw_nll`, the importance-
 weighted bound with `iw_samples` samples on the first `iw_images` test images.
+
+A likelihood does not say whether samples look right (a VAE's are blurry), so each evaluation
+also scores `fld_samples` decoded samples (the decoder's mean images) as `gan` and
+`diffusion` are scored: `eval/fld` beside `eval/fld_floor`, `eval/kid`, `eval/precision` and
+`eval/recall` (`lab.generative.quality`), where the data has labels or `--classifier` is given.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,8 +33,8 @@ from lab.buffers.data import DataBuffer
 from lab.config import check_ranges, option
 from lab.run.context import Context
 from lab.errors import LabError
-from lab.generative.base import ImageGenerator
 from lab.generative.images import save_grid, to_uint8
+from lab.generative.quality import SampledImageGenerator, SampleQualityConfig, has_yardstick
 from lab.hookspecs import hookimpl
 from lab.schedules import linear
 
@@ -36,7 +42,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(SampleQualityConfig):
     # conv: 98.5 nats on MNIST after 10 epochs, the mlp 101.7
     arch: Literal["mlp", "conv"] = option("conv", "encoder/decoder: conv or mlp")
     latent_dim: int = option(32, "size of the latent code z")
@@ -47,14 +53,13 @@ class VAEConfig:
     lr_decay: bool = option(True, "decay the learning rate linearly to 0 over the run")
     batch_size: int = option(128, "training minibatch size")
     eval_batch_size: int = option(1000, "batch size for the held-out passes")
-    validation_size: int = option(5000, "training images held out to choose best.pt")
     iw_samples: int = option(5000, "importance samples for eval/iw_nll (lab eval only)")
     iw_images: int = option(1000, "test images eval/iw_nll is estimated on (lab eval only)")
-    image_size: int | None = option(None, "resize images to this square size")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_ranges(self, positive=("latent_dim", "learning_rate", "batch_size", "eval_batch_size",
-                                     "validation_size", "iw_samples", "iw_images"))
+                                     "iw_samples", "iw_images"))
 
 
 class Encoder(nn.Module):
@@ -96,7 +101,7 @@ def build(config: VAEConfig, shape: tuple[int, int, int]) -> tuple[Encoder, nn.M
     return Encoder(nn.Sequential(*enc, nn.Flatten()), math.prod(inner), config.latent_dim), nn.Sequential(*dec)
 
 
-class VAE(ImageGenerator):
+class VAE(SampledImageGenerator):
     """Variational autoencoder; key metric val/nelbo (nats per image, lower is better)."""
 
     name = "vae"
@@ -128,6 +133,13 @@ class VAE(ImageGenerator):
         self.noise = ctx.generator("latent")
         self.fixed_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(ctx.seed),
                                    ).to(ctx.device)
+        self.data, self.val_rows = data, val_rows
+        self.measured = has_yardstick(data, config.classifier)
+        if ctx.training and self.measured:  # now, so config.yaml records the classifier's hash
+            self.sample_quality()
+        elif ctx.training:
+            print(f"note: {data.name} has no labels, so no classifier measures the samples (no eval/fld); "
+                  "pass --classifier RUN_DIR of a cnn trained on such images to have them", file=sys.stderr)
 
     def _fixed(self, split: DataBuffer, seed: int) -> torch.Tensor:
         """The held-out images as the model sees them; binarised once with a fixed seed."""
@@ -213,6 +225,8 @@ class VAE(ImageGenerator):
         metrics = {"val/nelbo": val, "eval/nelbo": nelbo, "eval/kl": kl, "eval/recon": recon}
         if not self.ctx.training:  # `lab eval`: the tighter, slower bound
             metrics["eval/iw_nll"] = self.iw_nll(self.test_images[: self.config.iw_images], self.config.iw_samples)
+        if self.measured:
+            metrics.update(self.sample_quality().metrics(self.sample(self.config.fld_samples)))
         self.encoder.train(), self.decoder.train()
         return metrics
 

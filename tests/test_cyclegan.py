@@ -17,6 +17,7 @@ import json
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -49,6 +50,7 @@ TINY = ["--g-width", "4", "--d-width", "4", "--res-blocks", "1", "--batch-size",
 TRAIN_KEYS = {"train/g_loss", "train/d_loss", "train/gan_loss", "train/cycle_loss", "train/identity_loss", "train/lr"}
 EVAL_KEYS = {"eval/cycle_l1_a", "eval/cycle_l1_b"}
 PRESERVATION_KEYS = {"val/class_preservation", "eval/class_preservation"}
+SAMPLE_KEYS = {"eval/fld", "eval/fld_floor", "eval/kid", "eval/kid_std", "eval/precision", "eval/recall"}
 SHAPES = ((2, 10), (10, 2), (6, 6))  # horizontal bar, vertical bar, square
 
 
@@ -345,13 +347,22 @@ def test_class_preservation_is_the_judges_agreement_on_translated_a_images(tmp_p
         class_zero = torch.zeros(len(images), dtype=torch.long)
         return images.flatten(1).float(), torch.nn.functional.one_hot(class_zero, 3).float()
 
-    model.judge = judge  # says "class 0" for everything
+    measured = []
+
+    def sample_metrics(images: torch.Tensor) -> dict[str, float]:
+        measured.append(images)
+        return {"eval/fld": 1.5}
+
+    model.quality = SimpleNamespace(classifier=judge, metrics=sample_metrics)  # says "class 0" for everything
     metrics = model.evaluate()
     val_labels = model.data.a.train_labels[model.val_rows]
     assert len(val_labels) == 10
     assert metrics["val/class_preservation"] == pytest.approx((val_labels == 0).float().mean().item())
     assert metrics["eval/class_preservation"] == pytest.approx((model.data.a.test_labels == 0).float().mean().item())
     assert torch.equal(seen[0], model.translate(model.data.a.train_images[model.val_rows])), "A translated to B"
+    (scored,) = measured
+    assert torch.equal(scored, model.translate(model.data.a.test_images)), "the sample metrics see test A in B"
+    assert metrics["eval/fld"] == 1.5
     for key in EVAL_KEYS:
         assert 0 <= metrics[key] <= 2 and math.isfinite(metrics[key])
 
@@ -376,6 +387,7 @@ def test_cyclegan_trains_on_an_unpaired_folder(capsys, unpaired: Path, data_dir:
     for row in evals:
         assert EVAL_KEYS <= set(row) and all(0 <= row[k] <= 2 for k in EVAL_KEYS)
         assert not PRESERVATION_KEYS & set(row), "the folder layout has no labels: no class preservation"
+        assert not SAMPLE_KEYS & set(row), "nor a classifier to measure the translations in"
     for name in ("a2b2a", "b2a2b"):
         files = sorted((run / "media").glob(f"{name}-step*.png"))
         assert [f.name for f in files] == [f"{name}-step000000002.png", f"{name}-step000000004.png"]
@@ -399,7 +411,9 @@ def test_cyclegan_scores_class_preservation_on_labelled_domains(capsys, shape_pa
     evals = [row for row in rows if "eval/cycle_l1_a" in row]
     assert [row["global_step"] for row in evals] == [2, 4]
     for row in evals:
-        assert PRESERVATION_KEYS | EVAL_KEYS <= set(row)
+        assert PRESERVATION_KEYS | EVAL_KEYS | SAMPLE_KEYS <= set(row)
+        assert row["eval/fld"] >= 0 and row["eval/fld_floor"] >= 0 and 0 <= row["eval/precision"] <= 1
+        assert 0 <= row["eval/recall"] <= 1 and math.isfinite(row["eval/kid"]) and "val/fld" not in row
         for key in PRESERVATION_KEYS:
             assert 0 <= row[key] <= 1, (key, row)
         assert row["val/class_preservation"] * 10 == pytest.approx(round(row["val/class_preservation"] * 10)), \

@@ -36,7 +36,8 @@ SIZE = 16
 GAN_FLAGS = ["--image-size", str(SIZE), "--validation-size", "20", "--fld-samples", "64", "--g-width", "8",
              "--d-width", "8", "--latent-dim", "16", "--batch-size", "32"]
 VAE_FLAGS = ["--image-size", str(SIZE), "--validation-size", "20", "--hidden", "32", "--latent-dim", "4",
-             "--batch-size", "32", "--iw-samples", "50", "--iw-images", "20"]
+             "--batch-size", "32", "--iw-samples", "50", "--iw-images", "20", "--fld-samples", "32"]
+SAMPLE_KEYS = {"val/fld", "eval/fld", "eval/fld_floor", "eval/kid", "eval/kid_std", "eval/precision", "eval/recall"}
 
 
 # ------------------------------------------------------------------ helpers
@@ -255,6 +256,9 @@ def test_vae_trains_evaluates_and_writes_media(capsys, blobs: Path) -> None:
         assert all(math.isfinite(row[k]) for k in ("val/nelbo", "eval/nelbo", "eval/kl", "eval/recon"))
         assert row["eval/nelbo"] == pytest.approx(row["eval/kl"] + row["eval/recon"], rel=1e-5)
         assert row["eval/kl"] >= 0
+        assert SAMPLE_KEYS <= set(row), "its samples are measured as every generator's are"
+        assert row["eval/fld"] > 0 and 0 <= row["eval/precision"] <= 1 and 0 <= row["eval/recall"] <= 1
+    assert (run / "config.yaml").read_text().count("classifier_sha256: ") == 1
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["global_step"] == 14
     assert summary["key_metric"] == "val/nelbo"
@@ -274,10 +278,21 @@ def test_vae_trains_evaluates_and_writes_media(capsys, blobs: Path) -> None:
 def test_vae_trains_on_a_folder_with_fewer_than_16_test_images(capsys, tmp_path: Path) -> None:
     folder = write_blobs(tmp_path / "few", per_class=34)  # 102 images: 10 test images
     ok(capsys, "train", "vae", "--data", f"image-folder:{folder}", "--image-size", str(SIZE), "--validation-size", "10",
-       "--hidden", "16", "--latent-dim", "2", "--batch-size", "16", "--steps", "3", "--name", "few")
+       "--hidden", "16", "--latent-dim", "2", "--batch-size", "16", "--steps", "3", "--fld-samples", "16",
+       "--name", "few")
     summary = json.loads((runs_dir() / "few" / "summary.json").read_text())
     assert summary["status"] == "finished"
     assert list((runs_dir() / "few" / "media").glob("interpolations-*.png"))
+
+
+def test_vae_on_unlabelled_images_trains_without_sample_metrics(capsys, tmp_path: Path) -> None:
+    loose = write_loose(tmp_path / "loose")
+    err = ok(capsys, "train", "vae", "--data", f"image-folder:{loose}", *VAE_FLAGS[:2], "--validation-size", "10",
+             "--hidden", "16", "--latent-dim", "2", "--batch-size", "16", "--steps", "3", "--name", "loose")
+    assert "no classifier measures the samples" in err
+    evals = [row for row in read_jsonl(runs_dir() / "loose" / "metrics.jsonl") if "eval/nelbo" in row]
+    assert evals and not any(SAMPLE_KEYS & set(row) for row in evals)
+    assert not cache_folder().exists(), "no reference classifier without labels"
 
 
 def test_vae_resumes_exactly(capsys, blobs: Path) -> None:

@@ -8,8 +8,9 @@ kernel distance (`eval/kid`, `eval/kid_std`) and precision/recall (`eval/precisi
 `eval/recall`). The classifier is the lab's reference `cnn` for the data
 (`lab.generative.reference`), or a run of the user's.
 
-`SampledImageGenerator` is the base of the generators measured this way (`gan`,
-`diffusion`), with `SampleQualityConfig` the base of their settings.
+`SampledImageGenerator` is the base of the generators measured by their samples (`gan`,
+`diffusion`, `vae`), with `SampleQualityConfig` the base of their settings; `cyclegan`
+measures its translations into domain B with a `SampleQuality` of B (no held-out split).
 """
 
 from __future__ import annotations
@@ -30,24 +31,31 @@ from lab.generative.reference import reference_classifier
 class SampleQuality:
     """The real images' features and the metrics of generated images against them."""
 
-    def __init__(self, data: ImageDataset, device: torch.device, val_rows: torch.Tensor,
+    def __init__(self, data: ImageDataset, device: torch.device, val_rows: torch.Tensor | None,
                  classifier: str | None = None, classifier_sha256: str | None = None, measures: str = "") -> None:
-        model, self.classifier_sha256 = reference_classifier(data, device, classifier, classifier_sha256,
-                                                             measures=measures)
-        features = lambda images: model(images.to(device))[0]  # noqa: E731
+        self.classifier, self.classifier_sha256 = reference_classifier(data, device, classifier, classifier_sha256,
+                                                                       measures=measures)
+        features = lambda images: self.classifier(images.to(device))[0]  # noqa: E731
         self.test = FrechetReference(features, data.test_images)
-        self.val = FrechetReference(features, data.train_images[val_rows])
+        self.val = None if val_rows is None else FrechetReference(features, data.train_images[val_rows])
         self.floor = self.test.distance(data.train_images[: len(data.test_images)])
 
     def metrics(self, images: torch.Tensor) -> dict[str, float]:
-        """Every metric of `images` (uint8, N >= 2), one feature pass."""
+        """Every metric of `images` (uint8, more than `NEIGHBOURS` of them), one feature pass;
+        `val/fld` only where held-out rows were given."""
         features = self.test.features_of(images)
         stats = feature_stats(features)
         kid, kid_std = kernel_distance(self.test.real, features)
         precision, recall = precision_recall(self.test.real, features)
-        return {"val/fld": self.val.distance(stats), "eval/fld": self.test.distance(stats),
-                "eval/fld_floor": self.floor, "eval/kid": kid, "eval/kid_std": kid_std,
-                "eval/precision": precision, "eval/recall": recall}
+        held_out = {} if self.val is None else {"val/fld": self.val.distance(stats)}
+        return {**held_out, "eval/fld": self.test.distance(stats), "eval/fld_floor": self.floor,
+                "eval/kid": kid, "eval/kid_std": kid_std, "eval/precision": precision, "eval/recall": recall}
+
+
+def has_yardstick(data: ImageDataset, classifier: str | None) -> bool:
+    """Whether `data`'s images can be measured: a classifier run was given, or the data has
+    the labels the reference cnn is trained on."""
+    return classifier is not None or data.train_labels is not None
 
 
 @dataclass
