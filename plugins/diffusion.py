@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
 from lab.config import check_ranges, option
+from lab.ema import WeightAverage
 from lab.errors import LabError
 from lab.generative.images import save_grid, to_uint8
 from lab.generative.quality import SampledImageGenerator, SampleQualityConfig
@@ -194,9 +195,7 @@ class Diffusion(SampledImageGenerator):
         self.classes = int(data.train_labels.max()) + 1 if config.conditional else 0
         # NHWC convolutions: 1.2x a training step on the CPU (oneDNN), fine on cuDNN
         self.net = UNet(self.shape[0], config.widths, self.classes).to(ctx.device, memory_format=torch.channels_last)
-        self.ema = UNet(self.shape[0], config.widths, self.classes).to(ctx.device, memory_format=torch.channels_last)
-        self.ema.requires_grad_(False)
-        self.ema.load_state_dict(self.net.state_dict())
+        self.ema = WeightAverage(self.net, config.ema)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate)
         labels = data.train_labels[train_rows] if data.train_labels is not None else None
         self.train_data = DataBuffer(data.train_images[train_rows], labels, ctx.device, config.batch_size,
@@ -237,8 +236,7 @@ class Diffusion(SampledImageGenerator):
         loss.backward()
         self.optimizer.step()
         self.global_step += 1
-        decay = min(c.ema, (1 + self.global_step) / (10 + self.global_step))  # short memory at the start
-        torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1.0 - decay)
+        self.ema.update(self.global_step)
         return {"train/loss": loss.item(), "train/lr": lr}
 
     # ------------------------------------------------------------------ sampling
@@ -246,9 +244,9 @@ class Diffusion(SampledImageGenerator):
     def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The EMA network's prediction, with classifier-free guidance where asked."""
         if labels is None or self.config.guidance == 0:
-            return self.ema(x, t, labels)
+            return self.ema.model(x, t, labels)
         null = torch.full_like(labels, self.classes)
-        cond, uncond = self.ema(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+        cond, uncond = self.ema.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
         return (1 + self.config.guidance) * cond - self.config.guidance * uncond
 
     def solve(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -296,12 +294,12 @@ class Diffusion(SampledImageGenerator):
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"net": self.net.state_dict(), "ema": self.ema.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "data": self.train_data.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
-        self.ema.load_state_dict(state["ema"])
+        self.ema.model.load_state_dict(state["ema"])
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
             self.train_data.load_state_dict(state["data"])

@@ -11,6 +11,12 @@ unbiased, about 0 for a perfect generator at any sample size, with `eval/kid_std
 subsets) and `eval/precision` / `eval/recall` (are the samples realistic; is every kind of
 image drawn), all from `lab.generative.quality`. best.pt is chosen on `val/fld`
 (against held-out training images).
+
+`--ema 0.999` samples from a moving average of the generator's weights (`lab.ema`), its
+BatchNorm statistics re-estimated for the averaged weights before each use. The default
+(0) samples from the live generator, as the DCGAN paper did: on the mnist preset (5 epochs,
+seed 1) the average moved `eval/fld` from 3.53 to 3.63 and `eval/kid` from 0.156 to 0.103,
+no gain on the key metric.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch.nn.functional as F
 from lab.buffers.data import DataBuffer
 from lab.config import check_ranges, option
 from lab.run.context import Context
+from lab.ema import WeightAverage, recompute_batchnorm
 from lab.errors import LabError
 from lab.generative.images import save_grid, to_uint8
 from lab.generative.quality import SampledImageGenerator, SampleQualityConfig
@@ -43,11 +50,12 @@ class GANConfig(SampleQualityConfig):
     beta2: float = option(0.999, "Adam beta2 for both networks")
     batch_size: int = option(64, "real images per step (and as many generated)")
     conditional: bool = option(False, "condition both networks on the class label")
+    ema: float = option(0.0, "decay of the generator weights' moving average that samples (0: the live generator)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, positive=("latent_dim", "g_width", "d_width", "g_lr", "d_lr", "batch_size"),
-                     below_one=("beta1", "beta2"))
+                     below_one=("beta1", "beta2", "ema"))
 
 
 def halvings(size: int) -> int:
@@ -147,6 +155,7 @@ class GAN(SampledImageGenerator):
         self.d = Discriminator(self.shape, config.d_width, self.classes).to(ctx.device)
         self.g.apply(dcgan_init)
         self.d.apply(dcgan_init)
+        self.g_ema = WeightAverage(self.g, config.ema) if config.ema > 0 else None
         betas = (config.beta1, config.beta2)
         self.g_opt = torch.optim.Adam(self.g.parameters(), lr=config.g_lr, betas=betas)
         self.d_opt = torch.optim.Adam(self.d.parameters(), lr=config.d_lr, betas=betas)
@@ -195,28 +204,41 @@ class GAN(SampledImageGenerator):
         self.g_opt.step()
 
         self.global_step += 1
+        if self.g_ema is not None:
+            self.g_ema.update(self.global_step)
         return {"train/d_loss": d_loss.item(), "train/g_loss": g_loss.item(),
                 "train/d_real": torch.sigmoid(d_real).mean().item(), "train/d_fake": torch.sigmoid(d_fake).mean().item()}
 
     # ------------------------------------------------------------------ sampling and media
 
+    def sampler(self) -> nn.Module:
+        """The generator that samples, in eval mode: the weights' moving average with its
+        BatchNorm statistics re-estimated on 10,000 draws of a fixed stream (so the same weights
+        always sample alike), or the live generator under --ema 0."""
+        if self.g_ema is None:
+            return self.g.eval()
+        stream = torch.Generator(self.ctx.device).manual_seed(0)
+        batches = [(torch.randn(500, self.config.latent_dim, generator=stream, device=self.ctx.device),
+                    self.labels_for(500, stream)) for _ in range(20)]
+        recompute_batchnorm(self.g_ema.model, batches)
+        return self.g_ema.model.eval()
+
     @torch.inference_mode()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        self.g.eval()
+        net = self.sampler()
         generator = generator or self.ctx.rng.eval_generator()
         images = []
         for start in range(0, n, 1000):
             m = min(1000, n - start)
             z = torch.randn(m, self.config.latent_dim, generator=generator, device=self.ctx.device)
-            images.append(to_uint8(self.g(z, self.labels_for(m, generator)), low=-1.0))
+            images.append(to_uint8(net(z, self.labels_for(m, generator)), low=-1.0))
         self.g.train()
         return torch.cat(images)
 
     @torch.inference_mode()
     def write_media(self, media_dir: Path) -> dict[str, Path]:
-        self.g.eval()
         labels = self.fixed_labels if self.classes else None
-        images = to_uint8(self.g(self.fixed_z, labels), low=-1.0)
+        images = to_uint8(self.sampler()(self.fixed_z, labels), low=-1.0)
         self.g.train()
         path = self.ctx.media_path(f"samples-step{self.global_step:09d}", ".png")
         return {"media/samples": save_grid(images, path, 10)}
@@ -224,12 +246,15 @@ class GAN(SampledImageGenerator):
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
+        average = {} if self.g_ema is None else {"g_ema": self.g_ema.model.state_dict()}
         return {"g": self.g.state_dict(), "d": self.d.state_dict(), "g_opt": self.g_opt.state_dict(),
-                "d_opt": self.d_opt.state_dict(), "data": self.train_data.state_dict()}
+                "d_opt": self.d_opt.state_dict(), "data": self.train_data.state_dict(), **average}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.g.load_state_dict(state["g"])
         self.d.load_state_dict(state["d"])
+        if self.g_ema is not None:  # a run from before --ema starts its average from the generator
+            self.g_ema.model.load_state_dict(state.get("g_ema", state["g"]))
         if "g_opt" in state:
             self.g_opt.load_state_dict(state["g_opt"])
             self.d_opt.load_state_dict(state["d_opt"])

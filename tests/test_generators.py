@@ -381,8 +381,9 @@ def test_gan_conditional_trains(capsys, blobs: Path) -> None:
     assert "embed.weight" in load_checkpoint(run / "checkpoints" / "latest.pt")["algorithm"]["d"]
 
 
-def test_gan_resumes_exactly(capsys, blobs: Path) -> None:
-    common = ["train", "gan", "--data", f"image-folder:{blobs}", *GAN_FLAGS, "--eval-interval", "3",
+@pytest.mark.parametrize("ema", ["0", "0.9"])
+def test_gan_resumes_exactly(capsys, blobs: Path, ema: str) -> None:
+    common = ["train", "gan", "--data", f"image-folder:{blobs}", *GAN_FLAGS, "--eval-interval", "3", "--ema", ema,
               "--log-interval", "1", "--seed", "4", "--threads", "1"]  # pinned: see test_vae_resumes_exactly
     ok(capsys, *common, "--steps", "12", "--name", "straight")
     ok(capsys, *common, "--steps", "6", "--name", "split")  # evaluated and checkpointed at step 6
@@ -393,8 +394,10 @@ def test_gan_resumes_exactly(capsys, blobs: Path) -> None:
     assert comparable(resumed) == comparable(straight)
     summaries = [json.loads((runs_dir() / n / "summary.json").read_text()) for n in ("straight", "split")]
     assert (summaries[0]["best"], summaries[0]["best_step"]) == (summaries[1]["best"], summaries[1]["best_step"])
-    weights = [load_checkpoint(runs_dir() / n / "checkpoints" / "latest.pt")["algorithm"]["g"] for n in ("straight", "split")]
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    states = [load_checkpoint(runs_dir() / n / "checkpoints" / "latest.pt")["algorithm"] for n in ("straight", "split")]
+    for net in ("g", "g_ema") if ema != "0" else ("g",):
+        assert all(torch.equal(states[0][net][k], states[1][net][k]) for k in states[0][net]), net
+    assert ("g_ema" in states[0]) == (ema != "0")
 
 
 def test_gan_with_a_classifier_run_trains_on_unlabelled_data(capsys, blobs: Path, tmp_path: Path) -> None:
@@ -459,6 +462,7 @@ def test_gan_on_unlabelled_data_without_a_classifier_is_one_line(capsys, tmp_pat
 @pytest.mark.parametrize("algo, flags, expected", [
     ("gan", ["--g-lr", "-1"], "--g-lr must be positive"),
     ("gan", ["--beta1", "1"], "--beta1 must be in [0, 1)"),
+    ("gan", ["--ema", "1"], "--ema must be in [0, 1)"),
     ("gan", ["--image-size", "12"], "--image-size 32"),
     ("gan", ["--validation-size", "270"], "--validation-size 270 must be smaller than the 270 training images"),
     ("vae", ["--latent-dim", "0"], "--latent-dim must be positive"),
@@ -517,7 +521,7 @@ def test_diffusion_by_ddpm_with_labels_and_guidance(capsys, blobs: Path) -> None
         guided = agent.sample(6)
         agent.config.guidance = 0.0
         assert not torch.equal(guided, agent.sample(6)), "the guidance weight changes what is drawn"
-        assert agent.classes == 3 and agent.ema.label.num_embeddings == 4, "three classes and the null label"
+        assert agent.classes == 3 and agent.ema.model.label.num_embeddings == 4, "three classes and the null label"
     finally:
         agent.close()
 
