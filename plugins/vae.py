@@ -9,7 +9,8 @@ likelihood with a learned per-channel scale (a density, so its nats are not comp
 
 `val/nelbo` on 5,000 held-out training images chooses best.pt; `eval/nelbo` is the test
 split, binarised once with a fixed seed. `lab eval` adds `eval/iw_nll`, the importance-
-weighted bound with `iw_samples` samples on the first `iw_images` test images.
+weighted bound with `iw_samples` samples on the first `iw_images` test images; `--iw-k K`
+trains on that bound with K samples (the IWAE), tighter than the ELBO it otherwise trains on.
 
 A likelihood does not say whether samples look right (a VAE's are blurry), so each evaluation
 also scores `fld_samples` decoded samples (the decoder's mean images) as `gan` and
@@ -55,11 +56,12 @@ class VAEConfig(SampleQualityConfig):
     eval_batch_size: int = option(1000, "batch size for the held-out passes")
     iw_samples: int = option(5000, "importance samples for eval/iw_nll (lab eval only)")
     iw_images: int = option(1000, "test images eval/iw_nll is estimated on (lab eval only)")
+    iw_k: int = option(1, "train on the importance-weighted bound with k samples of z (IWAE); 1: the ELBO")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, positive=("latent_dim", "learning_rate", "batch_size", "eval_batch_size",
-                                     "iw_samples", "iw_images"))
+                                     "iw_samples", "iw_images", "iw_k"))
 
 
 class Encoder(nn.Module):
@@ -171,6 +173,25 @@ class VAE(SampledImageGenerator):
         kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(1)
         return recon + kl, kl, recon
 
+    def log_weights(self, x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor,
+                    eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(x, z_k) - log q(z_k|x), log p(x|z_k)) for z_k = mean + eps_k * std: eps (K, B, D) -> (K, B) each."""
+        z = mean + eps * torch.exp(0.5 * log_var)
+        decoded = self.decoder(z.flatten(0, 1))
+        log_px = self.log_likelihood(x.repeat(len(eps), 1, 1, 1), decoded).view(len(eps), -1)
+        log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+        log_qz = -0.5 * (eps.pow(2) + LOG_2PI + log_var).sum(-1)
+        return log_px + log_pz - log_qz, log_px
+
+    def iw_bound(self, x: torch.Tensor, k: int, noise: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(-log of the k-sample importance-weighted bound, KL, reconstruction of the first
+        sample) per image (Burda et al. 2016): tighter than the ELBO as k grows."""
+        mean, log_var = self.encoder(x)
+        eps = torch.randn((k, *mean.shape), generator=noise, device=mean.device)
+        weights, log_px = self.log_weights(x, mean, log_var, eps)
+        kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(1)
+        return -(torch.logsumexp(weights, 0) - math.log(k)), kl.detach(), -log_px[0].detach()
+
     def train_step(self) -> dict[str, float]:
         lr = self.config.learning_rate
         if self.config.lr_decay:
@@ -180,7 +201,8 @@ class VAE(SampledImageGenerator):
         x = self.train_data.next().images
         if self.bernoulli:
             x = torch.bernoulli(x, generator=self.binarize)
-        loss, kl, recon = (v.mean() for v in self.nelbo(x, self.noise))
+        k = self.config.iw_k
+        loss, kl, recon = (v.mean() for v in (self.nelbo(x, self.noise) if k == 1 else self.iw_bound(x, k, self.noise)))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -204,17 +226,10 @@ class VAE(SampledImageGenerator):
         total = 0.0
         for x in images.split(max(1, 20_000 // min(samples, chunk))):
             mean, log_var = self.encoder(x)
-            std = torch.exp(0.5 * log_var)
             weights = []
             for k in range(0, samples, chunk):
-                n = min(chunk, samples - k)
-                eps = torch.randn((n, *mean.shape), generator=noise, device=mean.device)
-                z = mean + eps * std  # (n, B, D)
-                decoded = self.decoder(z.flatten(0, 1))
-                log_px = self.log_likelihood(x.repeat(n, 1, 1, 1), decoded).view(n, -1)
-                log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
-                log_qz = -0.5 * (eps.pow(2) + LOG_2PI + log_var).sum(-1)
-                weights.append(log_px + log_pz - log_qz)
+                eps = torch.randn((min(chunk, samples - k), *mean.shape), generator=noise, device=mean.device)
+                weights.append(self.log_weights(x, mean, log_var, eps)[0])
             total += -(torch.logsumexp(torch.cat(weights), 0) - math.log(samples)).sum().item()
         return total / len(images)
 

@@ -242,6 +242,24 @@ def test_vae_nelbo_is_recon_plus_kl_for_bernoulli_data(tmp_path: Path) -> None:
     assert torch.isfinite(torch.tensor(vae.train_step()["train/loss"]))
 
 
+def test_vae_importance_weighted_bound_tightens_with_k(tmp_path: Path) -> None:
+    folder = write_blobs(tmp_path / "small", per_class=20)
+    vae = make_vae(tmp_path, folder, hidden=(32,), latent_dim=4, batch_size=16, validation_size=10,
+                   likelihood="bernoulli", image_size=SIZE, fld_samples=16)
+    x = vae.test_images[:6]
+    noise = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        one_sample = torch.stack([vae.iw_bound(x, 1, noise)[0] for _ in range(400)]).mean(0)
+        elbo = torch.stack([vae.nelbo(x, noise)[0] for _ in range(400)]).mean(0)
+        tight = torch.stack([vae.iw_bound(x, 64, noise)[0] for _ in range(20)]).mean(0)
+        loss, kl, recon = vae.iw_bound(x, 64, noise)
+    # k = 1 is the ELBO (its KL sampled rather than exact); more samples tighten the bound
+    assert torch.allclose(one_sample, elbo, rtol=0.01), (one_sample, elbo)
+    assert (tight < one_sample - 0.05).all(), (tight, one_sample)
+    assert (kl >= 0).all() and (recon > 0).all() and loss.shape == (6,)
+    assert torch.allclose(kl, vae.nelbo(x, None)[1]), "the KL term is the analytic one"
+
+
 def test_vae_trains_evaluates_and_writes_media(capsys, blobs: Path) -> None:
     ok(capsys, "train", "vae", "--data", f"image-folder:{blobs}", *VAE_FLAGS, "--epochs", "2",
        "--log-interval", "2", "--name", "v")
@@ -466,12 +484,22 @@ def test_gan_on_unlabelled_data_without_a_classifier_is_one_line(capsys, tmp_pat
     ("gan", ["--image-size", "12"], "--image-size 32"),
     ("gan", ["--validation-size", "270"], "--validation-size 270 must be smaller than the 270 training images"),
     ("vae", ["--latent-dim", "0"], "--latent-dim must be positive"),
+    ("vae", ["--iw-k", "0"], "--iw-k must be positive"),
     ("vae", ["--arch", "conv", "--channels", "4,4,4,4,4"], "divisible by 32"),
 ])
 def test_bad_generator_settings_are_one_line(capsys, blobs: Path, algo: str, flags: list[str], expected: str) -> None:
     defaults = ["--image-size", str(SIZE), "--validation-size", "20", "--steps", "2"]  # flags given later win
     one_line_error(capsys, ["train", algo, "--data", f"image-folder:{blobs}", *defaults, *flags], expected)
     assert not list(runs_dir().glob("*"))
+
+
+def test_vae_trains_on_the_importance_weighted_bound(capsys, blobs: Path) -> None:
+    ok(capsys, "train", "vae", "--data", f"image-folder:{blobs}", *VAE_FLAGS, "--log-interval", "1",
+       "--epochs", "2", "--iw-k", "8", "--name", "iwae")
+    rows = read_jsonl(runs_dir() / "iwae" / "metrics.jsonl")
+    losses = [row["train/loss"] for row in rows if "train/loss" in row]
+    assert all(math.isfinite(v) for v in losses) and sum(losses[-3:]) < sum(losses[:3]), losses
+    assert yaml.safe_load((runs_dir() / "iwae" / "config.yaml").read_text())["config"]["iw_k"] == 8
 
 
 def test_vae_learning_rate_decays_to_zero_over_the_budget(capsys, blobs: Path) -> None:
