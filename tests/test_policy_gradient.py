@@ -110,6 +110,25 @@ def test_ppo_atari_smoke_with_the_cleanrl_preset():
     assert doc["config"]["ent_coef"] == 0.01 and doc["config"]["anneal_lr"] is True
 
 
+def test_horizon_sets_what_the_learning_rate_anneals_over_and_resume_keeps_it():
+    common = ["--env", "CartPole-v1", "--num-envs", "2", "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1",
+              "--anneal-lr", "--learning-rate", "0.001", "--log-interval", "128", "--eval-episodes", "1",
+              "--video", "false"]
+    assert main(["train", "ppo", *common, "--steps", "1024", "--horizon", "4096", "--name", "h"]) == 0
+    run = runs_dir() / "h"
+    doc = __import__("yaml").safe_load((run / "config.yaml").read_text())
+    assert (doc["total_steps"], doc["horizon"]) == (1024, 4096)
+    rates = [r["train/learning_rate"] for r in read_jsonl(run / "metrics.jsonl") if "train/learning_rate" in r]
+    assert rates[-1] > 0.7e-3, "a quarter of the way through a 4,096-step schedule, not at its end"
+    assert main(["resume", str(run), "--steps", "4096"]) == 0
+    rates = [r["train/learning_rate"] for r in read_jsonl(run / "metrics.jsonl") if "train/learning_rate" in r]
+    assert rates[-1] < 0.05e-3, "the resumed run finishes the same schedule"
+    assert main(["train", "ppo", *common, "--steps", "1024", "--name", "budget"]) == 0
+    rates = [r["train/learning_rate"] for r in read_jsonl(runs_dir() / "budget" / "metrics.jsonl")
+             if "train/learning_rate" in r]
+    assert rates[-1] < 0.2e-3, "without --horizon the budget is the horizon"
+
+
 def test_normalisation_is_saved_and_applied_by_lab_load():
     import lab
 

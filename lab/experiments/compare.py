@@ -34,16 +34,21 @@ _NOT_EXPERIMENT = {"seed", "name", "runs_dir", "data_dir", "device", "experiment
                    "eval_interval", "checkpoint_interval", "threads", "trackers"}
 
 
+# What `_budget` stands for (the schedules' horizon): steps and epochs may differ within an experiment.
+BUDGET_SETTINGS = {"steps", "epochs", "horizon"}
+
+
 def _experiment_key(doc: dict[str, Any], ignored: set[str]) -> tuple:
     """What makes runs one experiment: the algorithm, every setting that shapes learning, and
     the budget the run was created with (it is the schedules' horizon)."""
-    settings = {k: v for k, v in doc["run"].items() if k not in ignored | {"steps", "epochs"}}
+    settings = {k: v for k, v in doc["run"].items() if k not in ignored | BUDGET_SETTINGS}
     return (doc["algo"], repr(sorted(settings.items())), repr(sorted(doc.get("config", {}).items())), _budget(doc))
 
 
 def _budget(doc: dict[str, Any]) -> int | None:
-    """The step budget a run was created with (`horizon`: `lab resume --steps` extends
-    `total_steps` but leaves it; older runs recorded only `total_steps`)."""
+    """The schedules' horizon: `--horizon`, else the step budget a run was created with
+    (`lab resume --steps` extends `total_steps` but leaves it; older runs recorded only
+    `total_steps`)."""
     value = doc.get("horizon", doc.get("total_steps"))
     return int(value) if isinstance(value, (int, float)) else None
 
@@ -63,7 +68,7 @@ def _extras(experiments: list[dict[str, Any]], ignored: set[str]) -> list[list[s
     for doc in experiments:
         base = _base_label(doc)
         peers = [{**d["run"], **d.get("config", {})} for d in experiments if _base_label(d) == base]
-        shared = set.intersection(*(set(p) for p in peers)) - ignored - {"steps", "epochs"}
+        shared = set.intersection(*(set(p) for p in peers)) - ignored - BUDGET_SETTINGS
         differing = sorted(k for k in shared if len({repr(p.get(k)) for p in peers}) > 1)
         mine = {**doc["run"], **doc.get("config", {})}
         budgets = {_budget(d) for d in experiments if _base_label(d) == base}

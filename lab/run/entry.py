@@ -79,7 +79,7 @@ def _config_doc(lab: Lab, session: Session, resolved: Resolved, target: int) -> 
         "seed": resolved.run.seed,
         "device": str(session.device),
         "total_steps": target,
-        "horizon": target,  # the budget the run was created with: its schedules' (a resume never changes it)
+        "horizon": session.ctx.total_steps,  # --horizon, else the budget the run was created with (a resume keeps it)
         "world_size": session.ctx.world_size,  # processes training together (torchrun)
         "run": resolved.run_section(),
         "config": as_plain(resolved.algo),
@@ -145,6 +145,8 @@ def train_run(lab: Lab, algo_name: str, cli: dict[str, Any],
             with distributed.together():
                 STOP.raise_if_requested()
                 target = session.ctx.total_steps
+                if run.horizon is not None:  # the schedules anneal over it rather than over the budget
+                    session.ctx.total_steps = run.horizon
                 if main:
                     doc = _config_doc(lab, session, resolved, target)
                     write_config(run_dir, doc)

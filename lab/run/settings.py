@@ -43,6 +43,8 @@ class RunConfig:
                                       "--env/--data matches")
     steps: int | None = option(None, "agent steps summed over all envs (or optimizer steps)")
     epochs: int | None = option(None, "passes over the dataset (dataset algorithms)")
+    horizon: int | None = option(None, "steps the schedules (learning rate, exploration) anneal over; default: the "
+                                       "budget (CleanRL's Atari curves anneal over 10M whatever step they are read at)")
     seed: int = option(1, "seed for python, numpy, torch and the envs")
     device: Literal["auto", "cpu", "cuda", "mps"] = option("auto", "auto picks cuda, mps, cpu")
     name: str | None = option(None, "run directory name (default: algo-env-seed-time)")
@@ -62,7 +64,7 @@ class RunConfig:
               "jsonl, the run's metrics.jsonl, always runs)")
 
     def __post_init__(self) -> None:
-        check_ranges(self, at_least_one=("steps", "epochs", "log_interval", "eval_interval", "checkpoint_interval",
+        check_ranges(self, at_least_one=("steps", "epochs", "horizon", "log_interval", "eval_interval", "checkpoint_interval",
                                          "threads", "eval_episodes"))
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"--seed must be between 0 and 2**32-1, got {self.seed}")
