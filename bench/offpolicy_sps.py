@@ -13,9 +13,11 @@ rounds; the medians and their ratio are reported, with what bounds the lab's sid
 of its steady-state time spent in gradient steps, the share of a gradient step inside matrix
 products (profiled after timing) and the steps/s left if nothing but those products cost.
 `--load N` runs N busy processes (a tight Python loop each) beside both sides, as on a
-machine that is rarely idle.
+machine that is rarely idle. `--env-backend envpool` steps the lab's side in EnvPool's C++
+env (SB3 stays on gymnasium's, as its users run it).
 
     python bench/offpolicy_sps.py --json [--algo sac|td3] [--steps 1500] [--repeats 3] [--load 1]
+                                         [--env-backend gymnasium|envpool]
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[str, float]:
+def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int, backend: str) -> dict[str, float]:
     import torch
 
     from _machine import threads_as_the_runner_sets_them
@@ -53,7 +55,7 @@ def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[
     registry = load_lab().registry
     cls = registry.algorithm(algo)
     ctx = Context(device=torch.device(device), seed=seed, total_steps=10**7, run_dir=Path(tempfile.mkdtemp()),
-                  registry=registry, tracker=Tracker(), env_id=ENV)
+                  registry=registry, tracker=Tracker(), env_id=ENV, env_options={"env_backend": backend})
     agent = cls(cls.Config(**SETTINGS[algo]), ctx)
     cores = threads_as_the_runner_sets_them(agent, device)
 
@@ -111,7 +113,7 @@ def matmul_bound(agent: Any, step_s: float, update_s: float, updates: int = 100)
             "sps_if_only_matmuls_cost": 1.0 / (step_s - update_s + share * update_s)}
 
 
-def sb3_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[str, float]:
+def sb3_sps(algo: str, warmup: int, steps: int, device: str, seed: int, backend: str) -> dict[str, float]:
     import numpy as np
     from stable_baselines3 import SAC, TD3
     from stable_baselines3.common.env_util import make_vec_env
@@ -132,12 +134,12 @@ def sb3_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[
     return {"sps": (model.num_timesteps - before) / elapsed}
 
 
-def measure(side: str, algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[str, float]:
+def measure(side: str, algo: str, warmup: int, steps: int, device: str, seed: int, backend: str) -> dict[str, float]:
     """One side's run in a fresh process whose environment is that library's default."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     result = subprocess.run(
         [sys.executable, __file__, "--worker", side, "--algo", algo, "--warmup", str(warmup), "--steps", str(steps),
-         "--device", device, "--seed", str(seed)],
+         "--device", device, "--seed", str(seed), "--env-backend", backend],
         capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{side} worker failed:\n{result.stderr[-2000:]}")
@@ -156,11 +158,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--env-backend", choices=("gymnasium", "envpool"), default="gymnasium",
+                        help="who simulates the lab's env (SB3 always steps gymnasium's)")
     parser.add_argument("--worker", choices=("lab", "sb3"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run = lab_sps if args.worker == "lab" else sb3_sps
-        print(json.dumps(run(args.algo, args.warmup, args.steps, args.device, args.seed)))
+        print(json.dumps(run(args.algo, args.warmup, args.steps, args.device, args.seed, args.env_backend)))
         return
     from _machine import busy_processes, describe
 
@@ -169,11 +173,13 @@ def main() -> None:
         runs: dict[str, list[dict[str, float]]] = {"lab": [], "sb3": []}
         for _ in range(args.repeats):  # alternate sides
             for side in ("lab", "sb3"):
-                runs[side].append(measure(side, args.algo, args.warmup, args.steps, args.device, args.seed))
+                runs[side].append(measure(side, args.algo, args.warmup, args.steps, args.device, args.seed,
+                                          args.env_backend))
             print(f"{args.algo}: lab {runs['lab'][-1]['sps']:.1f} sb3 {runs['sb3'][-1]['sps']:.1f}", file=sys.stderr)
     medians = {side: statistics.median(r["sps"] for r in runs[side]) for side in runs}
     print(json.dumps({
         "bench": "offpolicy_sps", "machine": machine, "algo": args.algo, "env": ENV, "load": args.load,
+        "lab_env_backend": args.env_backend,
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS[args.algo].items()},
         "timed_steps": args.steps,
         "lab": {"sps_median": round(medians["lab"], 1), "sps_runs": [round(r["sps"], 1) for r in runs["lab"]],
