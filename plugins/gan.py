@@ -12,6 +12,9 @@ subsets) and `eval/precision` / `eval/recall` (are the samples realistic; is eve
 image drawn), all from `lab.generative.quality`. best.pt is chosen on `val/fld`
 (against held-out training images).
 
+`--loss hinge` and `--spectral-norm` give SN-GAN's discriminator objective and weight
+normalisation (Miyato et al. 2018; its discriminator then has no BatchNorm); `--g-lr`/`--d-lr`
+apart are the two time-scale update rule (TTUR, Heusel et al. 2017).
 `--ema 0.999` samples from a moving average of the generator's weights (`lab.ema`), its
 BatchNorm statistics re-estimated for the averaged weights before each use. The default
 (0) samples from the live generator, as the DCGAN paper did: on the mnist preset (5 epochs,
@@ -23,11 +26,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
 
 from lab.buffers.data import DataBuffer
 from lab.config import check_ranges, option
@@ -51,6 +55,9 @@ class GANConfig(SampleQualityConfig):
     batch_size: int = option(64, "real images per step (and as many generated)")
     conditional: bool = option(False, "condition both networks on the class label")
     ema: float = option(0.0, "decay of the generator weights' moving average that samples (0: the live generator)")
+    loss: Literal["bce", "hinge"] = option("bce", "adversarial loss: bce (non-saturating, DCGAN) or hinge (SN-GAN, "
+                                                  "BigGAN)")
+    spectral_norm: bool = option(False, "spectrally normalise the discriminator's weights (and drop its BatchNorm)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -105,22 +112,25 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """Image -> stride-2 convolutions (LeakyReLU 0.2, BatchNorm after the first) -> one logit;
-    conditional: plus a projection term <embed(label), features> (Miyato & Koyama 2018)."""
+    conditional: plus a projection term <embed(label), features> (Miyato & Koyama 2018).
+    `spectral`: every weight spectrally normalised (Miyato et al. 2018) and no BatchNorm, as
+    in SN-GAN's discriminator."""
 
-    def __init__(self, shape: tuple[int, int, int], width: int, classes: int) -> None:
+    def __init__(self, shape: tuple[int, int, int], width: int, classes: int, spectral: bool = False) -> None:
         super().__init__()
         c, h, w = shape
         stages = halvings(h)
-        layers: list[nn.Module] = [nn.Conv2d(c, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        norm = spectral_norm if spectral else (lambda layer: layer)
+        layers: list[nn.Module] = [norm(nn.Conv2d(c, width, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
         channels = width
         for _ in range(stages - 1):
-            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(channels * 2),
-                       nn.LeakyReLU(0.2, True)]
+            conv = norm(nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=spectral))
+            layers += [conv, *([] if spectral else [nn.BatchNorm2d(channels * 2)]), nn.LeakyReLU(0.2, True)]
             channels *= 2
         self.features = nn.Sequential(*layers, nn.Flatten())
         width_out = channels * (h >> stages) * (w >> stages)
-        self.logit = nn.Linear(width_out, 1)
-        self.embed = nn.Embedding(classes, width_out) if classes else None
+        self.logit = norm(nn.Linear(width_out, 1))
+        self.embed = norm(nn.Embedding(classes, width_out)) if classes else None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(images)
@@ -152,9 +162,10 @@ class GAN(SampledImageGenerator):
             raise LabError(f"--conditional needs class labels; {data.name} has none")
         self.classes = int(data.train_labels.max()) + 1 if config.conditional else 0
         self.g = Generator(self.shape, config.latent_dim, config.g_width, self.classes).to(ctx.device)
-        self.d = Discriminator(self.shape, config.d_width, self.classes).to(ctx.device)
+        self.d = Discriminator(self.shape, config.d_width, self.classes, config.spectral_norm).to(ctx.device)
         self.g.apply(dcgan_init)
-        self.d.apply(dcgan_init)
+        if not config.spectral_norm:  # SN-GAN keeps PyTorch's default init under the normalisation
+            self.d.apply(dcgan_init)
         self.g_ema = WeightAverage(self.g, config.ema) if config.ema > 0 else None
         betas = (config.beta1, config.beta2)
         self.g_opt = torch.optim.Adam(self.g.parameters(), lr=config.g_lr, betas=betas)
@@ -188,17 +199,24 @@ class GAN(SampledImageGenerator):
         fake_labels = self.labels_for(n, self.noise)
         fake = self.g(z, fake_labels)
 
-        # discriminator: real -> 1, generated -> 0
+        # discriminator: real -> 1, generated -> 0 (hinge: real above +1, generated below -1)
         d_real, d_fake = self.d(real, labels), self.d(fake.detach(), fake_labels)
-        d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        if self.config.loss == "hinge":
+            d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        else:
+            d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         self.d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_opt.step()
 
-        # generator, non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z)))
+        # generator, non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z)));
+        # hinge: raise D's score of the generated images
         d_on_fake = self.d(fake, fake_labels)
-        g_loss = F.binary_cross_entropy_with_logits(d_on_fake, torch.ones_like(d_on_fake))
+        if self.config.loss == "hinge":
+            g_loss = -d_on_fake.mean()
+        else:
+            g_loss = F.binary_cross_entropy_with_logits(d_on_fake, torch.ones_like(d_on_fake))
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_opt.step()

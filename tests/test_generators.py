@@ -399,10 +399,10 @@ def test_gan_conditional_trains(capsys, blobs: Path) -> None:
     assert "embed.weight" in load_checkpoint(run / "checkpoints" / "latest.pt")["algorithm"]["d"]
 
 
-@pytest.mark.parametrize("ema", ["0", "0.9"])
-def test_gan_resumes_exactly(capsys, blobs: Path, ema: str) -> None:
+@pytest.mark.parametrize("ema, flags", [("0", []), ("0.9", ["--loss", "hinge", "--spectral-norm"])])
+def test_gan_resumes_exactly(capsys, blobs: Path, ema: str, flags: list[str]) -> None:
     common = ["train", "gan", "--data", f"image-folder:{blobs}", *GAN_FLAGS, "--eval-interval", "3", "--ema", ema,
-              "--log-interval", "1", "--seed", "4", "--threads", "1"]  # pinned: see test_vae_resumes_exactly
+              *flags, "--log-interval", "1", "--seed", "4", "--threads", "1"]  # pinned: see test_vae_resumes_exactly
     ok(capsys, *common, "--steps", "12", "--name", "straight")
     ok(capsys, *common, "--steps", "6", "--name", "split")  # evaluated and checkpointed at step 6
     ok(capsys, "resume", str(runs_dir() / "split"), "--steps", "12")
@@ -413,9 +413,27 @@ def test_gan_resumes_exactly(capsys, blobs: Path, ema: str) -> None:
     summaries = [json.loads((runs_dir() / n / "summary.json").read_text()) for n in ("straight", "split")]
     assert (summaries[0]["best"], summaries[0]["best_step"]) == (summaries[1]["best"], summaries[1]["best_step"])
     states = [load_checkpoint(runs_dir() / n / "checkpoints" / "latest.pt")["algorithm"] for n in ("straight", "split")]
-    for net in ("g", "g_ema") if ema != "0" else ("g",):
+    for net in ("g", "d", "g_ema") if ema != "0" else ("g", "d"):
         assert all(torch.equal(states[0][net][k], states[1][net][k]) for k in states[0][net]), net
     assert ("g_ema" in states[0]) == (ema != "0")
+
+
+def test_gan_with_the_hinge_loss_and_a_spectrally_normalised_discriminator(capsys, blobs: Path) -> None:
+    ok(capsys, "train", "gan", "--data", f"image-folder:{blobs}", *GAN_FLAGS, "--steps", "12", "--eval-interval", "12",
+       "--loss", "hinge", "--spectral-norm", "--log-interval", "1", "--name", "sn")
+    rows = read_jsonl(runs_dir() / "sn" / "metrics.jsonl")
+    d_losses = [row["train/d_loss"] for row in rows if "train/d_loss" in row]
+    assert len(d_losses) == 12 and all(0 <= v < 4 for v in d_losses), "hinge: two means of relu(1 -+ D)"
+    model = load_run(str(runs_dir() / "sn"))
+    try:
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.d.modules())
+        convs = [m for m in model.d.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+        with torch.no_grad():  # each weight's largest singular value, estimated by the power iteration, is 1
+            top = [torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() for m in convs]
+        assert all(0.8 < value < 1.2 for value in top), top
+    finally:
+        model.close()
 
 
 def test_gan_with_a_classifier_run_trains_on_unlabelled_data(capsys, blobs: Path, tmp_path: Path) -> None:
