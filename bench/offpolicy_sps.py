@@ -44,7 +44,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int, backend: str) -> dict[str, float]:
+def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int,
+            backend: str = "gymnasium") -> dict[str, float]:
     import torch
 
     from _machine import threads_as_the_runner_sets_them
@@ -113,7 +114,8 @@ def matmul_bound(agent: Any, step_s: float, update_s: float, updates: int = 100)
             "sps_if_only_matmuls_cost": 1.0 / (step_s - update_s + share * update_s)}
 
 
-def sb3_sps(algo: str, warmup: int, steps: int, device: str, seed: int, backend: str) -> dict[str, float]:
+def sb3_sps(algo: str, warmup: int, steps: int, device: str, seed: int,
+            backend: str = "gymnasium") -> dict[str, float]:
     import numpy as np
     from stable_baselines3 import SAC, TD3
     from stable_baselines3.common.env_util import make_vec_env
