@@ -16,6 +16,8 @@ peer's samples on the way down: real test images resized 28 -> 64 -> 28 already 
 `eval/fld` of 13 there, 100x the floor.) Both sides' final generators draw `--samples`
 images, measured by one `SampleQuality` (`eval/fld` beside its floor, KID, precision and
 recall); ours is also measured at 28 pixels by its own run's classifier (`lab_at_28`).
+Wall times are not like for like: ours is the whole `lab train` process (start-up, data,
+its evaluation after each epoch), the peer's only its training loop.
 Prints one JSON object with each side's metrics, steps and wall time, and the machine.
 
     python bench/gan_peer.py --json [--epochs 25] [--seed 1] [--device auto] [--threads N]
@@ -38,12 +40,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from _machine import describe
+from gan_throughput import Quiet
 import lab
 from lab.datasets import ImageDataset, split_validation
 from lab.device import resolve_device
 from lab.generative.images import to_uint8
 from lab.generative.quality import SampleQuality
 from lab.plugins import datasets
+from lab.run.context import Context
 from lab.run.registry import Registry
 
 NZ, NGF, NDF, SIDE, BATCH = 100, 64, 64, 64, 64
@@ -139,13 +143,6 @@ def train_ours(data_dir: Path, epochs: int, seed: int, device: str, max_steps: i
 
 
 def mnist(data_dir: Path, device: torch.device) -> ImageDataset:
-    from lab.run.context import Context
-    from lab.tracking import Tracker
-
-    class Quiet(Tracker):
-        def log(self, metrics: dict[str, float], step: int) -> None:
-            """Only the data is wanted."""
-
     registry = Registry()
     registry.add_dataset("datasets", "mnist", datasets.mnist)
     ctx = Context(device=device, seed=0, total_steps=0, run_dir=Path("."), registry=registry, tracker=Quiet(),

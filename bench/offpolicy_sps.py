@@ -114,8 +114,7 @@ def matmul_bound(agent: Any, step_s: float, update_s: float, updates: int = 100)
             "sps_if_only_matmuls_cost": 1.0 / (step_s - update_s + share * update_s)}
 
 
-def sb3_sps(algo: str, warmup: int, steps: int, device: str, seed: int,
-            backend: str = "gymnasium") -> dict[str, float]:
+def sb3_sps(algo: str, warmup: int, steps: int, device: str, seed: int) -> dict[str, float]:
     import numpy as np
     from stable_baselines3 import SAC, TD3
     from stable_baselines3.common.env_util import make_vec_env
@@ -166,7 +165,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         run = lab_sps if args.worker == "lab" else sb3_sps
-        print(json.dumps(run(args.algo, args.warmup, args.steps, args.device, args.seed, args.env_backend)))
+        backend = {"backend": args.env_backend} if args.worker == "lab" else {}  # SB3 steps gymnasium's env
+        print(json.dumps(run(args.algo, args.warmup, args.steps, args.device, args.seed, **backend)))
         return
     from _machine import busy_processes, describe
 
