@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -58,16 +59,33 @@ def init_from_env() -> tuple[int, int, int]:
 def destroy(wait: bool = False) -> None:
     """Leave the process group (the end of `lab train` / `lab resume`).
 
-    wait: meet the other processes first. Without it, a process that tears gloo down while a
-    peer is still finishing (rank 0 writes the summary) could abort in gloo's threads
-    ("terminate called without an active exception", seen in CI). Not after an error: the
-    peers may never arrive."""
+    wait: meet, then leave in order. Tearing gloo down closes its connections, and a peer
+    whose own teardown is under way when that close arrives can abort in gloo's threads
+    ("terminate called without an active exception", seen in CI twice, once after a barrier
+    alone). So after the barrier the other ranks leave first and count themselves out on the
+    rendezvous store, and rank 0, which holds its connections open meanwhile, leaves last.
+    Not after an error: the peers may never arrive."""
     global _rank, _world, _local, _control
     if _world > 1 and dist.is_initialized():
-        if wait:
+        store = dist.distributed_c10d._get_default_store() if wait else None
+        if store is not None:
             dist.barrier(group=_control)
+        if store is not None and _rank == 0:
+            _wait_for_peers_to_leave(store, _world - 1)
         dist.destroy_process_group()
+        if store is not None and _rank != 0:
+            store.add(_LEFT, 1)
     _rank, _world, _local, _control = 0, 1, 0, None
+
+
+_LEFT = "lab/ranks-left"
+_LEAVE_WAIT_S = 120.0  # a peer slower than this to tear down is left behind rather than waited for
+
+
+def _wait_for_peers_to_leave(store: Any, peers: int) -> None:
+    deadline = time.monotonic() + _LEAVE_WAIT_S
+    while store.add(_LEFT, 0) < peers and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def rank() -> int:
