@@ -119,18 +119,20 @@ ATARI_100K_PROTOCOL: dict[str, Any] = dict(
 # DrQ(eps): Dopamine's DrQ_eps.gin (Agarwal et al. 2021): no noisy nets, no C51, uniform
 # replay, n-step 10, the target copied after every update, epsilon 1 -> 0.01 by step 6,600
 # (Dopamine: 5,000 steps after the 1,600 of warm-up), 0.001 when evaluating, random shifts.
+# Both on the network of Dopamine's Atari100kRainbowAgent (its FullRainbowNetwork): one
+# 512-unit hidden layer that the dueling streams share.
 ATARI_100K_PRESETS: dict[str, dict[str, Any]] = {
     "atari100k": dict(
         ATARI_100K_PROTOCOL, learning_rate=1e-4, adam_eps=1.5e-4, batch_size=32, learning_starts=1_600,
         train_freq=1, gradient_steps=1, target_update_interval=2_000, gamma=0.99, n_step=20, double_q=True,
-        dueling=True, distributional="c51", num_atoms=51, v_min=-10.0, v_max=10.0, noisy=True, noisy_sigma=0.5,
+        dueling=True, dueling_hidden="shared", distributional="c51", num_atoms=51, v_min=-10.0, v_max=10.0, noisy=True, noisy_sigma=0.5,
         prioritized_replay=True, prioritized_replay_alpha=0.5, prioritized_replay_beta=0.4,
         eval_exploration_eps=0.001, augment="none",
     ),
     "atari100k-drq": dict(
         ATARI_100K_PROTOCOL, learning_rate=1e-4, adam_eps=1.5e-4, batch_size=32, learning_starts=1_600,
         train_freq=1, gradient_steps=1, target_update_interval=1, gamma=0.99, n_step=10, double_q=True,
-        dueling=True, distributional="none", noisy=False, prioritized_replay=False, exploration_fraction=0.066,
+        dueling=True, dueling_hidden="shared", distributional="none", noisy=False, prioritized_replay=False, exploration_fraction=0.066,
         exploration_final_eps=0.01, eval_exploration_eps=0.001, augment="shift",
     ),
 }
@@ -140,6 +142,9 @@ ATARI_100K_PRESETS: dict[str, dict[str, Any]] = {
 class DQNConfig(DQNSettings):
     double_q: bool = option(False, "Double DQN target (van Hasselt et al. 2016)")
     dueling: bool = option(False, "dueling value/advantage streams (Wang et al. 2016)")
+    dueling_hidden: Literal["per-stream", "shared"] = option(
+        "per-stream", "with --dueling: a hidden layer per stream (Wang et al. 2016) or one shared by both streams "
+                      "(Dopamine's Rainbow network, as its Atari 100k agents use; half the weights on frames)")
     n_step: int = option(1, "n-step returns")
     prioritized_replay: bool = option(False, "proportional prioritized replay")
     prioritized_replay_alpha: float = option(0.6, "priority exponent")
@@ -215,7 +220,7 @@ class DQN(OffPolicyAgent):
         `outputs` and `q_values` as `QNetwork`'s)."""
         c = self.config
         return QNetwork(tuple(self.observation_space.shape), self.num_actions, c.net_arch, c.dueling,
-                        distributional=c.distributional, num_atoms=c.num_atoms, v_min=c.v_min, v_max=c.v_max,
+                        dueling_hidden=c.dueling_hidden, distributional=c.distributional, num_atoms=c.num_atoms, v_min=c.v_min, v_max=c.v_max,
                         noisy_sigma=c.noisy_sigma if c.noisy else None)
 
     # ------------------------------------------------------------------ acting

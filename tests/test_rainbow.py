@@ -125,6 +125,24 @@ def test_noise_comes_from_the_stream_and_evaluation_uses_the_mean_weights():
     assert torch.allclose(layer.weight_sigma, torch.full((3, 5), 0.5 / 5 ** 0.5))
 
 
+def test_shared_dueling_hidden_is_dopamines_network_with_half_the_weights():
+    def size(net: torch.nn.Module) -> int:
+        return sum(p.numel() for p in net.parameters())
+
+    frames = (4, 84, 84)
+    per_stream = QNetwork(frames, 4, dueling=True, distributional="c51", noisy_sigma=0.5)
+    shared = QNetwork(frames, 4, dueling=True, dueling_hidden="shared", distributional="c51", noisy_sigma=0.5)
+    # Dopamine's FullRainbowNetwork: the convolutions, one 3136 -> 512 layer, then advantage and value heads on it
+    layers = [(m.in_features, m.out_features) for m in shared.modules() if isinstance(m, NoisyLinear)]
+    assert layers == [(3136, 512), (512, 4 * 51), (512, 51)]
+    assert size(shared) < 0.55 * size(per_stream)
+    obs = torch.randint(0, 256, (3, *frames), dtype=torch.uint8)
+    assert shared.outputs(obs).shape == per_stream.outputs(obs).shape == (3, 4, 51)
+    vectors = QNetwork((6,), 2, (16, 8), dueling=True, dueling_hidden="shared")  # every hidden layer shared
+    assert [(m.in_features, m.out_features) for m in vectors.modules() if isinstance(m, torch.nn.Linear)] == [
+        (6, 16), (16, 8), (8, 2), (8, 1)]
+
+
 def make_agent(tmp_path: Path, cls: type = DQN, env_id: str = "CartPole-v1", **config) -> DQN:
     ctx = Context(device=torch.device("cpu"), seed=0, total_steps=1_000, run_dir=tmp_path,
                   registry=load_lab().registry, tracker=Tracker(), env_id=env_id, eval_episodes=2)
@@ -204,9 +222,10 @@ def test_named_presets_resolve_and_an_unknown_name_is_one_line(capsys):
                                                                                                        2_000)
     assert (c.learning_rate, c.adam_eps, c.noisy, c.dueling, c.distributional, c.prioritized_replay) == (
         1e-4, 1.5e-4, True, True, "c51", True)
+    assert c.dueling_hidden == "shared" and DQNConfig().dueling_hidden == "per-stream"  # Dopamine's DER network
     drq = resolve(Rainbow, {"env": "ALE/Pong-v5", "preset": "atari100k-drq", "n_step": 5}, None, registry).algo
-    assert (drq.augment, drq.noisy, drq.distributional, drq.target_update_interval, drq.n_step) == (
-        "shift", False, "none", 1, 5)  # flags still win over the preset
+    assert (drq.augment, drq.noisy, drq.distributional, drq.target_update_interval, drq.n_step, drq.dueling_hidden) == (
+        "shift", False, "none", 1, 5, "shared")  # flags still win over the preset
     assert resolve(Rainbow, {"env": "ALE/Pong-v5"}, None, registry).algo.learning_starts == 20_000  # `atari`
     line = one_line_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--preset", "atari100"],
                           "dqn has no preset 'atari100'", "atari100k", "--preset takes one of")
