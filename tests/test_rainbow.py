@@ -3,6 +3,7 @@ and `--preset`, and the cnn's random rotations."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -241,6 +242,19 @@ def test_atari100k_preset_from_the_cli_records_what_applied(capsys):
     assert doc["run"]["sticky_actions"] == 0.0 and doc["run"]["eval_interval"] == 100_000
     assert doc["config"]["n_step"] == 20 and doc["config"]["augment"] == "shift" and doc["config"]["noisy"]
     assert any("train/loss" in r for r in read_jsonl(runs_dir() / "a100k" / "metrics.jsonl"))
+
+
+def test_a_run_from_before_a_setting_existed_resumes_as_it_was_made(capsys):
+    # atari100k runs made before --dueling-hidden had a hidden layer per stream; the preset now says shared
+    ok(capsys, "train", "dqn", "--env", "ALE/Breakout-v5", "--preset", "atari100k", "--dueling-hidden", "per-stream",
+       "--steps", "250", "--learning-starts", "240", "--buffer-size", "1000", "--eval-episodes", "1",
+       "--eval-exploration-eps", "1", "--video", "false", "--compile", "false", "--name", "older")
+    config = runs_dir() / "older" / "config.yaml"
+    doc = yaml.safe_load(config.read_text())
+    del doc["config"]["dueling_hidden"]
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    ok(capsys, "resume", str(runs_dir() / "older"), "--steps", "260")  # the checkpoint fits the network built
+    assert json.loads((runs_dir() / "older" / "summary.json").read_text())["global_step"] == 260
 
 
 def test_dqn_help_lists_the_new_flags(capsys):

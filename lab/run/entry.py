@@ -37,7 +37,7 @@ from lab.run.rundir import (
 )
 from lab.run.seeding import preserved_random_state
 from lab.run.session import Session, saved_horizon, selected_trackers
-from lab.run.settings import Resolved, as_plain, resolve
+from lab.run.settings import Resolved, as_plain, config_fields, resolve
 from lab.run.signals import STOP, SetupInterrupted
 
 Entry = TypeVar("Entry", bound=Callable[..., Any])
@@ -186,7 +186,12 @@ def _resolve_doc(lab: Lab, doc: dict[str, Any],
                        f"loaded now: pass --plugins-dir {recorded} (or set LAB_PLUGINS_DIR); code is never loaded "
                        "from a run folder")
     algo_cls = lab.registry.algorithm(algo)
-    values = {**doc.get("run", {}), **doc.get("config", {}), **(overrides or {})}
+    config = doc.get("config", {})
+    # a setting the algorithm gained after this run was made keeps the run as it was: its default,
+    # not a preset's newer value (the checkpoint's network was built without it)
+    added = {name: default for name, _, default, _ in config_fields(algo_cls.Config) if name not in config} \
+        if config else {}
+    values = {**added, **doc.get("run", {}), **config, **(overrides or {})}
     values.pop("steps", None), values.pop("epochs", None)
     values["steps"] = int(doc.get("total_steps") or 1)
     return doc, algo_cls, resolve(algo_cls, {}, values, lab.registry, from_run_folder=True)
