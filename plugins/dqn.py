@@ -125,15 +125,16 @@ ATARI_100K_PRESETS: dict[str, dict[str, Any]] = {
     "atari100k": dict(
         ATARI_100K_PROTOCOL, learning_rate=1e-4, adam_eps=1.5e-4, batch_size=32, learning_starts=1_600,
         train_freq=1, gradient_steps=1, target_update_interval=2_000, gamma=0.99, n_step=20, double_q=True,
-        dueling=True, dueling_hidden="shared", distributional="c51", num_atoms=51, v_min=-10.0, v_max=10.0, noisy=True, noisy_sigma=0.5,
+        dueling=True, dueling_hidden="shared", distributional="c51", num_atoms=51, v_min=-10.0, v_max=10.0,
+        noisy=True, noisy_sigma=0.5,
         prioritized_replay=True, prioritized_replay_alpha=0.5, prioritized_replay_beta=0.4,
         eval_exploration_eps=0.001, augment="none",
     ),
     "atari100k-drq": dict(
         ATARI_100K_PROTOCOL, learning_rate=1e-4, adam_eps=1.5e-4, batch_size=32, learning_starts=1_600,
         train_freq=1, gradient_steps=1, target_update_interval=1, gamma=0.99, n_step=10, double_q=True,
-        dueling=True, dueling_hidden="shared", distributional="none", noisy=False, prioritized_replay=False, exploration_fraction=0.066,
-        exploration_final_eps=0.01, eval_exploration_eps=0.001, augment="shift",
+        dueling=True, dueling_hidden="shared", distributional="none", noisy=False, prioritized_replay=False,
+        exploration_fraction=0.066, exploration_final_eps=0.01, eval_exploration_eps=0.001, augment="shift",
     ),
 }
 
@@ -220,8 +221,8 @@ class DQN(OffPolicyAgent):
         `outputs` and `q_values` as `QNetwork`'s)."""
         c = self.config
         return QNetwork(tuple(self.observation_space.shape), self.num_actions, c.net_arch, c.dueling,
-                        dueling_hidden=c.dueling_hidden, distributional=c.distributional, num_atoms=c.num_atoms, v_min=c.v_min, v_max=c.v_max,
-                        noisy_sigma=c.noisy_sigma if c.noisy else None)
+                        dueling_hidden=c.dueling_hidden, distributional=c.distributional, num_atoms=c.num_atoms,
+                        v_min=c.v_min, v_max=c.v_max, noisy_sigma=c.noisy_sigma if c.noisy else None)
 
     # ------------------------------------------------------------------ acting
 
