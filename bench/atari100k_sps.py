@@ -11,6 +11,9 @@ stepped as the runner steps it (`train_step`, then the finished episodes), in st
   - `drq`: `lab train dqn --preset atari100k-drq` (DrQ(epsilon): dueling, Double, 10-step
     returns, random shifts of both observation batches), at a fixed epsilon;
   - `dqn`: the lab's plain DQN (RL Zoo's Atari settings) at one update per step;
+  - `der-per-stream`, `drq-per-stream`: the same presets with a 512-unit hidden layer per
+    dueling stream (Wang et al.) instead of Dopamine's shared one, to measure what the
+    shared layout saves, alternating with the sides above;
   - `sb3`: SB3's DQN ("CnnPolicy", `make_atari_env` + `VecFrameStack(4)`) with those same
     settings: the peer doing `dqn`'s work (SB3 has no Rainbow, DER or DrQ).
 `dqn`, `drq` and `sb3` act epsilon-greedily at the same fixed `--epsilon` (an acting pass on
@@ -82,6 +85,9 @@ AGENTS: dict[str, Callable[[argparse.Namespace], tuple[type, Any]]] = {
     "der": lambda a: (Rainbow, RainbowConfig(**preset("atari100k", a))),
     "drq": lambda a: (DQN, DQNConfig(**preset("atari100k-drq", a))),
     "dqn": lambda a: (DQN, DQNConfig(**dqn_settings(a))),
+    # the presets on the network they had before (a 512-unit hidden layer per dueling stream)
+    "der-per-stream": lambda a: (Rainbow, RainbowConfig(**{**preset("atari100k", a), "dueling_hidden": "per-stream"})),
+    "drq-per-stream": lambda a: (DQN, DQNConfig(**{**preset("atari100k-drq", a), "dueling_hidden": "per-stream"})),
 }
 
 
@@ -212,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print compact JSON")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sides", default="der,drq,dqn,sb3", help="comma-separated: der, drq, dqn, sb3")
+    parser.add_argument("--sides", default="der,drq,dqn,sb3",
+                        help="comma-separated: der, drq, dqn, sb3, der-per-stream, drq-per-stream")
     parser.add_argument("--epsilon", type=float, default=0.01, help="fixed epsilon of the epsilon-greedy sides")
     parser.add_argument("--learning-starts", type=int, default=1_600, help="random steps first (the presets': 1,600)")
     parser.add_argument("--warmup-steps", type=int, default=300, help="untimed learning steps")
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     sides = args.sides.split(",")
     unknown = sorted(set(sides) - {*AGENTS, "sb3"})
     if unknown:
-        parser.error(f"unknown side(s) {', '.join(unknown)}; choose from der, drq, dqn, sb3")
+        parser.error(f"unknown side(s) {', '.join(unknown)}; choose from {', '.join([*AGENTS, 'sb3'])}")
     if not 0.0 <= args.epsilon < 1.0 or args.repeats < 1 or args.steps < 1:
         parser.error("--epsilon in [0, 1), --repeats and --steps positive")
     device = torch.device(args.device)
