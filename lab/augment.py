@@ -33,6 +33,15 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return images.reshape(n, c, h * w).gather(2, index).view(n, c, h, w)
 
 
+def random_intensity(images: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """SPR's intensity augmentation (Schwarzer et al. 2021), which Dopamine's DrQ applies
+    after the shift: each sample scaled by 1 + scale * clip(N(0, 1), -2, 2), one factor for
+    all its channels and pixels. Returns floats on the input's scale (uint8 frames stay in
+    0-255 before the network divides them)."""
+    noise = torch.randn(images.shape[0], 1, 1, 1, generator=generator, device=generator.device)
+    return images.float() * (1.0 + scale * noise.clamp_(-2.0, 2.0)).to(images.device)
+
+
 def random_rotation(images: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
     """Rotate each float image by its own angle, uniform in [-degrees, degrees], about the
     centre (bilinear, zeros outside): one affine_grid + grid_sample for the whole batch."""

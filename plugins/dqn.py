@@ -11,8 +11,8 @@ envs, so the replay ratio (gradient_steps * batch_size / train_freq) does not ch
 Rainbow's pieces (Hessel et al. 2018) are flags, so an ablation is one flag: `--double-q`,
 `--dueling`, `--n-step N`, `--prioritized-replay`, `--distributional c51` (or `qr`,
 QR-DQN's quantiles), `--noisy` (noisy nets explore: epsilon 0; evaluation acts with the mean
-weights), plus `--augment shift` (DrQ's random shift of sampled observations) and
-`--adam-eps`. Off by default: `dqn` alone is DQN as SB3 has it. `rainbow` is this class with
+weights), plus `--augment shift` (DrQ's random shift of sampled observations; `shift-intensity`
+adds the intensity scaling Dopamine's DrQ applies after it) and `--adam-eps`. Off by default: `dqn` alone is DQN as SB3 has it. `rainbow` is this class with
 all of them on. A new DQN variant is a small subclass: replace `make_q_network` (its
 network) and `td_loss` (its loss), keep the rest (see the plugin guide).
 
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lab.augment import random_shift
+from lab.augment import random_intensity, random_shift
 from lab.config import check_ranges, option
 from lab.device import small_pass_threads
 from lab.errors import LabError
@@ -160,9 +160,10 @@ class DQNConfig(DQNSettings):
                                 "evaluation acts with the mean weights)")
     noisy_sigma: float = option(0.5, "sigma0 of the factorised noise")
     adam_eps: float = option(1e-8, "Adam epsilon (Rainbow, DER: 1.5e-4)")
-    augment: Literal["none", "shift"] = option(
+    augment: Literal["none", "shift", "shift-intensity"] = option(
         "none", "augment sampled observations and next observations: shift (DrQ: pad 4 by replication, "
-                "random crop back; image observations)")
+                "random crop back; image observations); shift-intensity also scales each by "
+                "1 + 0.05 * clip(N(0, 1), -2, 2), as Dopamine's DrQ does")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -282,8 +283,7 @@ class DQN(OffPolicyAgent):
         batch = self.buffer.sample(c.batch_size, beta=beta)
         observations, next_observations = batch.observations, batch.next_observations
         if self.augment_generator is not None:  # DrQ: each its own shifts
-            observations = random_shift(observations, 4, self.augment_generator)
-            next_observations = random_shift(next_observations, 4, self.augment_generator)
+            observations, next_observations = self.augmented(observations), self.augmented(next_observations)
         if self.noise_generator is not None:  # new noise for every gradient step, each network its own
             resample_noise(self.q, self.noise_generator)
             resample_noise(self.q_target, self.noise_generator)
@@ -296,6 +296,13 @@ class DQN(OffPolicyAgent):
         if c.prioritized_replay:
             self.buffer.update_priorities(batch.indices, td_errors)
         return {"train/loss": loss.detach()}
+
+    def augmented(self, images: torch.Tensor) -> torch.Tensor:
+        """`--augment`: drawn from the run's "augment" stream, so a resumed run draws the same."""
+        images = random_shift(images, 4, self.augment_generator)
+        if self.config.augment == "shift-intensity":
+            images = random_intensity(images, 0.05, self.augment_generator)
+        return images
 
     def td_loss(self, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
                 discounts: torch.Tensor, dones: torch.Tensor, next_observations: torch.Tensor,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import yaml
 
 from conftest import ok, one_line_error, read_jsonl, runs_dir
-from lab.augment import random_rotation, random_shift
+from lab.augment import random_intensity, random_rotation, random_shift
 from lab.run.checkpoint import load_checkpoint
 from lab.run.context import Context
 from lab.run.discovery import load_lab
@@ -184,6 +184,30 @@ def test_random_shift_is_a_shifted_copy_of_the_replicate_padded_input():
         offsets.append(found[0])
     assert len(set(offsets)) > 1  # per-sample shifts
     assert torch.equal(random_shift(images, 4, generator(5)), shifted)  # the same stream state, the same shifts
+
+
+def test_random_intensity_scales_each_sample_by_its_own_clipped_factor():
+    images = torch.randint(1, 256, (400, 4, 6, 6), dtype=torch.uint8, generator=generator(0))
+    scaled = random_intensity(images, 0.05, generator(3))
+    assert scaled.dtype == torch.float32 and scaled.shape == images.shape
+    factors = scaled / images.float()
+    per_sample = factors.flatten(1)
+    assert torch.allclose(per_sample, per_sample[:, :1].expand_as(per_sample))  # one factor a sample
+    factor = per_sample[:, 0]
+    assert factor.min() >= 0.9 - 1e-6 and factor.max() <= 1.1 + 1e-6  # 1 + 0.05 * clip(N(0, 1), -2, 2)
+    assert (factor == 0.9).sum() + (factor == 1.1).sum() > 0  # 400 draws: some beyond 2 sigma, clipped
+    assert 0.04 < factor.std() < 0.06
+    assert torch.equal(random_intensity(images, 0.05, generator(3)), scaled)
+
+
+def test_shift_intensity_is_a_shift_then_a_scale_from_the_augment_stream(tmp_path):
+    agent = make_agent(tmp_path, env_id="BreakoutNoFrameskip-v4", augment="shift-intensity", net_arch=(64, 64))
+    frames = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, generator=generator(1))
+    state = agent.augment_generator.get_state()
+    augmented = agent.augmented(frames)
+    replay = torch.Generator().set_state(state)
+    assert torch.equal(augmented, random_intensity(random_shift(frames, 4, replay), 0.05, replay))
+    agent.env.close()
 
 
 def test_random_rotation_is_reproducible_and_keeps_zero_degrees_as_is():
