@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from lab.algorithm import KINDS, Algorithm
 from lab.errors import unknown
+from lab.run.settings import check_config_class
 from lab.vecenv import EnvFamily
 
 
@@ -48,8 +49,6 @@ class Registry:
                 raise TypeError(f"algorithm {cls.__name__} must set the class attribute '{attr}'")
         if cls.kind not in KINDS:
             raise TypeError(f"algorithm {cls.name}: kind must be one of {KINDS}, got {cls.kind!r}")
-        from lab.run.settings import check_config_class
-
         check_config_class(cls.Config, cls.__name__)
         self._add(self.algorithms, Registration(cls.name, cls.kind, plugin, cls, (cls.__doc__ or "").strip()))
 
@@ -58,8 +57,6 @@ class Registry:
         if family is not None and not isinstance(family, EnvFamily):
             raise TypeError(f"register_envs: family must be a lab.vecenv.EnvFamily, got {family!r}")
         if family is not None and family.options is not None:
-            from lab.run.settings import check_config_class
-
             check_config_class(family.options, f"env family {family.name!r} options")
         self._add(self.envs, Registration(env_id, "env", plugin, factory, description, family=family))
 
@@ -69,8 +66,6 @@ class Registry:
     def add_tracker(self, plugin: str, name: str, factory: Callable[..., Any], description: str = "",
                     options: type | None = None, sweep_agent: Callable[..., int] | None = None) -> None:
         if options is not None:
-            from lab.run.settings import check_config_class
-
             check_config_class(options, f"tracker {name!r} options")
         self._add(self.trackers, Registration(name, "tracker", plugin, factory, description, options=options,
                                               extra={"sweep_agent": sweep_agent} if sweep_agent else {}))
