@@ -61,7 +61,8 @@ from lab.run.discovery import load_lab  # noqa: E402
 from lab.tracking import Tracker  # noqa: E402
 
 BUDGET = 100_000  # the regime's budget: what --compile auto decides on
-PROTOCOL_ONLY = ("steps", "sticky_actions", "eval_episodes", "eval_interval", "checkpoint_interval")
+PROTOCOL_ONLY = ("steps", "sticky_actions", "eval_sticky_actions", "eval_episodes", "eval_interval",
+                 "checkpoint_interval")
 
 
 def dqn_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Training envs (evaluation=False): rewards clipped to their sign, life loss is a learning
 terminal (options `clip_rewards`, `terminal_on_life_loss`), sticky actions as the id says
 (0.25 for `ALE/*-v5`, 0 for `*NoFrameskip-v4`). Evaluation envs follow the evaluation
-protocol: full games, raw rewards, sticky actions 0.25, 108k-frame cap. Either way
+protocol: full games, raw rewards, sticky actions 0.25 (Machado et al. 2018; the option
+`eval_sticky_actions`: the Atari 100k benchmark evaluates with none), 108k-frame cap. Either way
 `pop_episodes()` reports the true score and length of whole games.
 """
 
@@ -27,7 +28,6 @@ from lab.errors import LabError, unknown
 from lab.vecenv import EnvFamily, Episode
 
 ATARI_PATTERNS: tuple[str, ...] = ("ALE/*-v5", "*NoFrameskip-v4")
-EVAL_STICKY_ACTIONS = 0.25
 RENDER_FPS = 15  # 60 Hz emulator / frame skip 4: real-time playback
 
 
@@ -39,13 +39,15 @@ class AtariOptions:
     frame_stack: int = option(4, "frames per observation")
     terminal_on_life_loss: bool = option(True, "a lost life ends the learning episode (training envs only)")
     clip_rewards: bool = option(True, "clip rewards to their sign (training envs only)")
-    sticky_actions: float | None = option(None, "repeat-action probability (default: as the id says, 0.25 for "
-                                                "ALE/*-v5, 0 for *NoFrameskip-v4; evaluation always 0.25)")
+    sticky_actions: float | None = option(None, "repeat-action probability of the training envs (default: as the "
+                                                "id says, 0.25 for ALE/*-v5, 0 for *NoFrameskip-v4)")
+    eval_sticky_actions: float = option(0.25, "repeat-action probability of the evaluation envs (Machado et al. "
+                                              "2018: 0.25; the Atari 100k benchmark evaluates with 0)")
     noop_max: int = option(30, "most no-op actions at the start of an episode")
     full_action_space: bool = option(False, "all 18 joystick actions instead of the game's minimal set")
 
     def __post_init__(self) -> None:
-        check_ranges(self, at_least_one=("frame_stack",), fraction=("sticky_actions",), non_negative=("noop_max",))
+        check_ranges(self, at_least_one=("frame_stack",), fraction=("sticky_actions", "eval_sticky_actions"), non_negative=("noop_max",))
 
     @classmethod
     def parse(cls, env_id: str, options: dict[str, Any]) -> AtariOptions:
@@ -220,7 +222,7 @@ def make_atari(
     if num_envs < 1:
         raise LabError(f"num_envs must be >= 1 (got {num_envs})")
     if evaluation:
-        sticky = EVAL_STICKY_ACTIONS
+        sticky = opts.eval_sticky_actions
     else:
         sticky = id_sticky if opts.sticky_actions is None else opts.sticky_actions
     settings = AtariSettings(game, sticky, opts.noop_max, opts.full_action_space)

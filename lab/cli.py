@@ -237,6 +237,16 @@ def _positive(value: str, name: str) -> int:
     return number
 
 
+def _fraction(value: str, name: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise LabError(f"--{name} expects a probability between 0 and 1; got '{value}'") from None
+    if not 0.0 <= number <= 1.0:
+        raise LabError(f"--{name} must be between 0 and 1; got {number}")
+    return number
+
+
 def _tracker_overrides(args: argparse.Namespace, lab: Any) -> dict[str, Any]:
     """`lab resume RUN --wandb offline`: the trackers' settings (and --trackers) may change
     between sessions of a run (where the run learns from may not)."""
@@ -270,9 +280,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lab.run import entry
 
     episodes = _positive(args.episodes, "episodes") if args.episodes is not None else None
+    overrides = {}
+    if args.eval_sticky_actions is not None:
+        overrides["eval_sticky_actions"] = _fraction(args.eval_sticky_actions, "eval-sticky-actions")
     run_dir = Path(args.run_dir)
     lab = _load(args)
-    result = entry.evaluate_run(lab, run_dir, episodes, args.video, args.checkpoint, _tracker_overrides(args, lab))
+    result = entry.evaluate_run(lab, run_dir, episodes, args.video, args.checkpoint,
+                                {**_tracker_overrides(args, lab), **overrides})
     print(json.dumps(result, indent=2))
     return 0
 
@@ -440,6 +454,9 @@ def build_parser(lab: Any = None) -> _Parser:
     p.add_argument("--episodes", help="evaluation episodes (agents)")
     p.add_argument("--video", action="store_true", help="also record media (episode videos) under media/")
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
+    p.add_argument("--eval-sticky-actions", metavar="P",
+                   help="Atari: evaluate with this repeat-action probability instead of the run's "
+                        "(0: the Atari 100k benchmark's protocol; default: as the run was made)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sweep", help="grid/random search from a W&B-format sweep spec (re-run to continue)")

@@ -23,9 +23,8 @@ tuned it). `--augment shift` on top of `atari100k` is DER plus shifts, not DrQ: 
 changes one setting, a preset many. Both follow the benchmark's protocol as Dopamine's
 labs/atari_100k configs (DER.gin, DrQ_eps.gin) state it: no sticky actions ("Atari 100K
 benchmark doesn't use sticky actions"), a lost life ends a training episode, episodes of at
-most 27,000 agent steps (108k frames), 100 evaluation episodes after training. The lab's
-Atari evaluation envs always use sticky actions 0.25 (envs/atari.py), so scores here are
-under sticky actions where the papers' are not.
+most 27,000 agent steps (108k frames), 100 evaluation episodes after training, evaluated
+without sticky actions (`eval_sticky_actions 0`; the lab's other Atari runs evaluate with 0.25).
 """
 
 from __future__ import annotations
@@ -110,8 +109,8 @@ DQN_PRESETS: dict[str, dict[str, Any]] = {
 # The Atari 100k benchmark's protocol (Dopamine's labs/atari_100k configs): 100k agent steps,
 # no sticky actions, 100 evaluation episodes once training ends (checkpoints every 10k steps).
 ATARI_100K_PROTOCOL: dict[str, Any] = dict(
-    steps=100_000, buffer_size=100_000, sticky_actions=0.0, eval_episodes=100, eval_interval=100_000,
-    checkpoint_interval=10_000,
+    steps=100_000, buffer_size=100_000, sticky_actions=0.0, eval_sticky_actions=0.0, eval_episodes=100,
+    eval_interval=100_000, checkpoint_interval=10_000,
 )
 # `--preset NAME` presets (`dqn` and `rainbow` share them). DER: van Hasselt et al. 2019's
 # table of Rainbow changes (n-step 20, one update per step from 1,600 steps, target every

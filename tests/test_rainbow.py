@@ -241,7 +241,8 @@ def test_named_presets_resolve_and_an_unknown_name_is_one_line(capsys):
     registry = load_lab().registry
     der = resolve(DQN, {"env": "ALE/Breakout-v5", "preset": "atari100k"}, None, registry)
     assert der.preset == "atari100k" and der.preset_steps == 100_000 and der.run.eval_episodes == 100
-    assert der.env_options.sticky_actions == 0.0
+    assert der.env_options.sticky_actions == 0.0 and der.env_options.eval_sticky_actions == 0.0  # the benchmark's
+    assert resolve(DQN, {"env": "ALE/Breakout-v5"}, None, registry).env_options.eval_sticky_actions == 0.25
     c = der.algo
     assert (c.n_step, c.learning_starts, c.train_freq, c.gradient_steps, c.target_update_interval) == (20, 1_600, 1, 1,
                                                                                                        2_000)
@@ -279,6 +280,27 @@ def test_a_run_from_before_a_setting_existed_resumes_as_it_was_made(capsys):
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
     ok(capsys, "resume", str(runs_dir() / "older"), "--steps", "260")  # the checkpoint fits the network built
     assert json.loads((runs_dir() / "older" / "summary.json").read_text())["global_step"] == 260
+
+
+def test_lab_eval_plays_an_atari_run_under_the_protocol_asked_for(capsys):
+    ok(capsys, "train", "dqn", "--env", "ALE/Breakout-v5", "--preset", "atari100k-drq", "--steps", "250",
+       "--learning-starts", "240", "--buffer-size", "1000", "--eval-episodes", "1", "--eval-exploration-eps", "1",
+       "--video", "false", "--compile", "false", "--name", "proto")
+    run = runs_dir() / "proto"
+    ok(capsys, "eval", str(run), "--episodes", "1")
+    assert json.loads((run / "eval.json").read_text())["sticky_actions"] == 0.0  # the preset's, as it trained
+    config = run / "config.yaml"
+    doc = yaml.safe_load(config.read_text())
+    del doc["run"]["eval_sticky_actions"]  # a run made before the setting existed evaluated with 0.25
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    ok(capsys, "eval", str(run), "--episodes", "1")
+    assert json.loads((run / "eval.json").read_text())["sticky_actions"] == 0.25
+    ok(capsys, "eval", str(run), "--episodes", "1", "--eval-sticky-actions", "0")
+    assert json.loads((run / "eval.json").read_text())["sticky_actions"] == 0.0
+    one_line_error(capsys, ["eval", str(run), "--eval-sticky-actions", "1.5"], "--eval-sticky-actions must be between 0 and 1")
+    ok(capsys, "train", "random", "--env", "CartPole-v1", "--steps", "50", "--eval-episodes", "1", "--name", "cp")
+    one_line_error(capsys, ["eval", str(runs_dir() / "cp"), "--eval-sticky-actions", "0"],
+                   "--eval-sticky-actions sets an Atari evaluation", "ran CartPole-v1")
 
 
 def test_dqn_help_lists_the_new_flags(capsys):

@@ -1,7 +1,8 @@
 """The evaluation protocol every agent shares (`Agent.evaluate`, `lab eval`).
 
 Episodes run on an evaluation env (`ctx.make_env(evaluation=True)`): for Atari that means
-full games (all lives), raw game score, sticky actions 0.25 and a 108k-frame cap. Each
+full games (all lives), raw game score, sticky actions 0.25 (`--eval-sticky-actions`; the
+Atari 100k presets: 0) and a 108k-frame cap. Each
 env of the vector env plays a fixed quota of episodes, so short episodes are not
 over-represented (first-N-finished would bias the mean towards them). Reported: mean and
 std of the returns (population std), mean length, and, where the env's family publishes

@@ -187,14 +187,24 @@ def _resolve_doc(lab: Lab, doc: dict[str, Any],
                        "from a run folder")
     algo_cls = lab.registry.algorithm(algo)
     config = doc.get("config", {})
-    # a setting the algorithm gained after this run was made keeps the run as it was: its default,
-    # not a preset's newer value (the checkpoint's network was built without it)
-    added = {name: default for name, _, default, _ in config_fields(algo_cls.Config) if name not in config} \
-        if config else {}
-    values = {**added, **doc.get("run", {}), **config, **(overrides or {})}
+    values = {**_unrecorded_defaults(lab, algo_cls, doc), **doc.get("run", {}), **config, **(overrides or {})}
     values.pop("steps", None), values.pop("epochs", None)
     values["steps"] = int(doc.get("total_steps") or 1)
     return doc, algo_cls, resolve(algo_cls, {}, values, lab.registry, from_run_folder=True)
+
+
+def _unrecorded_defaults(lab: Lab, algo_cls: type[Algorithm], doc: dict[str, Any]) -> dict[str, Any]:
+    """A setting the algorithm or its env family gained after this run was made keeps the run
+    as it was: its default, not a preset's newer value (the checkpoint's network was built,
+    and its evaluations played, without it)."""
+    config, run = doc.get("config", {}), doc.get("run", {})
+    if not config:
+        return {}
+    added = {name: default for name, _, default, _ in config_fields(algo_cls.Config) if name not in config}
+    family = lab.registry.env_family(str(run["env"])) if run.get("env") else None
+    if family is not None and family.options is not None:
+        added.update({name: default for name, _, default, _ in config_fields(family.options) if name not in run})
+    return added
 
 
 @in_process_group
@@ -285,6 +295,10 @@ def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bo
     if distributed.launched():
         raise LabError("lab eval runs in one process; run it without torchrun")
     reloaded = _reload(lab, run_dir, {**(overrides or {}), **({"eval_episodes": episodes} if episodes is not None else {})})
+    env_options = reloaded[2].env_options
+    if "eval_sticky_actions" in (overrides or {}) and not hasattr(env_options, "eval_sticky_actions"):
+        raise LabError(f"--eval-sticky-actions sets an Atari evaluation's repeat-action probability; {run_dir} ran "
+                       f"{reloaded[2].run.env or reloaded[2].run.data}, so leave it out")
     lock = RunLock(run_dir).acquire("eval")
     try:
         session = _restored(lab, run_dir, checkpoint, reloaded)
@@ -296,8 +310,10 @@ def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bo
                 shown = ", ".join(Path(path).name for path in media.values()) or "nothing"
                 print(f"note: {session.algo_cls.name} runs make no video; --video wrote their media instead: {shown}",
                       file=sys.stderr)
+            protocol = {"sticky_actions": env_options.eval_sticky_actions} \
+                if hasattr(env_options, "eval_sticky_actions") else {}
             result = {"checkpoint": checkpoint, "global_step": session.algo.global_step,
-                      "episodes": session.run.eval_episodes, **metrics, "media": media}
+                      "episodes": session.run.eval_episodes, **protocol, **metrics, "media": media}
             (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
             session.tracker.finish({**read_summary(run_dir), **metrics})
         finally:
