@@ -14,6 +14,9 @@ stepped as the runner steps it (`train_step`, then the finished episodes), in st
   - `der-per-stream`, `drq-per-stream`: the same presets with a 512-unit hidden layer per
     dueling stream (Wang et al.) instead of Dopamine's shared one, to measure what the
     shared layout saves, alternating with the sides above;
+  - `drq-target-pass`: DrQ(epsilon) with the target network's own pass over the next
+    observations, as before the update read it from the online pass (the target is copied
+    after every update, so the numbers are the same), to measure the pass saved;
   - `sb3`: SB3's DQN ("CnnPolicy", `make_atari_env` + `VecFrameStack(4)`) with those same
     settings: the peer doing `dqn`'s work (SB3 has no Rainbow, DER or DrQ).
 `dqn`, `drq` and `sb3` act epsilon-greedily at the same fixed `--epsilon` (an acting pass on
@@ -82,6 +85,14 @@ def preset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+class DrQTargetPass(DQN):
+    """DQN that always runs its target network's pass, even where the online one gives it."""
+
+    def __init__(self, config: DQNConfig, ctx: Any) -> None:
+        super().__init__(config, ctx)
+        self.target_is_online = False
+
+
 AGENTS: dict[str, Callable[[argparse.Namespace], tuple[type, Any]]] = {
     "der": lambda a: (Rainbow, RainbowConfig(**preset("atari100k", a))),
     "drq": lambda a: (DQN, DQNConfig(**preset("atari100k-drq", a))),
@@ -89,6 +100,7 @@ AGENTS: dict[str, Callable[[argparse.Namespace], tuple[type, Any]]] = {
     # the presets on the network they had before (a 512-unit hidden layer per dueling stream)
     "der-per-stream": lambda a: (Rainbow, RainbowConfig(**{**preset("atari100k", a), "dueling_hidden": "per-stream"})),
     "drq-per-stream": lambda a: (DQN, DQNConfig(**{**preset("atari100k-drq", a), "dueling_hidden": "per-stream"})),
+    "drq-target-pass": lambda a: (DrQTargetPass, DQNConfig(**preset("atari100k-drq", a))),
 }
 
 
@@ -220,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print compact JSON")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sides", default="der,drq,dqn,sb3",
-                        help="comma-separated: der, drq, dqn, sb3, der-per-stream, drq-per-stream")
+                        help="comma-separated: der, drq, dqn, sb3, der-per-stream, drq-per-stream, drq-target-pass")
     parser.add_argument("--epsilon", type=float, default=0.01, help="fixed epsilon of the epsilon-greedy sides")
     parser.add_argument("--learning-starts", type=int, default=1_600, help="random steps first (the presets': 1,600)")
     parser.add_argument("--warmup-steps", type=int, default=300, help="untimed learning steps")

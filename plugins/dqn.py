@@ -201,6 +201,12 @@ class DQN(OffPolicyAgent):
         self.optimizer = adam(self.q.parameters(), config.learning_rate, ctx.device, eps=config.adam_eps)
         self.noise_generator = ctx.generator("noise") if config.noisy else None
         self.augment_generator = ctx.generator("augment") if config.augment != "none" else None
+        # DrQ(eps) copies the target after every update (tau 1, interval 1): at each gradient
+        # step it holds the online weights, so the online pass over the next observations is
+        # also the target's (the same numbers, one batch pass fewer). Noisy layers draw each
+        # network its own noise, and several gradient steps per copy move the online net on.
+        self.target_is_online = (config.tau == 1.0 and config.target_update_interval == 1 and not config.noisy
+                                 and self.steps_per_training == 1 and config.num_envs <= config.train_freq)
         # torch.compile per --compile: on a CPU only the Nature-CNN update pays (1.1x at batch
         # 32); a batch-1 acting pass and small MLPs run slower compiled there
         self.compiled_td_loss = ctx.compile(self.td_loss, name="dqn update", calls=self.gradient_steps_in_run,
@@ -314,9 +320,10 @@ class DQN(OffPolicyAgent):
                                             weights)
         q_values = self.q(observations).gather(1, actions.long().unsqueeze(1)).squeeze(1)
         with torch.no_grad():
-            next_q_target = self.q_target(next_observations)
-            next_q_online = self.q(next_observations) if self.config.double_q else None
-            targets = td_targets(rewards, discounts, dones, next_q_target, next_q_online)
+            next_q_online = self.q(next_observations) if self.config.double_q or self.target_is_online else None
+            next_q_target = next_q_online if self.target_is_online else self.q_target(next_observations)
+            targets = td_targets(rewards, discounts, dones, next_q_target,
+                                 next_q_online if self.config.double_q else None)
         loss = (weights * F.smooth_l1_loss(q_values, targets, reduction="none")).mean()
         return loss, (q_values - targets).detach()
 
@@ -330,8 +337,9 @@ class DQN(OffPolicyAgent):
         rows = torch.arange(actions.shape[0], device=actions.device)
         taken = self.q.outputs(observations)[rows, actions.long()]  # (B, N)
         with torch.no_grad():
-            next_target = self.q_target.outputs(next_observations)  # (B, A, N)
-            next_q = self.q(next_observations) if self.config.double_q else self.q_target.q_values(next_target)
+            next_target = (self.q if self.target_is_online else self.q_target).outputs(next_observations)  # (B, A, N)
+            next_q = self.q(next_observations) if self.config.double_q and not self.target_is_online \
+                else self.q_target.q_values(next_target)
             next_atoms = next_target[rows, next_q.argmax(dim=1)]
             if self.config.distributional == "c51":
                 targets = categorical_projection(rewards, discounts, dones, next_atoms.softmax(dim=1), self.q.support)

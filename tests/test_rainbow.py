@@ -169,6 +169,25 @@ def test_noisy_agent_explores_with_noise_and_evaluates_deterministically(tmp_pat
     assert torch.equal(agent.act(obs, deterministic=False), noisy)  # the training policy replays from the stream
 
 
+@pytest.mark.parametrize("distributional", ["none", "c51"])
+def test_a_target_copied_after_every_update_is_read_from_the_online_pass(tmp_path, distributional):
+    # DrQ(eps)'s target interval 1: the online pass over the next observations serves as the target's
+    settings = dict(target_update_interval=1, train_freq=1, double_q=True, distributional=distributional)
+    reusing, passing = make_agent(tmp_path / "a", **settings), make_agent(tmp_path / "b", **settings)
+    assert reusing.target_is_online
+    passing.target_is_online = False  # what the update did before: the target network's own pass
+    passing.q.load_state_dict(reusing.q.state_dict()), passing.q_target.load_state_dict(reusing.q.state_dict())
+    target_passes = []
+    reusing.q_target.register_forward_hook(lambda *_: target_passes.append(1))
+    while reusing.global_step < 120:
+        reusing.train_step(), passing.train_step()
+    assert reusing.global_step > reusing.config.learning_starts and target_passes == []
+    for mine, theirs in zip(reusing.q.state_dict().values(), passing.q.state_dict().values()):
+        assert torch.equal(mine, theirs)  # the same numbers, one pass fewer
+    for other in (dict(noisy=True), dict(gradient_steps=2), dict(tau=0.5), dict(target_update_interval=2)):
+        assert not make_agent(tmp_path / "c", **{**settings, **other}).target_is_online, other
+
+
 # ------------------------------------------------------------- augmentation
 
 def test_random_shift_is_a_shifted_copy_of_the_replicate_padded_input():
