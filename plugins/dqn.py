@@ -320,10 +320,10 @@ class DQN(OffPolicyAgent):
                                             weights)
         q_values = self.q(observations).gather(1, actions.long().unsqueeze(1)).squeeze(1)
         with torch.no_grad():
-            next_q_online = self.q(next_observations) if self.config.double_q or self.target_is_online else None
-            next_q_target = next_q_online if self.target_is_online else self.q_target(next_observations)
-            targets = td_targets(rewards, discounts, dones, next_q_target,
-                                 next_q_online if self.config.double_q else None)
+            next_q_target = (self.q if self.target_is_online else self.q_target)(next_observations)
+            next_q_online = (next_q_target if self.target_is_online else self.q(next_observations)) \
+                if self.config.double_q else None
+            targets = td_targets(rewards, discounts, dones, next_q_target, next_q_online)
         loss = (weights * F.smooth_l1_loss(q_values, targets, reduction="none")).mean()
         return loss, (q_values - targets).detach()
 
