@@ -8,19 +8,24 @@ generator in training mode, as the script does. It trains on the very rows `gan`
 (MNIST's training images less the 5,000 held out).
 
 Ours is `lab train gan --data mnist --epochs E` (the mnist preset, 28 pixels), run as a user
-runs it. The measure is at the peer's 64 pixels: MNIST resized once to 64 (bilinear, as the
-peer's data) is the real set, the lab's reference cnn is trained on it (and cached, as for any
-dataset), and our 28-pixel samples go through the same resize, so both sides are compared to
-real images that went where their samples went. (Measuring at 28 instead would blur the
-peer's samples on the way down: real test images resized 28 -> 64 -> 28 already score an
-`eval/fld` of 13 there, 100x the floor.) Both sides' final generators draw `--samples`
-images, measured by one `SampleQuality` (`eval/fld` beside its floor, KID, precision and
-recall); ours is also measured at 28 pixels by its own run's classifier (`lab_at_28`).
+runs it; `--lab-flags` adds flags to it, e.g. the peer's size (`--image-size 64 --g-width 64
+--d-width 64`) to tell the recipes apart from the model sizes. The measure is at the peer's 64
+pixels: MNIST resized once to 64 (bilinear, as the peer's data) is the real set, the lab's
+reference cnn is trained on it (and cached, as for any dataset), and our 28-pixel samples go
+through the same resize, so both sides are compared to real images that went where their
+samples went. (Measuring at 28 instead would blur the peer's samples on the way down: real test
+images resized 28 -> 64 -> 28 already score an `eval/fld` of 13 there, 100x the floor.) Both
+sides' final generators draw `--samples` images, measured by one `SampleQuality` (`eval/fld`
+beside its floor, KID, precision and recall); ours is also measured by its own run's classifier
+(`lab_own_classifier`: at 28 pixels for the preset). `--sides lab` or `peer` trains one side
+only: the peer on one thread is the same for a seed, so a lab variant can be measured without
+retraining it.
 Wall times are not like for like: ours is the whole `lab train` process (start-up, data,
 its evaluation after each epoch), the peer's only its training loop.
 Prints one JSON object with each side's metrics, steps and wall time, and the machine.
 
     python bench/gan_peer.py --json [--epochs 25] [--seed 1] [--device auto] [--threads N]
+    python bench/gan_peer.py --json --epochs 1 --lab-flags="--image-size 64 --g-width 64 --d-width 64"
     python bench/gan_peer.py --json --max-steps 20 --samples 500   # a smoke run of every path
 """
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -87,7 +93,7 @@ def up(images: torch.Tensor) -> torch.Tensor:
 
 
 def to_64(images: torch.Tensor) -> torch.Tensor:
-    """uint8 28x28 -> uint8 64x64, as the peer's data loader resizes MNIST."""
+    """uint8 28x28 -> uint8 64x64, as the peer's data loader resizes MNIST (64x64 pass unchanged)."""
     return torch.cat([to_uint8(up(part), low=-1.0) for part in images.split(5000)])
 
 
@@ -131,11 +137,11 @@ def sample_peer(g: nn.Module, n: int, seed: int, device: torch.device) -> torch.
 
 
 def train_ours(data_dir: Path, epochs: int, seed: int, device: str, max_steps: int | None,
-               threads: int | None, runs: Path) -> tuple[Path, float]:
+               threads: int | None, runs: Path, flags: list[str]) -> tuple[Path, float]:
     budget = ["--steps", str(max_steps)] if max_steps is not None else ["--epochs", str(epochs)]
     pinned = ["--threads", str(threads)] if threads else []
     command = [sys.executable, "-m", "lab", "train", "gan", "--data", "mnist", *budget, "--seed", str(seed),
-               "--device", device, *pinned, "--runs-dir", str(runs), "--name", "ours", "--trackers", "jsonl"]
+               "--device", device, *pinned, "--runs-dir", str(runs), "--name", "ours", "--trackers", "jsonl", *flags]
     start = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "LAB_DATA_DIR": str(data_dir)},
                    stdout=subprocess.DEVNULL)
@@ -163,6 +169,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
     parser.add_argument("--data-dir", default=os.environ.get("LAB_DATA_DIR", "../shared/datasets"))
+    parser.add_argument("--lab-flags", default="", help="more `lab train gan` flags for our side, e.g. the peer's size")
+    parser.add_argument("--sides", default="lab,peer", choices=["lab,peer", "lab", "peer"],
+                        help="which sides to train (the peer is deterministic for a seed and thread count)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -176,33 +185,36 @@ def main() -> None:
     quality = SampleQuality(data_64, device, val_rows)
     report = lambda *a: None if args.json else print(*a, file=sys.stderr)  # noqa: E731
 
-    with tempfile.TemporaryDirectory() as tmp:
-        run, ours_seconds = train_ours(data_dir, args.epochs, args.seed, str(device), args.max_steps, args.threads,
-                                       Path(tmp))
-        summary = json.loads((run / "summary.json").read_text())
-        model = lab.load(str(run), checkpoint="latest", device=str(device))
-        samples = model.sample(args.samples)
-        ours = quality.metrics(to_64(samples))
-        ours_28 = model.sample_quality().metrics(samples)
-        model.close()
-    report("ours", rounded(ours))
-    g, peer_steps, peer_seconds = train_peer(data_64.train_images[train_rows], args.epochs, args.seed, device,
-                                             args.max_steps)
-    peer = quality.metrics(sample_peer(g, args.samples, args.seed, device))
-    report("peer", rounded(peer))
-
+    sides = args.sides.split(",")
     floor = quality.floor
-    print(json.dumps({
-        "bench": "gan_peer", "metric": "final generator's samples in the features of a reference cnn of 64-pixel MNIST",
-        "epochs": args.epochs, "max_steps": args.max_steps, "samples": args.samples, "seed": args.seed,
-        "fld_floor": round(floor, 4),
-        "lab": {**rounded(ours), "fld_over_floor": round(ours["eval/fld"] / floor, 2),
-                "steps": summary["global_step"], "wall_s": round(ours_seconds, 1)},
-        "lab_at_28": {**rounded(ours_28), "fld_over_floor": round(ours_28["eval/fld"] / ours_28["eval/fld_floor"], 2)},
-        "pytorch_examples_dcgan": {**rounded(peer), "fld_over_floor": round(peer["eval/fld"] / floor, 2),
-                                   "steps": peer_steps, "wall_s": round(peer_seconds, 1)},
-        "machine": describe(device),
-    }, indent=2))
+    result = {"bench": "gan_peer",
+              "metric": "final generator's samples in the features of a reference cnn of 64-pixel MNIST",
+              "epochs": args.epochs, "max_steps": args.max_steps, "lab_flags": args.lab_flags,
+              "samples": args.samples, "seed": args.seed, "fld_floor": round(floor, 4)}
+    if "lab" in sides:
+        with tempfile.TemporaryDirectory() as tmp:
+            run, ours_seconds = train_ours(data_dir, args.epochs, args.seed, str(device), args.max_steps,
+                                           args.threads, Path(tmp), shlex.split(args.lab_flags))
+            summary = json.loads((run / "summary.json").read_text())
+            model = lab.load(str(run), checkpoint="latest", device=str(device))
+            samples = model.sample(args.samples)
+            ours = quality.metrics(to_64(samples))
+            ours_own = model.sample_quality().metrics(samples)
+            model.close()
+        report("ours", rounded(ours))
+        result["lab"] = {**rounded(ours), "fld_over_floor": round(ours["eval/fld"] / floor, 2),
+                         "steps": summary["global_step"], "wall_s": round(ours_seconds, 1)}
+        result["lab_own_classifier"] = {**rounded(ours_own),
+                                        "fld_over_floor": round(ours_own["eval/fld"] / ours_own["eval/fld_floor"], 2)}
+    if "peer" in sides:
+        g, peer_steps, peer_seconds = train_peer(data_64.train_images[train_rows], args.epochs, args.seed, device,
+                                                 args.max_steps)
+        peer = quality.metrics(sample_peer(g, args.samples, args.seed, device))
+        report("peer", rounded(peer))
+        result["pytorch_examples_dcgan"] = {**rounded(peer), "fld_over_floor": round(peer["eval/fld"] / floor, 2),
+                                            "steps": peer_steps, "wall_s": round(peer_seconds, 1)}
+    print(json.dumps({**result,
+                      "machine": describe(device)}, indent=2))
 
 
 if __name__ == "__main__":
