@@ -47,6 +47,8 @@ class Algorithm(ABC):
                 grids), not only at the end of the run.
       data_parallel: trains under torchrun: takes its share of the data or envs and
                 averages its gradients across processes (`lab.distributed`).
+      supports_bf16: runs its network passes under `ctx.autocast()`, so `--precision bf16`
+                applies (others refuse it rather than ignore it).
       evaluates_on_every_rank: under torchrun every process evaluates its share (datasets,
                 summed by the algorithm); False: rank 0 alone evaluates (agents).
       default_steps / default_epochs: the budget when neither --steps nor --epochs is given
@@ -62,6 +64,7 @@ class Algorithm(ABC):
     media_each_evaluation: ClassVar[bool] = False
     version: ClassVar[str | None] = None
     data_parallel: ClassVar[bool] = False
+    supports_bf16: ClassVar[bool] = False
     evaluates_on_every_rank: ClassVar[bool] = True
     default_steps: ClassVar[int | None] = None
     default_epochs: ClassVar[int | None] = 10

@@ -180,6 +180,7 @@ class Diffusion(SampledImageGenerator):
     key_metric = "val/fld"
     key_metric_mode = "min"
     default_epochs = 10
+    supports_bf16 = True
 
     def __init__(self, config: DiffusionConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
@@ -227,11 +228,14 @@ class Diffusion(SampledImageGenerator):
         if c.objective == "flow":
             t = torch.rand(n, generator=self.noise, device=device)
             ts = t.view(-1, 1, 1, 1)
-            loss = F.mse_loss(self.net((1 - ts) * x + ts * noise, t, labels), noise - x)
+            noisy, target = (1 - ts) * x + ts * noise, noise - x
         else:
             level = torch.randint(DDPM_LEVELS, (n,), generator=self.noise, device=device)
             a = self.alpha_bar[level].view(-1, 1, 1, 1)
-            loss = F.mse_loss(self.net(a.sqrt() * x + (1 - a).sqrt() * noise, level / DDPM_LEVELS, labels), noise)
+            noisy, t, target = a.sqrt() * x + (1 - a).sqrt() * noise, level / DDPM_LEVELS, noise
+        with self.ctx.autocast():
+            prediction = self.net(noisy, t, labels)
+        loss = F.mse_loss(prediction.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -242,11 +246,15 @@ class Diffusion(SampledImageGenerator):
     # ------------------------------------------------------------------ sampling
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """The EMA network's prediction, with classifier-free guidance where asked."""
+        """The EMA network's prediction (fp32, whatever `--precision` ran the pass in), with
+        classifier-free guidance where asked."""
         if labels is None or self.config.guidance == 0:
-            return self.ema.model(x, t, labels)
+            with self.ctx.autocast():
+                return self.ema.model(x, t, labels).float()
         null = torch.full_like(labels, self.classes)
-        cond, uncond = self.ema.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+        with self.ctx.autocast():
+            both = self.ema.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).float()
+        cond, uncond = both.chunk(2)
         return (1 + self.config.guidance) * cond - self.config.guidance * uncond
 
     def solve(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

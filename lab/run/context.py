@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import gymnasium as gym
 import torch
@@ -41,6 +41,7 @@ class Context:
         otherwise). An algorithm that supports it (`data_parallel = True`) takes its share
         of the data or envs and averages its gradients across them (`lab.distributed`).
     compile_setting: `--compile` (see `compile`).
+    precision: `--precision` (see `autocast`).
     """
 
     device: torch.device
@@ -58,6 +59,7 @@ class Context:
     world_size: int = 1
     rng: RNGStreams | None = None
     compile_setting: CompileSetting = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
     env_options: dict[str, Any] = field(default_factory=dict)
     _compile_seconds: float = field(default=0.0, repr=False)
     _train_envs: list[TrainingEnv] = field(default_factory=list, repr=False)
@@ -172,6 +174,15 @@ class Context:
         """
         return HotFunction(fn, name=name, setting=self.compile_setting, device=self.device, calls=calls,
                            pays_on_cpu=pays_on_cpu, report=self._compiled)
+
+    def autocast(self) -> torch.autocast:
+        """Where a plugin runs its network passes under `--precision`: `with ctx.autocast():`.
+
+        bf16 autocasts matrix products and convolutions to bfloat16 (AMX tiles on recent
+        Xeons, tensor cores on GPUs) while weights, optimizer state and reductions stay fp32;
+        fp32 changes nothing. Only an algorithm that declares `supports_bf16` is given bf16.
+        """
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _compiled(self, name: str, seconds: float) -> None:
         if self.is_main_process:

@@ -78,6 +78,7 @@ def _config_doc(lab: Lab, session: Session, resolved: Resolved, target: int) -> 
         "preset": resolved.preset,
         "seed": resolved.run.seed,
         "device": str(session.device),
+        "precision": session.ctx.precision,  # what --precision auto chose on this device
         "total_steps": target,
         "horizon": session.ctx.total_steps,  # --horizon, else the budget the run was created with (a resume keeps it)
         "world_size": session.ctx.world_size,  # processes training together (torchrun)
@@ -112,6 +113,8 @@ def check_settings(lab: Lab, algo_name: str, cli: dict[str, Any],
     resolved = resolve(algo_cls, cli, file_values, lab.registry)
     _budget(algo_cls, resolved)
     algo_cls.check_target(resolved.run, lab.registry)
+    if resolved.run.precision == "bf16" and not algo_cls.supports_bf16:
+        raise LabError(f"{algo_cls.name} runs in fp32 only (it does not autocast its passes); drop --precision bf16")
     selected_trackers(lab, resolved.run.trackers)
     resolve_device(resolved.run.device)
     return algo_cls, resolved
@@ -204,6 +207,8 @@ def _unrecorded_defaults(lab: Lab, algo_cls: type[Algorithm], doc: dict[str, Any
     family = lab.registry.env_family(str(run["env"])) if run.get("env") else None
     if family is not None and family.options is not None:
         added.update({name: default for name, _, default, _ in config_fields(family.options) if name not in run})
+    if "precision" not in run:  # made before --precision existed: its passes ran in fp32, not as auto picks
+        added["precision"] = "fp32"
     return added
 
 

@@ -34,7 +34,7 @@ import torch
 
 from lab import distributed
 from lab.algorithm import Algorithm
-from lab.device import SharedCores, resolve_device
+from lab.device import SharedCores, resolve_device, resolve_precision
 from lab.errors import LabError, unknown
 from lab.run.checkpoint import save_checkpoint
 from lab.run.chunks import FOLDER as CHUNK_FOLDER, ChunkStore
@@ -193,6 +193,7 @@ class Session:
             rank=rank,
             world_size=world,
             compile_setting=self.run.compile,
+            precision=resolve_precision(self.run.precision, algo_cls.supports_bf16, self.device),
             env_options=resolved.env_option_values(),
         )
         try:

@@ -58,6 +58,10 @@ class RunConfig:
     video: bool = option(True, "record media (video, sample grids) at the end")
     compile: Literal["auto", "true", "false"] = option(
         "auto", "torch.compile the hot functions: auto when the run repays it")
+    precision: Literal["auto", "fp32", "bf16"] = option(
+        "auto", "bf16: the plugin's network passes under bfloat16 autocast, weights kept in fp32 (about 2x on CPUs "
+                "with AMX and on Ampere or newer GPUs, slower on CPUs without them); auto: bf16 there, for plugins "
+                "that support it")
     threads: int | None = option(None, "torch CPU threads (default: the algorithm's choice)")
     trackers: tuple[str, ...] | None = option(
         None, "trackers to use, e.g. jsonl,wandb,tensorboard (default: every one installed; "
