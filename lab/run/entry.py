@@ -199,16 +199,16 @@ def _resolve_doc(lab: Lab, doc: dict[str, Any],
 def _unrecorded_defaults(lab: Lab, algo_cls: type[Algorithm], doc: dict[str, Any]) -> dict[str, Any]:
     """A setting the algorithm or its env family gained after this run was made keeps the run
     as it was: its default, not a preset's newer value (the checkpoint's network was built,
-    and its evaluations played, without it)."""
+    and its evaluations played, without it). Likewise a run made before `--precision` existed
+    ran its passes in fp32, whatever `auto` would pick today."""
     config, run = doc.get("config", {}), doc.get("run", {})
+    added: dict[str, Any] = {} if "precision" in run else {"precision": "fp32"}
     if not config:
-        return {}
-    added = {name: default for name, _, default, _ in config_fields(algo_cls.Config) if name not in config}
+        return added
+    added.update({name: default for name, _, default, _ in config_fields(algo_cls.Config) if name not in config})
     family = lab.registry.env_family(str(run["env"])) if run.get("env") else None
     if family is not None and family.options is not None:
         added.update({name: default for name, _, default, _ in config_fields(family.options) if name not in run})
-    if "precision" not in run:  # made before --precision existed: its passes ran in fp32, not as auto picks
-        added["precision"] = "fp32"
     return added
 
 
