@@ -51,7 +51,7 @@ def resolve_device(name: str) -> torch.device:
 def fast_bf16(device: torch.device) -> bool:
     """Whether `device` multiplies in bfloat16 faster than in fp32: a GPU with bf16 tensor
     cores (Ampere or newer) or a CPU with AMX tiles (Xeon Sapphire Rapids or newer). On the
-    project's AMX CPU a diffusion U-Net step under bf16 autocast ran 1.82x; on a CPU with
+    project's AMX CPU a diffusion U-Net step under bf16 autocast ran 1.76x; on a CPU with
     AVX-512 BF16 but no AMX the cnn's step was slower (64 vs 61 ms), hence AMX, not bf16 alone."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
