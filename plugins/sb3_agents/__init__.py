@@ -10,15 +10,15 @@ arguments; observation and reward normalisation through SB3's `VecNormalize`); p
 RL Zoo's tuned values and budgets (every Atari game through `atari`). Checkpoints hold what
 SB3 carries between iterations (last observations, episode starts, the action space's
 random state, the normalisation statistics), so resume is exact wherever the envs can be
-saved.
+saved. SB3's private members that this needs are named in one place, `internals`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import A2C, DQN, PPO
@@ -35,6 +35,7 @@ from lab.agent import Agent
 from lab.config import option
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
+from lab.plugins.sb3_agents import internals
 from lab.plugins.sb3_agents.env import LabSB3VecEnv
 from lab.plugins.a2c import A2CConfig
 from lab.plugins.dqn import DQNSettings, DQN_PRESETS
@@ -70,14 +71,14 @@ class SB3Agent(Agent):
         )
         self.model.set_logger(Logger(folder=None, output_formats=[]))
         # the run's budget is the schedule horizon (exploration, lr annealing); kept on resume
-        _, self.callback = self.model._setup_learn(ctx.total_steps, callback=None, reset_num_timesteps=True)
+        self.callback = internals.setup_learn(self.model, ctx.total_steps)
         self.callback.on_training_start(locals(), globals())
 
     def wrap(self, venv: LabSB3VecEnv) -> Any:
         """The env SB3 trains on (the on-policy agents normalise through VecNormalize)."""
         return venv
 
-    def observations(self, obs: torch.Tensor) -> torch.Tensor:
+    def observations(self, obs: np.ndarray) -> np.ndarray:
         """Raw env observations as the policy sees them."""
         return obs
 
@@ -104,13 +105,9 @@ class SB3Agent(Agent):
         return metrics
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        actions = self.model.policy._predict(self.observations(obs).to(self.model.device), deterministic=deterministic)
-        space = self.venv.action_space
-        if isinstance(space, gym.spaces.Box):
-            low = torch.as_tensor(space.low, device=actions.device)
-            high = torch.as_tensor(space.high, device=actions.device)
-            actions = torch.maximum(torch.minimum(actions, high), low)
-        return actions
+        """SB3's `predict`: Box actions clipped to the box, or unscaled to it from [-1, 1] (SAC, TD3)."""
+        actions, _ = self.model.policy.predict(self.observations(obs.cpu().numpy()), deterministic=deterministic)
+        return torch.as_tensor(actions, device=self.model.device)
 
     # ------------------------------------------------------------- checkpoints
 
@@ -130,11 +127,11 @@ class SB3Agent(Agent):
             "policy": m.policy.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()},
             "num_timesteps": int(m.num_timesteps),
-            "total_timesteps": int(m._total_timesteps),
-            "n_updates": int(getattr(m, "_n_updates", 0)),
-            "n_calls": int(getattr(m, "_n_calls", 0)),
-            "episode_num": int(m._episode_num),
-            "last_episode_starts": torch.from_numpy(np.asarray(m._last_episode_starts, dtype=bool).copy()),
+            "total_timesteps": internals.total_timesteps(m),
+            "n_updates": internals.n_updates(m),
+            "n_calls": internals.n_calls(m),
+            "episode_num": internals.episode_num(m),
+            "last_episode_starts": torch.from_numpy(internals.last_episode_starts(m).copy()),
             "action_space_rng": m.action_space.np_random.bit_generator.state,
         }
 
@@ -146,15 +143,14 @@ class SB3Agent(Agent):
         for name, optimizer in self.optimizers().items():
             optimizer.load_state_dict(saved[name])
         m.num_timesteps = int(state["num_timesteps"])
-        m._total_timesteps = int(state["total_timesteps"])
-        m._n_updates = int(state["n_updates"])
-        if hasattr(m, "_n_calls"):
-            m._n_calls = int(state["n_calls"])
-        m._episode_num = int(state["episode_num"])
-        m._update_current_progress_remaining(m.num_timesteps, m._total_timesteps)
-        m._last_obs = self.venv.current_observations()
+        internals.set_total_timesteps(m, int(state["total_timesteps"]))
+        internals.set_n_updates(m, int(state["n_updates"]))
+        internals.set_n_calls(m, int(state["n_calls"]))
+        internals.set_episode_num(m, int(state["episode_num"]))
+        internals.update_progress_remaining(m)
+        internals.set_last_obs(m, self.venv.current_observations())
         starts = state["last_episode_starts"].numpy().copy()
-        m._last_episode_starts = starts | np.array([env.restarted for env in self.venv.envs])
+        internals.set_last_episode_starts(m, starts | np.array([env.restarted for env in self.venv.envs]))
         m.action_space.np_random.bit_generator.state = state["action_space_rng"]
         self.global_step = m.num_timesteps
 
@@ -307,7 +303,7 @@ class SB3DQNAgent(SB3OffPolicyAgent):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.model.exploration_rate = self.model.exploration_schedule(self.model._current_progress_remaining)
+        self.model.exploration_rate = self.model.exploration_schedule(internals.progress_remaining(self.model))
 
 
 class SB3ContinuousAgent(SB3OffPolicyAgent):
@@ -319,16 +315,6 @@ class SB3ContinuousAgent(SB3OffPolicyAgent):
         except LabError:
             self.venv.close()
             raise
-
-    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """SB3's actor acts in [-1, 1]; the env's box is what `predict` unscales to."""
-        policy = self.model.policy
-        with torch.no_grad():
-            scaled = policy._predict(obs.to(self.model.device).float(), deterministic=deterministic)
-        space = self.venv.action_space
-        low = torch.as_tensor(space.low, device=scaled.device)
-        high = torch.as_tensor(space.high, device=scaled.device)
-        return low + 0.5 * (scaled.clamp(-1.0, 1.0) + 1.0) * (high - low)
 
     def policy_kwargs(self) -> dict[str, Any]:
         return dict(net_arch=list(self.config.net_arch))
@@ -422,11 +408,11 @@ class SB3OnPolicyAgent(SB3Agent):
         env = self.model.get_env()
         return env if isinstance(env, VecNormalize) else None
 
-    def observations(self, obs: torch.Tensor) -> torch.Tensor:
+    def observations(self, obs: np.ndarray) -> np.ndarray:
         normalizer = self.normalizer
         if normalizer is None or not normalizer.norm_obs:
             return obs
-        return torch.as_tensor(normalizer.normalize_obs(obs.cpu().numpy()), device=obs.device)
+        return normalizer.normalize_obs(obs)
 
     def common_kwargs(self, images: bool) -> dict[str, Any]:
         c = self.config
@@ -454,7 +440,7 @@ class SB3OnPolicyAgent(SB3Agent):
     def learn_iteration(self) -> None:
         m = self.model
         m.collect_rollouts(m.env, self.callback, m.rollout_buffer, n_rollout_steps=m.n_steps)
-        m._update_current_progress_remaining(m.num_timesteps, m._total_timesteps)
+        internals.update_progress_remaining(m)
         m.train()
 
     def state_dict(self) -> dict[str, Any]:
@@ -481,8 +467,8 @@ class SB3OnPolicyAgent(SB3Agent):
             normalizer.returns[restarted] = 0.0
         super().load_state_dict(state)
         if normalizer is not None:  # SB3 acts on normalised observations
-            normalizer.old_obs = self.model._last_obs
-            self.model._last_obs = normalizer.normalize_obs(self.model._last_obs)
+            normalizer.old_obs = internals.last_obs(self.model)
+            internals.set_last_obs(self.model, normalizer.normalize_obs(normalizer.old_obs))
 
 
 @dataclass
@@ -504,7 +490,7 @@ class SB3PPOAgent(SB3OnPolicyAgent):
     name = "sb3-ppo"
     Config = SB3PPOConfig
     sb3_class = PPO
-    presets: dict[str, dict[str, Any]] = {
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
         "CartPole-v1": dict(steps=100_000, num_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98,
                             n_epochs=20, ent_coef=0.0, learning_rate=1e-3, clip_range=0.2, anneal_lr=True,
                             anneal_clip_range=True),
@@ -539,7 +525,7 @@ class SB3A2CAgent(SB3OnPolicyAgent):
     name = "sb3-a2c"
     Config = SB3A2CConfig
     sb3_class = A2C
-    presets: dict[str, dict[str, Any]] = {
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
         "CartPole-v1": dict(steps=500_000, num_envs=8, ent_coef=0.0),
         "Acrobot-v1": dict(steps=500_000, num_envs=16, ent_coef=0.0),
         "atari": ATARI_A2C,
