@@ -59,9 +59,9 @@ from _machine import add_load_option, busy_processes, describe, threads_as_the_r
 from atari_sps import ENV_ID, SHARED, PassCounter, sync  # noqa: E402
 from lab.plugins.dqn import ATARI_DQN, DQN, DQNConfig, DQNSettings  # noqa: E402
 from lab.plugins.rainbow import RAINBOW_PRESETS, Rainbow, RainbowConfig  # noqa: E402
-from lab.run.context import Context  # noqa: E402
+from lab.run.context import RunContext  # noqa: E402
 from lab.run.discovery import load_lab  # noqa: E402
-from lab.tracking import Tracker  # noqa: E402
+from lab.api import Tracker  # noqa: E402
 
 BUDGET = 100_000  # the regime's budget: what --compile auto decides on
 PROTOCOL_ONLY = ("steps", "sticky_actions", "eval_sticky_actions", "eval_episodes", "eval_interval",
@@ -152,7 +152,7 @@ def update_ops(agent: DQN, steps: int) -> dict[str, float]:
 def lab_side(name: str, args: argparse.Namespace, device: torch.device, profile_ops: bool) -> dict[str, Any]:
     algo_cls, config = AGENTS[name](args)
     with tempfile.TemporaryDirectory() as run_dir:
-        ctx = Context(device=device, seed=0, total_steps=BUDGET, run_dir=Path(run_dir),
+        ctx = RunContext(device=device, seed=0, total_steps=BUDGET, run_dir=Path(run_dir),
                       registry=load_lab().registry, tracker=Tracker(), env_id=ENV_ID, compile_setting=args.compile)
         agent = algo_cls(config, ctx)
         threads = torch.get_num_threads()

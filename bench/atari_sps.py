@@ -54,10 +54,10 @@ from torch import nn  # noqa: E402
 
 from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them  # noqa: E402
 from lab.buffers import ReplayBuffer  # noqa: E402
-from lab.run.context import Context  # noqa: E402
+from lab.run.context import RunContext  # noqa: E402
 from lab.run.discovery import load_lab  # noqa: E402
 from lab.plugins.dqn import ATARI_DQN, DQN, DQNConfig, DQNSettings  # noqa: E402
-from lab.tracking import Tracker  # noqa: E402
+from lab.api import Tracker  # noqa: E402
 
 ENV_ID = "BreakoutNoFrameskip-v4"
 # The hyperparameters SB3's DQN shares with the lab's (same names, same defaults).
@@ -137,7 +137,7 @@ def lab_dqn(args: argparse.Namespace, device: torch.device, num_envs: int) -> di
     with tempfile.TemporaryDirectory() as run_dir:
         # the budget of the run whose steady state this samples (RL Zoo's 10M): `--compile auto`
         # decides as it would there; the fixed epsilon makes the horizon matter nowhere else
-        ctx = Context(device=device, seed=0, total_steps=ATARI_DQN["steps"], run_dir=Path(run_dir),
+        ctx = RunContext(device=device, seed=0, total_steps=ATARI_DQN["steps"], run_dir=Path(run_dir),
                       registry=load_lab().registry, tracker=Tracker(), env_id=ENV_ID,
                       compile_setting=args.compile)
         agent = DQN(DQNConfig(**params, num_envs=num_envs), ctx)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from _machine import add_load_option, busy_processes
 from lab.buffers import DataBuffer
 from lab.device import SharedCores
-from lab.errors import LabError
+from lab.api import LabError
 from lab.plugins.datasets import read_mnist
 
 MEAN, STD = 0.1307, 0.3081

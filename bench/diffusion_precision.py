@@ -27,14 +27,14 @@ from _machine import add_load_option, busy_processes, describe, threads_as_the_r
 from gan_throughput import Quiet
 from lab.device import fast_bf16, resolve_device
 from lab.plugins import datasets, diffusion
-from lab.run.context import Context
+from lab.run.context import RunContext
 from lab.run.registry import Registry
 
 
 def make_model(data_dir: Path, device: torch.device, precision: str, steps: int) -> diffusion.Diffusion:
     registry = Registry()
     registry.add_dataset("datasets", "mnist", datasets.mnist)
-    ctx = Context(device=device, seed=1, total_steps=steps, run_dir=Path("."), registry=registry, tracker=Quiet(),
+    ctx = RunContext(device=device, seed=1, total_steps=steps, run_dir=Path("."), registry=registry, tracker=Quiet(),
                   data="mnist", data_dir=data_dir, training=False, precision=precision)
     torch.manual_seed(1)
     return diffusion.Diffusion(diffusion.DiffusionConfig(), ctx)

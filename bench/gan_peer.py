@@ -48,12 +48,12 @@ import torch.nn.functional as F
 from _machine import describe
 from gan_throughput import Quiet
 import lab
-from lab.datasets import ImageDataset, split_validation
+from lab.api import ImageDataset, split_validation
 from lab.device import resolve_device
 from lab.generative.images import to_uint8
 from lab.generative.quality import SampleQuality
 from lab.plugins import datasets
-from lab.run.context import Context
+from lab.run.context import RunContext
 from lab.run.registry import Registry
 
 NZ, NGF, NDF, SIDE, BATCH = 100, 64, 64, 64, 64
@@ -151,7 +151,7 @@ def train_ours(data_dir: Path, epochs: int, seed: int, device: str, max_steps: i
 def mnist(data_dir: Path, device: torch.device) -> ImageDataset:
     registry = Registry()
     registry.add_dataset("datasets", "mnist", datasets.mnist)
-    ctx = Context(device=device, seed=0, total_steps=0, run_dir=Path("."), registry=registry, tracker=Quiet(),
+    ctx = RunContext(device=device, seed=0, total_steps=0, run_dir=Path("."), registry=registry, tracker=Quiet(),
                   data="mnist", data_dir=data_dir)
     return ctx.load_dataset()
 

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
-from lab.run.context import Context
+from lab.run.context import RunContext
 from lab.device import resolve_device
 from lab.run.registry import Registry
-from lab.tracking import Tracker
+from lab.api import Tracker
 from lab.plugins import datasets, gan
 
 
@@ -60,7 +60,7 @@ class ExamplesMNIST(Dataset):
 def make_gan(data_dir: Path, device: torch.device, seed: int, width: int) -> gan.GAN:
     registry = Registry()
     registry.add_dataset("datasets", "mnist", datasets.mnist)
-    ctx = Context(device=device, seed=seed, total_steps=0, run_dir=Path("."), registry=registry, tracker=Quiet(),
+    ctx = RunContext(device=device, seed=seed, total_steps=0, run_dir=Path("."), registry=registry, tracker=Quiet(),
                   data="mnist", data_dir=data_dir)
     torch.manual_seed(seed)
     return gan.GAN(gan.GANConfig(g_width=width, d_width=width), ctx)

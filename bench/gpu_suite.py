@@ -109,14 +109,14 @@ def agent_for(algo: str, env_id: str, device: str, config: dict[str, Any], compi
     """A lab agent built as the runner builds it (its registry, a throwaway run folder)."""
     import torch
 
-    from lab.run.context import Context
+    from lab.run.context import RunContext
     from lab.run.discovery import load_lab
-    from lab.tracking import Tracker
+    from lab.api import Tracker
 
     registry = load_lab().registry
     cls = registry.algorithm(algo)
     with tempfile.TemporaryDirectory() as run_dir:
-        ctx = Context(device=torch.device(device), seed=SEED, total_steps=total_steps, run_dir=Path(run_dir),
+        ctx = RunContext(device=torch.device(device), seed=SEED, total_steps=total_steps, run_dir=Path(run_dir),
                       registry=registry, tracker=Tracker(), env_id=env_id, compile_setting=compile_setting)
         agent = cls(cls.Config(**config), ctx)
         try:

@@ -46,11 +46,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
-from lab.run.context import Context
+from lab.run.context import RunContext
 from lab.device import resolve_device
 from lab.run.registry import Registry
 from lab.schedules import warmup_decay
-from lab.tracking import Tracker
+from lab.api import Tracker
 from lab.classifiers import training_step
 from lab.plugins import datasets, supervised
 
@@ -84,7 +84,7 @@ def make_cnn(data_dir: Path, device: torch.device, total_steps: int, seed: int,
              compile_setting: str = "auto") -> supervised.CNN:
     registry = Registry()
     registry.add_dataset("datasets", "mnist", datasets.mnist)
-    ctx = Context(device=device, seed=seed, total_steps=total_steps, run_dir=Path("."), registry=registry,
+    ctx = RunContext(device=device, seed=seed, total_steps=total_steps, run_dir=Path("."), registry=registry,
                   tracker=Quiet(), data="mnist", data_dir=data_dir, compile_setting=compile_setting)
     torch.manual_seed(seed)
     return supervised.CNN(supervised.CNNConfig(), ctx)

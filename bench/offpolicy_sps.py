@@ -49,13 +49,13 @@ def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int,
     import torch
 
     from _machine import threads_as_the_runner_sets_them
-    from lab.run.context import Context
+    from lab.run.context import RunContext
     from lab.run.discovery import load_lab
-    from lab.tracking import Tracker
+    from lab.api import Tracker
 
     registry = load_lab().registry
     cls = registry.algorithm(algo)
-    ctx = Context(device=torch.device(device), seed=seed, total_steps=10**7, run_dir=Path(tempfile.mkdtemp()),
+    ctx = RunContext(device=torch.device(device), seed=seed, total_steps=10**7, run_dir=Path(tempfile.mkdtemp()),
                   registry=registry, tracker=Tracker(), env_id=ENV, env_options={"env_backend": backend})
     agent = cls(cls.Config(**SETTINGS[algo]), ctx)
     cores = threads_as_the_runner_sets_them(agent, device)

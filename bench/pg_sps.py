@@ -53,12 +53,12 @@ def lab_sps(case: str, rollouts: int, device: str, seed: int) -> tuple[float, fl
     import torch
 
     from _machine import threads_as_the_runner_sets_them
-    from lab.run.context import Context
+    from lab.run.context import RunContext
     from lab.run.discovery import load_lab
     from lab.plugins.ppo import PPO, PPOConfig
-    from lab.tracking import Tracker
+    from lab.api import Tracker
 
-    ctx = Context(device=torch.device(device), seed=seed, total_steps=10**9, run_dir=Path(tempfile.mkdtemp()),
+    ctx = RunContext(device=torch.device(device), seed=seed, total_steps=10**9, run_dir=Path(tempfile.mkdtemp()),
                   registry=load_lab().registry, tracker=Tracker(), env_id=CASES[case]["env"])
     agent = PPO(PPOConfig(**settings(case)), ctx)
     cores = threads_as_the_runner_sets_them(agent, device)

@@ -34,7 +34,7 @@ def one(i):
     run_dir = Path(tempfile.mkdtemp()) / f"bench-{i}"
     run_dir.mkdir()
     from lab.plugins.wandb_tracker import WandbOptions, make_tracker
-    from lab.run.info import RunInfo
+    from lab.api import RunInfo
     t = time.perf_counter()
     if variant == "lab":
         info = RunInfo(name=run_dir.name, run_dir=run_dir, algo="random", kind="agent",

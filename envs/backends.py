@@ -32,9 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.config import option
-from lab.errors import LabError
-from lab.vecenv import EnvFamily
+from lab.api import EnvFamily, LabError, option
 
 BACKENDS: tuple[str, ...] = ("auto", "gymnasium", "envpool")
 AUTO = "gymnasium"  # see the module docstring

@@ -31,7 +31,8 @@ import torch
 
 from lab.envs.gymnasium_env import make_gymnasium
 from lab.envs.torch_vec import GymTorchVecEnv
-from lab.errors import LabError, close_matches
+from lab.api.errors import close_matches
+from lab.api import LabError
 
 # The gymnasium envs EnvPool reimplements; other ids it shares a name with may be other tasks.
 GYMNASIUM_MODULES = ("gymnasium.envs.classic_control.", "gymnasium.envs.box2d.", "gymnasium.envs.mujoco.")

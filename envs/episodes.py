@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lab.vecenv import Episode
+from lab.api import Episode
 
 
 class EpisodeStats:

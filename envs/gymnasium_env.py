@@ -20,7 +20,8 @@ import torch
 
 from lab.envs.backends import choose_backend
 from lab.envs.torch_vec import GymTorchVecEnv
-from lab.errors import LabError, unknown
+from lab.api.errors import unknown
+from lab.api import LabError
 
 CLASSIC_IDS: tuple[str, ...] = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0",
                                 "Pendulum-v1")

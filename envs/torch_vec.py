@@ -15,7 +15,7 @@ import torch
 
 from lab.envs.episodes import EpisodeStats
 from lab.envs.snapshot import Unsaveable, restore, snapshot
-from lab.vecenv import Episode
+from lab.api import Episode
 
 
 def actions_to_numpy(actions: torch.Tensor, space: gym.Space, num_envs: int) -> np.ndarray:

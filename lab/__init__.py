@@ -14,6 +14,11 @@ def load(run_dir, checkpoint: str = "best", device: str | None = None, plugins_d
 
         agent = lab.load("runs/dqn-CartPole-v1-s1-...")   # checkpoints/best.pt
         action = agent.act(observation)                  # numpy or torch, one or a batch
+        images = lab.load("runs/vae-mnist-s1-...").sample(16)
+
+    An agent comes as a `lab.run.policy.AgentPolicy` (`act`, and SB3's `predict`), which
+    converts what you hold (numpy, one observation, any device) for the agent; everything
+    else is the algorithm's own (`evaluate()`, `global_step`, its networks).
 
     `checkpoint` is "best" or "latest"; `device` overrides the run's ("cpu", "cuda");
     `plugins_dir` is a folder of one-file plugins to load (as `--plugins-dir`), for a run

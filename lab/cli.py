@@ -13,13 +13,17 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from lab.run.signals import STOP, SetupInterrupted, stop_when_orphaned  # first: Ctrl-C handling
 
-from lab.config import flag  # noqa: E402
-from lab.errors import LabError, close_matches  # noqa: E402
-from lab.run.settings import RunConfig, config_fields, load_yaml_file  # noqa: E402
+from lab.api import LabError, flag  # noqa: E402
+from lab.api.errors import close_matches  # noqa: E402
+from lab.run.run_config import RunConfig  # noqa: E402
+from lab.run.settings import config_fields, load_yaml_file  # noqa: E402
+
+if TYPE_CHECKING:
+    from lab.run.events import Observer
 
 EXIT_USAGE = 2
 
@@ -171,8 +175,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if seeds is None:
         if parallel is not None:
             raise LabError("--parallel goes with --seeds (or lab sweep): one run uses one process")
-        return entry.train(lab, args.algo, cli, file_values)
+        return entry.train(lab, args.algo, cli, file_values, _sweep_observers())
     return _train_seeds(lab, algo_cls, rest, cli, file_values, seeds, parallel)
+
+
+def _sweep_observers() -> list[Observer]:
+    """A bayes sweep starts each trial as `lab train` (or `lab resume`) with its study named in
+    the process's environment: that trial's pruner watches the run."""
+    from lab.experiments.bayes import TrialPruner
+
+    pruner = TrialPruner.from_environment()
+    return [pruner] if pruner is not None else []
 
 
 def _pop_option(tokens: list[str], name: str) -> tuple[list[str], str | None]:
@@ -273,7 +286,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     epochs = _positive(args.epochs, "epochs") if args.epochs is not None else None
     run_dir = Path(args.run_dir)
     lab = _load(args)
-    return entry.resume(lab, run_dir, steps, epochs, args.checkpoint, _tracker_overrides(args, lab))
+    return entry.resume(lab, run_dir, steps, epochs, args.checkpoint, _tracker_overrides(args, lab),
+                        _sweep_observers())
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from lab.errors import LabError
+from lab.api import LabError
 
 # Up to this many samples a CPU forward pass is faster on one thread: the work is too small
 # to split and waking the other threads costs more (Nature CNN, project's 2-core CPU, 2 vs 1

@@ -8,7 +8,7 @@ always travel on a gloo group, so they never wait on the GPU. Without torchrun's
 nothing happens: world size 1, and every helper below returns at once.
 
 What the ranks share and what each keeps is decided by the runner and the algorithms (see
-README: Several processes); this module only moves data between the processes.
+docs/scale.md: Several processes); this module only moves data between the processes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lab.errors import LabError
+from lab.api import LabError
 
 # Rank 0 evaluates agents alone while the others wait in their next collective: an evaluation
 # of long Atari games must not trip the process group's timeout.

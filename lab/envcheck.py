@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from lab.vecenv import VecEnv
+from lab.api import VecEnv
 
 
 class EnvContractError(AssertionError):

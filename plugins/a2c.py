@@ -12,8 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from lab.config import option
-from lab.hookspecs import hookimpl
+from lab.api import hookimpl, option
 from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
 
 

@@ -31,12 +31,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
-from lab.config import check_ranges, option
-from lab.run.context import Context
-from lab.errors import LabError
+from lab.api import Context, LabError, check_ranges, hookimpl, option
 from lab.generative.base import ImageGenerator
 from lab.generative.images import save_grid, to_uint8
-from lab.hookspecs import hookimpl
 from lab.generative.feature_metrics import NEIGHBOURS
 from lab.generative.quality import SampleQuality, has_yardstick
 from lab.schedules import linear

@@ -37,13 +37,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.buffers.data import DataBuffer
-from lab.config import check_ranges, option
+from lab.api import Context, LabError, check_ranges, hookimpl, option
 from lab.ema import WeightAverage
-from lab.errors import LabError
 from lab.generative.images import save_grid, to_uint8
 from lab.generative.quality import SampledImageGenerator, SampleQualityConfig
-from lab.hookspecs import hookimpl
-from lab.run.context import Context
 from lab.schedules import warmup_decay
 
 DDPM_LEVELS, BETA_START, BETA_END = 1000, 1e-4, 0.02

@@ -9,7 +9,7 @@ from typing import Callable
 from lab.envs.atari import ATARI, make_atari
 from lab.envs.backends import GYMNASIUM
 from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium
-from lab.hookspecs import hookimpl
+from lab.api import hookimpl
 
 
 @hookimpl

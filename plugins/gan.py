@@ -34,13 +34,10 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from lab.buffers.data import DataBuffer
-from lab.config import check_ranges, option
-from lab.run.context import Context
+from lab.api import Context, LabError, check_ranges, hookimpl, option
 from lab.ema import WeightAverage, recompute_batchnorm
-from lab.errors import LabError
 from lab.generative.images import save_grid, to_uint8
 from lab.generative.quality import SampledImageGenerator, SampleQualityConfig
-from lab.hookspecs import hookimpl
 
 
 @dataclass

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
+from typing import Any
 
-from lab.hookspecs import hookimpl
-from lab.run.info import RunInfo
-from lab.tracking import JsonlTracker
+from lab.api import RunInfo, Tracker, hookimpl, jsonable
+
+
+class JsonlTracker(Tracker):
+    """Appends `{"global_step", "time", **metrics}` lines to metrics.jsonl (the run contract)."""
+
+    def __init__(self, path: Path, start_time: float) -> None:
+        self.path = path
+        self.start_time = start_time
+        self._file = open(path, "a", buffering=1, encoding="utf-8")
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """One line: `global_step`, `time` (seconds since the run started) and the metrics."""
+        row = {"global_step": int(step), "time": round(time.time() - self.start_time, 3)}
+        row.update({k: jsonable(v) for k, v in metrics.items()})
+        self._file.write(json.dumps(row) + "\n")
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Close metrics.jsonl."""
+        self._file.close()
 
 
 def _factory(run: RunInfo) -> JsonlTracker | None:
@@ -16,5 +36,5 @@ def _factory(run: RunInfo) -> JsonlTracker | None:
 
 
 @hookimpl
-def register_trackers(register) -> None:
+def register_trackers(register: Any) -> None:
     register("jsonl", _factory, description="metrics.jsonl in the run directory")

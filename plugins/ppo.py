@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lab import distributed
-from lab.config import check_ranges, option
-from lab.hookspecs import hookimpl
+from lab.api import check_ranges, hookimpl, option
 from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
 from lab.schedules import anneal
 

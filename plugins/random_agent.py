@@ -8,9 +8,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
-from lab.agent import Agent
-from lab.config import option
-from lab.hookspecs import hookimpl
+from lab.api import Agent, hookimpl, option
 
 
 @dataclass

@@ -23,8 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lab.config import option
-from lab.hookspecs import hookimpl
+from lab.api import hookimpl, option
 from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
 
 

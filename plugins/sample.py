@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from lab.errors import LabError
+from lab.api import LabError, hookimpl
 from lab.generative.base import ImageGenerator
 from lab.generative.images import save_grid, translate_folder
-from lab.hookspecs import hookimpl
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,10 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
-from lab.run.info import RunInfo
-from lab.tracking import Tracker
+from lab.api import LabError, RunInfo, Tracker, hookimpl
 
 NAME = "tensorboard"
 LOG_DIR = "tensorboard"  # under the run directory

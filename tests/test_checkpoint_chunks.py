@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lab.buffers import ReplayBuffer
-from lab.errors import LabError
+from lab.api import LabError
 from lab.run import chunks
 from lab.run.chunks import ChunkStore
 

@@ -11,11 +11,12 @@ import torch
 import lab.run.compile
 from conftest import ok, read_jsonl, runs_dir
 from lab.run.compile import AUTO_MIN_CALLS, HotFunction
-from lab.run.settings import RunConfig, convert
-from lab.run.context import Context
+from lab.run.run_config import RunConfig
+from lab.run.settings import convert
+from lab.run.context import RunContext
 from lab.run.discovery import load_lab
 from lab.plugins.dqn import DQN, DQNConfig
-from lab.tracking import Tracker
+from lab.api import Tracker
 
 
 needs_compile = pytest.mark.skipif(lab.run.compile.unavailable_reason() is not None,
@@ -109,7 +110,7 @@ def test_yaml_booleans_are_compile_settings():
 
 @needs_compile
 def test_the_compiled_dqn_update_matches_the_eager_one(tmp_path):
-    ctx = Context(device=torch.device("cpu"), seed=0, total_steps=1_000, run_dir=tmp_path,
+    ctx = RunContext(device=torch.device("cpu"), seed=0, total_steps=1_000, run_dir=tmp_path,
                   registry=load_lab().registry, tracker=Tracker(), env_id="CartPole-v1", compile_setting="true")
     agent = DQN(DQNConfig(learning_starts=0, buffer_size=500, batch_size=32, net_arch=(32,), double_q=True), ctx)
     try:

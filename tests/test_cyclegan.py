@@ -29,7 +29,7 @@ import yaml
 import lab as lab_package
 from conftest import TESTS, comparable, lab, ok, one_line_error, read_jsonl, read_png, runs_dir
 from lab.run.checkpoint import load_checkpoint
-from lab.run.context import Context
+from lab.run.context import RunContext
 from lab.run.discovery import load_lab
 from lab.generative.images import read_folder
 from lab.plugins.cyclegan import (
@@ -41,7 +41,7 @@ from lab.plugins.cyclegan import (
     scaled_d_layers,
 )
 from lab.generative.reference import cache_folder, cache_path, file_sha256
-from lab.tracking import Tracker
+from lab.api import Tracker
 
 CYCLEGAN_PLUGINS = TESTS / "cyclegan_plugins"
 SIZE = 16
@@ -128,7 +128,7 @@ def make_cyclegan(tmp_path: Path, total_steps: int = 10, **config) -> CycleGAN:
     """A CycleGAN on shape-pairs built from a Context (no run directory, no reference classifier)."""
     torch.set_num_threads(1)
     registry = load_lab(CYCLEGAN_PLUGINS).registry
-    ctx = Context(device=torch.device("cpu"), seed=3, total_steps=total_steps, run_dir=tmp_path / "run",
+    ctx = RunContext(device=torch.device("cpu"), seed=3, total_steps=total_steps, run_dir=tmp_path / "run",
                   registry=registry, tracker=NullTracker(), data="shape-pairs", data_dir=tmp_path, training=False)
     settings = dict(g_width=4, d_width=4, res_blocks=1, batch_size=8, validation_size=10, pool_size=4)
     return CycleGAN(CycleGAN.Config(**{**settings, **config}), ctx)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from conftest import real_data_dir
 from lab.buffers import DataBuffer
-from lab.errors import LabError
+from lab.api import LabError
 
 
 def toy(n: int = 203, channels: int = 1, side: int = 6) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,9 +17,8 @@ import pytest
 import torch
 
 from conftest import MNIST_NAMES, real_data_dir
-from lab import hookspecs
-from lab.datasets import ImageDataset, UnpairedImageDataset
-from lab.errors import LabError
+from lab.api import hookspecs
+from lab.api import ImageDataset, LabError, UnpairedImageDataset
 from lab.plugins.datasets import styles
 from lab.plugins import datasets
 from lab.plugins.datasets.idx import encode_idx, read_idx

@@ -17,8 +17,7 @@ from lab.cli import main
 from lab.run.discovery import load_lab
 from lab.envcheck import EnvContractError, check_env_factory, check_steps
 from lab.envs.atari import atari_ids
-from lab.errors import LabError
-from lab.vecenv import TrainingEnv
+from lab.api import LabError, TrainingEnv
 
 # what each glob registration is checked with (Box2D and MuJoCo come with the CI's extras)
 REPRESENTATIVES = {

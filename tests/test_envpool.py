@@ -17,8 +17,7 @@ from lab.cli import main
 from lab.envcheck import check_env_factory, check_steps
 from lab.envs.envpool_env import EnvPoolVecEnv, make_envpool
 from lab.envs.gymnasium_env import make_gymnasium
-from lab.errors import LabError
-from lab.vecenv import TrainingEnv
+from lab.api import LabError, TrainingEnv
 
 envpool = pytest.importorskip("envpool", reason="EnvPool is not installed: pip install 'arcade-lab[envpool]' "
                                                 "(Python 3.11)")

@@ -13,8 +13,7 @@ from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium
 from lab.envs.frame_stack import FrameStack
 from lab.envs.atari import ATARI
 from lab.envs.scores import ATARI_REFERENCE_SCORES
-from lab.errors import LabError
-from lab.vecenv import VecEnv
+from lab.api import LabError, VecEnv
 
 
 @pytest.mark.parametrize("env_id", CLASSIC_IDS)

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from lab.agent import Agent
-from lab.run.context import Context
+from lab.api import Agent, Tracker
+from lab.run.context import RunContext
 from lab.run.discovery import load_lab
 from lab.rl.evaluation import episode_quotas, evaluate_policy, run_episodes, summarize
-from lab.tracking import Tracker
 
 
 class FixedLengthEnv:
@@ -75,8 +74,8 @@ def test_summary_metrics_and_normalized_score():
     assert "eval/normalized_score" not in summarize([1.0], [1], lambda score: registry.normalized_score("CartPole-v1", score))
 
 
-def make_ctx(tmp_path: Path, env_id: str, episodes: int = 4) -> Context:
-    return Context(device=torch.device("cpu"), seed=0, total_steps=100, run_dir=tmp_path,
+def make_ctx(tmp_path: Path, env_id: str, episodes: int = 4) -> RunContext:
+    return RunContext(device=torch.device("cpu"), seed=0, total_steps=100, run_dir=tmp_path,
                    registry=load_lab().registry, tracker=Tracker(), env_id=env_id, eval_episodes=episodes)
 
 
@@ -118,9 +117,9 @@ def test_agent_writes_an_mp4_video(tmp_path):
 
 
 def test_atari_evaluation_reports_full_game_scores_and_normalized_score(tmp_path):
-    ctx = make_ctx(tmp_path, "ALE/Breakout-v5")
+    ctx = make_ctx(tmp_path, "ALE/Breakout-v5", episodes=2)
     gen = torch.Generator().manual_seed(0)
-    metrics = evaluate_policy(ctx, lambda obs: torch.randint(0, 4, (len(obs),), generator=gen), episodes=2, seed=0)
+    metrics = ctx.evaluate_policy(lambda obs: torch.randint(0, 4, (len(obs),), generator=gen), step=0)
     # a random Breakout player loses all 5 lives in well over 100 steps (one life: ~30)
     assert metrics["eval/length_mean"] > 100
     assert metrics["eval/normalized_score"] == pytest.approx((metrics["eval/return_mean"] - 1.7) / (30.5 - 1.7))

@@ -21,7 +21,7 @@ from conftest import lab as lab_cli
 from lab.errors import LabError
 from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
-from lab.run.context import Context
+from lab.run.context import RunContext
 from lab.run.discovery import load_lab
 from lab.rl.evaluation import evaluate_policy, evaluation_seed
 from lab.run.seeding import RNGStreams
@@ -131,7 +131,7 @@ def test_lab_eval_replays_the_evaluation_logged_at_that_step():
 
 
 def test_each_evaluation_plays_new_episodes(tmp_path):
-    ctx = Context(device=torch.device("cpu"), seed=0, total_steps=100, run_dir=tmp_path,
+    ctx = RunContext(device=torch.device("cpu"), seed=0, total_steps=100, run_dir=tmp_path,
                   registry=load_lab().registry, tracker=Tracker(), env_id="CartPole-v1")
 
     def returns(step: int) -> list[float]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lab.errors import LabError
+from lab.api import LabError
 from lab.generative.feature_metrics import kernel_distance, precision_recall, squared_mmd
 
 

@@ -22,8 +22,8 @@ import yaml
 from conftest import comparable, lab, ok, one_line_error, read_jsonl, read_png, runs_dir
 from lab.device import resolve_precision
 from lab.run.checkpoint import load_checkpoint, save_checkpoint
-from lab.run.context import Context
-from lab.errors import LabError
+from lab.run.context import RunContext
+from lab.api import LabError, Tracker
 from lab.generative.frechet import FeatureStats, FrechetReference, feature_stats, frechet_distance
 from lab.generative.images import grid, save_grid, to_uint8
 from lab.plugins import datasets
@@ -31,7 +31,6 @@ from lab.generative.reference import cache_folder, file_sha256
 from lab import load as load_run
 from lab.plugins.vae import VAE
 from lab.run.registry import Registry
-from lab.tracking import Tracker
 
 SIZE = 16
 GAN_FLAGS = ["--image-size", str(SIZE), "--validation-size", "20", "--fld-samples", "64", "--g-width", "8",
@@ -90,7 +89,7 @@ class NullTracker(Tracker):
 def make_vae(tmp_path: Path, folder: Path, **config) -> VAE:
     registry = Registry()
     registry.add_dataset("datasets", "image-folder", datasets.image_folder)
-    ctx = Context(device=torch.device("cpu"), seed=3, total_steps=10, run_dir=tmp_path / "run",
+    ctx = RunContext(device=torch.device("cpu"), seed=3, total_steps=10, run_dir=tmp_path / "run",
                   registry=registry, tracker=NullTracker(), data=f"image-folder:{folder}", data_dir=tmp_path)
     return VAE(VAE.Config(**config), ctx)
 

@@ -14,7 +14,7 @@ import torch
 
 import lab
 from conftest import LOCAL_PLUGINS, runs_dir
-from lab.errors import LabError
+from lab.api import LabError
 
 
 def test_lab_train_makes_the_cli_run_directory_and_returns_the_run() -> None:

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lab.buffers import ReplayBuffer
-from lab.errors import LabError
+from lab.api import LabError
 from lab.run.chunks import ChunkStore
 
 GAMMA = 0.9

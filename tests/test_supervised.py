@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import read_jsonl, real_data_dir, run_lab
-from lab.run.context import Context
-from lab.errors import LabError
+from lab.run.context import RunContext
+from lab.api import LabError, Tracker
 from lab.run.registry import Registry
-from lab.tracking import Tracker
 from lab.generative.reference import reference_classifier
 from lab.plugins import datasets, supervised
 
@@ -44,7 +43,7 @@ def make_algo(name: str, tmp_path: Path, data: str, data_dir: Path, total_steps:
     registry = Registry()
     for dataset in ("mnist", "image-folder"):
         registry.add_dataset("datasets", dataset, getattr(datasets, dataset.replace("-", "_")))
-    ctx = Context(
+    ctx = RunContext(
         device=torch.device("cpu"), seed=3, total_steps=total_steps, run_dir=tmp_path / "run",
         registry=registry, tracker=NullTracker(), data=data, data_dir=data_dir,
     )

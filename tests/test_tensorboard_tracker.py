@@ -19,9 +19,9 @@ from conftest import one_line_error, read_jsonl, runs_dir
 from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
 from lab.run.discovery import load_lab
-from lab.run.settings import RunConfig, resolve
-from lab.errors import LabError
-from lab.run.info import RunInfo
+from lab.run.run_config import RunConfig
+from lab.run.settings import resolve
+from lab.api import LabError, RunInfo
 from lab.plugins.tensorboard_tracker import LOG_DIR, make_tracker
 
 try:

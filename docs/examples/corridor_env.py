@@ -16,10 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from lab.config import check_ranges, option
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
-from lab.vecenv import EnvFamily, Episode
+from lab.api import EnvFamily, Episode, LabError, check_ranges, hookimpl, option
 
 
 @dataclass

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.config import option
-from lab.hookspecs import hookimpl
-from lab.tracking import Tracker
+from lab.api import Tracker, hookimpl, option
 
 
 @dataclass

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
+from lab.api import LabError, hookimpl
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:

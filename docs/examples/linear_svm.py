@@ -16,12 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lab.algorithm import Algorithm
+from lab.api import Algorithm, LabError, check_ranges, hookimpl, option, split_validation
 from lab.buffers import DataBuffer
-from lab.config import check_ranges, option
-from lab.datasets import split_validation
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
 from lab.schedules import linear
 
 

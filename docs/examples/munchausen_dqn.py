@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lab.config import check_ranges, option
-from lab.hookspecs import hookimpl
+from lab.api import check_ranges, hookimpl, option
 from lab.plugins.dqn import DQN, DQN_PRESETS, DQNConfig
 
 

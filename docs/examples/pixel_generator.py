@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from lab.buffers import DataBuffer
-from lab.config import check_ranges, option
+from lab.api import check_ranges, hookimpl, option
 from lab.generative.base import ImageGenerator
 from lab.generative.images import save_grid
-from lab.hookspecs import hookimpl
 
 
 @dataclass

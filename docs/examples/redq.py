@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lab.config import check_ranges, option
-from lab.hookspecs import hookimpl
+from lab.api import check_ranges, hookimpl, option
 from lab.plugins.sac import SAC, SACConfig
 from lab.rl.actors import TwinQ
 

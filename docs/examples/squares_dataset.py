@@ -14,9 +14,7 @@ from typing import Any
 
 import torch
 
-from lab.datasets import ImageDataset
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
+from lab.api import ImageDataset, LabError, hookimpl
 
 CLASSES = ["top-left", "top-right", "bottom-left", "bottom-right"]
 

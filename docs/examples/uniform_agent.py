@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lab.agent import Agent
-from lab.config import check_ranges, option
-from lab.hookspecs import hookimpl
+from lab.api import Agent, check_ranges, hookimpl, option
 
 
 @dataclass

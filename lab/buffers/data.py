@@ -23,7 +23,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from lab.errors import LabError
+from lab.api import LabError
 
 Normalize = Literal["unit", "symmetric"] | tuple[tuple[float, ...], tuple[float, ...]] | None
 Placement = Literal["auto", "device", "host"]

@@ -24,8 +24,8 @@ import torch
 
 from lab.buffers.boundaries import step_flags
 from lab.buffers.sumtree import SumTree
-from lab.errors import LabError
-from lab.run.chunks import rows_state
+from lab.api import LabError
+from lab.api.state import rows_state
 
 STATE_VERSION = 2  # 2: slot contents under "rows" (chunked in checkpoints); 1 is still read
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from lab.buffers.boundaries import step_flags
-from lab.errors import LabError
+from lab.api import LabError
 
 
 class RolloutBatch(NamedTuple):

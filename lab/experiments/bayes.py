@@ -9,8 +9,8 @@ run after the trial's number (`NAME-007`), and tells the study the result, so no
 twice and none is lost. `optuna-dashboard sqlite:///runs/NAME.sweep/optuna.db` shows it.
 
 W&B's `early_terminate: {type: hyperband, min_iter, eta[, max_iter]}` becomes Optuna's
-HyperbandPruner: each trial reports its metric at every evaluation (`TrialReporter`, in the
-trial's own process) and stops cleanly when the pruner says so: a checkpoint, summary status
+HyperbandPruner: each trial reports its metric at every evaluation (`TrialPruner`, an observer of the
+trial's own run) and stops cleanly when the pruner says so: a checkpoint, summary status
 `pruned`, shown as such in the ranked table and `lab runs`.
 
 Running the command again continues the study: finished and pruned trials stay, trials left
@@ -30,9 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab.errors import LabError
+from lab.api import LabError, RunStatus
 from lab.experiments.jobs import Job, run_jobs
 from lab.experiments.sweep import Sweep, distribution, train_args, trial_name
+from lab.run.events import Observer, StopRun
 from lab.run.rundir import lock_holder, read_summary
 
 if TYPE_CHECKING:
@@ -134,10 +135,10 @@ def open_study(sweep: Sweep, storage: str) -> optuna.Study:
                        "takes (sqlite:///FILE, postgresql://..., mysql://...)") from None
 
 
-def _result(sweep: Sweep, run_dir: Path) -> tuple[str, float | None]:
+def _result(sweep: Sweep, run_dir: Path) -> tuple[RunStatus, float | None]:
     """(how the trial's run ended, its value for the study)."""
     summary = read_summary(run_dir)
-    status = str(summary.get("status", "failed"))
+    status = RunStatus.read(summary)
     metric = sweep.metric or summary.get("key_metric")
     value = summary.get("best") if metric == summary.get("key_metric") else summary.get(metric)
     return status, float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
@@ -168,7 +169,7 @@ def run_bayes(sweep: Sweep, count: int, runs_dir: Path, storage: str, parallel: 
             if lock_holder(run_dir) or not (run_dir / "checkpoints" / "latest.pt").is_file():
                 continue  # a live process has it (or it never started): not ours to resume
             status = read_summary(run_dir).get("status") if (run_dir / "summary.json").is_file() else None
-            if status == "interrupted" or status is None:
+            if status in (RunStatus.INTERRUPTED, None):
                 job = job_for(frozen.number, {**fixed, **frozen.params}, ["resume", str(run_dir), *resume_extra],
                               frozen._trial_id)
                 trial_of[job.label] = frozen.number
@@ -190,10 +191,10 @@ def run_bayes(sweep: Sweep, count: int, runs_dir: Path, storage: str, parallel: 
     def ended(job: Job, code: int) -> None:
         status, value = _result(sweep, job.run_dir)
         trial = trial_of.pop(job.label)
-        if status == "interrupted":
+        if status == RunStatus.INTERRUPTED:
             return  # stays RUNNING: the next `lab sweep` resumes it
-        state = TrialState.COMPLETE if status == "finished" and value is not None else \
-            TrialState.PRUNED if status == "pruned" else TrialState.FAIL
+        state = TrialState.COMPLETE if status == RunStatus.FINISHED and value is not None else \
+            TrialState.PRUNED if status == RunStatus.PRUNED else TrialState.FAIL
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
 
     codes = run_jobs(pending(), parallel, on_end=ended)
@@ -201,9 +202,9 @@ def run_bayes(sweep: Sweep, count: int, runs_dir: Path, storage: str, parallel: 
     return codes, made
 
 
-class TrialReporter:
-    """The reporting side, in a trial's own process: each evaluation's value goes to the
-    study; True when the pruner stops the trial."""
+class TrialPruner(Observer):
+    """A trial's own process, watching its run: each evaluation's value goes to the study, and
+    when the study's pruner says so the run stops as `pruned` (its checkpoint is saved)."""
 
     def __init__(self, storage: str, study_name: str, trial_id: int, metric: str | None, early: Any) -> None:
         import optuna
@@ -215,7 +216,9 @@ class TrialReporter:
         self.reports = 0
 
     @classmethod
-    def from_environment(cls) -> TrialReporter | None:
+    def from_environment(cls) -> TrialPruner | None:
+        """The pruner of the trial this process runs, as `run_bayes` named it in the process's
+        environment; None outside a bayes trial (or, with a warning, when the study is unreachable)."""
         if not os.environ.get(TRIAL_VAR):
             return None
         try:
@@ -226,10 +229,11 @@ class TrialReporter:
                   "this trial will not be pruned", file=sys.stderr)
             return None
 
-    def should_stop(self, metrics: dict[str, Any], key_metric: str) -> bool:
+    def evaluated(self, step: int, metrics: dict[str, Any], key_metric: str) -> None:
         value = metrics.get(self.metric or key_metric)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
-            return False
+            return
         self.reports += 1
         self.trial.report(float(value), self.reports)
-        return self.trial.should_prune()
+        if self.trial.should_prune():
+            raise StopRun(RunStatus.PRUNED, f"pruned by the sweep's pruner at step {step:,}\n")

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lab.errors import LabError, unknown
+from lab.api.errors import unknown
+from lab.api import LabError
 from lab.experiments.aggregates import bootstrap_band, final_intervals, performance_profile
 from lab.run.rundir import read_config, read_metrics, read_summary
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lab.errors import LabError
+from lab.api import LabError, RunStatus
 from lab.run.rundir import RunLock, read_config, read_summary
 from lab.run.signals import STOP, SUPERVISOR
 
@@ -78,7 +78,7 @@ def continue_or_start(train: list[str], run_dir: Path, label: str, params: dict[
         RunLock(run_dir).wait_until_free(seconds=60)
         check_same_settings(run_dir, settings, change)
         status = read_summary(run_dir).get("status") if (run_dir / "summary.json").is_file() else None
-        if status == "finished":
+        if status == RunStatus.FINISHED:
             args = []
         elif (run_dir / "checkpoints" / "latest.pt").is_file():
             args = ["resume", str(run_dir)]

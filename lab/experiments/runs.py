@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError
+from lab.api import LabError, RunStatus
+from lab.run.checkpoint import checkpoint_step
 from lab.run.rundir import lock_holder, read_config, read_metrics, write_summary
-
 
 
 def _summary(run_dir: Path) -> dict[str, Any] | None:
@@ -36,19 +36,6 @@ def _config(run_dir: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc["run"], dict) else None
 
 
-def checkpoint_step(run_dir: Path) -> int | None:
-    """The global_step of checkpoints/latest.pt, read without loading its tensors (mmap)."""
-    path = run_dir / "checkpoints" / "latest.pt"
-    if not path.is_file():
-        return None
-    try:
-        import torch
-
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-    except Exception:
-        return None
-
-
 def rebuild_summary(run_dir: Path) -> dict[str, Any] | None:
     """summary.json again for a run that lost it (deleted, or killed before it ended): the last
     value of each metric from metrics.jsonl, the step and best value from checkpoints/latest.pt,
@@ -69,7 +56,8 @@ def rebuild_summary(run_dir: Path) -> dict[str, Any] | None:
     for row in read_metrics(run_dir):
         if row["global_step"] <= step:
             summary.update({k: v for k, v in row.items() if k not in ("global_step", "time")})
-    summary.update({"status": "finished" if target and step >= target else "interrupted", "global_step": step,
+    status = RunStatus.FINISHED if target and step >= target else RunStatus.INTERRUPTED
+    summary.update({"status": status.value, "global_step": step,
                     "target_steps": target, "elapsed_s": runner.get("elapsed"), "best": runner.get("best"),
                     "best_step": runner.get("best_step"), "rebuilt": True})
     write_summary(run_dir, summary)

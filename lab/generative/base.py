@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from lab.algorithm import Algorithm
-from lab.datasets import ImageDataset, UnpairedImageDataset, split_validation
-from lab.errors import LabError
+from lab.api import Algorithm, ImageDataset, LabError, UnpairedImageDataset, split_validation
 
 
 class ImageGenerator(Algorithm):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from lab.errors import LabError
+from lab.api import LabError
 
 KID_SUBSETS, KID_SUBSET_SIZE, NEIGHBOURS = 100, 1000, 3
 

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import torch
 
-from lab.errors import LabError
+from lab.api import LabError
 
 Features = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, C, H, W) -> float (N, D)
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from lab.errors import LabError
+from lab.api import LabError
 from lab.run.atomic import atomic_write
 
 if TYPE_CHECKING:

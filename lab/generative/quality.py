@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 
-from lab.config import check_ranges, option
-from lab.datasets import ImageDataset
+from lab.api import ImageDataset, check_ranges, option
 from lab.generative.base import ImageGenerator
 from lab.generative.feature_metrics import NEIGHBOURS, kernel_distance, precision_recall
 from lab.generative.frechet import FrechetReference, feature_stats

@@ -23,8 +23,7 @@ import torch.nn as nn
 
 from lab.buffers.data import DataBuffer
 from lab.classifiers import ImageClassifier, channel_stats, cnn_body, sgd_or_adamw, training_step
-from lab.datasets import ImageDataset
-from lab.errors import LabError
+from lab.api import ImageDataset, LabError
 from lab.run.checkpoint import load_checkpoint, save_checkpoint
 from lab.run.seeding import preserved_random_state
 from lab.schedules import warmup_decay

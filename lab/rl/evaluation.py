@@ -12,19 +12,14 @@ normalised score (score - random) / (human - random) of the mean.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
-from lab.errors import LabError
+from lab.api import Context, LabError, Policy, VecEnv
 
-if TYPE_CHECKING:
-    from lab.run.context import Context
-    from lab.vecenv import VecEnv
-
-Policy = Callable[[torch.Tensor], torch.Tensor]
 MAX_EVAL_ENVS = 8
 
 
@@ -95,16 +90,18 @@ def evaluate_policy(
     policy: Policy,
     episodes: int,
     seed: int,
+    normalized: Callable[[float], float | None] = lambda score: None,
     num_envs: int | None = None,
 ) -> dict[str, float]:
-    """Run the evaluation protocol for `policy` on the run's env from `seed`; returns `eval/*` metrics."""
+    """Run the evaluation protocol for `policy` on the run's env from `seed`; returns `eval/*`
+    metrics (`normalized(score)`: the env family's normalisation, see `summarize`)."""
     n = num_envs or min(episodes, MAX_EVAL_ENVS)
     env = ctx.make_env(num_envs=n, evaluation=True, seed=seed)
     try:
         returns, lengths = run_episodes(env, policy, episodes)
     finally:
         env.close()
-    return summarize(returns, lengths, lambda score: ctx.registry.normalized_score(ctx.env_id, score))
+    return summarize(returns, lengths, normalized)
 
 
 def record_video(

@@ -25,10 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lab import distributed
-from lab.agent import Agent
+from lab.api import Agent, check_ranges, option
 from lab.buffers import RolloutBuffer
 from lab.buffers.rollout import RolloutBatch
-from lab.config import check_ranges, option
 from lab.device import small_pass_threads
 from lab.rl.normalize import Normalizer, RunningMeanStd
 from lab.rl.policies import ActorCritic

@@ -18,7 +18,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from lab.errors import LabError
+from lab.api import LabError
 from lab.networks import flat_size, mlp, nature_cnn
 
 

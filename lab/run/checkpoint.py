@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from lab.run.atomic import atomic_write
-from lab.errors import LabError
+from lab.api import LabError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours parts of its weights_only message
 
@@ -58,3 +58,21 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or "algorithm" not in state or "global_step" not in state:
         raise LabError(f"checkpoint '{path}' is not an arcade-lab checkpoint (missing keys); use a file the lab wrote")
     return state
+
+
+def checkpoint_step(run_dir: Path) -> int | None:
+    """The global_step of checkpoints/latest.pt, read without loading its tensors (mmap)."""
+    path = run_dir / "checkpoints" / "latest.pt"
+    if not path.is_file():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:
+        return None
+
+
+def saved_horizon(state: dict[str, Any], default: int) -> int:
+    """The schedule horizon a checkpoint was trained with (checkpoints before the runner
+    kept it hold it in the algorithm's state)."""
+    horizon = state.get("runner", {}).get("horizon") or state.get("algorithm", {}).get("horizon")
+    return int(horizon) if horizon else default

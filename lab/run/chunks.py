@@ -2,7 +2,7 @@
 
 An Atari replay of 1M transitions is 7 GB; rewritten whole at every checkpoint it made a
 run folder's checkpoints cost more than its training. State that is a ring of slots (a
-replay buffer's contents) is marked with `rows_state(tensors, steps, margin)`; on save,
+replay buffer's contents) is marked with `lab.api.state.rows_state(tensors, steps, margin)`; on save,
 `ChunkStore.spill` cuts each marked subtree into chunks of about CHUNK_BYTES, writes
 (atomically) only the chunks whose slots the ring wrote since the previous save, and puts a
 manifest naming the chunk files in the subtree's place, so latest.pt stays small. Chunk
@@ -21,19 +21,12 @@ from typing import Any
 
 import torch
 
-from lab.errors import LabError
+from lab.api import LabError
+from lab.api.state import ROWS
 from lab.run.atomic import atomic_write
 
-ROWS = "__rows__"
 CHUNK_BYTES = 32 * 2**20
 FOLDER = "replay"  # beside latest.pt: checkpoints/replay/
-
-
-def rows_state(tensors: dict[str, torch.Tensor], steps: int, margin: int) -> dict[str, Any]:
-    """Mark `tensors` (first dimension: the same ring of slots) for chunked saving. `steps`:
-    writes so far (the write of step s went to slot s % slots); `margin`: how many slots
-    before the cursor a write may still change (an n-step window, a truncation mark)."""
-    return {ROWS: 1, "tensors": tensors, "steps": int(steps), "margin": int(margin)}
 
 
 def is_manifest(node: Any) -> bool:

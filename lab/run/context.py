@@ -1,4 +1,5 @@
-"""The services the runner hands an algorithm: device, seeds, tracking, envs, datasets."""
+"""The services the runner hands an algorithm (`lab.api.Context`): device, seeds, tracking,
+envs, datasets, evaluation; and the runner's side of them (env states, compile timings)."""
 
 from __future__ import annotations
 
@@ -6,42 +7,36 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, overload
 
 import gymnasium as gym
 import torch
 
+from lab.api import (
+    ImageDataset,
+    LabError,
+    Policy,
+    Precision,
+    Tracker,
+    TrainingEnv,
+    UnpairedImageDataset,
+    VecEnv,
+)
+from lab.api.envs import Episode
+from lab.rl.evaluation import evaluate_policy, evaluation_seed, record_video
 from lab.run.compile import CompileSetting, HotFunction
+from lab.run.registry import Registry
 from lab.run.seeding import RNGStreams
-from lab.vecenv import Episode, TrainingEnv, VecEnv
-
-if TYPE_CHECKING:
-    from lab.datasets import ImageDataset, UnpairedImageDataset
-    from lab.run.registry import Registry
-    from lab.tracking import Tracker
 
 
 @dataclass
-class Context:
-    """What an algorithm may use. Built by the runner; plugins never construct it.
+class RunContext:
+    """`lab.api.Context` as the runner builds it, plus what only the runner uses: the
+    registry, the training envs it checkpoints, the seconds spent compiling.
 
-    total_steps: the schedule horizon: the step budget the run was created with. Schedules
-        (exploration, learning-rate decay) read it whenever they need it; the runner saves
-        it with checkpoints and restores it, and `lab resume --steps N` leaves it as it
-        was, so a resumed or extended run never restarts a schedule. Known before the
-        algorithm is built, except for an `--epochs` budget: that one is known once
-        `__init__` has loaded the data (`steps_per_epoch`), before the first `train_step`.
-    env_options: the settings of the env's family (`EnvFamily.options`, e.g. Atari's
-        `frame_stack`), passed to every `make_env` call.
-    eval_episodes: episodes per evaluation (`lab eval --episodes N`).
-    training: False under `lab eval`, so an algorithm can skip what only training needs
-        (a large replay buffer, training envs).
-    rng: the run's random streams (`generator(name)`); the runner saves them with checkpoints.
-    rank / world_size: this process and how many train together under torchrun (0 and 1
-        otherwise). An algorithm that supports it (`data_parallel = True`) takes its share
-        of the data or envs and averages its gradients across them (`lab.distributed`).
-    compile_setting: `--compile` (see `compile`).
-    precision: `--precision` (see `autocast`).
+    The fields a plugin reads are documented on `lab.api.Context`; `total_steps` is also
+    saved with checkpoints and restored by the runner, and `lab resume --steps N` leaves it
+    as it was, so a resumed or extended run never restarts a schedule.
     """
 
     device: torch.device
@@ -57,17 +52,16 @@ class Context:
     training: bool = True
     rank: int = 0
     world_size: int = 1
-    rng: RNGStreams | None = None
     compile_setting: CompileSetting = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     env_options: dict[str, Any] = field(default_factory=dict)
+    rng: RNGStreams = field(init=False)
     _compile_seconds: float = field(default=0.0, repr=False)
     _train_envs: list[TrainingEnv] = field(default_factory=list, repr=False)
-    _observation_space: gym.Space | None = field(default=None, repr=False)
+    _observation_space: gym.Space[Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.rng is None:
-            self.rng = RNGStreams(self.seed, self.device, self.rank)
+        self.rng = RNGStreams(self.seed, self.device, self.rank)
 
     @property
     def media_dir(self) -> Path:
@@ -91,31 +85,23 @@ class Context:
         """Rank 0: the process that writes the run folder and prints (always, without torchrun)."""
         return self.rank == 0
 
-    def make_env(
-        self,
-        num_envs: int = 1,
-        *,
-        evaluation: bool = False,
-        render: bool = False,
-        seed: int | None = None,
-        **options: Any,
-    ) -> VecEnv | TrainingEnv:
-        """Make `--env` as a vector env on this run's device.
-
-        Training envs (evaluation=False) come wrapped as a `TrainingEnv`: they report
-        finished episodes to the runner, which logs `train/episode_return` and
-        `train/episode_length`, and the runner checkpoints them. Evaluation envs follow
-        the evaluation protocol (full games, no reward clipping, sticky actions).
-        """
+    @overload
+    def make_env(self, num_envs: int = 1, *, evaluation: Literal[False] = False, render: bool = False,
+                 seed: int | None = None, **options: Any) -> TrainingEnv: ...
+    @overload
+    def make_env(self, num_envs: int = 1, *, evaluation: Literal[True], render: bool = False,
+                 seed: int | None = None, **options: Any) -> VecEnv: ...
+    def make_env(self, num_envs: int = 1, *, evaluation: bool = False, render: bool = False,
+                 seed: int | None = None, **options: Any) -> VecEnv | TrainingEnv:
+        """`--env` as a vector env on this run's device (`lab.api.Context.make_env`); the
+        training envs are kept, so the runner checkpoints them and logs their episodes."""
         if self.env_id is None:
-            from lab.errors import LabError
-
             raise LabError("this algorithm needs an environment; pass --env ID (see `lab plugins`)")
         factory = self.registry.env_factory(self.env_id)
         if seed is None:  # rank r's training envs are envs r*num_envs... of the whole run: one
             # process with all of them starts the same games (gymnasium seeds env i with seed + i)
             seed = self.seed if evaluation else self.seed + self.rank * num_envs
-        env = factory(
+        env: VecEnv = factory(
             self.env_id,
             num_envs=num_envs,
             seed=seed,
@@ -131,7 +117,7 @@ class Context:
         self._train_envs.append(training)
         return training
 
-    def observation_space(self) -> gym.Space:
+    def observation_space(self) -> gym.Space[Any]:
         """The env's single observation space (of the first training env, else asked of an
         evaluation env once)."""
         if self._train_envs:
@@ -147,8 +133,6 @@ class Context:
     def load_dataset(self, **options: Any) -> ImageDataset | UnpairedImageDataset:
         """Load `--data NAME[:ARG]` from `data_dir` (CPU uint8 tensors)."""
         if self.data is None:
-            from lab.errors import LabError
-
             raise LabError("this algorithm needs a dataset; pass --data NAME (see `lab plugins`)")
         name, _, arg = self.data.partition(":")
         factory = self.registry.dataset_factory(name)
@@ -183,6 +167,15 @@ class Context:
         fp32 changes nothing. Only an algorithm that declares `supports_bf16` is given bf16.
         """
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def evaluate_policy(self, policy: Policy, step: int) -> dict[str, float]:
+        """The evaluation protocol (`lab.rl.evaluation`) on `--env`, from the seed of `step`."""
+        return evaluate_policy(self, policy, self.eval_episodes, evaluation_seed(self, step),
+                               normalized=lambda score: self.registry.normalized_score(self.env_id, score))
+
+    def record_video(self, policy: Policy, path: Path, step: int, max_steps: int) -> Path:
+        """One evaluation episode from the seed of `step`, as MP4 (`lab.rl.evaluation`)."""
+        return record_video(self, policy, path, evaluation_seed(self, step), max_steps=max_steps)
 
     def _compiled(self, name: str, seconds: float) -> None:
         if self.is_main_process:

@@ -28,7 +28,7 @@ from typing import Any
 import pluggy
 
 import lab
-from lab import hookspecs
+from lab.api import hookspecs
 from lab.run.registry import Registry
 
 

@@ -12,17 +12,16 @@ import functools
 import json
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lab import distributed
-from lab.algorithm import Algorithm
+from lab.api import Agent, Algorithm, LabError, RunStatus, Target
 from lab.device import resolve_device
-from lab.errors import LabError
-from lab.run.checkpoint import load_checkpoint
+from lab.run.checkpoint import load_checkpoint, saved_horizon
 from lab.run.discovery import Lab
 from lab.run.rundir import (
     RunLock,
@@ -36,9 +35,12 @@ from lab.run.rundir import (
     write_config,
 )
 from lab.run.seeding import preserved_random_state
-from lab.run.session import Session, saved_horizon, selected_trackers
+from lab.run.events import Observer
+from lab.run.policy import AgentPolicy
+from lab.run.session import Session
 from lab.run.settings import Resolved, as_plain, config_fields, resolve
 from lab.run.signals import STOP, SetupInterrupted
+from lab.run.trackers import selected_trackers
 
 Entry = TypeVar("Entry", bound=Callable[..., Any])
 
@@ -74,7 +76,7 @@ def round_budget(algo_cls: type[Algorithm], config: Any, steps: int) -> int:
 def _config_doc(lab: Lab, session: Session, resolved: Resolved, target: int) -> dict[str, Any]:
     return {
         "algo": session.algo_cls.name,
-        "kind": session.algo_cls.kind,
+        "kind": str(session.algo_cls.kind),
         "preset": resolved.preset,
         "seed": resolved.run.seed,
         "device": str(session.device),
@@ -112,7 +114,12 @@ def check_settings(lab: Lab, algo_name: str, cli: dict[str, Any],
     algo_cls = lab.registry.algorithm(algo_name)
     resolved = resolve(algo_cls, cli, file_values, lab.registry)
     _budget(algo_cls, resolved)
-    algo_cls.check_target(resolved.run, lab.registry)
+    run = resolved.run
+    algo_cls.check_target(Target(env=run.env, data=run.data, epochs=run.epochs))
+    if run.env is not None:
+        lab.registry.env(run.env)
+    if run.data is not None:
+        lab.registry.dataset_factory(run.data.partition(":")[0])
     if resolved.run.precision == "bf16" and not algo_cls.supports_bf16:
         raise LabError(f"{algo_cls.name} runs in fp32 only (it does not autocast its passes); drop --precision bf16")
     selected_trackers(lab, resolved.run.trackers)
@@ -120,14 +127,16 @@ def check_settings(lab: Lab, algo_name: str, cli: dict[str, Any],
     return algo_cls, resolved
 
 
-def train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None) -> int:
-    """`lab train ALGO ...`: a new run directory, trained to its budget; the exit code."""
-    return train_run(lab, algo_name, cli, file_values)[0]
+def train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None,
+          observers: Sequence[Observer] = ()) -> int:
+    """`lab train ALGO ...`: a new run directory, trained to its budget; the exit code.
+    `observers` watch the run besides the trackers and the progress display (a sweep's pruner)."""
+    return train_run(lab, algo_name, cli, file_values, observers)[0]
 
 
 @in_process_group
-def train_run(lab: Lab, algo_name: str, cli: dict[str, Any],
-              file_values: dict[str, Any] | None = None) -> tuple[int, Path | None]:
+def train_run(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None,
+              observers: Sequence[Observer] = ()) -> tuple[int, Path | None]:
     """(exit code, the run directory, or None when set-up was interrupted and left none)."""
     main, lock, run_dir = distributed.is_main(), None, None
     with distributed.together():  # every rank checks the settings
@@ -144,7 +153,8 @@ def train_run(lab: Lab, algo_name: str, cli: dict[str, Any],
         session = None
         try:
             with distributed.together():
-                session = Session(lab, algo_cls, resolved, run_dir, fresh=True, total_steps=run.steps or 0)
+                session = Session(lab, algo_cls, resolved, run_dir, fresh=True, total_steps=run.steps or 0,
+                                  observers=observers)
             with distributed.together():
                 STOP.raise_if_requested()
                 target = session.ctx.total_steps
@@ -153,11 +163,11 @@ def train_run(lab: Lab, algo_name: str, cli: dict[str, Any],
                 if main:
                     doc = _config_doc(lab, session, resolved, target)
                     write_config(run_dir, doc)
-                    session.start_trackers(doc, resumed=False)
+                    session.start(doc, resumed=False)
                 STOP.raise_if_requested()
         except BaseException as exc:  # nothing was trained: leave no half-made run behind
             if session is not None:
-                session.tracker.finish({"status": "failed"})
+                session.tracker.finish({"status": RunStatus.FAILED.value})
                 session.close()
             if main:
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -214,9 +224,11 @@ def _unrecorded_defaults(lab: Lab, algo_cls: type[Algorithm], doc: dict[str, Any
 
 @in_process_group
 def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None = None,
-           checkpoint: str = "latest", overrides: dict[str, Any] | None = None) -> int:
+           checkpoint: str = "latest", overrides: dict[str, Any] | None = None,
+           observers: Sequence[Observer] = ()) -> int:
     """`lab resume RUN_DIR`: continue from a checkpoint to the budget (or a new one); the exit code.
-    `overrides`: trackers' settings for this session and on (`--wandb offline`)."""
+    `overrides`: trackers' settings for this session and on (`--wandb offline`); `observers` as
+    for `train`."""
     main, lock, loaded = distributed.is_main(), None, None
     try:
         with distributed.together():  # rank 0 alone reads the run directory (other nodes need not see it)
@@ -232,7 +244,8 @@ def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None
                 if not main:
                     doc, algo_cls, resolved = _resolve_doc(lab, doc)
                 horizon = saved_horizon(state, int(doc["total_steps"]))
-                session = Session(lab, algo_cls, resolved, run_dir, fresh=False, total_steps=horizon)
+                session = Session(lab, algo_cls, resolved, run_dir, fresh=False, total_steps=horizon,
+                                  observers=observers)
             with distributed.together():
                 session.restore(state)
                 done = session.algo.global_step
@@ -257,7 +270,7 @@ def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None
                     doc["run"]["steps"], doc["run"]["epochs"] = (None, epochs) if epochs is not None else (target, None)
                     doc["world_size"] = session.ctx.world_size
                     write_config(run_dir, doc)
-                    session.start_trackers(doc, resumed=True)
+                    session.start(doc, resumed=True)
                 STOP.raise_if_requested()
         except SetupInterrupted:
             if session is not None:
@@ -308,7 +321,7 @@ def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bo
     try:
         session = _restored(lab, run_dir, checkpoint, reloaded)
         try:
-            session.start_trackers(reloaded[0], resumed=True)
+            session.start(reloaded[0], resumed=True)
             metrics = session.evaluation()
             media = {k: str(p) for k, p in session.log_media().items()} if video else {}
             if video and not any(path.endswith(".mp4") for path in media.values()):
@@ -328,14 +341,16 @@ def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bo
     return result
 
 
-def load(lab: Lab, run_dir: Path, checkpoint: str = "best", device: str | None = None) -> Algorithm:
-    """The trained algorithm of `run_dir`, ready to use (`act(obs)` for agents); see `lab.load`.
+def load(lab: Lab, run_dir: Path, checkpoint: str = "best", device: str | None = None) -> Algorithm | AgentPolicy:
+    """The trained algorithm of `run_dir`, ready to use: an agent as an `AgentPolicy`
+    (`act(obs)` on what a user holds), any other algorithm as itself; see `lab.load`.
 
     The caller's random state and torch thread count are left as they were: loading a
     run inside another (a generator's reference classifier) or a script changes neither."""
     reloaded = _reload(lab, run_dir, {"device": device} if device is not None else {})
     with preserved_random_state():
-        return _restored(lab, run_dir, checkpoint, reloaded).algo
+        algo = _restored(lab, run_dir, checkpoint, reloaded).algo
+    return AgentPolicy(algo) if isinstance(algo, Agent) else algo
 
 
 @dataclass
@@ -351,11 +366,11 @@ class Run:
         return read_summary(self.dir)
 
     @property
-    def status(self) -> str:
-        """finished | interrupted | failed."""
-        return str(self.summary.get("status", "failed"))
+    def status(self) -> RunStatus:
+        """How the run ended (`failed` when summary.json says nothing)."""
+        return RunStatus.read(self.summary)
 
-    def load(self, checkpoint: str = "best", device: str | None = None) -> Algorithm:
+    def load(self, checkpoint: str = "best", device: str | None = None) -> Algorithm | AgentPolicy:
         """The trained algorithm (`lab.load(run.dir)`)."""
         import lab
 

@@ -18,7 +18,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from lab.algorithm import Pace
+from lab.api import Pace, RunStatus
+from lab.run.events import Observer
 
 WIDTH = 80
 PLAIN_EVERY_S = 10.0
@@ -125,6 +126,37 @@ class RunProgress:
             self._bar = None
 
 
+class ProgressDisplay(Observer):
+    """The run as the person who started it sees it: the progress bar while it trains, then
+    what went wrong (if anything) and the report."""
+
+    def __init__(self, algo: str, target: str | None, run_dir: Path, next_command: str, total: int,
+                 start: int, key_metric: str) -> None:
+        self.algo, self.target, self.run_dir, self.next_command = algo, target, run_dir, next_command
+        self.key_metric = key_metric
+        self.bar = RunProgress(algo, total, start)
+        self.values: dict[str, Any] = {}  # as logged: a NaN stays a NaN, so the report shows it
+
+    def logged(self, metrics: dict[str, Any], step: int) -> None:
+        self.values.update(metrics)
+
+    def stepped(self, step: int, pace: Pace | None) -> None:
+        self.bar.update(step, pace)
+
+    def row(self, step: int, row: dict[str, float]) -> None:
+        self.bar.note(step, self.values, self.key_metric)
+
+    def evaluated(self, step: int, metrics: dict[str, Any], key_metric: str) -> None:
+        self.bar.note(step, self.values, key_metric)
+
+    def ended(self, status: RunStatus, summary: dict[str, Any], message: str | None) -> None:
+        self.bar.close()
+        if message:
+            print(message, file=sys.stderr, end="" if message.endswith("\n") else "\n")
+        print(run_report(self.algo, self.target, self.run_dir, {**summary, **self.values}, self.next_command),
+              file=sys.stderr)
+
+
 def run_report(algo: str, target: str | None, run_dir: Path, summary: dict[str, Any], next_command: str) -> str:
     """The few lines that end every run: how it ended, the final and best evaluation,
     every metric's last value, where it is, and the command to type next."""
@@ -143,11 +175,11 @@ def run_report(algo: str, target: str | None, run_dir: Path, summary: dict[str, 
     lines.append(f"  run: {run_dir}")
     if not (run_dir / "checkpoints" / "latest.pt").is_file():
         lines.append("  next: no checkpoint was saved; start again with `lab train`")
-    elif status == "interrupted":
+    elif status == RunStatus.INTERRUPTED:
         lines.append(f"  next: lab resume {run_dir}")
-    elif status == "finished":
+    elif status == RunStatus.FINISHED:
         lines.append(f"  next: {next_command}")
-    elif status == "pruned":
+    elif status == RunStatus.PRUNED:
         lines.append(f"  next: the sweep stopped this trial early; `lab resume {run_dir}` trains it on")
     else:
         lines.append(f"  next: fix the error above, then `lab resume {run_dir}`")

@@ -7,10 +7,9 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from lab.algorithm import KINDS, Algorithm
-from lab.errors import unknown
-from lab.run.settings import check_config_class
-from lab.vecenv import EnvFamily
+from lab.api import Algorithm, EnvFamily, Kind
+from lab.api.errors import unknown
+from lab.run.run_config import check_config_class
 
 
 @dataclass(frozen=True)
@@ -47,10 +46,13 @@ class Registry:
         for attr in ("name", "kind", "Config"):
             if not hasattr(cls, attr):
                 raise TypeError(f"algorithm {cls.__name__} must set the class attribute '{attr}'")
-        if cls.kind not in KINDS:
-            raise TypeError(f"algorithm {cls.name}: kind must be one of {KINDS}, got {cls.kind!r}")
+        try:
+            cls.kind = Kind(cls.kind)  # the word ("agent") a plugin may have written, as the type
+        except ValueError:
+            raise TypeError(f"algorithm {cls.name}: kind must be one of {', '.join(k.value for k in Kind)}, "
+                            f"got {cls.kind!r}") from None
         check_config_class(cls.Config, cls.__name__)
-        self._add(self.algorithms, Registration(cls.name, cls.kind, plugin, cls, (cls.__doc__ or "").strip()))
+        self._add(self.algorithms, Registration(cls.name, cls.kind.value, plugin, cls, (cls.__doc__ or "").strip()))
 
     def add_env(self, plugin: str, env_id: str, factory: Callable[..., Any], description: str = "",
                 family: EnvFamily | None = None) -> None:

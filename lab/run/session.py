@@ -1,58 +1,56 @@
-"""The loop every algorithm shares: logging, evaluation, checkpoints, signals and summary.
+"""The loop every algorithm shares: train, log, evaluate, checkpoint, and end consistently.
 
-A `Session` is one process's life of a run: it builds the context, the algorithm and the
-trackers, runs the loop and always leaves a consistent run directory behind (summary.json
-says how it ended). The entry points that make sessions (`lab train`, `lab resume`, `lab
-eval`, `lab.load`, `lab.train`) are in `lab.run.entry`.
+A `Session` is one process's life of a run: it builds the context and the algorithm, runs
+the loop and always leaves a consistent run directory behind (summary.json says how it
+ended). What happened reaches everything that watches the run as events (`lab.run.events`):
+trackers, the progress display, the divergence guard and any observer the caller adds (a
+sweep's pruner). The entry points that make sessions (`lab train`, `lab resume`, `lab eval`,
+`lab.load`, `lab.train`) are in `lab.run.entry`.
 
 Exact resume: a checkpoint holds, besides the algorithm's state, every random stream of
-the run (`lab.run.seeding`), the training envs (`lab.vecenv.TrainingEnv`), the schedule
-horizon (`ctx.total_steps`) and the loop's own bookkeeping (metrics averaged since the
-last log row, the last evaluation, the best value), so a run stopped and resumed logs what
-the same run left alone logs, step for step, wherever the envs can be saved.
+the run (`lab.run.seeding`), the training envs (`lab.api.TrainingEnv`), the schedule
+horizon (`ctx.total_steps`) and the loop's bookkeeping (`lab.run.loop_state`), so a run
+stopped and resumed logs what the same run left alone logs, step for step, wherever the
+envs can be saved.
 
-Under torchrun (`lab.distributed`, README: Several processes) every process runs a Session
-in lockstep: rank 0 alone makes the run directory, logs, writes checkpoints and the summary
-and prints; the others train their share. A stop signal on any rank stops them all at the
-same step, and checkpoints gather each rank's envs and random streams.
+Under torchrun (`lab.distributed`, docs/scale.md) every process runs a Session in lockstep:
+rank 0 alone writes the run directory, logs and prints; the others train their share. A
+stop signal on any rank stops them all at the same step, and checkpoints gather each rank's
+envs and random streams.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import shutil
 import signal
 import sys
 import time
 import traceback
-from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lab import distributed
-from lab.algorithm import Algorithm
+from lab.api import Algorithm, Episode, LabError, RunInfo, RunStatus, jsonable
 from lab.device import SharedCores, resolve_device, resolve_precision
-from lab.errors import LabError, unknown
-from lab.run.checkpoint import save_checkpoint
-from lab.run.chunks import FOLDER as CHUNK_FOLDER, ChunkStore
-from lab.run.context import Context
+from lab.run.checkpoint import checkpoint_step, save_checkpoint, saved_horizon
+from lab.run.chunks import FOLDER as CHUNK_FOLDER
+from lab.run.chunks import ChunkStore
+from lab.run.context import RunContext
 from lab.run.discovery import Lab
-from lab.run.info import RunInfo
-from lab.run.progress import RunProgress, run_report
+from lab.run.events import Observer, Observers, StopRun
+from lab.run.guard import DivergenceGuard
+from lab.run.loop_state import LoopState
+from lab.run.progress import ProgressDisplay
 from lab.run.rundir import write_summary
 from lab.run.seeding import derive_seed, seed_everything
 from lab.run.settings import Resolved
 from lab.run.signals import STOP
-from lab.tracking import MultiTracker, jsonable
-from lab.vecenv import Episode
+from lab.run.trackers import MultiTracker, Tracking
 
-EXIT_OK, EXIT_FAILED = 0, 1
-# metrics.jsonl is the run directory's own record (`lab runs`, `lab compare` and resume read it):
-# it is written whatever --trackers names.
-ALWAYS_TRACKERS = ("jsonl",)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Torch's thread count as this process found it. Every session starts from it, so building the
 # networks (orthogonal init runs LAPACK, whose results depend on the thread count) gives the
 # same weights in a fresh `lab train` process and in a script that ran other sessions before.
@@ -63,20 +61,6 @@ CHECKPOINT_FORMAT = 2
 def crossed(before: int, after: int, interval: int) -> bool:
     """True when (before, after] passed a multiple of `interval` (steps jump by num_envs)."""
     return after // interval > before // interval
-
-
-def selected_trackers(lab: Lab, names: tuple[str, ...] | None) -> list[str]:
-    """The registered trackers a run starts, in registration order: every one when `names` is
-    None (each factory still decides, e.g. W&B disabled), else the named ones plus jsonl.
-    An unknown name is a LabError listing the registered trackers."""
-    registered = lab.registry.trackers
-    if names is None:
-        return list(registered)
-    for name in names:
-        if name not in registered:
-            raise unknown("tracker", name, registered,
-                          f"--trackers takes names from: {', '.join(registered)} (`lab plugins` lists them)")
-    return [name for name in registered if name in names or name in ALWAYS_TRACKERS]
 
 
 def intervals(algo: Algorithm, resolved: Resolved, total: int) -> tuple[int, int, int]:
@@ -90,80 +74,12 @@ def intervals(algo: Algorithm, resolved: Resolved, total: int) -> tuple[int, int
     return run.log_interval or log_default, eval_every, run.checkpoint_interval or eval_every
 
 
-class Diverged(Exception):
-    """Training produced a non-finite loss or parameter: the run stops, nothing non-finite is saved."""
-
-
-class Pruned(Exception):
-    """A bayes sweep's pruner stopped this trial (after its checkpoint was saved)."""
-
-
-def non_finite_loss(row: dict[str, Any]) -> str | None:
-    """The first loss in a log row that is NaN or infinite ("train/loss is nan"), else None."""
-    for name, value in row.items():
-        if "loss" in name.rsplit("/", 1)[-1] and isinstance(value, float) and not math.isfinite(value):
-            return f"{name} is {value}"
-    return None
-
-
-def non_finite_tensor(state: Any, where: str = "") -> str | None:
-    """The first floating tensor of `state` (nested dicts and lists, replay contents under
-    "buffers" left out) with a NaN or infinite entry, as "q.0.weight has nan", else None.
-    One host sync per device for the whole state, so a CUDA run pays it only at checkpoints."""
-    tensors: list[tuple[str, torch.Tensor]] = []
-
-    def collect(value: Any, path: str) -> None:
-        if isinstance(value, torch.Tensor):
-            if value.is_floating_point() and value.numel():
-                tensors.append((path, value))
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if key != "buffers":
-                    collect(item, f"{path}.{key}" if path else str(key))
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                collect(item, f"{path}.{i}")
-
-    collect(state, where)
-    if not tensors:
-        return None
-    finite = [t.isfinite().all() for _, t in tensors]
-    by_device: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
-    for flag in finite:
-        by_device[flag.device].append(flag)
-    if all(bool(torch.stack(flags).all()) for flags in by_device.values()):
-        return None
-    path, tensor = next((path, t) for (path, t), ok in zip(tensors, finite) if not bool(ok))
-    kind = "nan" if bool(tensor.isnan().any()) else "inf"
-    return f"{path} has {kind}"
-
-
-def saved_horizon(state: dict[str, Any], default: int) -> int:
-    """The schedule horizon a checkpoint was trained with (checkpoints before the runner
-    kept it hold it in the algorithm's state)."""
-    horizon = state.get("runner", {}).get("horizon") or state.get("algorithm", {}).get("horizon")
-    return int(horizon) if horizon else default
-
-
-class Silent:
-    """The progress bar of ranks other than 0: nothing."""
-
-    def note(self, *args: Any) -> None:
-        pass
-
-    update = close = note
-
-
 class Session:
     """Build everything a run needs in this process, train, and close cleanly."""
 
-    def __init__(self, lab: Lab, algo_cls: type[Algorithm], resolved: Resolved, run_dir: Path,
-                 *, fresh: bool, purpose: str = "train", total_steps: int = 0) -> None:
-        self.lab = lab
-        self.algo_cls = algo_cls
-        self.run = resolved.run
-        self.resolved = resolved
-        self.run_dir = run_dir
+    def __init__(self, lab: Lab, algo_cls: type[Algorithm], resolved: Resolved, run_dir: Path, *, fresh: bool,
+                 purpose: str = "train", total_steps: int = 0, observers: Sequence[Observer] = ()) -> None:
+        self.lab, self.algo_cls, self.resolved, self.run, self.run_dir = lab, algo_cls, resolved, resolved.run, run_dir
         self.chunks = ChunkStore(run_dir / "checkpoints" / CHUNK_FOLDER)
         self.purpose = purpose
         # only training runs on several processes; `lab eval` and `lab.load` are one process
@@ -178,21 +94,11 @@ class Session:
         seed_everything(self.run.seed)
         torch.set_num_threads(PROCESS_THREADS)
         self.tracker = MultiTracker([], on_log=self._on_log, guard=STOP.critical)
-        self.ctx = Context(
-            device=self.device,
-            seed=self.run.seed,
-            total_steps=total_steps,
-            run_dir=run_dir,
-            registry=lab.registry,
-            tracker=self.tracker,
-            env_id=self.run.env,
-            data=self.run.data,
-            data_dir=self.run.resolved_data_dir,
-            eval_episodes=self.run.eval_episodes,
-            training=purpose == "train",
-            rank=rank,
-            world_size=world,
-            compile_setting=self.run.compile,
+        self.ctx = RunContext(
+            device=self.device, seed=self.run.seed, total_steps=total_steps, run_dir=run_dir,
+            registry=lab.registry, tracker=self.tracker, env_id=self.run.env, data=self.run.data,
+            data_dir=self.run.resolved_data_dir, eval_episodes=self.run.eval_episodes, training=purpose == "train",
+            rank=rank, world_size=world, compile_setting=self.run.compile,
             precision=resolve_precision(self.run.precision, algo_cls.supports_bf16, self.device),
             env_options=resolved.env_option_values(),
         )
@@ -217,64 +123,31 @@ class Session:
                 raise LabError(f"--epochs needs {algo_cls.name}.steps_per_epoch (the steps in one pass over its "
                                "data), which it does not define; give its budget with --steps")
             self.ctx.total_steps = self.run.epochs * self.algo.steps_per_epoch
-        self.info: RunInfo | None = None
-        # the loop's bookkeeping, checkpointed so a resumed run logs what an uninterrupted one does
-        self.best: float | None = None
-        self.best_step: int | None = None
-        self.last_values: dict[str, Any] = {}
-        self.pending: dict[str, list[float]] = defaultdict(list)
-        self.last_log_step = 0
-        self.last_eval_step = -1
-        self.time_offset = 0.0
+        self.loop = LoopState()
         self.started = time.time()
         self.episodes: list[tuple[int, Episode]] = []  # several processes: (step, episode) not yet logged
         self.warned_key_metric = False
-        # a trial of a bayes sweep reports each evaluation to its study (lab.experiments.bayes)
-        self.trial = None
-        if purpose == "train" and self.main and os.environ.get("LAB_OPTUNA_TRIAL"):
-            from lab.experiments.bayes import TrialReporter
+        guard = DivergenceGuard(run_dir, getattr(resolved.algo, "learning_rate", None), lambda: checkpoint_step(run_dir))
+        self.observers = Observers([guard, *observers])
 
-            self.trial = TrialReporter.from_environment()
-
-    # -- trackers --
-
-    def start_trackers(self, doc: dict[str, Any], resumed: bool) -> None:
-        self.info = RunInfo(
-            name=self.run_dir.name,
-            run_dir=self.run_dir,
-            algo=self.algo_cls.name,
-            kind=self.algo_cls.kind,
-            env=self.run.env,
-            data=self.run.data,
-            seed=self.run.seed,
+    def start(self, doc: dict[str, Any], resumed: bool) -> None:
+        """Start the trackers (rank 0) and tell the observers the run has started."""
+        info = RunInfo(
+            name=self.run_dir.name, run_dir=self.run_dir, algo=self.algo_cls.name, kind=str(self.algo_cls.kind),
+            env=self.run.env, data=self.run.data, seed=self.run.seed,
             experiment=self.run.experiment or f"{self.algo_cls.name}-{self.run.env or self.run.data}",
-            config=doc,
-            resumed=resumed,
-            purpose=self.purpose,
-            time_offset=self.time_offset,
-            start_step=self.algo.global_step,
-            trackers=self.run.trackers,
+            config=doc, resumed=resumed, purpose=self.purpose, time_offset=self.loop.trained_before,
+            start_step=self.algo.global_step, trackers=self.run.trackers,
             tracker_options=dict(self.resolved.tracker_options),
         )
-        for name in selected_trackers(self.lab, self.run.trackers):
-            reg = self.lab.registry.trackers[name]
-            try:
-                tracker = reg.obj(self.info)
-            except LabError:
-                raise
-            except Exception as exc:
-                print(f"warning: tracker '{reg.name}' could not start ({type(exc).__name__}: {exc}); "
-                      "continuing without it", file=sys.stderr)
-                continue
-            if tracker is not None:
-                self.tracker.trackers.append(tracker)
-        self.lab.pm.hook.on_run_start(run=self.info)
+        self.tracker.start(self.lab, info)
+        self.observers.add(Tracking(self.tracker, self.lab, info))
+        self.observers.started(info)
 
-    def _on_log(self, metrics: dict[str, float], step: int) -> None:
-        # as logged (a NaN stays a NaN, so the report shows it); files get jsonable values
-        self.last_values.update({k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()})
-        if self.info is not None:
-            self.lab.pm.hook.on_metrics(run=self.info, metrics=metrics, step=step)
+    def _on_log(self, metrics: dict[str, Any], step: int) -> None:
+        values = {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        self.loop.last_values.update(values)
+        self.observers.logged(values, step)
 
     # -- checkpoints --
 
@@ -282,19 +155,10 @@ class Session:
         """What latest.pt holds. Several processes: rank 0's state, plus every rank's envs and
         random streams under "ranks" (all ranks call this together; only rank 0's is written)."""
         state = {
-            "format": CHECKPOINT_FORMAT,
-            "algo": self.algo_cls.name,
-            "global_step": self.algo.global_step,
+            "format": CHECKPOINT_FORMAT, "algo": self.algo_cls.name, "global_step": self.algo.global_step,
             "algorithm": self.algo.state_dict() if algorithm_state is None else algorithm_state,
-            "envs": self.ctx.env_states(),
-            "rng": self.ctx.rng.state_dict(),
-            "world_size": self.ctx.world_size,
-            "runner": {
-                "best": self.best, "best_step": self.best_step, "elapsed": self.elapsed(),
-                "last_values": dict(self.last_values), "pending": {k: list(v) for k, v in self.pending.items()},
-                "last_log_step": self.last_log_step, "last_eval_step": self.last_eval_step,
-                "horizon": self.ctx.total_steps,
-            },
+            "envs": self.ctx.env_states(), "rng": self.ctx.rng.state_dict(), "world_size": self.ctx.world_size,
+            "runner": self.loop.state_dict(self.elapsed(), self.ctx.total_steps),
         }
         if self.ctx.world_size > 1:
             state["ranks"] = distributed.gather_object(distributed.to_cpu({"envs": state["envs"], "rng": state["rng"]}))
@@ -302,11 +166,11 @@ class Session:
 
     def save(self, best: bool = False, algorithm_state: dict[str, Any] | None = None) -> None:
         """Write latest.pt (and best.pt); a second Ctrl-C waits until the files are complete.
-        Weights that are no longer finite are never written: the run has diverged."""
+        Weights that are no longer finite are never written: the guard ends the run first."""
         self.log_episodes()  # several processes: what the envs finished belongs before the checkpoint
         with STOP.critical():
             state = self.checkpoint_state(algorithm_state)
-            self.check_finite(state["algorithm"])
+            self.observers.state(self.algo.global_step, state["algorithm"])
             if not self.main:
                 return
             path = self.run_dir / "checkpoints" / "latest.pt"
@@ -316,9 +180,11 @@ class Session:
             if best:  # for evaluation: the replay/rollout contents are not needed there
                 lean = {**state, "algorithm": {k: v for k, v in state["algorithm"].items() if k != "buffers"}}
                 save_checkpoint(lean, self.run_dir / "checkpoints" / "best.pt")
-        self.tracker.log_artifact(path, f"{self.run_dir.name}-checkpoint", "model")
+        self.observers.checkpointed(self.algo.global_step, path)
 
     def restore(self, state: dict[str, Any], rng: bool = True) -> None:
+        """Continue from a checkpoint: the algorithm, the envs, the loop's bookkeeping and (with
+        `rng`) the random streams; on another number of processes, what can continue does."""
         if self.purpose == "train":  # the replay's chunk files (an evaluation acts without a replay)
             state = self.chunks.restore(state)
         saved_algo = state.get("algo")
@@ -340,40 +206,18 @@ class Session:
                            f"{self.run_dir}/config.yaml ({type(exc).__name__}: {detail}); was config.yaml edited "
                            "after training (net_arch, ...)? put the setting back") from None
         self.algo.global_step = step
-        runner = state.get("runner", {})
-        self.best, self.best_step = runner.get("best"), runner.get("best_step")
-        self.time_offset = float(runner.get("elapsed", 0.0))
-        self.last_values = dict(runner.get("last_values", {}))
-        self.pending = defaultdict(list, {k: list(v) for k, v in runner.get("pending", {}).items()})
-        self.last_log_step = int(runner.get("last_log_step", step))
-        self.last_eval_step = int(runner.get("last_eval_step", step if self.best is not None else -1))
+        self.loop = LoopState.from_state(state.get("runner", {}), step)
         if rng and saved_world != world:
             self.ctx.rng.restart(step)
         elif rng:
             self.ctx.rng.load_state_dict(mine["rng"] if "streams" in mine["rng"] else {"global": mine["rng"]})
-        if saved_world != world and self.purpose == "train":
-            if self.main:
-                kept = "weights, optimizer and normalisation statistics continue" if restarted else \
-                    "weights, optimizer and the data position continue (the batches of all processes together " \
-                    "do not depend on their number)"
-                print(f"note: the checkpoint was written by {saved_world} process{'es' * (saved_world > 1)} and "
-                      f"this run has {world}: {'the training envs start new episodes and ' * bool(restarted)}each "
-                      f"process's random streams start afresh (seeded from the run seed, its rank and this step); "
-                      f"{kept} (README: Several processes)", file=sys.stderr)
-        elif restarted and self.purpose == "train" and self.main:
-            print(f"note: {self.run.env} cannot save its state, so its training envs start new episodes "
-                  "(seeded from the run seed and this step); weights, optimizer, buffers and random "
-                  "streams continue exactly (README: Exact resume)", file=sys.stderr)
+        if self.purpose == "train" and self.main and (saved_world != world or restarted):
+            print(restart_note(self.run.env, saved_world, world, bool(restarted)), file=sys.stderr)
 
     def elapsed(self) -> float:
-        return self.time_offset + time.time() - self.started
+        return self.loop.trained_before + time.time() - self.started
 
-    def check_finite(self, algorithm_state: dict[str, Any]) -> None:
-        problem = non_finite_tensor(algorithm_state)
-        if problem is not None:
-            raise Diverged(problem)
-
-    # -- evaluation, media, episodes --
+    # -- evaluation, media, episodes, rows --
 
     def evaluation(self) -> dict[str, Any]:
         """The algorithm's evaluation at this step, in the evaluation's own random streams
@@ -391,39 +235,30 @@ class Session:
         """Evaluate, log, keep the best, checkpoint (best.pt when the key metric improved).
         Non-finite weights are not evaluated: their score would become `best`."""
         self.log_episodes()  # (several processes) the episodes up to this step come first
+        step, key = self.algo.global_step, self.algo_cls.key_metric
         state = self.algo.state_dict()  # evaluating changes none of it: the checkpoint below reuses it
-        self.check_finite(state)
+        self.observers.state(step, state)
         metrics = self.evaluation()
-        key = self.algo_cls.key_metric
-        value = metrics.get(key)
         if key not in metrics and self.main and not self.warned_key_metric:
             self.warned_key_metric = True
             print(f"note: {self.algo_cls.name}.evaluate() returned no '{key}' (its key_metric), so no best.pt is "
                   f"kept; it returned {', '.join(sorted(metrics)) or 'nothing'} (set key_metric to one of them)",
                   file=sys.stderr)
-        improved = False
-        if value is not None and math.isfinite(float(value)):
-            better = max if self.algo_cls.key_metric_mode == "max" else min
-            improved = self.best is None or better(float(value), self.best) != self.best
-            if improved:
-                self.best, self.best_step = float(value), self.algo.global_step
-        self.last_eval_step = self.algo.global_step
+        improved = self.loop.offer(metrics.get(key), self.algo_cls.key_metric_mode, step)
+        self.loop.last_eval_step = step
         if self.algo_cls.media_each_evaluation and self.run.video and self.main:
             self.log_media()
         self.save(best=improved, algorithm_state=state)
-        if self.trial is not None and self.trial.should_stop(metrics, key):
-            raise Pruned()
+        self.observers.evaluated(step, metrics, key)
         return metrics
 
     def log_media(self) -> dict[str, Path]:
         """Write the algorithm's media for this step (in the evaluation's random streams) and
-        log each file to the trackers; returns {key: path}."""
+        pass the files to the trackers; returns {key: path}."""
         step = self.algo.global_step
         with self.ctx.rng.evaluation(step):
             media = self.algo.write_media(self.ctx.media_dir)
-        for key, path in media.items():
-            log = self.tracker.log_video if path.suffix.lower() == ".mp4" else self.tracker.log_image
-            log(key, path, step)
+        self.observers.media(step, media)
         return media
 
     def log_episode(self, step: int, episode: Episode) -> None:
@@ -440,135 +275,134 @@ class Session:
         for step, episode in sorted(finished, key=lambda item: item[0]):
             self.log_episode(step, episode)
 
-    def _log_row(self, step: int, seconds: float) -> None:
+    def log_row(self, step: int, seconds: float) -> None:
         self.log_episodes()
-        # train_step's values may be device tensors: they become numbers here, once a row (no sync per step)
-        row = {name: sum(float(v) for v in vals) / len(vals) for name, vals in self.pending.items() if vals}
-        row["perf/sps"] = (step - self.last_log_step) / max(seconds, 1e-9)
+        row = self.loop.row()
+        row["perf/sps"] = (step - self.loop.last_log_step) / max(seconds, 1e-9)
         self.tracker.log(row, step)
-        self.pending.clear()
-        self.last_log_step = step
-        problem = non_finite_loss(row)
-        if problem is not None:
-            raise Diverged(problem)
+        self.loop.last_log_step = step
+        self.observers.row(step, row)
 
     # -- the loop --
 
+    def train_step(self) -> float:
+        """One `train_step`, its metrics kept for the next row and its episodes logged; returns
+        the seconds spent compiling in it (start-up, not training: kept out of perf/sps)."""
+        before = self.algo.global_step
+        if self.cores is not None:
+            self.cores.adjust()
+        for name, value in self.algo.train_step().items():
+            self.loop.pending[name].append(value)
+        compiling = self.note_compiling()
+        step = self.algo.global_step
+        if step <= before:
+            raise RuntimeError(f"{self.algo_cls.name}.train_step() did not advance global_step")
+        for episode in self.ctx.pop_episodes():
+            if self.ctx.world_size > 1:  # logged with the other ranks' at the next row
+                self.episodes.append((step, episode))
+            else:
+                self.log_episode(step, episode)
+        return compiling
+
+    def note_compiling(self) -> float:
+        """Seconds torch.compile took since the last call, logged as `perf/compile_s`."""
+        seconds = self.ctx.pop_compile_seconds()
+        if seconds:
+            self.loop.pending["perf/compile_s"].append(seconds)
+        return seconds
+
     def train(self, target: int) -> int:
-        """Train until `target` steps or a stop signal; returns the process exit code."""
+        """Train until `target` steps, a stop signal or an observer's `StopRun`; returns the
+        process exit code."""
         algo = self.algo
         log_every, eval_every, checkpoint_every = intervals(algo, self.resolved, target)
-        status, exit_code, failure = "finished", EXIT_OK, None
+        if self.main:
+            self.observers.add(ProgressDisplay(
+                self.algo_cls.name, self.run.env or self.run.data, self.run_dir, self.algo_cls.next_command(self.run_dir),
+                target, algo.global_step, self.algo_cls.key_metric))
+        status, exit_code, message = RunStatus.FINISHED, EXIT_OK, None
         log_clock, side_time = time.perf_counter(), 0.0  # side: evaluating/checkpointing since the last row
-        progress = RunProgress(self.algo_cls.name, target, algo.global_step) if self.main else Silent()
         STOP.training = True
         stop = False
         try:
             # several processes stop together: a signal to any of them stops all at this step
             while algo.global_step < target and not (stop := distributed.any_flag(STOP.requested)):
                 before = algo.global_step
-                if self.cores is not None:
-                    self.cores.adjust()
-                for name, value in algo.train_step().items():
-                    self.pending[name].append(value)
-                compiling = self.ctx.pop_compile_seconds()
-                if compiling:  # start-up, not training: kept out of perf/sps, logged on its own
-                    self.pending["perf/compile_s"].append(compiling)
-                    side_time += compiling
+                side_time += self.train_step()
                 step = algo.global_step
-                if step <= before:
-                    raise RuntimeError(f"{self.algo_cls.name}.train_step() did not advance global_step")
-                for episode in self.ctx.pop_episodes():
-                    if self.ctx.world_size > 1:  # logged with the other ranks' at the next row
-                        self.episodes.append((step, episode))
-                    else:
-                        self.log_episode(step, episode)
                 if crossed(before, step, log_every) or step >= target:
                     now = time.perf_counter()
-                    self._log_row(step, now - log_clock - side_time)
+                    self.log_row(step, now - log_clock - side_time)
                     log_clock, side_time = now, 0.0
-                    progress.note(step, self.last_values, self.algo_cls.key_metric)
                 if crossed(before, step, eval_every) or crossed(before, step, checkpoint_every):
                     side_start = time.perf_counter()
-                    if crossed(before, step, eval_every):
-                        self.evaluate()
-                        progress.note(step, self.last_values, self.algo_cls.key_metric)
-                    else:
-                        self.save()
+                    self.evaluate() if crossed(before, step, eval_every) else self.save()
                     side_time += time.perf_counter() - side_start
-                    compiled_meanwhile = self.ctx.pop_compile_seconds()  # a new batch shape: already side time
-                    if compiled_meanwhile:
-                        self.pending["perf/compile_s"].append(compiled_meanwhile)
-                progress.update(step, algo.pace())
+                    self.note_compiling()  # a new batch shape compiled meanwhile: already side time
+                self.observers.stepped(step, algo.pace())
             if not (stop or distributed.any_flag(STOP.requested)):
-                if self.last_eval_step != algo.global_step:
+                if self.loop.last_eval_step != algo.global_step:
                     self.evaluate()
                 if self.run.video and not self.algo_cls.media_each_evaluation and self.main:
                     self.log_media()  # (otherwise the last evaluation wrote it)
             else:
-                status, exit_code = "interrupted", STOP.exit_code()
+                status, exit_code = RunStatus.INTERRUPTED, STOP.exit_code()
             self.save()
         except KeyboardInterrupt:
-            status, exit_code = "interrupted", 128 + signal.SIGINT
-        except Diverged as problem:
-            status, exit_code = "diverged", EXIT_FAILED
-            failure = self.divergence_message(str(problem))
-        except Pruned:  # the sweep stopped it; its checkpoint is saved
-            status, exit_code = "pruned", EXIT_OK
-            print(f"pruned by the sweep's pruner at step {self.algo.global_step:,}", file=sys.stderr)
+            status, exit_code = RunStatus.INTERRUPTED, 128 + signal.SIGINT
+        except StopRun as stopped:  # the guard or a sweep's pruner
+            status, message = stopped.status, stopped.message
+            exit_code = EXIT_OK if status == RunStatus.PRUNED else EXIT_FAILED
         except LabError:
-            status, exit_code = "failed", 2
+            status, exit_code = RunStatus.FAILED, EXIT_USAGE
             raise
         except Exception:
-            status, exit_code, failure = "failed", EXIT_FAILED, traceback.format_exc()
+            status, exit_code, message = RunStatus.FAILED, EXIT_FAILED, traceback.format_exc()
         finally:
-            progress.close()
-            if failure is not None:
-                print(failure, file=sys.stderr, end="")
             with STOP.critical(then_stop=False):
-                self.finish(status, target)
+                self.finish(status, target, message)
             STOP.done = True  # saved and reported: a late Ctrl-C now just ends the process
         return exit_code
 
-    def divergence_message(self, problem: str) -> str:
-        """One line: what went non-finite where, the likely cause, and what resume continues from."""
-        lr = getattr(self.resolved.algo, "learning_rate", None)
-        cause = f"the learning rate ({lr:g}) is likely too high" if isinstance(lr, float) else \
-            "a learning rate too high is the usual cause"
-        from lab.experiments.runs import checkpoint_step
-
-        saved = checkpoint_step(self.run_dir)
-        resume = (f"checkpoints/latest.pt is the last finite state (step {saved:,}): `lab resume {self.run_dir}` "
-                  "continues from it" if saved is not None else "no finite checkpoint was saved")
-        return f"error: diverged at step {self.algo.global_step:,}: {problem}; {cause}; {resume}\n"
-
-    def finish(self, status: str, target: int) -> None:
+    def finish(self, status: RunStatus, target: int, message: str | None) -> None:
+        """summary.json (rank 0), the observers' `ended`, and every env closed."""
         if not self.main:  # rank 0 writes and reports for every process
+            if message:
+                print(message, file=sys.stderr, end="")
             self.close()
             return
         summary = {
-            **{k: jsonable(v) for k, v in self.last_values.items()},
-            "status": status,
-            "global_step": self.algo.global_step,
-            "target_steps": target,
-            "elapsed_s": round(self.elapsed(), 3),
-            "key_metric": self.algo_cls.key_metric,
-            "best": self.best,
-            "best_step": self.best_step,
+            **{k: jsonable(v) for k, v in self.loop.last_values.items()},
+            "status": status.value, "global_step": self.algo.global_step, "target_steps": target,
+            "elapsed_s": round(self.elapsed(), 3), "key_metric": self.algo_cls.key_metric,
+            "best": self.loop.best, "best_step": self.loop.best_step,
         }
         try:
             write_summary(self.run_dir, summary)
         except OSError as exc:  # a full or read-only disk: the checkpoints already say where the run is
             print(f"warning: cannot write {self.run_dir / 'summary.json'} ({exc.strerror or exc}); "
                   "`lab runs` rebuilds it from metrics.jsonl and the checkpoint", file=sys.stderr)
-        self.tracker.finish(summary)
-        if self.info is not None:
-            self.lab.pm.hook.on_run_end(run=self.info, summary=summary)
-        self.close()
-        shown = {**summary, **self.last_values}  # NaN shows as nan in the report (null in summary.json)
-        print(run_report(self.algo_cls.name, self.run.env or self.run.data, self.run_dir, shown,
-                         self.algo_cls.next_command(self.run_dir)), file=sys.stderr)
+        try:
+            self.observers.ended(status, summary, message)
+        finally:
+            self.close()
 
     def close(self) -> None:
         self.algo.close()
         self.ctx.close_envs()
+
+
+def restart_note(env: str | None, saved_world: int, world: int, restarted: bool) -> str:
+    """What a resume could not continue exactly: envs that cannot save their state start new
+    episodes; on another number of processes each one's random streams start afresh."""
+    if saved_world == world:
+        return (f"note: {env} cannot save its state, so its training envs start new episodes (seeded from the run "
+                "seed and this step); weights, optimizer, buffers and random streams continue exactly "
+                "(docs/runs.md: Exact resume)")
+    kept = "weights, optimizer and normalisation statistics continue" if restarted else \
+        "weights, optimizer and the data position continue (the batches of all processes together do not depend " \
+        "on their number)"
+    return (f"note: the checkpoint was written by {saved_world} process{'es' * (saved_world > 1)} and this run has "
+            f"{world}: {'the training envs start new episodes and ' * restarted}each process's random streams "
+            f"start afresh (seeded from the run seed, its rank and this step); {kept} (docs/scale.md: Several "
+            "processes)")

@@ -12,9 +12,8 @@ from typing import Any
 
 import torch
 
-from lab.datasets import ImageDataset, UnpairedImageDataset
-from lab.errors import LabError, unknown
-from lab.hookspecs import hookimpl
+from lab.api import ImageDataset, LabError, UnpairedImageDataset, hookimpl
+from lab.api.errors import unknown
 from lab.plugins.datasets import styles
 from lab.plugins.datasets.download import fetch
 from lab.plugins.datasets.idx import read_idx

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab.errors import LabError
+from lab.api import LabError
 
 # IDX type code -> big-endian numpy dtype.
 IDX_DTYPES: dict[int, str] = {

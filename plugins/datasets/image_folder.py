@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from lab.datasets import ImageDataset, UnpairedImageDataset
-from lab.errors import LabError
+from lab.api import ImageDataset, LabError, UnpairedImageDataset
 from lab.plugins.datasets.image_io import decode
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"})

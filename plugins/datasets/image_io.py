@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from lab.errors import LabError
+from lab.api import LabError
 
 
 def fit_square(image: np.ndarray, size: int) -> np.ndarray:

@@ -27,16 +27,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab import distributed
-from lab.algorithm import Algorithm
+from lab.api import Algorithm, Context, ImageDataset, LabError, check_ranges, hookimpl, option, split_validation
 from lab.augment import random_rotation
 from lab.buffers.data import DataBuffer
 from lab.classifiers import (ImageClassifier, channel_stats, classification_loss, cnn_body, logreg_body, mlp_body,
                              sgd_or_adamw, training_step)
-from lab.config import check_ranges, option
-from lab.datasets import ImageDataset, split_validation
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
-from lab.run.context import Context
 from lab.schedules import warmup_decay
 from lab.plugins.supervised.media import confusion_matrix, plot_confusion_matrix, plot_misclassified
 
@@ -112,7 +107,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 class Classifier(Algorithm):
     """Train an image classifier with cross-entropy; subclasses provide `build_body`.
 
-    Under torchrun (README: Several processes) `batch_size` is the global batch: each rank
+    Under torchrun (docs/scale.md: Several processes) `batch_size` is the global batch: each rank
     trains on its 1/world_size of every batch through DistributedDataParallel, so a step of
     N processes is a step of one process on the same batch (up to BatchNorm's per-process
     statistics and augmentation draws), and an epoch has the same number of steps.

@@ -1,6 +1,6 @@
 """A local plugin that loads fine beside a broken one."""
 
-from lab.hookspecs import hookimpl
+from lab.api import hookimpl
 
 
 def _factory(run):

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lab.datasets import ImageDataset, UnpairedImageDataset
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
+from lab.api import ImageDataset, LabError, UnpairedImageDataset, hookimpl
 
 __version__ = "0.0.1"
 

@@ -1,7 +1,6 @@
 """A third-party plugin: registers a dataset and observes runs, through the public hooks only."""
 
-from lab.datasets import ImageDataset
-from lab.hookspecs import hookimpl
+from lab.api import ImageDataset, hookimpl
 
 
 def constant_dataset(data_dir, arg, **options):

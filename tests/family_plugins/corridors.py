@@ -18,11 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "local_plugins"))
 
 from toy import ToyCorridor  # noqa: E402
 
-from lab.config import check_ranges, option  # noqa: E402
-from lab.errors import LabError  # noqa: E402
-from lab.hookspecs import hookimpl  # noqa: E402
-from lab.tracking import Tracker  # noqa: E402
-from lab.vecenv import EnvFamily  # noqa: E402
+from lab.api import EnvFamily, LabError, Tracker, check_ranges, hookimpl, option  # noqa: E402
 
 MADE = Path("corridors-made.jsonl")  # what each factory call was given, in the test's own folder
 

@@ -15,12 +15,7 @@ from typing import Literal
 
 import torch
 
-from lab.algorithm import Algorithm
-from lab.datasets import ImageDataset
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
-from lab.tracking import Tracker
-from lab.vecenv import Episode
+from lab.api import Algorithm, Episode, ImageDataset, LabError, Tracker, hookimpl
 
 __version__ = "0.0.7"
 
