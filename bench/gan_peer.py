@@ -148,12 +148,12 @@ def train_ours(data_dir: Path, epochs: int, seed: int, device: str, max_steps: i
     return runs / "ours", time.perf_counter() - start
 
 
-def mnist(data_dir: Path, device: torch.device) -> ImageDataset:
+def mnist_context(data_dir: Path, device: torch.device) -> RunContext:
+    """A context of an MNIST run: its dataset, and the device the yardstick runs on."""
     registry = Registry()
     registry.add_dataset("datasets", "mnist", datasets.mnist)
-    ctx = RunContext(device=device, seed=0, total_steps=0, run_dir=Path("."), registry=registry, tracker=Quiet(),
-                  data="mnist", data_dir=data_dir)
-    return ctx.load_dataset()
+    return RunContext(device=device, seed=0, total_steps=0, run_dir=Path("."), registry=registry, tracker=Quiet(),
+                      data="mnist", data_dir=data_dir)
 
 
 def rounded(metrics: dict[str, float]) -> dict[str, float]:
@@ -178,11 +178,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data_dir = Path(args.data_dir)
-    data = mnist(data_dir, device)
+    ctx = mnist_context(data_dir, device)
+    data = ctx.load_dataset()
     train_rows, val_rows = split_validation(len(data.train_images), VALIDATION)
     data_64 = ImageDataset(f"{data.name}@64", to_64(data.train_images), data.train_labels, to_64(data.test_images),
                            data.test_labels, data.classes)
-    quality = SampleQuality(data_64, device, val_rows)
+    quality = SampleQuality(data_64, ctx, val_rows)
     report = lambda *a: None if args.json else print(*a, file=sys.stderr)  # noqa: E731
 
     sides = args.sides.split(",")

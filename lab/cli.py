@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from lab.run.signals import STOP, SetupInterrupted, stop_when_orphaned  # first: Ctrl-C handling
+from lab.signals import STOP, SetupInterrupted, stop_when_orphaned  # first: Ctrl-C handling
 
 from lab.api import LabError, flag  # noqa: E402
 from lab.api.errors import close_matches  # noqa: E402
@@ -383,7 +383,7 @@ def _check_sweep(sweep: Any, algo_cls: type, common: dict[str, Any], lab: Any) -
 
     from lab.experiments.sweep import representatives, train_args
     from lab.run.entry import check_settings
-    from lab.run.signals import STOP
+    from lab.signals import STOP
 
     checked, shown, envs = 0, time.monotonic(), set()
     for params in representatives(sweep):

@@ -69,6 +69,18 @@ def resolve_precision(setting: str, supports_bf16: bool, device: torch.device) -
     return "bf16" if setting == "bf16" else "fp32"
 
 
+def training_threads(pinned: int | None, preferred: int | None, device: torch.device) -> SharedCores | None:
+    """Set torch's threads for training: `--threads` (`pinned`), else the algorithm's choice
+    (`preferred`), else torch's. Unless pinned, a CPU run on several threads gives up threads
+    to the processes beside it: the `SharedCores` to adjust every step, else None."""
+    threads = pinned or preferred
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if device.type == "cpu" and pinned is None and torch.get_num_threads() > 1:
+        return SharedCores(torch.get_num_threads())
+    return None
+
+
 class SharedCores:
     """Train on the cores other processes leave free, re-checked every `every_s` seconds.
 

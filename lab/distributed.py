@@ -261,7 +261,7 @@ class QuietExit(SystemExit):
 
 
 def _agree(exc: BaseException | None) -> None:
-    from lab.run.signals import SetupInterrupted
+    from lab.signals import SetupInterrupted
 
     def describe(e: BaseException | None) -> tuple[str, str] | None:
         if e is None:

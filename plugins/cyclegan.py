@@ -265,7 +265,7 @@ class CycleGAN(ImageGenerator):
         run's record, and B's real features; at set-up when training, else at the first evaluation."""
         if self.quality is None:
             cfg = self.config
-            self.quality = SampleQuality(self.data.b, self.ctx.device, None, cfg.classifier, cfg.classifier_sha256,
+            self.quality = SampleQuality(self.data.b, self.ctx, None, cfg.classifier, cfg.classifier_sha256,
                                          measures="its translations' metrics")
             cfg.classifier_sha256 = self.quality.classifier_sha256
         return self.quality

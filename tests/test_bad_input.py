@@ -244,7 +244,7 @@ def test_unreadable_metrics_lines_are_skipped_and_counted(capsys):
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_older_checkpoint(capsys, monkeypatch):
     import errno
 
-    import lab.run.atomic as atomic
+    import lab.atomic as atomic
     from lab.run.checkpoint import load_checkpoint
 
     run = _toy_run(capsys, steps=12)

@@ -82,7 +82,7 @@ def test_a_failing_compile_runs_eagerly_after_one_note(monkeypatch, capsys):
 def test_a_compile_stopped_by_ctrl_c_is_not_a_compile_failure(monkeypatch, capsys):
     import signal
 
-    from lab.run.signals import STOP
+    from lab.signals import STOP
 
     def interrupted(fn, **kwargs):
         def compiling(*args, **kw):  # Ctrl-C: the lab notes it; the compiler's worker processes die of it

@@ -24,8 +24,8 @@ from lab.cli import main
 from lab.run.context import RunContext
 from lab.run.discovery import load_lab
 from lab.rl.evaluation import evaluate_policy, evaluation_seed
-from lab.run.seeding import RNGStreams
-from lab.run.signals import StopRequest
+from lab.seeding import RNGStreams
+from lab.signals import StopRequest
 from lab.tracking import Tracker
 
 
@@ -204,7 +204,7 @@ def test_double_ctrl_c_while_saving_leaves_an_intact_interrupted_run():
 
 LEAVING = """
 import sys
-from lab.run.signals import STOP
+from lab.signals import STOP
 STOP.install()
 garbage = [{"n": [i] * 4} for i in range(1_000_000)]  # freed while the interpreter shuts down
 STOP.exit_on_signal(130)

@@ -270,7 +270,7 @@ def test_a_learning_rate_that_diverges_is_noticed(algo, flags, capsys):
 
 
 def test_a_second_ctrl_c_waits_until_a_tracker_call_has_returned():
-    from lab.run.signals import StopRequest
+    from lab.signals import StopRequest
     from lab.api import Tracker
     from lab.run.trackers import MultiTracker
 

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from conftest import read_jsonl, real_data_dir, run_lab
 from lab.run.context import RunContext
 from lab.api import LabError, Tracker
+from lab.run.discovery import load_lab
+from lab.run.entry import run_loader
 from lab.run.registry import Registry
 from lab.generative.reference import reference_classifier
 from lab.plugins import datasets, supervised
@@ -193,14 +195,21 @@ def test_cli_trains_resumes_and_serves_a_feature_extractor(tmp_path: Path) -> No
     assert state["runner"]["horizon"] == 6, "the LR schedule keeps its first horizon (the runner keeps it)"
 
     data = datasets.mnist(data_dir)
-    extractor, _ = reference_classifier(data, torch.device("cpu"), str(run_dir))
+    extractor, _ = reference_classifier(data, loading_context(tmp_path), str(run_dir))
     features, logits = extractor(data.test_images[:5])
     assert features.shape == (5, 8) and logits.shape == (5, 10)
 
 
+def loading_context(run_dir: Path) -> RunContext:
+    """A CPU run's context that loads other runs as the entry points' sessions do."""
+    lab = load_lab()
+    return RunContext(device=torch.device("cpu"), seed=0, total_steps=0, run_dir=run_dir, registry=lab.registry,
+                      tracker=Tracker(), run_loader=run_loader(lab))
+
+
 def test_a_classifier_run_serves_only_classifiers(tmp_path: Path, capsys) -> None:
     with pytest.raises(LabError, match="does not exist|not a run directory|no config.yaml"):
-        reference_classifier(datasets.mnist(real_data_dir()), torch.device("cpu"), str(tmp_path))
+        reference_classifier(datasets.mnist(real_data_dir()), loading_context(tmp_path), str(tmp_path))
 
 
 def test_a_cnn_whose_learning_rate_diverges_stops_with_finite_checkpoints(tmp_path: Path, capsys) -> None:

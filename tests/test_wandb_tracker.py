@@ -369,8 +369,8 @@ def test_run_closes_cleanly_after_ctrl_c(tmp_path: Path) -> None:
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_wandb_tracker import make_info
         from lab.plugins.wandb_tracker import make_tracker
-        from lab.run.signals import STOP
-        from lab.tracking import MultiTracker
+        from lab.signals import STOP
+        from lab.run.trackers import MultiTracker
         STOP.install()
         STOP.training = True
         tracker = MultiTracker([make_tracker(make_info(Path({str(run_dir)!r})))], guard=STOP.critical)

@@ -157,6 +157,11 @@ class Context(Protocol):
         """Log scalars now (the runner also logs what `train_step` returns)."""
         ...
 
+    def load_run(self, run_dir: str | Path, checkpoint: str = "best") -> Any:
+        """Another run's trained algorithm on this run's device, as `lab.load` gives it (a
+        classifier run a generator measures its samples in)."""
+        ...
+
     def evaluate_policy(self, policy: Policy, step: int) -> dict[str, float]:
         """The evaluation protocol: `eval_episodes` whole episodes on evaluation envs seeded
         from (run seed, `step`), acting with `policy`; returns `eval/return_mean`,

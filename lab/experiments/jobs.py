@@ -23,7 +23,7 @@ from typing import Any
 
 from lab.api import LabError, RunStatus
 from lab.run.rundir import RunLock, read_config, read_summary
-from lab.run.signals import STOP, SUPERVISOR
+from lab.signals import STOP, SUPERVISOR
 
 
 @dataclass

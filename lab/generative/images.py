@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from lab.api import LabError
-from lab.run.atomic import atomic_write
+from lab.atomic import atomic_write
 
 if TYPE_CHECKING:
     from lab.generative.base import ImageGenerator

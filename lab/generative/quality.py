@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from lab.api import ImageDataset, check_ranges, option
+from lab.api import Context, ImageDataset, check_ranges, option
 from lab.generative.base import ImageGenerator
 from lab.generative.feature_metrics import NEIGHBOURS, kernel_distance, precision_recall
 from lab.generative.frechet import FrechetReference, feature_stats
@@ -30,11 +30,11 @@ from lab.generative.reference import reference_classifier
 class SampleQuality:
     """The real images' features and the metrics of generated images against them."""
 
-    def __init__(self, data: ImageDataset, device: torch.device, val_rows: torch.Tensor | None,
+    def __init__(self, data: ImageDataset, ctx: Context, val_rows: torch.Tensor | None,
                  classifier: str | None = None, classifier_sha256: str | None = None, measures: str = "") -> None:
-        self.classifier, self.classifier_sha256 = reference_classifier(data, device, classifier, classifier_sha256,
+        self.classifier, self.classifier_sha256 = reference_classifier(data, ctx, classifier, classifier_sha256,
                                                                        measures=measures)
-        features = lambda images: self.classifier(images.to(device))[0]  # noqa: E731
+        features = lambda images: self.classifier(images.to(ctx.device))[0]  # noqa: E731
         self.test = FrechetReference(features, data.test_images)
         self.val = None if val_rows is None else FrechetReference(features, data.train_images[val_rows])
         self.floor = self.test.distance(data.train_images[: len(data.test_images)])
@@ -90,7 +90,7 @@ class SampledImageGenerator(ImageGenerator):
         training; at the first evaluation under `lab eval`, so `lab sample` needs no classifier)."""
         if self.quality is None:
             cfg = self.config
-            self.quality = SampleQuality(self.data, self.ctx.device, self.val_rows, cfg.classifier,
+            self.quality = SampleQuality(self.data, self.ctx, self.val_rows, cfg.classifier,
                                          cfg.classifier_sha256, measures="its eval/fld")
             cfg.classifier_sha256 = self.quality.classifier_sha256
         return self.quality

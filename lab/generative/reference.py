@@ -7,7 +7,7 @@ in the user's cache folder (`$LAB_CACHE_DIR/classifiers`, else
 `$XDG_CACHE_HOME/arcade-lab/classifiers`, else `~/.cache/arcade-lab/classifiers`: dataset
 folders are often shared and read-only), keyed
 by a hash of the data and the recipe, so every run on the same data measures in the same
-feature space; or any classifier run (`--classifier RUN_DIR`, loaded with `lab.load`).
+feature space; or any classifier run (`--classifier RUN_DIR`, loaded with `ctx.load_run`).
 Each run records the sha256 of the classifier's file and refuses a classifier that changed.
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from lab.api import Context, ImageDataset, LabError
+from lab.atomic import atomic_write
 from lab.buffers.data import DataBuffer
 from lab.classifiers import ImageClassifier, channel_stats, cnn_body, sgd_or_adamw, training_step
-from lab.api import ImageDataset, LabError
-from lab.run.checkpoint import load_checkpoint, save_checkpoint
-from lab.run.seeding import preserved_random_state
+from lab.seeding import preserved_random_state
 from lab.schedules import warmup_decay
 
 # The reference cnn's fixed recipe (the `cnn` baseline's defaults when it was fixed: ~99% MNIST
@@ -85,13 +85,11 @@ def fit_reference_cnn(images: torch.Tensor, labels: torch.Tensor, classes: list[
     return model.eval()
 
 
-def _from_run(run_dir: str, device: torch.device) -> tuple[ImageClassifier, Path]:
-    """A classifier run's model (best.pt, else latest.pt) through `lab.load`."""
-    import lab
-
+def _from_run(run_dir: str, ctx: Context) -> tuple[ImageClassifier, Path]:
+    """A classifier run's model (best.pt, else latest.pt), loaded by the runner."""
     checkpoints = Path(run_dir) / "checkpoints"
     checkpoint = "best" if (checkpoints / "best.pt").is_file() else "latest"
-    algo = lab.load(run_dir, checkpoint=checkpoint, device=str(device))
+    algo = ctx.load_run(run_dir, checkpoint)
     try:
         model = getattr(algo, "model", None)
         if not isinstance(model, ImageClassifier):
@@ -123,22 +121,22 @@ def _cached(data: ImageDataset, device: torch.device) -> tuple[ImageClassifier, 
                  "input_shape": list(data.image_shape)}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint({"algo": "cnn", "global_step": 0, "algorithm": state}, path)
+            atomic_write(path, lambda handle: torch.save({"algo": "cnn", "global_step": 0, "algorithm": state}, handle))
         except OSError as exc:
             raise LabError(f"cannot cache the reference classifier in {path.parent} ({exc.strerror}); "
                            "set LAB_CACHE_DIR to a writable folder") from None
     try:
-        state = load_checkpoint(path)["algorithm"]
+        state = torch.load(path, map_location="cpu", weights_only=True)["algorithm"]
         shape = tuple(int(v) for v in state["input_shape"])
         model = _reference_cnn(shape, list(state["classes"]), [0.0] * shape[0], [1.0] * shape[0])
         model.load_state_dict(state["model"])  # brings the trained normalisation buffers too
-    except (LabError, KeyError, RuntimeError):
+    except (OSError, EOFError, KeyError, RuntimeError, ValueError, TypeError):
         raise LabError(f"the cached reference classifier {path} is unreadable; delete it and the next run "
                        "trains it again") from None
     return model.to(device).eval(), path
 
 
-def reference_classifier(data: ImageDataset, device: torch.device, run_dir: str | None = None,
+def reference_classifier(data: ImageDataset, ctx: Context, run_dir: str | None = None,
                          expected_sha256: str | None = None, measures: str = "its metrics") -> tuple[FeatureExtractor, str]:
     """(feature extractor, sha256 of the classifier's file) for `data`'s images.
 
@@ -147,7 +145,7 @@ def reference_classifier(data: ImageDataset, device: torch.device, run_dir: str 
     began): a classifier that has changed since is refused, since `measures` would no
     longer be comparable across the run.
     """
-    model, path = _from_run(run_dir, device) if run_dir is not None else _cached(data, device)
+    model, path = _from_run(run_dir, ctx) if run_dir is not None else _cached(data, ctx.device)
     if model.input_shape != data.image_shape:
         raise LabError(f"--classifier {run_dir} was trained on {model.input_shape} images; {data.name} has "
                        f"{data.image_shape}: train one on this data (lab train cnn --data ...)")

@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically (temp file + rename), read with weights_only=True."""
+"""Checkpoints: written atomically (temp file + rename), read with weights_only=True, and
+put back into an algorithm."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import torch
 
-from lab.run.atomic import atomic_write
-from lab.api import LabError
+from lab.api import Algorithm, LabError
+from lab.atomic import atomic_write
+from lab.run.chunks import FOLDER as CHUNK_FOLDER
+from lab.run.chunks import ChunkStore
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours parts of its weights_only message
 
@@ -76,3 +79,61 @@ def saved_horizon(state: dict[str, Any], default: int) -> int:
     kept it hold it in the algorithm's state)."""
     horizon = state.get("runner", {}).get("horizon") or state.get("algorithm", {}).get("horizon")
     return int(horizon) if horizon else default
+
+
+class CheckpointWriter:
+    """checkpoints/latest.pt (and best.pt) of one run directory. The replay contents a state
+    marks (`lab.api.state.rows_state`) go to chunk files beside latest.pt, only the chunks
+    written since the last save (`lab.run.chunks`); best.pt, for evaluation, leaves the
+    replay and rollout contents out."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.folder = run_dir / "checkpoints"
+        self.chunks = ChunkStore(self.folder / CHUNK_FOLDER)
+
+    @property
+    def latest(self) -> Path:
+        return self.folder / "latest.pt"
+
+    def write(self, state: dict[str, Any], best: bool) -> Path:
+        """Write `state` as latest.pt (and best.pt); returns latest.pt's path."""
+        state = self.chunks.spill(state)
+        save_checkpoint(state, self.latest)
+        self.chunks.commit()
+        if best:
+            lean = {**state, "algorithm": {k: v for k, v in state["algorithm"].items() if k != "buffers"}}
+            save_checkpoint(lean, self.folder / "best.pt")
+        return self.latest
+
+    def read_chunks(self, state: dict[str, Any]) -> dict[str, Any]:
+        """`state` with the replay contents its manifests name read back from the chunk files."""
+        return self.chunks.restore(state)
+
+
+def load_algorithm_state(algo: Algorithm, state: dict[str, Any], run_dir: Path) -> None:
+    """`algo.load_state_dict(state)`, where a state that does not fit the algorithm's settings
+    (config.yaml edited after training) is one LabError naming the likely cause."""
+    try:
+        algo.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, IndexError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = (lines[1] if len(lines) > 1 else lines[0])[:200]  # torch's first line only names the module
+        raise LabError(f"the checkpoint does not fit {algo.name} with the settings of {run_dir}/config.yaml "
+                       f"({type(exc).__name__}: {detail}); was config.yaml edited after training (net_arch, ...)? "
+                       "put the setting back") from None
+
+
+def restart_note(env: str | None, saved_world: int, world: int, restarted: bool) -> str:
+    """What a resume could not continue exactly: envs that cannot save their state start new
+    episodes; on another number of processes each one's random streams start afresh."""
+    if saved_world == world:
+        return (f"note: {env} cannot save its state, so its training envs start new episodes (seeded from the run "
+                "seed and this step); weights, optimizer, buffers and random streams continue exactly "
+                "(docs/runs.md: Exact resume)")
+    kept = "weights, optimizer and normalisation statistics continue" if restarted else \
+        "weights, optimizer and the data position continue (the batches of all processes together do not depend " \
+        "on their number)"
+    return (f"note: the checkpoint was written by {saved_world} process{'es' * (saved_world > 1)} and this run has "
+            f"{world}: {'the training envs start new episodes and ' * restarted}each process's random streams "
+            f"start afresh (seeded from the run seed, its rank and this step); {kept} (docs/scale.md: Several "
+            "processes)")

@@ -23,7 +23,7 @@ import torch
 
 from lab.api import LabError
 from lab.api.state import ROWS
-from lab.run.atomic import atomic_write
+from lab.atomic import atomic_write
 
 CHUNK_BYTES = 32 * 2**20
 FOLDER = "replay"  # beside latest.pt: checkpoints/replay/

@@ -83,7 +83,7 @@ class HotFunction:
         try:
             result = self._impl(*args, **kwargs)
         except Exception as exc:  # inductor or dynamo gave up: the eager function still works
-            from lab.run.signals import STOP
+            from lab.signals import STOP
 
             if STOP.requested:  # Ctrl-C reached the compiler's workers too: the user stopped it, nothing failed
                 self.compiled = None  # (a resumed process compiles again)

@@ -26,7 +26,7 @@ from lab.api.envs import Episode
 from lab.rl.evaluation import evaluate_policy, evaluation_seed, record_video
 from lab.run.compile import CompileSetting, HotFunction
 from lab.run.registry import Registry
-from lab.run.seeding import RNGStreams
+from lab.seeding import RNGStreams
 
 
 @dataclass
@@ -55,6 +55,7 @@ class RunContext:
     compile_setting: CompileSetting = "auto"
     precision: Precision = "fp32"
     env_options: dict[str, Any] = field(default_factory=dict)
+    run_loader: Callable[[Path, str, torch.device], Any] | None = None  # `lab.load`, from the entry points
     rng: RNGStreams = field(init=False)
     _compile_seconds: float = field(default=0.0, repr=False)
     _train_envs: list[TrainingEnv] = field(default_factory=list, repr=False)
@@ -167,6 +168,12 @@ class RunContext:
         fp32 changes nothing. Only an algorithm that declares `supports_bf16` is given bf16.
         """
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def load_run(self, run_dir: str | Path, checkpoint: str = "best") -> Any:
+        """Another run's trained algorithm on this run's device (`lab.load`)."""
+        if self.run_loader is None:
+            raise LabError(f"this run cannot load other runs ({run_dir}): it was built without the lab's entry points")
+        return self.run_loader(Path(run_dir), checkpoint, self.device)
 
     def evaluate_policy(self, policy: Policy, step: int) -> dict[str, float]:
         """The evaluation protocol (`lab.rl.evaluation`) on `--env`, from the seed of `step`."""

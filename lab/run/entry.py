@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from lab import distributed
 from lab.api import Agent, Algorithm, LabError, RunStatus, Target
 from lab.device import resolve_device
@@ -34,12 +36,12 @@ from lab.run.rundir import (
     versions,
     write_config,
 )
-from lab.run.seeding import preserved_random_state
+from lab.seeding import preserved_random_state
 from lab.run.events import Observer
 from lab.run.policy import AgentPolicy
 from lab.run.session import Session
 from lab.run.settings import Resolved, as_plain, config_fields, resolve
-from lab.run.signals import STOP, SetupInterrupted
+from lab.signals import STOP, SetupInterrupted
 from lab.run.trackers import selected_trackers
 
 Entry = TypeVar("Entry", bound=Callable[..., Any])
@@ -154,7 +156,7 @@ def train_run(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[s
         try:
             with distributed.together():
                 session = Session(lab, algo_cls, resolved, run_dir, fresh=True, total_steps=run.steps or 0,
-                                  observers=observers)
+                                  observers=observers, run_loader=run_loader(lab))
             with distributed.together():
                 STOP.raise_if_requested()
                 target = session.ctx.total_steps
@@ -245,7 +247,7 @@ def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None
                     doc, algo_cls, resolved = _resolve_doc(lab, doc)
                 horizon = saved_horizon(state, int(doc["total_steps"]))
                 session = Session(lab, algo_cls, resolved, run_dir, fresh=False, total_steps=horizon,
-                                  observers=observers)
+                                  observers=observers, run_loader=run_loader(lab))
             with distributed.together():
                 session.restore(state)
                 done = session.algo.global_step
@@ -297,7 +299,7 @@ def _restored(lab: Lab, run_dir: Path, checkpoint: str,
     """A one-process Session of `run_dir` with `checkpoint` loaded, for using a trained model."""
     doc, algo_cls, resolved = reloaded
     state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
-    session = Session(lab, algo_cls, resolved, run_dir, fresh=False, purpose="eval",
+    session = Session(lab, algo_cls, resolved, run_dir, fresh=False, purpose="eval", run_loader=run_loader(lab),
                       total_steps=saved_horizon(state, int(doc["total_steps"])))
     try:
         session.restore(state, rng=False)
@@ -353,6 +355,11 @@ def load(lab: Lab, run_dir: Path, checkpoint: str = "best", device: str | None =
     return AgentPolicy(algo) if isinstance(algo, Agent) else algo
 
 
+def run_loader(lab: Lab) -> Callable[[Path, str, torch.device], Algorithm | AgentPolicy]:
+    """`ctx.load_run` for the sessions these entry points make: `load` with these plugins."""
+    return lambda run_dir, checkpoint, device: load(lab, run_dir, checkpoint, str(device))
+
+
 @dataclass
 class Run:
     """A run directory as `lab.train` returns it: where it is and how it ended."""
@@ -382,7 +389,7 @@ def train_in_process(lab: Lab, algo_name: str, settings: dict[str, Any],
     """`lab.train`: `lab train` from Python, in this process, with Ctrl-C handled as the CLI
     handles it (the step finishes, a checkpoint is saved, the run ends `interrupted`).
     None when a Ctrl-C came before training started (no run directory is left)."""
-    from lab.run.signals import handling_signals
+    from lab.signals import handling_signals
 
     with handling_signals():
         code, run_dir = train_run(lab, algo_name, settings, config_file)

@@ -1,5 +1,6 @@
 """The run loop's own bookkeeping, saved with every checkpoint (its "runner" section), so a
-run stopped and resumed logs what the same run left alone logs, step for step."""
+run stopped and resumed logs what the same run left alone logs, step for step; and its
+cadence: when it logs a row, evaluates and checkpoints."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from lab.run.run_config import RunConfig
 
 
 @dataclass
@@ -57,3 +60,39 @@ class LoopState:
                    last_log_step=int(runner.get("last_log_step", step)),
                    last_eval_step=int(runner.get("last_eval_step", step if best is not None else -1)),
                    trained_before=float(runner.get("elapsed", 0.0)))
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """Every how many steps the loop logs a row, evaluates and checkpoints. Steps jump by
+    several at a time (num_envs, a rollout), so each is asked whether a step range crossed it."""
+
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+
+    @classmethod
+    def of(cls, run: RunConfig, steps_per_epoch: int | None, total: int) -> Cadence:
+        """The run's intervals, else: ten rows and one evaluation an epoch for dataset
+        algorithms; a hundred rows (at most every 1,000 steps) and ten evaluations a run for
+        the others; a checkpoint at every evaluation."""
+        if steps_per_epoch:
+            log_default, eval_default = max(1, steps_per_epoch // 10), steps_per_epoch
+        else:
+            log_default, eval_default = max(1, min(1000, total // 100)), max(1, total // 10)
+        eval_every = run.eval_interval or eval_default
+        return cls(run.log_interval or log_default, eval_every, run.checkpoint_interval or eval_every)
+
+    def logs(self, before: int, after: int) -> bool:
+        return crossed(before, after, self.log_every)
+
+    def evaluates(self, before: int, after: int) -> bool:
+        return crossed(before, after, self.eval_every)
+
+    def checkpoints(self, before: int, after: int) -> bool:
+        return crossed(before, after, self.checkpoint_every)
+
+
+def crossed(before: int, after: int, interval: int) -> bool:
+    """True when (before, after] passed a multiple of `interval`."""
+    return after // interval > before // interval

@@ -136,6 +136,7 @@ class ProgressDisplay(Observer):
         self.key_metric = key_metric
         self.bar = RunProgress(algo, total, start)
         self.values: dict[str, Any] = {}  # as logged: a NaN stays a NaN, so the report shows it
+        self.warned_key_metric = False
 
     def logged(self, metrics: dict[str, Any], step: int) -> None:
         self.values.update(metrics)
@@ -147,6 +148,11 @@ class ProgressDisplay(Observer):
         self.bar.note(step, self.values, self.key_metric)
 
     def evaluated(self, step: int, metrics: dict[str, Any], key_metric: str) -> None:
+        if key_metric not in metrics and not self.warned_key_metric:
+            self.warned_key_metric = True
+            print(f"note: {self.algo}.evaluate() returned no '{key_metric}' (its key_metric), so no best.pt is "
+                  f"kept; it returned {', '.join(sorted(metrics)) or 'nothing'} (set key_metric to one of them)",
+                  file=sys.stderr)
         self.bar.note(step, self.values, key_metric)
 
     def ended(self, status: RunStatus, summary: dict[str, Any], message: str | None) -> None:

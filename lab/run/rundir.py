@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from lab.run.atomic import atomic_write
+from lab.atomic import atomic_write
 from lab.api import LabError
 
 VERSIONED = ("arcade-lab", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3", "pluggy", "wandb", "tensorboard")

@@ -8,7 +8,7 @@ sweep's pruner). The entry points that make sessions (`lab train`, `lab resume`,
 `lab.load`, `lab.train`) are in `lab.run.entry`.
 
 Exact resume: a checkpoint holds, besides the algorithm's state, every random stream of
-the run (`lab.run.seeding`), the training envs (`lab.api.TrainingEnv`), the schedule
+the run (`lab.seeding`), the training envs (`lab.api.TrainingEnv`), the schedule
 horizon (`ctx.total_steps`) and the loop's bookkeeping (`lab.run.loop_state`), so a run
 stopped and resumed logs what the same run left alone logs, step for step, wherever the
 envs can be saved.
@@ -26,29 +26,27 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lab import distributed
-from lab.api import Algorithm, Episode, LabError, RunInfo, RunStatus, jsonable
-from lab.device import SharedCores, resolve_device, resolve_precision
-from lab.run.checkpoint import checkpoint_step, save_checkpoint, saved_horizon
-from lab.run.chunks import FOLDER as CHUNK_FOLDER
-from lab.run.chunks import ChunkStore
+from lab.api import Algorithm, LabError, RunInfo, RunStatus, jsonable
+from lab.device import resolve_device, resolve_precision, training_threads
+from lab.run.checkpoint import CheckpointWriter, checkpoint_step, load_algorithm_state, restart_note, saved_horizon
 from lab.run.context import RunContext
 from lab.run.discovery import Lab
 from lab.run.events import Observer, Observers, StopRun
 from lab.run.guard import DivergenceGuard
-from lab.run.loop_state import LoopState
+from lab.run.loop_state import Cadence, LoopState
 from lab.run.progress import ProgressDisplay
 from lab.run.rundir import write_summary
-from lab.run.seeding import derive_seed, seed_everything
+from lab.seeding import derive_seed, seed_everything
 from lab.run.settings import Resolved
-from lab.run.signals import STOP
-from lab.run.trackers import MultiTracker, Tracking
+from lab.signals import STOP
+from lab.run.trackers import EpisodeLog, MultiTracker, Tracking
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Torch's thread count as this process found it. Every session starts from it, so building the
@@ -58,29 +56,14 @@ PROCESS_THREADS = torch.get_num_threads()
 CHECKPOINT_FORMAT = 2
 
 
-def crossed(before: int, after: int, interval: int) -> bool:
-    """True when (before, after] passed a multiple of `interval` (steps jump by num_envs)."""
-    return after // interval > before // interval
-
-
-def intervals(algo: Algorithm, resolved: Resolved, total: int) -> tuple[int, int, int]:
-    """(log, eval, checkpoint) intervals in steps."""
-    run, per_epoch = resolved.run, algo.steps_per_epoch
-    if per_epoch:
-        log_default, eval_default = max(1, per_epoch // 10), per_epoch
-    else:
-        log_default, eval_default = max(1, min(1000, total // 100)), max(1, total // 10)
-    eval_every = run.eval_interval or eval_default
-    return run.log_interval or log_default, eval_every, run.checkpoint_interval or eval_every
-
-
 class Session:
     """Build everything a run needs in this process, train, and close cleanly."""
 
     def __init__(self, lab: Lab, algo_cls: type[Algorithm], resolved: Resolved, run_dir: Path, *, fresh: bool,
-                 purpose: str = "train", total_steps: int = 0, observers: Sequence[Observer] = ()) -> None:
+                 purpose: str = "train", total_steps: int = 0, observers: Sequence[Observer] = (),
+                 run_loader: Callable[[Path, str, torch.device], Any] | None = None) -> None:
         self.lab, self.algo_cls, self.resolved, self.run, self.run_dir = lab, algo_cls, resolved, resolved.run, run_dir
-        self.chunks = ChunkStore(run_dir / "checkpoints" / CHUNK_FOLDER)
+        self.checkpoints = CheckpointWriter(run_dir)
         self.purpose = purpose
         # only training runs on several processes; `lab eval` and `lab.load` are one process
         rank, world = (distributed.rank(), distributed.world_size()) if purpose == "train" else (0, 1)
@@ -100,7 +83,7 @@ class Session:
             data_dir=self.run.resolved_data_dir, eval_episodes=self.run.eval_episodes, training=purpose == "train",
             rank=rank, world_size=world, compile_setting=self.run.compile,
             precision=resolve_precision(self.run.precision, algo_cls.supports_bf16, self.device),
-            env_options=resolved.env_option_values(),
+            env_options=resolved.env_option_values(), run_loader=run_loader,
         )
         try:
             self.algo = algo_cls(resolved.algo, self.ctx)
@@ -111,12 +94,8 @@ class Session:
             raise
         if rank > 0:  # the same weights everywhere, but each rank its own dropout and other draws
             seed_everything(derive_seed(self.run.seed, "global", rank) % 2**32)
-        threads = self.run.threads or self.algo.cpu_threads
-        if threads is not None:
-            torch.set_num_threads(threads)  # for training; the networks were built on PROCESS_THREADS
-        # unless --threads pins them, a CPU run gives up threads to the processes beside it
-        self.cores = SharedCores(torch.get_num_threads()) \
-            if self.device.type == "cpu" and self.run.threads is None and torch.get_num_threads() > 1 else None
+        # for training; the networks were built on PROCESS_THREADS
+        self.cores = training_threads(self.run.threads, self.algo.cpu_threads, self.device)
         if self.run.epochs is not None and fresh:
             if not self.algo.steps_per_epoch:
                 self.close()
@@ -125,8 +104,7 @@ class Session:
             self.ctx.total_steps = self.run.epochs * self.algo.steps_per_epoch
         self.loop = LoopState()
         self.started = time.time()
-        self.episodes: list[tuple[int, Episode]] = []  # several processes: (step, episode) not yet logged
-        self.warned_key_metric = False
+        self.episodes = EpisodeLog(self.tracker, world)
         guard = DivergenceGuard(run_dir, getattr(resolved.algo, "learning_rate", None), lambda: checkpoint_step(run_dir))
         self.observers = Observers([guard, *observers])
 
@@ -167,26 +145,20 @@ class Session:
     def save(self, best: bool = False, algorithm_state: dict[str, Any] | None = None) -> None:
         """Write latest.pt (and best.pt); a second Ctrl-C waits until the files are complete.
         Weights that are no longer finite are never written: the guard ends the run first."""
-        self.log_episodes()  # several processes: what the envs finished belongs before the checkpoint
+        self.episodes.flush()  # several processes: what the envs finished belongs before the checkpoint
         with STOP.critical():
             state = self.checkpoint_state(algorithm_state)
             self.observers.state(self.algo.global_step, state["algorithm"])
             if not self.main:
                 return
-            path = self.run_dir / "checkpoints" / "latest.pt"
-            state = self.chunks.spill(state)  # replay contents: only the chunks written since the last save
-            save_checkpoint(state, path)
-            self.chunks.commit()
-            if best:  # for evaluation: the replay/rollout contents are not needed there
-                lean = {**state, "algorithm": {k: v for k, v in state["algorithm"].items() if k != "buffers"}}
-                save_checkpoint(lean, self.run_dir / "checkpoints" / "best.pt")
+            path = self.checkpoints.write(state, best)
         self.observers.checkpointed(self.algo.global_step, path)
 
     def restore(self, state: dict[str, Any], rng: bool = True) -> None:
         """Continue from a checkpoint: the algorithm, the envs, the loop's bookkeeping and (with
         `rng`) the random streams; on another number of processes, what can continue does."""
         if self.purpose == "train":  # the replay's chunk files (an evaluation acts without a replay)
-            state = self.chunks.restore(state)
+            state = self.checkpoints.read_chunks(state)
         saved_algo = state.get("algo")
         if saved_algo is not None and saved_algo != self.algo_cls.name:
             raise LabError(f"the checkpoint was written by {saved_algo}, but {self.run_dir}/config.yaml says "
@@ -197,14 +169,7 @@ class Session:
         self.ctx.total_steps = saved_horizon(state, self.ctx.total_steps)
         # another number of processes: the saved envs and streams belonged to other ranks
         restarted = self.ctx.load_env_states(mine.get("envs") if saved_world == world else None, step)
-        try:
-            self.algo.load_state_dict(state["algorithm"])
-        except (RuntimeError, KeyError, ValueError, IndexError) as exc:
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-            detail = (lines[1] if len(lines) > 1 else lines[0])[:200]  # torch's first line only names the module
-            raise LabError(f"the checkpoint does not fit {self.algo_cls.name} with the settings of "
-                           f"{self.run_dir}/config.yaml ({type(exc).__name__}: {detail}); was config.yaml edited "
-                           "after training (net_arch, ...)? put the setting back") from None
+        load_algorithm_state(self.algo, state["algorithm"], self.run_dir)
         self.algo.global_step = step
         self.loop = LoopState.from_state(state.get("runner", {}), step)
         if rng and saved_world != world:
@@ -234,16 +199,11 @@ class Session:
     def evaluate(self) -> dict[str, Any]:
         """Evaluate, log, keep the best, checkpoint (best.pt when the key metric improved).
         Non-finite weights are not evaluated: their score would become `best`."""
-        self.log_episodes()  # (several processes) the episodes up to this step come first
+        self.episodes.flush()  # (several processes) the episodes up to this step come first
         step, key = self.algo.global_step, self.algo_cls.key_metric
         state = self.algo.state_dict()  # evaluating changes none of it: the checkpoint below reuses it
         self.observers.state(step, state)
         metrics = self.evaluation()
-        if key not in metrics and self.main and not self.warned_key_metric:
-            self.warned_key_metric = True
-            print(f"note: {self.algo_cls.name}.evaluate() returned no '{key}' (its key_metric), so no best.pt is "
-                  f"kept; it returned {', '.join(sorted(metrics)) or 'nothing'} (set key_metric to one of them)",
-                  file=sys.stderr)
         improved = self.loop.offer(metrics.get(key), self.algo_cls.key_metric_mode, step)
         self.loop.last_eval_step = step
         if self.algo_cls.media_each_evaluation and self.run.video and self.main:
@@ -261,22 +221,8 @@ class Session:
         self.observers.media(step, media)
         return media
 
-    def log_episode(self, step: int, episode: Episode) -> None:
-        self.tracker.log({"train/episode_return": episode.episode_return,
-                          "train/episode_length": episode.length}, step)
-
-    def log_episodes(self) -> None:
-        """Several processes: log the episodes every rank finished since the last call, each
-        at its own step (all ranks call this together, at log rows and checkpoints)."""
-        if self.ctx.world_size == 1:
-            return
-        finished = [e for part in distributed.all_gather_object(self.episodes) for e in part]
-        self.episodes = []
-        for step, episode in sorted(finished, key=lambda item: item[0]):
-            self.log_episode(step, episode)
-
     def log_row(self, step: int, seconds: float) -> None:
-        self.log_episodes()
+        self.episodes.flush()
         row = self.loop.row()
         row["perf/sps"] = (step - self.loop.last_log_step) / max(seconds, 1e-9)
         self.tracker.log(row, step)
@@ -297,11 +243,7 @@ class Session:
         step = self.algo.global_step
         if step <= before:
             raise RuntimeError(f"{self.algo_cls.name}.train_step() did not advance global_step")
-        for episode in self.ctx.pop_episodes():
-            if self.ctx.world_size > 1:  # logged with the other ranks' at the next row
-                self.episodes.append((step, episode))
-            else:
-                self.log_episode(step, episode)
+        self.episodes.add(step, self.ctx.pop_episodes())
         return compiling
 
     def note_compiling(self) -> float:
@@ -315,7 +257,7 @@ class Session:
         """Train until `target` steps, a stop signal or an observer's `StopRun`; returns the
         process exit code."""
         algo = self.algo
-        log_every, eval_every, checkpoint_every = intervals(algo, self.resolved, target)
+        cadence = Cadence.of(self.run, algo.steps_per_epoch, target)
         if self.main:
             self.observers.add(ProgressDisplay(
                 self.algo_cls.name, self.run.env or self.run.data, self.run_dir, self.algo_cls.next_command(self.run_dir),
@@ -330,13 +272,13 @@ class Session:
                 before = algo.global_step
                 side_time += self.train_step()
                 step = algo.global_step
-                if crossed(before, step, log_every) or step >= target:
+                if cadence.logs(before, step) or step >= target:
                     now = time.perf_counter()
                     self.log_row(step, now - log_clock - side_time)
                     log_clock, side_time = now, 0.0
-                if crossed(before, step, eval_every) or crossed(before, step, checkpoint_every):
+                if cadence.evaluates(before, step) or cadence.checkpoints(before, step):
                     side_start = time.perf_counter()
-                    self.evaluate() if crossed(before, step, eval_every) else self.save()
+                    self.evaluate() if cadence.evaluates(before, step) else self.save()
                     side_time += time.perf_counter() - side_start
                     self.note_compiling()  # a new batch shape compiled meanwhile: already side time
                 self.observers.stepped(step, algo.pace())
@@ -391,18 +333,3 @@ class Session:
         self.algo.close()
         self.ctx.close_envs()
 
-
-def restart_note(env: str | None, saved_world: int, world: int, restarted: bool) -> str:
-    """What a resume could not continue exactly: envs that cannot save their state start new
-    episodes; on another number of processes each one's random streams start afresh."""
-    if saved_world == world:
-        return (f"note: {env} cannot save its state, so its training envs start new episodes (seeded from the run "
-                "seed and this step); weights, optimizer, buffers and random streams continue exactly "
-                "(docs/runs.md: Exact resume)")
-    kept = "weights, optimizer and normalisation statistics continue" if restarted else \
-        "weights, optimizer and the data position continue (the batches of all processes together do not depend " \
-        "on their number)"
-    return (f"note: the checkpoint was written by {saved_world} process{'es' * (saved_world > 1)} and this run has "
-            f"{world}: {'the training envs start new episodes and ' * restarted}each process's random streams "
-            f"start afresh (seeded from the run seed, its rank and this step); {kept} (docs/scale.md: Several "
-            "processes)")

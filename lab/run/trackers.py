@@ -9,7 +9,8 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from lab.api import LabError, RunInfo, RunStatus, Tracker
+from lab import distributed
+from lab.api import Episode, LabError, RunInfo, RunStatus, Tracker
 from lab.api.errors import unknown
 from lab.run.discovery import Lab
 from lab.run.events import Observer
@@ -89,6 +90,35 @@ class MultiTracker(Tracker):
                 continue
             if tracker is not None:
                 self.trackers.append(tracker)
+
+
+class EpisodeLog:
+    """Training episodes to the trackers (`train/episode_return`, `train/episode_length`), each
+    at the step it finished. Under torchrun every rank's episodes are gathered and logged by
+    rank 0 at the next row or checkpoint (`flush`, which all ranks call together)."""
+
+    def __init__(self, tracker: Tracker, world_size: int) -> None:
+        self.tracker = tracker
+        self.world_size = world_size
+        self.waiting: list[tuple[int, Episode]] = []
+
+    def add(self, step: int, episodes: list[Episode]) -> None:
+        for episode in episodes:
+            if self.world_size > 1:
+                self.waiting.append((step, episode))
+            else:
+                self.log(step, episode)
+
+    def flush(self) -> None:
+        if self.world_size == 1:
+            return
+        finished = [e for part in distributed.all_gather_object(self.waiting) for e in part]
+        self.waiting = []
+        for step, episode in sorted(finished, key=lambda item: item[0]):
+            self.log(step, episode)
+
+    def log(self, step: int, episode: Episode) -> None:
+        self.tracker.log({"train/episode_return": episode.episode_return, "train/episode_length": episode.length}, step)
 
 
 class Tracking(Observer):

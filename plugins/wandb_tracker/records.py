@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab.run.atomic import atomic_write
+from lab.atomic import atomic_write
 
 if TYPE_CHECKING:
     from wandb.proto.wandb_internal_pb2 import Record

@@ -69,7 +69,7 @@ def register_datasets(register) -> None:
 def on_metrics(run, metrics, step) -> None:
     stop_at = os.environ.get("LAB_TEST_STOP_AT")
     if stop_at is not None and step >= int(stop_at):
-        from lab.run.signals import STOP
+        from lab.signals import STOP
 
         if not STOP.requested and STOP.training:
             STOP.signum = signal.SIGINT  # what the handler records for a first Ctrl-C
