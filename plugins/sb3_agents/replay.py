@@ -111,8 +111,8 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
                 raise LabError("cannot sample: no complete transition stored yet")
             choice = torch.multinomial(counts, batch_size, replacement=True, generator=self.env_generator)
             sizes = torch.bincount(choice, minlength=self.n_envs).tolist()
-            parts = [b.sample(k) for b, k in zip(self.buffers, sizes) if k > 0]
-            batch = ReplayBatch(*(torch.cat(fields) for fields in zip(*parts)))
+            parts = [b.sample(k) for b, k in zip(self.buffers, sizes, strict=True) if k > 0]
+            batch = ReplayBatch(*(torch.cat(fields) for fields in zip(*parts, strict=True)))
         return ReplayBufferSamples(
             observations=batch.observations,
             actions=batch.actions,
@@ -132,7 +132,7 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         if len(state["buffers"]) != self.n_envs:
             raise LabError(f"the checkpoint's replay buffer has {len(state['buffers'])} envs, this run {self.n_envs}; "
                            "resume with the same number of envs")
-        for buffer, saved in zip(self.buffers, state["buffers"]):
+        for buffer, saved in zip(self.buffers, state["buffers"], strict=True):
             buffer.load_state_dict(saved, end_episodes=end_episodes)
         self.pos, self.full = int(state["pos"]), bool(state["full"])
         if "generator" in state:
