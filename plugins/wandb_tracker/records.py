@@ -17,6 +17,11 @@ to inspect an offline run before `wandb sync`, and by the W&B tracker when a run
 (`drop_history_after` rewrites a file in the same format, byte for byte as wandb-core
 writes it).
 
+Why it exists: wandb 0.31.0 (checked) ships no Python reader or writer for these files
+(`wandb.sdk.internal.datastore` is gone; the format lives in the Go wandb-core binary). Its
+one reader, `wandb leet inspect [--json] FILE`, prints the records, handy for browsing, but
+cannot rewrite a file as `drop_history_after` must.
+
 What a sync makes of a resumed run (`synced_history`): every session of a run writes its
 own folder and file with the same run id; `wandb sync` replays the files of one run in
 the order their sessions started, into one W&B run, and W&B keeps a history row only if
@@ -50,26 +55,25 @@ class WandbFileError(ValueError):
     """The file is not a `.wandb` log or is corrupt where it is not merely truncated."""
 
 
-def _payloads(data: bytes, start: int = FILE_HEADER.size) -> Iterator[bytes]:
-    """Reassemble record payloads from the chunks of a LevelDB log (after the file header).
+def _record_start(data: bytes) -> int:
+    """The first chunk that begins a record (FULL or FIRST) in `data` read from a block
+    boundary: the chunks before it end a record begun in an earlier block."""
+    pos = 0
+    while pos + CHUNK_HEADER.size <= len(data):
+        block_left = BLOCK_LEN - pos % BLOCK_LEN
+        if block_left < CHUNK_HEADER.size:
+            pos += block_left
+            continue
+        _, length, kind = CHUNK_HEADER.unpack_from(data, pos)
+        if kind in (FULL, FIRST) or (kind == 0 and length == 0):
+            break
+        pos += CHUNK_HEADER.size + length
+    return pos
 
-    A truncated final chunk (a run killed mid-write) ends the stream quietly; a checksum
-    mismatch or an impossible chunk sequence raises, so silent corruption never passes.
-    `data` may also be the file from a block boundary on (`start` 0): the chunks that end
-    a record begun in an earlier block are skipped.
-    """
-    pos = start
-    pending: list[bytes] | None = None
-    if start == 0:  # mid-file: wait for a record's first chunk
-        while pos + CHUNK_HEADER.size <= len(data):
-            block_left = BLOCK_LEN - pos % BLOCK_LEN
-            if block_left < CHUNK_HEADER.size:
-                pos += block_left
-                continue
-            _, length, kind = CHUNK_HEADER.unpack_from(data, pos)
-            if kind in (FULL, FIRST) or (kind == 0 and length == 0):
-                break
-            pos += CHUNK_HEADER.size + length
+
+def _read_chunks(data: bytes, pos: int) -> Iterator[tuple[int, int, bytes]]:
+    """(byte, type, data) of every chunk from byte `pos` on, its checksum checked; block
+    padding is skipped and a truncated final chunk ends the stream quietly."""
     while pos < len(data):
         block_left = BLOCK_LEN - pos % BLOCK_LEN
         if block_left < CHUNK_HEADER.size:  # zero-padded block trailer
@@ -83,13 +87,26 @@ def _payloads(data: bytes, start: int = FILE_HEADER.size) -> Iterator[bytes]:
             continue
         if CHUNK_HEADER.size + length > block_left:
             raise WandbFileError(f"chunk at byte {pos} runs past the end of its 32 KiB block")
-        start, end = pos + CHUNK_HEADER.size, pos + CHUNK_HEADER.size + length
+        end = pos + CHUNK_HEADER.size + length
         if end > len(data):
             return
-        body = data[start:end]
+        body = data[pos + CHUNK_HEADER.size : end]
         if zlib.crc32(body, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
             raise WandbFileError(f"checksum mismatch in chunk at byte {pos}")
+        yield pos, kind, body
         pos = end
+
+
+def _payloads(data: bytes, start: int = FILE_HEADER.size) -> Iterator[bytes]:
+    """Reassemble record payloads from the chunks of a LevelDB log (after the file header).
+
+    A truncated final chunk (a run killed mid-write) ends the stream quietly; a checksum
+    mismatch or an impossible chunk sequence raises, so silent corruption never passes.
+    `data` may also be the file from a block boundary on (`start` 0): the chunks that end
+    a record begun in an earlier block are skipped.
+    """
+    pending: list[bytes] | None = None
+    for pos, kind, body in _read_chunks(data, _record_start(data) if start == 0 else start):
         if kind == FULL and pending is None:
             yield body
         elif kind == FIRST and pending is None:
@@ -101,7 +118,7 @@ def _payloads(data: bytes, start: int = FILE_HEADER.size) -> Iterator[bytes]:
             yield b"".join(pending)
             pending = None
         else:
-            raise WandbFileError(f"unexpected chunk type {kind} at byte {pos - length}")
+            raise WandbFileError(f"unexpected chunk type {kind} in the chunk at byte {pos}")
 
 
 def _chunks(payloads: Iterable[bytes]) -> bytes:
