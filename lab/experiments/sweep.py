@@ -63,7 +63,7 @@ class Sweep:
 def load_sweep(path: Path) -> Sweep:
     """Read and check a sweep spec; every mistake is one LabError naming the fix."""
     if not path.is_file():
-        raise LabError(f"sweep spec '{path}' not found; pass a YAML file in W&B's sweep format (see README: Sweeps)")
+        raise LabError(f"sweep spec '{path}' not found; pass a YAML file in W&B's sweep format (see docs/cli.md: Sweeps)")
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

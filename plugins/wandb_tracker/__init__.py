@@ -1,12 +1,13 @@
 """Weights & Biases tracker: every run can land in W&B, offline by default.
 
-Conventions (ARCHITECTURE.md "W&B conventions"): project from the run, group = experiment
-(runs differing only by seed), job_type = algorithm kind, tags = [algo, env or data],
-config = the full resolved config, id = run directory name, files under `<run_dir>/wandb/`.
-Every history row carries `global_step`, and every metric is plotted against it, so the
-W&B history matches metrics.jsonl row for row (media add rows of their own).
+Conventions (the table in docs/tracking.md: Weights & Biases): project from the run,
+group = experiment (runs differing only by seed), job_type = algorithm kind, tags = [algo,
+env or data], config = the full resolved config, id = run directory name, files under
+`<run_dir>/wandb/`. Every history row carries `global_step`, and every metric is plotted
+against it, so the W&B history matches metrics.jsonl row for row (media add rows of their own).
 
-One run, however often it is interrupted and resumed (README: Weights & Biases):
+One run, however often it is interrupted and resumed (docs/tracking.md: Weights & Biases,
+"Offline runs, resume and sync"):
 
 - Every session of a run (`lab train`, each `lab resume`, each `lab eval`) writes its own
   offline folder under the same run id; `wandb sync` replays them, oldest first, into one
@@ -104,7 +105,7 @@ STEP_METRIC = "global_step"
 EXIT_CODES = {"finished": 0, "pruned": 0, "interrupted": 255, "failed": 1, "diverged": 1}
 _ARTIFACT_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 # Metrics whose W&B summary keeps {"min", "max", "last"} rather than the last value alone:
-# what runs are ranked by (README: Weights & Biases).
+# what runs are ranked by (docs/tracking.md: Weights & Biases, the summary).
 EXTREMES_PREFIXES = ("eval/", "val/")
 EXTREMES_KEYS = ("train/episode_return",)
 EXTREMES_SUMMARY = "min,max,last"
