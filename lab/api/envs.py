@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 
@@ -68,8 +69,8 @@ class VecEnv(Protocol):
 
     num_envs: int
     device: torch.device
-    single_observation_space: gym.Space
-    single_action_space: gym.Space
+    single_observation_space: gym.Space[Any]
+    single_action_space: gym.Space[Any]
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Reset all envs; returns observations (num_envs, *obs_shape) on `device`."""
@@ -85,6 +86,10 @@ class VecEnv(Protocol):
 
     def pop_episodes(self) -> list[Episode]:
         """Episodes (whole games) finished since the last call, oldest first."""
+
+    def render(self) -> np.ndarray:
+        """An RGB uint8 frame (height, width, 3) of env 0, for evaluation videos; only called
+        on an env made with `render=True`."""
 
     def close(self) -> None:
         """Release the simulators (threads, processes, windows)."""
@@ -128,7 +133,8 @@ class TrainingEnv:
 
     def load_state_dict(self, state: dict[str, Any] | None, step: int) -> None:
         """Continue from `state`, or restart with a seed derived from `step` when it holds no env state."""
-        saved = (state or {}).get("env")
+        state = state or {}
+        saved = state.get("env")
         if saved is not None and hasattr(self.env, "load_state_dict") and state["obs"] is not None:
             self.env.load_state_dict(saved)
             self.obs = state["obs"].to(self.env.device)
