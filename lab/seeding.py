@@ -49,7 +49,10 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 
 def rng_state() -> dict[str, Any]:
     """Python, numpy and torch RNG states in a form torch.load(weights_only=True) accepts."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state(legacy=True)
+    if not isinstance(legacy, tuple):  # the global RandomState was given another bit generator
+        raise TypeError(f"numpy's global random state is not MT19937's, cannot save it: {legacy.get('bit_generator')}")
+    kind, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
