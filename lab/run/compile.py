@@ -36,9 +36,9 @@ AUTO_MIN_CALLS = 10_000
 
 def unavailable_reason() -> str | None:
     """Why torch.compile cannot run here, or None when it can."""
-    import torch._dynamo
+    from torch._dynamo.eval_frame import is_dynamo_supported  # torch._dynamo's __all__ omits it
 
-    if not torch._dynamo.is_dynamo_supported():
+    if not is_dynamo_supported():
         return f"torch.compile does not support Python {sys.version_info.major}.{sys.version_info.minor} yet"
     if not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
         return "no C++ compiler (c++, g++ or clang++) on PATH for inductor's CPU kernels"
@@ -68,7 +68,10 @@ class HotFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is None:
             return self._first_call(args, kwargs)
-        return (self._impl if self.compiled else self.fn)(*args, **kwargs)
+        if self.compiled:
+            assert self._impl is not None  # the first call set it before it set `compiled`
+            return self._impl(*args, **kwargs)
+        return self.fn(*args, **kwargs)
 
     def _first_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.compiled = False
