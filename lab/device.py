@@ -54,7 +54,7 @@ def fast_bf16(device: torch.device) -> bool:
     project's AMX CPU a diffusion U-Net step under bf16 autocast ran 1.76x; on a CPU with
     AVX-512 BF16 but no AMX the cnn's step was slower (64 vs 61 ms), hence AMX, not bf16 alone."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))  # torch leaves it unannotated
     if device.type == "cpu":
         amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own check (no public API yet)
         return bool(amx is not None and amx())
