@@ -43,7 +43,7 @@ def train(algo: str, *, config: str | None = None, plugins_dir: str | None = Non
     `settings` are the flags' fields (`--learning-rate` is `learning_rate`); `config` a
     settings file (as `--config`). The run directory is the one the CLI makes; Ctrl-C
     finishes the step, saves a checkpoint and returns the run `interrupted` (`lab resume`
-    continues it). A bad setting raises `lab.errors.LabError` with the CLI's one-line
+    continues it). A bad setting raises `lab.api.LabError` with the CLI's one-line
     message. Returns None when Ctrl-C came before training started (no run is left).
     """
     from lab.run.discovery import load_lab

@@ -32,7 +32,7 @@ CORRIDOR = EnvFamily("corridor", options=CorridorOptions, reference_scores=lambd
 
 
 class Corridor:
-    """`num_envs` corridors stepped together as torch tensors (the `lab.vecenv.VecEnv` contract)."""
+    """`num_envs` corridors stepped together as torch tensors (the `lab.api.VecEnv` contract)."""
 
     def __init__(self, num_envs: int, length: int, device: torch.device) -> None:
         self.num_envs, self.length, self.device = num_envs, length, torch.device(device)

@@ -47,7 +47,7 @@ class CSVTracker(Tracker):
 
 
 def make_tracker(run) -> CSVTracker | None:
-    """Called for every starting run with its `lab.run.info.RunInfo`; None stays out of it."""
+    """Called for every starting run with its `lab.api.RunInfo`; None stays out of it."""
     if run.purpose != "train":  # `lab eval` adds no training rows
         return None
     options = run.tracker_options["csv"]  # the resolved CSVOptions of this run

@@ -44,7 +44,7 @@ class LinearSVM(Algorithm):
 
     def __init__(self, config: SVMConfig, ctx) -> None:
         super().__init__(config, ctx)
-        data = ctx.load_dataset()  # lab.datasets.ImageDataset: uint8 (N, C, H, W) CPU tensors
+        data = ctx.load_dataset()  # lab.api.ImageDataset: uint8 (N, C, H, W) CPU tensors
         if data.train_labels is None or data.test_labels is None:
             raise LabError(f"svm needs labelled images; {data.name} has no labels")
         if config.validation_size >= len(data.train_images):

@@ -49,48 +49,75 @@ class RandomStreams(Protocol):
 
 
 class Context(Protocol):
-    """What an algorithm may use. Built by the runner; plugins never construct it.
-
-    total_steps: the schedule horizon: the step budget the run was created with (or
-        `--horizon`). Schedules (exploration, learning-rate decay) read it whenever they
-        need it; a resumed or extended run keeps it, so no schedule restarts. Known before
-        the algorithm is built, except for an `--epochs` budget: known once `__init__` has
-        loaded the data (`steps_per_epoch`), before the first `train_step`.
-    env_options: the settings of the env's family (`EnvFamily.options`, e.g. Atari's
-        `frame_stack`), passed to every `make_env` call.
-    eval_episodes: episodes per evaluation (`lab eval --episodes N`).
-    training: False under `lab eval` and `lab.load`, so an algorithm can skip what only
-        training needs (a large replay buffer, training envs).
-    rank / world_size: this process and how many train together under torchrun (0 and 1
-        otherwise). An algorithm that supports it (`data_parallel = True`) takes its share
-        of the data or envs and averages its gradients across them (`lab.distributed`).
-    precision: "bf16" where the run autocasts (see `autocast`), else "fp32".
-    """
+    """What an algorithm may use. Built by the runner; plugins never construct it."""
 
     @property
-    def device(self) -> torch.device: ...
+    def device(self) -> torch.device:
+        """The run's device: every tensor an algorithm makes belongs there."""
+        ...
+
     @property
-    def seed(self) -> int: ...
+    def seed(self) -> int:
+        """The run seed (`--seed`); named streams derive from it (`generator`, `rng`)."""
+        ...
+
     @property
-    def total_steps(self) -> int: ...
+    def total_steps(self) -> int:
+        """The schedule horizon: the step budget the run was created with (or `--horizon`).
+        Schedules (exploration, learning-rate decay) read it whenever they need it; a resumed
+        or extended run keeps it, so no schedule restarts. Known before the algorithm is
+        built, except for an `--epochs` budget: known once `__init__` has loaded the data
+        (`steps_per_epoch`), before the first `train_step`."""
+        ...
+
     @property
-    def env_id(self) -> str | None: ...
+    def env_id(self) -> str | None:
+        """`--env` (agents), else None."""
+        ...
+
     @property
-    def data(self) -> str | None: ...
+    def data(self) -> str | None:
+        """`--data NAME[:ARG]` (dataset algorithms), else None."""
+        ...
+
     @property
-    def eval_episodes(self) -> int: ...
+    def eval_episodes(self) -> int:
+        """Episodes per evaluation (`--eval-episodes`, `lab eval --episodes N`)."""
+        ...
+
     @property
-    def training(self) -> bool: ...
+    def training(self) -> bool:
+        """False under `lab eval` and `lab.load`, so an algorithm can skip what only training
+        needs (a large replay buffer, training envs)."""
+        ...
+
     @property
-    def rank(self) -> int: ...
+    def rank(self) -> int:
+        """This process among those training together under torchrun (0 otherwise)."""
+        ...
+
     @property
-    def world_size(self) -> int: ...
+    def world_size(self) -> int:
+        """How many processes train together under torchrun (1 otherwise). An algorithm that
+        supports it (`data_parallel = True`) takes its share of the data or envs and averages
+        its gradients across them (`lab.distributed`)."""
+        ...
+
     @property
-    def precision(self) -> Precision: ...
+    def precision(self) -> Precision:
+        """"bf16" where the run autocasts its network passes (see `autocast`), else "fp32"."""
+        ...
+
     @property
-    def env_options(self) -> dict[str, Any]: ...
+    def env_options(self) -> dict[str, Any]:
+        """The settings of the env's family (`EnvFamily.options`, e.g. Atari's `frame_stack`),
+        passed to every `make_env` call."""
+        ...
+
     @property
-    def rng(self) -> RandomStreams: ...
+    def rng(self) -> RandomStreams:
+        """The run's named random streams, saved with every checkpoint."""
+        ...
 
     @property
     def is_main_process(self) -> bool:

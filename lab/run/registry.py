@@ -57,7 +57,7 @@ class Registry:
     def add_env(self, plugin: str, env_id: str, factory: Callable[..., Any], description: str = "",
                 family: EnvFamily | None = None) -> None:
         if family is not None and not isinstance(family, EnvFamily):
-            raise TypeError(f"register_envs: family must be a lab.vecenv.EnvFamily, got {family!r}")
+            raise TypeError(f"register_envs: family must be a lab.api.EnvFamily, got {family!r}")
         if family is not None and family.options is not None:
             check_config_class(family.options, f"env family {family.name!r} options")
         self._add(self.envs, Registration(env_id, "env", plugin, factory, description, family=family))
