@@ -31,10 +31,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
-from lab.agent import Agent
-from lab.config import option
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
+from lab.api import Agent, LabError, hookimpl, option
 from lab.plugins.sb3_agents import internals
 from lab.plugins.sb3_agents.env import LabSB3VecEnv
 from lab.plugins.a2c import A2CConfig

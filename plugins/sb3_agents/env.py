@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv as SB3VecEnv
 
-from lab.vecenv import VecEnv
+from lab.api import VecEnv
 
 
 class LabSB3VecEnv(SB3VecEnv):

@@ -22,7 +22,7 @@ from stable_baselines3.common.buffers import ReplayBuffer as _SB3ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from lab.buffers.replay import ReplayBatch, ReplayBuffer
-from lab.errors import LabError
+from lab.api import LabError
 
 
 class SB3ReplayBuffer(_SB3ReplayBuffer):
