@@ -83,3 +83,25 @@ def test_entry_point_package_is_pip_installed_and_found(tmp_path):
     assert (Path(os.environ["LAB_RUNS_DIR"]) / "ep" / "example_plugin_saw_start").read_text() == "ep"
     hidden = run_lab("plugins", "--json", env={**env, "LAB_LOAD_PLUGINS": ""})
     assert "example" not in {row["name"] for row in json.loads(hidden.stdout)}
+
+
+def test_a_plugin_written_for_the_0_1_api_still_trains_and_its_run_loads(capsys):
+    """tests/old_api_plugins/old_uniform.py imports every 0.1 module path (`lab.agent`,
+    `lab.config`, `lab.hookspecs`, ...), which now alias `lab.api`: it registers, trains,
+    and `lab.load` hands its run back as a policy that takes numpy."""
+    import numpy as np
+
+    import lab
+    from conftest import ok, runs_dir
+
+    old = TESTS / "old_api_plugins"
+    loaded = load_lab(old)
+    assert not loaded.failures, [(p.name, p.error) for p in loaded.failures]
+    ok(capsys, "--plugins-dir", str(old), "train", "old-uniform", "--env", "CartPole-v1", "--steps", "40",
+       "--eval-episodes", "1", "--video", "false", "--name", "old")
+    policy = lab.load(runs_dir() / "old", plugins_dir=str(old))
+    try:
+        action = policy.act(np.zeros(4, dtype=np.float32))
+        assert isinstance(action, np.ndarray) and action.shape == () and 0 <= int(action) < 2
+    finally:
+        policy.close()

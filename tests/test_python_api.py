@@ -73,3 +73,40 @@ def test_act_takes_numpy_or_torch_one_observation_or_a_batch(algo: str) -> None:
             agent.act(np.zeros((2, 2, 4)))
     finally:
         agent.close()
+
+
+def test_an_agents_own_act_gets_exactly_what_it_is_given(tmp_path) -> None:
+    """The plugin contract is one thing: `Agent.act` takes a batch of tensors on the run's
+    device, with no hidden wrapper deciding by shape whether it is one observation; the
+    conversion for users is `lab.load`'s policy (`AgentPolicy`) alone."""
+    from dataclasses import dataclass
+
+    from lab.api import Agent, Tracker
+    from lab.run.context import RunContext
+    from lab.run.discovery import load_lab
+    from lab.run.policy import AgentPolicy
+
+    seen: list[torch.Tensor] = []
+
+    @dataclass
+    class NoSettings:
+        pass
+
+    class Recorder(Agent):
+        name, Config = "recorder", NoSettings
+
+        def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+            seen.append(obs)
+            return torch.zeros(len(obs), dtype=torch.long)
+
+        def train_step(self) -> dict[str, float]:
+            raise AssertionError("not trained here")
+
+    ctx = RunContext(device=torch.device("cpu"), seed=0, total_steps=1, run_dir=tmp_path,
+                     registry=load_lab().registry, tracker=Tracker(), env_id="CartPole-v1")
+    agent = Recorder(NoSettings(), ctx)
+    four_one_dim_observations = torch.zeros(4)  # the shape of one CartPole observation
+    assert agent.act(four_one_dim_observations).shape == (4,)
+    assert seen[-1] is four_one_dim_observations
+    assert AgentPolicy(agent).act(np.zeros(4)).shape == ()  # a user's one observation
+    assert seen[-1].shape == (1, 4) and seen[-1].dtype == torch.float32
