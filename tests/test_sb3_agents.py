@@ -11,7 +11,7 @@ import torch
 
 from conftest import read_jsonl
 from lab.cli import main
-from lab.run.context import Context
+from lab.run.context import RunContext
 from lab.run.discovery import load_lab
 from lab.envs.gymnasium_env import make_gymnasium
 from lab.errors import LabError
@@ -23,7 +23,7 @@ SMALL_DQN = dict(learning_starts=200, buffer_size=2_000, train_freq=16, gradient
 
 
 def make_ctx(tmp_path: Path, env_id: str, total_steps: int = 2_000) -> Context:
-    return Context(device=torch.device("cpu"), seed=0, total_steps=total_steps, run_dir=tmp_path,
+    return RunContext(device=torch.device("cpu"), seed=0, total_steps=total_steps, run_dir=tmp_path,
                    registry=load_lab().registry, tracker=Tracker(), env_id=env_id, eval_episodes=2)
 
 
