@@ -20,8 +20,9 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call `write(handle)` on a temp file beside `path`, flush it to disk, rename it over `path`."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call `write(handle)` on a temp file beside `path`, flush it to disk, rename it over `path`
+    (what `write` returns, such as a byte count, is ignored)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

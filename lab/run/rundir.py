@@ -193,10 +193,12 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
+    """summary.json, or {} where it is missing or unreadable (or, hand-edited, not an object)."""
     try:
-        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
