@@ -33,7 +33,7 @@ class AgentPolicy:
         observation's device)."""
         shape = tuple(self.agent.ctx.observation_space().shape or ())
         from_numpy = not isinstance(obs, torch.Tensor)
-        tensor = torch.as_tensor(np.asarray(obs)) if from_numpy else obs
+        tensor = obs if isinstance(obs, torch.Tensor) else torch.as_tensor(np.asarray(obs))
         if tensor.is_floating_point() and tensor.dtype != torch.float32:
             tensor = tensor.float()
         single = tensor.dim() == len(shape)
