@@ -14,6 +14,7 @@ chunk it names; the orphans go at the next save.
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 from pathlib import Path
@@ -72,7 +73,8 @@ class ChunkStore:
                 return [replace(v, f"{path}.{i}") for i, v in enumerate(node)]
             return node
 
-        return replace(state, "state")
+        spilled: dict[str, Any] = replace(state, "state")  # a dict comes back a dict
+        return spilled
 
     def _save(self, path: str, node: dict[str, Any]) -> dict[str, Any]:
         tensors: dict[str, torch.Tensor] = node["tensors"]
@@ -85,14 +87,14 @@ class ChunkStore:
         previous = self.saved.get(path)
         changed = _changed_chunks(previous, slots, chunk_rows, names, steps, margin)
         count = math.ceil(filled / chunk_rows)
-        chunks = list(previous["chunks"][:count]) if changed is not None else []
+        chunks = list(previous["chunks"][:count]) if previous is not None and changed is not None else []
         chunks += [""] * (count - len(chunks))
         for k in range(count):
             if changed is None or k in changed or not chunks[k]:
                 rows = slice(k * chunk_rows, min((k + 1) * chunk_rows, filled))
                 part = {name: tensors[name][rows].to("cpu", copy=True) for name in names}
                 chunks[k] = f"{path.removeprefix('state.')}.{k:05d}.at{steps}.pt"
-                atomic_write(self.folder / chunks[k], lambda handle, part=part: torch.save(part, handle))
+                atomic_write(self.folder / chunks[k], functools.partial(torch.save, part))
         return {ROWS: 1, "chunks": chunks, "slots": slots, "chunk_rows": chunk_rows, "names": names,
                 "steps": steps, "margin": margin, "filled": filled}
 
@@ -120,7 +122,7 @@ class ChunkStore:
                 return [replace(v, f"{path}.{i}") for i, v in enumerate(node)]
             return node
 
-        restored = replace(state, "state")
+        restored: dict[str, Any] = replace(state, "state")  # a dict comes back a dict
         self.saved = found
         return restored
 
@@ -132,9 +134,17 @@ class ChunkStore:
     def _read(self, name: str, map_location: str | torch.device) -> dict[str, torch.Tensor]:
         path = self.folder / name
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            part = torch.load(path, map_location=map_location, weights_only=True)
         except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
             reason = "missing" if not path.is_file() else f"unreadable: {str(exc).splitlines()[0][:80]}"
-            raise LabError(f"the replay memory saved with latest.pt is incomplete ({path} is {reason}); put back the "
-                           "run's whole checkpoints/ folder, or start a new run") from None
+            raise _incomplete(path, reason) from None
+        if not isinstance(part, dict):
+            raise _incomplete(path, f"not a chunk of rows but a {type(part).__name__}")
+        return part
+
+
+def _incomplete(path: Path, reason: str) -> LabError:
+    """However a chunk file failed, the fix is the same: the whole checkpoints/ folder back."""
+    return LabError(f"the replay memory saved with latest.pt is incomplete ({path} is {reason}); put back the "
+                    "run's whole checkpoints/ folder, or start a new run")
 
