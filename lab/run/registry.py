@@ -5,19 +5,24 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from lab.api import Algorithm, EnvFamily, Kind
 from lab.api.errors import unknown
 from lab.run.run_config import check_config_class
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class Registration:
+class Registration(Generic[T]):
+    """One registered name; `obj` is what lookups hand out (an algorithm class, a factory, ...)."""
+
     name: str
     kind: str  # agent | generator | supervised | env | dataset | tracker | command
     plugin: str
-    obj: Any = field(compare=False)
+    obj: T = field(compare=False)
     description: str = ""
     family: EnvFamily | None = field(default=None, compare=False)  # envs: what the family shares
     options: type | None = field(default=None, compare=False)  # trackers: a dataclass of run settings
@@ -32,11 +37,11 @@ class Registry:
     """Name -> registration tables, filled through the register_* hooks."""
 
     def __init__(self) -> None:
-        self.algorithms: dict[str, Registration] = {}
-        self.envs: dict[str, Registration] = {}
-        self.datasets: dict[str, Registration] = {}
-        self.trackers: dict[str, Registration] = {}
-        self.commands: dict[str, Registration] = {}
+        self.algorithms: dict[str, Registration[type[Algorithm]]] = {}
+        self.envs: dict[str, Registration[Callable[..., Any]]] = {}
+        self.datasets: dict[str, Registration[Callable[..., Any]]] = {}
+        self.trackers: dict[str, Registration[Callable[..., Any]]] = {}
+        self.commands: dict[str, Registration[Callable[..., int]]] = {}
 
     # -- filling (called by lab.run.discovery with the registering plugin's name) --
 
@@ -78,7 +83,7 @@ class Registry:
                                               extra={"arguments": arguments}))
 
     @staticmethod
-    def _add(table: dict[str, Registration], reg: Registration) -> None:
+    def _add(table: dict[str, Registration[T]], reg: Registration[T]) -> None:
         if reg.name in table and table[reg.name].plugin != reg.plugin:
             raise TypeError(f"{reg.kind} '{reg.name}' is already registered by plugin '{table[reg.name].plugin}'")
         table[reg.name] = reg
@@ -90,7 +95,7 @@ class Registry:
             raise unknown("algorithm", name, self.algorithms, "run `lab plugins` to list algorithms")
         return self.algorithms[name].obj
 
-    def env(self, env_id: str) -> Registration:
+    def env(self, env_id: str) -> Registration[Callable[..., Any]]:
         """The registration for `env_id`: an exact one, else the most specific matching glob
         (the one with the most literal characters), so `ALE/*-v5` beats a catch-all `*`."""
         if env_id in self.envs:
@@ -148,8 +153,8 @@ class Registry:
         """Every run setting a tracker adds: where results go, never what a run learns."""
         return {f.name for cls in self.tracker_options().values() for f in dataclasses.fields(cls)}
 
-    def by_plugin(self) -> dict[str, list[Registration]]:
-        out: dict[str, list[Registration]] = {}
+    def by_plugin(self) -> dict[str, list[Registration[Any]]]:
+        out: dict[str, list[Registration[Any]]] = {}
         for table in (self.algorithms, self.envs, self.datasets, self.trackers, self.commands):
             for reg in table.values():
                 out.setdefault(reg.plugin, []).append(reg)
