@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
@@ -25,6 +25,14 @@ WIDTH = 80
 PLAIN_EVERY_S = 10.0
 RATE_WINDOW_S = 0.5
 RATE_SMOOTHING = 0.1  # weight of the newest window in the average rate
+
+
+class BarFields(TypedDict):
+    """The bar's own columns (`task.fields`), typed so they pass as keywords to rich."""
+
+    count: str
+    speed: str
+    eta: str
 
 
 def compact(number: float) -> str:
@@ -92,10 +100,10 @@ class RunProgress:
         now = min(self.total, self.pace.starts) - step
         return now / self.rate + (self.total - step - now) * (1 / self.rate + self.pace.extra_s)
 
-    def _fields(self, step: int) -> dict[str, str]:
+    def _fields(self, step: int) -> BarFields:
         eta = self.eta(step)
         speed = f"{compact(self.rate)}/s" if self.rate else "-/s"
-        return {"count": f"{compact(step)}/{compact(self.total)}", "speed": f"{speed:>7}", "eta": f"ETA {duration(eta)}"}
+        return BarFields(count=f"{compact(step)}/{compact(self.total)}", speed=f"{speed:>7}", eta=f"ETA {duration(eta)}")
 
     def update(self, step: int, pace: Pace | None = None) -> None:
         now = time.perf_counter()
@@ -113,7 +121,8 @@ class RunProgress:
         """Show the latest headline metrics (on the bar, or as one plain line)."""
         if self._bar is not None:  # columns are separated by one space; leave the last column free
             fields = self._fields(step)
-            used = 10 + 12 + sum(len(text) for text in fields.values()) + len(fields) + 2
+            columns = (fields["count"], fields["speed"], fields["eta"])
+            used = 10 + 12 + sum(map(len, columns)) + len(columns) + 2
             self._bar.update(self._task, info=headline(values, key_metric, WIDTH - used - 1))
         elif time.perf_counter() - self._last_line >= PLAIN_EVERY_S:  # the end has its own report
             self._last_line = time.perf_counter()
@@ -169,7 +178,7 @@ def run_report(algo: str, target: str | None, run_dir: Path, summary: dict[str, 
     status, step = summary.get("status"), summary.get("global_step", 0)
     key = summary.get("key_metric")
     lines = [f"{status}: {algo} on {target} at step {step:,} after {duration(summary.get('elapsed_s'))}"]
-    final, best = summary.get(key), summary.get("best")
+    final, best = summary.get(key) if key is not None else None, summary.get("best")
     if isinstance(final, (int, float)):
         best_text = f", best {best:.4g} at step {summary.get('best_step'):,}" if isinstance(best, (int, float)) \
             and summary.get("best_step") is not None else ""
