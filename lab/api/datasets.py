@@ -30,7 +30,8 @@ class ImageDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
-        return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+        channels, height, width = self.train_images.shape[1:]
+        return channels, height, width
 
 
 @dataclass

@@ -122,7 +122,7 @@ class RunContext:
         """The env's single observation space (of the first training env, else asked of an
         evaluation env once)."""
         if self._train_envs:
-            return self._train_envs[0].single_observation_space
+            return self._train_envs[0].env.single_observation_space
         if self._observation_space is None:
             env = self.make_env(num_envs=1, evaluation=True)
             try:
@@ -138,7 +138,11 @@ class RunContext:
         name, _, arg = self.data.partition(":")
         factory = self.registry.dataset_factory(name)
         data_dir = self.data_dir if self.data_dir is not None else Path("data")
-        return factory(data_dir, arg or None, **options)
+        dataset = factory(data_dir, arg or None, **options)
+        if not isinstance(dataset, (ImageDataset, UnpairedImageDataset)):  # a plugin's factory: check what it gave
+            raise LabError(f"the factory of dataset '{name}' returned a {type(dataset).__name__}, not a "
+                           "lab.api.ImageDataset or UnpairedImageDataset")
+        return dataset
 
     def generator(self, name: str = "default", device: torch.device | str | None = None) -> torch.Generator:
         """The run's random stream `name` on `device` (default: the run's device).
