@@ -32,7 +32,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
                        f"or make the folder writable, then `lab resume {path.parent.parent}`") from None
 
 
-def _write_failure(exc: BaseException) -> str | None:
+def _write_failure(exc: BaseException | None) -> str | None:
     """Why a write failed, when it was the file system (full, read-only, no permission), else None.
     torch.save reports a failed write of its zip writer as a RuntimeError around the OSError."""
     while exc is not None:

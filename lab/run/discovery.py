@@ -20,6 +20,7 @@ import importlib.util
 import os
 import pkgutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -150,7 +151,8 @@ def _hook_names(pm: pluggy.PluginManager, plugin: object) -> list[str]:
 
 def _run_registrations(pm: pluggy.PluginManager, registry: Registry, infos: list[PluginInfo]) -> None:
     by_name = {info.name: info for info in infos}
-    tables = {
+    # hook name -> (registering plugin's name -> the `register` callback that hook receives)
+    tables: dict[str, Callable[[str], Callable[..., None]]] = {
         "register_algorithms": lambda plugin: lambda cls: registry.add_algorithm(plugin, cls),
         "register_envs": lambda plugin: lambda *args, **kwargs: registry.add_env(plugin, *args, **kwargs),
         "register_datasets": lambda plugin: lambda *args, **kwargs: registry.add_dataset(plugin, *args, **kwargs),

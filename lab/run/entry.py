@@ -150,7 +150,7 @@ def train_run(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[s
             run_dir = create_run_dir(run.resolved_runs_dir, name)
             lock = RunLock(run_dir).acquire("train")
     # the others learn its name (a default one has rank 0's time in it); they never write there
-    run_dir = run.resolved_runs_dir / distributed.broadcast_object(run_dir.name if main else None)
+    run_dir = run.resolved_runs_dir / distributed.broadcast_object(run_dir.name if run_dir is not None else None)
     try:
         session = None
         try:
