@@ -1,6 +1,14 @@
 """arcade-lab: one runner, many plugins, for deep RL and generative models."""
 
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the runner loads torch: imported where it is used, after OMP_WAIT_POLICY is set
+    from lab.api import Algorithm
+    from lab.run.entry import Run
+    from lab.run.policy import AgentPolicy
 
 # Idle torch/OpenMP threads otherwise spin and starve the emulator threads of the Atari
 # vector env (measured: 470 -> 177 env steps/s on 2 cores). Must be set before torch loads.
@@ -9,7 +17,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 __version__ = "0.1.0"
 
 
-def load(run_dir, checkpoint: str = "best", device: str | None = None, plugins_dir: str | None = None):
+def load(run_dir: str | os.PathLike[str], checkpoint: str = "best", device: str | None = None,
+         plugins_dir: str | None = None) -> Algorithm | AgentPolicy:
     """The trained algorithm of a run directory, ready to use.
 
         agent = lab.load("runs/dqn-CartPole-v1-s1-...")   # checkpoints/best.pt
@@ -33,7 +42,7 @@ def load(run_dir, checkpoint: str = "best", device: str | None = None, plugins_d
     return load_run(load_lab(plugins_dir), Path(run_dir), checkpoint, device)
 
 
-def train(algo: str, *, config: str | None = None, plugins_dir: str | None = None, **settings):
+def train(algo: str, *, config: str | None = None, plugins_dir: str | None = None, **settings: Any) -> Run | None:
     """Train `algo` as `lab train ALGO` does, from a notebook or a script; returns the run.
 
         run = lab.train("ppo", env="CartPole-v1", steps=50_000, learning_rate=1e-3)
