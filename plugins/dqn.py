@@ -1,20 +1,21 @@
 """`dqn`: Deep Q-Networks with every Rainbow piece as an option, one flag each.
 
-Reads top to bottom like CleanRL's dqn_atari.py, on the lab's off-policy service
-(`lab.rl.offpolicy`: the acting loop, the device replay buffer, gradient-step scheduling,
-checkpoints). Hyperparameters keep Stable-Baselines3's names and defaults; presets carry RL
-Zoo's tuned values and budgets (every Atari game through the `atari` preset). Intervals
-(`train_freq`, `target_update_interval`, `learning_starts`) count agent steps summed over all
-envs, so the replay ratio (gradient_steps * batch_size / train_freq) does not change with
-`--num-envs`.
+A subclass of the lab's off-policy service (`lab.rl.offpolicy`: the acting loop, the device
+replay buffer, gradient-step scheduling, checkpoints) that adds what is DQN's own: the
+Q-network, epsilon-greedy acting, the TD loss and target updates. Hyperparameters keep
+Stable-Baselines3's names and defaults; presets carry RL Zoo's tuned values and budgets
+(every Atari game through the `atari` preset). Intervals (`train_freq`,
+`target_update_interval`, `learning_starts`) count agent steps summed over all envs, so the
+replay ratio (gradient_steps * batch_size / train_freq) does not change with `--num-envs`.
 
 Rainbow's pieces (Hessel et al. 2018) are flags, so an ablation is one flag: `--double-q`,
 `--dueling`, `--n-step N`, `--prioritized-replay`, `--distributional c51` (or `qr`,
 QR-DQN's quantiles), `--noisy` (noisy nets explore: epsilon 0; evaluation acts with the mean
 weights), plus `--augment shift` (DrQ's random shift of sampled observations; `shift-intensity`
-adds the intensity scaling Dopamine's DrQ applies after it) and `--adam-eps`. Off by default: `dqn` alone is DQN as SB3 has it. `rainbow` is this class with
-all of them on. A new DQN variant is a small subclass: replace `make_q_network` (its
-network) and `td_loss` (its loss), keep the rest (see the plugin guide).
+adds the intensity scaling Dopamine's DrQ applies after it) and `--adam-eps`. Off by default:
+`dqn` alone is DQN as SB3 has it. `rainbow` is this class with all of them on. A new DQN
+variant is a small subclass: replace `make_q_network` (its network) and `td_loss` (its loss),
+keep the rest (see the plugin guide).
 
 Two named presets (`--preset NAME`) set up the Atari 100k benchmark (Kaiser et al. 2020:
 100k agent steps, 400k frames): `atari100k` is Data-Efficient Rainbow (DER, van Hasselt et
