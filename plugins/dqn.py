@@ -10,12 +10,13 @@ replay ratio (gradient_steps * batch_size / train_freq) does not change with `--
 
 Rainbow's pieces (Hessel et al. 2018) are flags, so an ablation is one flag: `--double-q`,
 `--dueling`, `--n-step N`, `--prioritized-replay`, `--distributional c51` (or `qr`,
-QR-DQN's quantiles), `--noisy` (noisy nets explore: epsilon 0; evaluation acts with the mean
-weights), plus `--augment shift` (DrQ's random shift of sampled observations; `shift-intensity`
-adds the intensity scaling Dopamine's DrQ applies after it) and `--adam-eps`. Off by default:
-`dqn` alone is DQN as SB3 has it. `rainbow` is this class with all of them on. A new DQN
-variant is a small subclass: replace `make_q_network` (its network) and `td_loss` (its loss),
-keep the rest (see the plugin guide).
+QR-DQN's quantiles; the flag picks a return head of `lab.rl.distributional` once), `--noisy`
+(noisy nets explore: epsilon 0; evaluation acts with the mean weights), plus `--augment
+shift` (DrQ's random shift of sampled observations; `shift-intensity` adds the intensity
+scaling Dopamine's DrQ applies after it) and `--adam-eps`. Off by default: `dqn` alone is DQN
+as SB3 has it. `rainbow` is this class with all of them on. A new DQN variant is a small
+subclass: replace `make_q_network` (its network) and `td_loss` (its loss), keep the rest
+(see the plugin guide).
 
 Two named presets (`--preset NAME`) set up the Atari 100k benchmark (Kaiser et al. 2020:
 100k agent steps, 400k frames): `atari100k` is Data-Efficient Rainbow (DER, van Hasselt et
@@ -35,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lab.augment import random_intensity, random_shift
@@ -43,11 +43,13 @@ from lab.config import check_ranges, option
 from lab.device import small_pass_threads
 from lab.errors import LabError
 from lab.hookspecs import hookimpl
-from lab.rl.distributional import categorical_projection, quantile_huber_loss
+from lab.rl.distributional import Categorical, ExpectedValue, Quantiles, ReturnHead
 from lab.rl.noisy import remove_noise, resample_noise
 from lab.rl.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, crossings, soft_update
-from lab.rl.qnetworks import QNetwork, td_targets
+from lab.rl.qnetworks import QNetwork
 from lab.schedules import linear
+
+Distributional = Literal["none", "c51", "qr"]
 
 
 @dataclass
@@ -150,7 +152,7 @@ class DQNConfig(DQNSettings):
     prioritized_replay: bool = option(False, "proportional prioritized replay")
     prioritized_replay_alpha: float = option(0.6, "priority exponent")
     prioritized_replay_beta: float = option(0.4, "initial IS exponent, annealed to 1")
-    distributional: Literal["none", "c51", "qr"] = option(
+    distributional: Distributional = option(
         "none", "return distribution: none (expected Q), c51 (categorical, Bellemare et al. 2017) or qr "
                 "(quantile regression, Dabney et al. 2018)")
     num_atoms: int = option(51, "C51's atoms or QR-DQN's quantiles per action")
@@ -168,11 +170,16 @@ class DQNConfig(DQNSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, at_least_one=("n_step",), positive=("noisy_sigma", "adam_eps"))
-        if self.distributional != "none" and self.num_atoms < 2:
-            raise ValueError(f"--num-atoms must be >= 2 with --distributional {self.distributional}, "
-                             f"got {self.num_atoms}")
-        if self.distributional == "c51" and not self.v_min < self.v_max:
-            raise ValueError(f"--v-min must be below --v-max, got {self.v_min} and {self.v_max}")
+        self.return_head()  # refuses its settings here, not when the run starts
+
+    def return_head(self) -> ReturnHead:
+        """The head `--distributional` names, the one place that reads it: the network's
+        outputs, its expected values and the loss all come from this object."""
+        if self.distributional == "c51":
+            return Categorical(self.num_atoms, self.v_min, self.v_max)
+        if self.distributional == "qr":
+            return Quantiles(self.num_atoms)
+        return ExpectedValue()
 
 
 class DQN(OffPolicyAgent):
@@ -197,7 +204,8 @@ class DQN(OffPolicyAgent):
             raise LabError(f"--augment {config.augment} shifts images; {ctx.env_id} has vector observations, "
                            "so leave --augment out")
         self.num_actions = int(self.action_space.n)
-        self.q = self.make_q_network().to(ctx.device)
+        self.head = config.return_head()
+        self.q = self.make_q_network().to(ctx.device)  # moves the head (and C51's support) too
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = adam(self.q.parameters(), config.learning_rate, ctx.device, eps=config.adam_eps)
         self.noise_generator = ctx.generator("noise") if config.noisy else None
@@ -223,13 +231,13 @@ class DQN(OffPolicyAgent):
                     beta=c.prioritized_replay_beta)
 
     def make_q_network(self) -> nn.Module:
-        """Q(s, .): the Nature CNN for frames, an MLP for vectors, with the configured head (a
-        subclass may return its own; `forward` gives Q-values, and with --distributional,
-        `outputs` and `q_values` as `QNetwork`'s)."""
+        """Q(s, .): the Nature CNN for frames, an MLP for vectors, with `self.head` (a subclass
+        may return its own network holding that head: `outputs` gives the head's numbers per
+        action and `forward` Q-values, as `QNetwork`'s)."""
         c = self.config
         return QNetwork(tuple(self.observation_space.shape), self.num_actions, c.net_arch, c.dueling,
-                        dueling_hidden=c.dueling_hidden, distributional=c.distributional, num_atoms=c.num_atoms,
-                        v_min=c.v_min, v_max=c.v_max, noisy_sigma=c.noisy_sigma if c.noisy else None)
+                        dueling_hidden=c.dueling_hidden, head=self.head,
+                        noisy_sigma=c.noisy_sigma if c.noisy else None)
 
     # ------------------------------------------------------------------ acting
 
@@ -314,43 +322,20 @@ class DQN(OffPolicyAgent):
                 discounts: torch.Tensor, dones: torch.Tensor, next_observations: torch.Tensor,
                 weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(importance-weighted loss, per-sample priorities): the part of a step torch.compile
-        fuses, and the method a variant with its own loss replaces. Huber on TD errors, or
-        with --distributional the return distribution's loss."""
-        if self.config.distributional != "none":
-            return self.distributional_loss(observations, actions, rewards, discounts, dones, next_observations,
-                                            weights)
-        q_values = self.q(observations).gather(1, actions.long().unsqueeze(1)).squeeze(1)
-        with torch.no_grad():
-            next_q_target = (self.q if self.target_is_online else self.q_target)(next_observations)
-            next_q_online = (next_q_target if self.target_is_online else self.q(next_observations)) \
-                if self.config.double_q else None
-            targets = td_targets(rewards, discounts, dones, next_q_target, next_q_online)
-        loss = (weights * F.smooth_l1_loss(q_values, targets, reduction="none")).mean()
-        return loss, (q_values - targets).detach()
-
-    def distributional_loss(self, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-                            discounts: torch.Tensor, dones: torch.Tensor, next_observations: torch.Tensor,
-                            weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """C51: cross-entropy between the taken action's distribution and the n-step target
-        projected onto the support; QR-DQN: the quantile Huber loss. The next action is the
-        argmax of expected values (the online net's with --double-q); the per-sample losses
-        are the priorities (Hessel et al. 2018)."""
+        fuses, and the method a variant with its own loss replaces. The next action is the
+        argmax of expected values (the online net's with --double-q); the return head gives
+        the n-step target for its outputs and the loss: Huber on TD errors, or with
+        --distributional C51's cross-entropy to the projected target or QR-DQN's quantile
+        Huber loss, whose per-sample values are the priorities (Hessel et al. 2018)."""
         rows = torch.arange(actions.shape[0], device=actions.device)
-        taken = self.q.outputs(observations)[rows, actions.long()]  # (B, N)
+        taken = self.q.outputs(observations)[rows, actions.long()]  # (B,) or (B, N)
         with torch.no_grad():
-            next_target = (self.q if self.target_is_online else self.q_target).outputs(next_observations)  # (B, A, N)
+            next_outputs = (self.q if self.target_is_online else self.q_target).outputs(next_observations)
             next_q = self.q(next_observations) if self.config.double_q and not self.target_is_online \
-                else self.q_target.q_values(next_target)
-            next_atoms = next_target[rows, next_q.argmax(dim=1)]
-            if self.config.distributional == "c51":
-                targets = categorical_projection(rewards, discounts, dones, next_atoms.softmax(dim=1), self.q.support)
-            else:
-                targets = rewards.unsqueeze(1) + (discounts * (1.0 - dones)).unsqueeze(1) * next_atoms
-        if self.config.distributional == "c51":
-            losses = -(targets * taken.log_softmax(dim=1)).sum(dim=1)
-        else:
-            losses = quantile_huber_loss(taken, targets)
-        return (weights * losses).mean(), losses.detach()
+                else self.head.q_values(next_outputs)
+            targets = self.head.targets(rewards, discounts, dones, next_outputs[rows, next_q.argmax(dim=1)])
+        losses, priorities = self.head.losses(taken, targets)
+        return (weights * losses).mean(), priorities
 
     def after_training_step(self, before: int) -> None:
         if crossings(before, self.global_step, self.config.target_update_interval):

@@ -23,12 +23,13 @@ Atari budget (the paper trained 200M frames, 50M steps: pass --steps). `--preset
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any
 
 from lab.config import option
 from lab.hookspecs import hookimpl
-from lab.plugins.dqn import ATARI_100K_PRESETS, DQN, DQNConfig
+from lab.plugins.dqn import ATARI_100K_PRESETS, DQN, DQNConfig, Distributional
 
 
 @dataclass
@@ -40,7 +41,7 @@ class RainbowConfig(DQNConfig):
     n_step: int = option(3, "n-step returns")
     prioritized_replay: bool = option(True, "proportional prioritized replay on the cross-entropy losses")
     prioritized_replay_alpha: float = option(0.5, "priority exponent")
-    distributional: Literal["none", "c51", "qr"] = option("c51", "return distribution: c51, qr or none")
+    distributional: Distributional = option("c51", "return distribution: c51, qr or none")
     noisy: bool = option(True, "noisy linear layers explore (epsilon 0); evaluation uses the mean weights")
     eval_exploration_eps: float = option(0.001, "epsilon when evaluating")
 

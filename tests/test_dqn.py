@@ -11,18 +11,18 @@ import yaml
 from conftest import read_jsonl
 from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
-from lab.run.context import Context
+from lab.run.context import RunContext
 from lab.run.session import saved_horizon
 from lab.run.discovery import load_lab
 from lab.errors import LabError
 from lab.plugins.dqn import DQN, DQNConfig
 from lab.rl.offpolicy import crossings
-from lab.rl.qnetworks import QNetwork, td_targets
+from lab.rl.qnetworks import QNetwork
 from lab.tracking import Tracker
 
 
 def make_ctx(tmp_path: Path, env_id: str, total_steps: int = 1_000, seed: int = 0) -> Context:
-    return Context(device=torch.device("cpu"), seed=seed, total_steps=total_steps, run_dir=tmp_path,
+    return RunContext(device=torch.device("cpu"), seed=seed, total_steps=total_steps, run_dir=tmp_path,
                    registry=load_lab().registry, tracker=Tracker(), env_id=env_id, eval_episodes=2)
 
 
@@ -32,16 +32,33 @@ def small_config(**overrides) -> DQNConfig:
     return DQNConfig(**{**base, **overrides})
 
 
-def test_double_dqn_target_uses_online_argmax_and_target_values():
+class TableQ(torch.nn.Module):
+    """A stand-in Q-network: the Q-values in row k of `table` for an observation of k's."""
+
+    def __init__(self, table: list[list[float]]) -> None:
+        super().__init__()
+        self.table = torch.tensor(table)
+
+    def outputs(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.table[obs[:, 0].long()]
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.outputs(obs)
+
+
+def test_double_dqn_target_uses_online_argmax_and_target_values(tmp_path):
     rewards = torch.tensor([1.0, 0.5])
     discounts = torch.tensor([0.9, 0.81])  # gamma^k for the n steps actually summed
     dones = torch.tensor([0.0, 1.0])
-    next_q_target = torch.tensor([[10.0, 2.0], [3.0, 4.0]])
-    next_q_online = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # online prefers action 1 then 0
-    double = td_targets(rewards, discounts, dones, next_q_target, next_q_online)
-    vanilla = td_targets(rewards, discounts, dones, next_q_target, None)
-    assert double.tolist() == pytest.approx([1.0 + 0.9 * 2.0, 0.5])  # terminal: no bootstrap
-    assert vanilla.tolist() == pytest.approx([1.0 + 0.9 * 10.0, 0.5])
+    observations, next_observations = torch.zeros(2, 4), torch.tensor([[1.0] * 4, [2.0] * 4])
+    online = TableQ([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # at s' the online net prefers action 1 then 0
+    target = TableQ([[0.0, 0.0], [10.0, 2.0], [3.0, 4.0]])
+    for double_q, expected in ((True, [1.0 + 0.9 * 2.0, 0.5]), (False, [1.0 + 0.9 * 10.0, 0.5])):
+        agent = DQN(small_config(double_q=double_q), make_ctx(tmp_path, "CartPole-v1"))
+        agent.q, agent.q_target = online, target
+        _, td_errors = agent.td_loss(observations, torch.zeros(2), rewards, discounts, dones, next_observations,
+                                     torch.ones(2))
+        assert (-td_errors).tolist() == pytest.approx(expected)  # Q(s, a) 0; terminal: no bootstrap
 
 
 def test_dueling_head_centres_advantages():
@@ -82,6 +99,11 @@ def test_bad_settings_are_rejected():
         DQNConfig(learning_rate=-1)
     with pytest.raises(ValueError, match="exploration-final-eps"):
         DQNConfig(exploration_final_eps=1.5)
+    with pytest.raises(ValueError, match="num-atoms must be >= 2 with --distributional qr"):
+        DQNConfig(distributional="qr", num_atoms=1)
+    with pytest.raises(ValueError, match="v-min must be below --v-max"):
+        DQNConfig(distributional="c51", v_min=1.0, v_max=1.0)
+    DQNConfig(num_atoms=1, v_min=1.0, v_max=0.0)  # expected values read neither
 
 
 def test_continuous_actions_are_refused(tmp_path):

@@ -15,12 +15,12 @@ import yaml
 from conftest import ok, one_line_error, read_jsonl, runs_dir
 from lab.augment import random_intensity, random_rotation, random_shift
 from lab.run.checkpoint import load_checkpoint
-from lab.run.context import Context
+from lab.run.context import RunContext
 from lab.run.discovery import load_lab
 from lab.run.settings import resolve
 from lab.plugins.dqn import DQN, DQNConfig
 from lab.plugins.rainbow import Rainbow
-from lab.rl.distributional import categorical_projection, quantile_huber_loss
+from lab.rl.distributional import Categorical, Quantiles, categorical_projection, quantile_huber_loss
 from lab.rl.noisy import NoisyLinear, remove_noise, resample_noise
 from lab.rl.qnetworks import QNetwork
 from lab.tracking import Tracker
@@ -96,14 +96,14 @@ def test_quantile_loss_weighs_errors_by_their_quantile():
 
 def test_distributional_heads_give_expected_values_and_dueling_combines_logits():
     torch.manual_seed(0)
-    net = QNetwork((4,), 3, (16, 16), dueling=True, distributional="c51", num_atoms=5, v_min=-2, v_max=2)
+    net = QNetwork((4,), 3, (16, 16), dueling=True, head=Categorical(5, v_min=-2, v_max=2))
     obs = torch.randn(6, 4)
     logits = net.outputs(obs)
     assert logits.shape == (6, 3, 5)
     assert torch.allclose(net(obs), (logits.softmax(-1) * torch.linspace(-2, 2, 5)).sum(-1))
-    qr = QNetwork((4,), 3, (16,), distributional="qr", num_atoms=7)
+    qr = QNetwork((4,), 3, (16,), head=Quantiles(7))
     assert torch.allclose(qr(obs), qr.outputs(obs).mean(-1))
-    assert "support" not in net.state_dict()  # derived from the settings
+    assert not any("support" in key for key in net.state_dict())  # derived from the settings
 
 
 # ------------------------------------------------------------- noisy nets
@@ -131,8 +131,8 @@ def test_shared_dueling_hidden_is_dopamines_network_with_half_the_weights():
         return sum(p.numel() for p in net.parameters())
 
     frames = (4, 84, 84)
-    per_stream = QNetwork(frames, 4, dueling=True, distributional="c51", noisy_sigma=0.5)
-    shared = QNetwork(frames, 4, dueling=True, dueling_hidden="shared", distributional="c51", noisy_sigma=0.5)
+    per_stream = QNetwork(frames, 4, dueling=True, head=Categorical(), noisy_sigma=0.5)
+    shared = QNetwork(frames, 4, dueling=True, dueling_hidden="shared", head=Categorical(), noisy_sigma=0.5)
     # Dopamine's FullRainbowNetwork: the convolutions, one 3136 -> 512 layer, then advantage and value heads on it
     layers = [(m.in_features, m.out_features) for m in shared.modules() if isinstance(m, NoisyLinear)]
     assert layers == [(3136, 512), (512, 4 * 51), (512, 51)]
@@ -145,7 +145,7 @@ def test_shared_dueling_hidden_is_dopamines_network_with_half_the_weights():
 
 
 def make_agent(tmp_path: Path, cls: type = DQN, env_id: str = "CartPole-v1", **config) -> DQN:
-    ctx = Context(device=torch.device("cpu"), seed=0, total_steps=1_000, run_dir=tmp_path,
+    ctx = RunContext(device=torch.device("cpu"), seed=0, total_steps=1_000, run_dir=tmp_path,
                   registry=load_lab().registry, tracker=Tracker(), env_id=env_id, eval_episodes=2)
     base = dict(learning_starts=50, buffer_size=1_000, batch_size=16, train_freq=4, target_update_interval=20,
                 net_arch=(16,))
@@ -178,7 +178,7 @@ def test_a_target_copied_after_every_update_is_read_from_the_online_pass(tmp_pat
     passing.target_is_online = False  # what the update did before: the target network's own pass
     passing.q.load_state_dict(reusing.q.state_dict()), passing.q_target.load_state_dict(reusing.q.state_dict())
     target_passes = []
-    reusing.q_target.register_forward_hook(lambda *_: target_passes.append(1))
+    reusing.q_target.torso.register_forward_hook(lambda *_: target_passes.append(1))
     while reusing.global_step < 120:
         reusing.train_step(), passing.train_step()
     assert reusing.global_step > reusing.config.learning_starts and target_passes == []

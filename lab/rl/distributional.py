@@ -1,17 +1,106 @@
-"""Distributional TD targets and losses: C51 (Bellemare et al. 2017) and QR-DQN (Dabney et al. 2018).
+"""Return heads for the DQN family: what a Q-network's outputs per action are, and the TD loss on them.
 
-A distributional Q-network (`lab.rl.qnetworks.QNetwork` with `distributional="c51"` or
-`"qr"`) gives each action N atoms: C51 the logits of a categorical distribution over a fixed
-support z_1..z_N, QR-DQN N quantiles at the midpoints tau_i = (2i - 1) / 2N. The n-step
-target distribution is r_n + gamma^k (1 - done) Z(s', a*), with a* the greedy action by
-expected value (of the online net under Double DQN, as Hessel et al. 2018); for C51 it is
-projected back onto the support. The per-sample losses double as prioritized replay's
-priorities (Hessel et al.: the KL loss, whose gradient is the cross-entropy's).
+`--distributional` picks one head, once: `ExpectedValue` (none: one Q-value per action, the
+Huber loss on TD errors), `Categorical` (c51, Bellemare et al. 2017: the logits of a
+categorical distribution over a fixed support z_1..z_N) or `Quantiles` (qr, QR-DQN, Dabney et
+al. 2018: N quantiles at the midpoints tau_i = (2i - 1) / 2N). The network's `outputs` hold the
+head's numbers, the head turns them into expected values (for acting and for the argmax of
+the next action) and learns them: the n-step target r_n + gamma^k (1 - done) Z(s', a*),
+projected back onto the support for C51, and a per-sample loss whose values double as
+prioritized replay's priorities (Hessel et al. 2018: the KL loss, whose gradient is the
+cross-entropy's; the TD error for expected values).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ReturnHead(nn.Module, ABC):
+    """One way to predict returns: a module only so C51's support follows the network's device
+    (it holds no weights, and nothing in checkpoints)."""
+
+    atoms: int  # numbers per action in the network's outputs: 1 is a plain Q-value
+
+    @abstractmethod
+    def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Expected values (B, A) of the network's outputs (B, A) or (B, A, N)."""
+
+    @abstractmethod
+    def targets(self, rewards: torch.Tensor, discounts: torch.Tensor, dones: torch.Tensor,
+                next_outputs: torch.Tensor) -> torch.Tensor:
+        """The n-step target for the outputs (B,) or (B, N) of the next state's chosen action."""
+
+    @abstractmethod
+    def losses(self, taken: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-sample losses (B,), their priorities) for the taken actions' outputs."""
+
+
+class ExpectedValue(ReturnHead):
+    """DQN's head: a Q-value per action, the Huber loss on TD errors, priorities the TD errors."""
+
+    atoms = 1
+
+    def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs
+
+    def targets(self, rewards: torch.Tensor, discounts: torch.Tensor, dones: torch.Tensor,
+                next_outputs: torch.Tensor) -> torch.Tensor:
+        return rewards + discounts * (1.0 - dones) * next_outputs
+
+    def losses(self, taken: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.smooth_l1_loss(taken, targets, reduction="none"), (taken - targets).detach()
+
+
+class Categorical(ReturnHead):
+    """C51's head: `num_atoms` logits over the support linspace(v_min, v_max), the
+    cross-entropy to the projected target."""
+
+    def __init__(self, num_atoms: int = 51, v_min: float = -10.0, v_max: float = 10.0) -> None:
+        super().__init__()
+        if num_atoms < 2:
+            raise ValueError(f"--num-atoms must be >= 2 with --distributional c51, got {num_atoms}")
+        if not v_min < v_max:
+            raise ValueError(f"--v-min must be below --v-max, got {v_min} and {v_max}")
+        self.atoms = num_atoms
+        # derived from the settings: no place in checkpoints
+        self.register_buffer("support", torch.linspace(v_min, v_max, num_atoms), persistent=False)
+
+    def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
+        return (outputs.softmax(dim=-1) * self.support).sum(dim=-1)
+
+    def targets(self, rewards: torch.Tensor, discounts: torch.Tensor, dones: torch.Tensor,
+                next_outputs: torch.Tensor) -> torch.Tensor:
+        return categorical_projection(rewards, discounts, dones, next_outputs.softmax(dim=1), self.support)
+
+    def losses(self, taken: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        losses = -(targets * taken.log_softmax(dim=1)).sum(dim=1)
+        return losses, losses.detach()
+
+
+class Quantiles(ReturnHead):
+    """QR-DQN's head: `num_atoms` quantiles, the quantile Huber loss to the target's quantiles."""
+
+    def __init__(self, num_atoms: int = 51) -> None:
+        super().__init__()
+        if num_atoms < 2:
+            raise ValueError(f"--num-atoms must be >= 2 with --distributional qr, got {num_atoms}")
+        self.atoms = num_atoms
+
+    def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.mean(dim=-1)
+
+    def targets(self, rewards: torch.Tensor, discounts: torch.Tensor, dones: torch.Tensor,
+                next_outputs: torch.Tensor) -> torch.Tensor:
+        return rewards.unsqueeze(1) + (discounts * (1.0 - dones)).unsqueeze(1) * next_outputs
+
+    def losses(self, taken: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        losses = quantile_huber_loss(taken, targets)
+        return losses, losses.detach()
 
 
 def categorical_projection(rewards: torch.Tensor, discounts: torch.Tensor, dones: torch.Tensor,

@@ -1,9 +1,10 @@
-"""Q-networks for the DQN family: Q(s, .) over discrete actions, and the TD target.
+"""Q-networks for the DQN family: Q(s, .) over discrete actions.
 
 `dqn` builds its network with `make_q_network` (a method a subclass can replace) and its
 loss with `td_loss` (idem), on top of these. The network takes Rainbow's pieces as
-arguments (dueling streams, a C51 or quantile head, noisy layers); the distributional
-targets and losses are in `lab.rl.distributional`, the noisy layer in `lab.rl.noisy`.
+arguments (dueling streams, a return head, noisy layers); the return heads (expected
+values, C51, quantiles) and their targets and losses are in `lab.rl.distributional`, the
+noisy layer in `lab.rl.noisy`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from lab.networks import flat_size, mlp, nature_cnn, nature_convs
+from lab.rl.distributional import ExpectedValue, ReturnHead
 from lab.rl.noisy import make_noisy
 
 
@@ -29,27 +31,24 @@ class QNetwork(nn.Module):
     (Dopamine's Rainbow network, which its Atari 100k agents DER and DrQ use: half the
     weights of the per-stream layout on frames, and a faster update).
 
-    `distributional`: "none" (one value per action), "c51" (`num_atoms` logits over the
-    support linspace(v_min, v_max); dueling combines the logits, as Hessel et al. 2018) or
-    "qr" (`num_atoms` quantiles). `outputs(obs)` gives those (B, A) or (B, A, N) numbers,
-    `q_values(outputs)` the expected values and `forward(obs)` both in turn, so acting is
-    the same argmax for every kind. `noisy_sigma`: every linear layer a factorised
-    `NoisyLinear` with that sigma0 (`lab.rl.noisy`).
+    `head` (`lab.rl.distributional`, `ExpectedValue` when left out) says how many numbers
+    each action gets: one Q-value, or N atoms (C51's logits, dueling combining them as Hessel
+    et al. 2018 do; QR-DQN's quantiles). `outputs(obs)` gives those (B, A) or (B, A, N)
+    numbers, `q_values(outputs)` the head's expected values and `forward(obs)` both in turn,
+    so acting is the same argmax for every head. `noisy_sigma`: every linear layer a
+    factorised `NoisyLinear` with that sigma0 (`lab.rl.noisy`).
     """
 
     def __init__(self, observation_shape: tuple[int, ...], num_actions: int,
                  hidden: tuple[int, ...] = (64, 64), dueling: bool = False, *,
                  dueling_hidden: Literal["per-stream", "shared"] = "per-stream",
-                 distributional: Literal["none", "c51", "qr"] = "none", num_atoms: int = 51,
-                 v_min: float = -10.0, v_max: float = 10.0, noisy_sigma: float | None = None) -> None:
+                 head: ReturnHead | None = None, noisy_sigma: float | None = None) -> None:
         super().__init__()
         self.images = len(observation_shape) == 3
         self.dueling = dueling
         self.num_actions = num_actions
-        self.distributional = distributional
-        self.atoms = 1 if distributional == "none" else num_atoms
-        if distributional == "c51":  # derived from the settings: no place in checkpoints
-            self.register_buffer("support", torch.linspace(v_min, v_max, num_atoms), persistent=False)
+        self.head = head if head is not None else ExpectedValue()
+        self.atoms = self.head.atoms
         streams_own_hidden = dueling and dueling_hidden == "per-stream"
         if self.images:
             channels = observation_shape[0]
@@ -93,27 +92,8 @@ class QNetwork(nn.Module):
 
     def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
         """Expected values (B, A) of `outputs(obs)`."""
-        if self.distributional == "c51":
-            return (outputs.softmax(dim=-1) * self.support).sum(dim=-1)
-        if self.distributional == "qr":
-            return outputs.mean(dim=-1)
-        return outputs
+        return self.head.q_values(outputs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.q_values(self.outputs(obs))
 
-
-def td_targets(
-    rewards: torch.Tensor,
-    discounts: torch.Tensor,
-    dones: torch.Tensor,
-    next_q_target: torch.Tensor,
-    next_q_online: torch.Tensor | None,
-) -> torch.Tensor:
-    """r_n + gamma^k (1 - done) Q_target(s', a'), with a' = argmax of the online net when
-    `next_q_online` is given (Double DQN) and of the target net otherwise."""
-    if next_q_online is None:
-        next_value = next_q_target.max(dim=1).values
-    else:
-        next_value = next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
-    return rewards + discounts * (1.0 - dones) * next_value
