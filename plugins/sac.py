@@ -33,6 +33,38 @@ from lab.rl.actors import SquashedGaussianActor, TwinQ
 from lab.rl.offpolicy import ContinuousOffPolicyAgent, OffPolicyConfig, adam, soft_update
 
 
+@dataclass(frozen=True)
+class EntropyCoefficient:
+    """SAC's alpha as `--ent-coef` spells it (SB3's syntax), read once: a fixed value, or
+    `tuned` by its own loss starting from `initial`."""
+
+    initial: float
+    tuned: bool
+
+    @classmethod
+    def parse(cls, text: str) -> EntropyCoefficient:
+        """`X` (fixed at X), `auto` (tuned from 1) or `auto_X` (tuned from X); X positive."""
+        tuned = text == "auto" or text.startswith("auto_")
+        number = "1" if text == "auto" else text.removeprefix("auto_")
+        try:
+            initial = float(number)
+        except ValueError:
+            raise ValueError(f"--ent-coef takes a number, auto or auto_X, got {text!r}") from None
+        if not initial > 0:
+            raise ValueError(f"--ent-coef must be positive, got {text}")
+        return cls(initial, tuned)
+
+
+def parse_target_entropy(text: str) -> float | None:
+    """`--target-entropy`: a number, or None for `auto` (-|A|, known once the env is)."""
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--target-entropy takes a number or auto, got {text!r}") from None
+
+
 @dataclass
 class SACConfig(OffPolicyConfig):
     ent_coef: str = option("auto", "entropy coefficient: a number, `auto` (tuned, from 1) or `auto_X` (tuned, from X)")
@@ -41,16 +73,17 @@ class SACConfig(OffPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("ent_coef", "target_entropy"):
-            value = getattr(self, name)
-            number = value[5:] if name == "ent_coef" and value.startswith("auto_") else value
-            if number != "auto":
-                try:
-                    float(number)
-                except ValueError:
-                    raise ValueError(f"--{name.replace('_', '-')} takes a number or auto, got {value!r}") from None
-        if not (self.ent_coef.startswith("auto") or float(self.ent_coef) > 0):
-            raise ValueError(f"--ent-coef must be positive, got {self.ent_coef}")
+        EntropyCoefficient.parse(self.ent_coef)  # a bad value is refused here, not when the run starts
+        parse_target_entropy(self.target_entropy)
+
+    @property
+    def entropy_coefficient(self) -> EntropyCoefficient:
+        return EntropyCoefficient.parse(self.ent_coef)
+
+    @property
+    def entropy_target(self) -> float | None:
+        """The entropy a tuned alpha aims at; None: -|A| (`auto`)."""
+        return parse_target_entropy(self.target_entropy)
 
 
 MUJOCO_SAC = dict(steps=1_000_000, learning_starts=10_000)
@@ -85,13 +118,13 @@ class SAC(ContinuousOffPolicyAgent):
         self.actor_optimizer = adam(self.actor.parameters(), config.learning_rate, ctx.device)
         self.critic_optimizer = adam(self.critic.parameters(), config.learning_rate, ctx.device)
         # alpha = exp(log_alpha): tuned by its own loss (`auto`), or a constant
-        self.tune_entropy = config.ent_coef.startswith("auto")
-        start = float(config.ent_coef[5:]) if config.ent_coef.startswith("auto_") else \
-            1.0 if config.ent_coef == "auto" else float(config.ent_coef)
+        coefficient = config.entropy_coefficient
+        self.tune_entropy = coefficient.tuned
         self.entropy = torch.nn.ParameterDict({"log_alpha": torch.nn.Parameter(
-            torch.tensor([start], device=ctx.device).log(), requires_grad=self.tune_entropy)})
+            torch.tensor([coefficient.initial], device=ctx.device).log(), requires_grad=self.tune_entropy)})
         self.entropy_optimizer = adam(self.entropy.parameters(), config.learning_rate, ctx.device)
-        self.target_entropy = -float(action_dim) if config.target_entropy == "auto" else float(config.target_entropy)
+        target = config.entropy_target
+        self.target_entropy = -float(action_dim) if target is None else target
 
     def make_critic(self, obs_dim: int, action_dim: int) -> TwinQ:
         """Q1, Q2(s, a) as one batched network (an ensemble of more for a subclass: REDQ)."""

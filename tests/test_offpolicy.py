@@ -14,6 +14,7 @@ from torch import nn
 import lab
 from conftest import one_line_error, read_jsonl, runs_dir
 from lab.cli import main
+from lab.plugins.sac import EntropyCoefficient, SACConfig
 from lab.rl.actors import ActionScale, DeterministicActor, SquashedGaussianActor, TwinQ
 from lab.rl.offpolicy import soft_update
 
@@ -114,6 +115,19 @@ def test_sac_tunes_its_entropy_coefficient_and_td3_delays_its_actor(capsys) -> N
     assert td3["updates"] == 400, "one critic update per agent step after learning starts"
     actor, target = td3["actor"], td3["actor_target"]
     assert any(not torch.equal(actor[k], target[k]) for k in actor), "the target trails the actor (tau 0.005)"
+
+
+def test_the_entropy_coefficient_is_read_once_into_a_value() -> None:
+    assert EntropyCoefficient.parse("auto") == EntropyCoefficient(1.0, tuned=True)
+    assert EntropyCoefficient.parse("auto_0.1") == EntropyCoefficient(0.1, tuned=True)
+    assert EntropyCoefficient.parse("0.2") == EntropyCoefficient(0.2, tuned=False)
+    for bad, message in (("auto_", "takes a number"), ("autox", "takes a number"), ("auto_auto", "takes a number"),
+                         ("-1", "must be positive"), ("auto_0", "must be positive")):
+        with pytest.raises(ValueError, match=f"--ent-coef {message}"):
+            SACConfig(ent_coef=bad)
+    assert SACConfig(target_entropy="-0.5").entropy_target == -0.5 and SACConfig().entropy_target is None
+    with pytest.raises(ValueError, match="--target-entropy takes a number or auto"):
+        SACConfig(target_entropy="auto_1")
 
 
 @pytest.mark.parametrize("algo, env", [("dqn", "CartPole-v1"), ("td3", "Pendulum-v1")])
