@@ -16,6 +16,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,6 +32,25 @@ if TYPE_CHECKING:
 _NONE_WORDS = {"none", "null", "~"}
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
+
+
+class OwnerKind(Enum):
+    """What, beside the algorithm, adds settings; the value is how an error names one."""
+
+    TRACKER = "tracker '{}'"
+    ENV_FAMILY = "{} envs"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The tracker or env family a setting belongs to: an env family's settings are refused
+    for another family's envs, a tracker's apply to every run."""
+
+    kind: OwnerKind
+    name: str
+
+    def __str__(self) -> str:
+        return self.kind.value.format(self.name)
 
 
 @dataclass
@@ -329,11 +349,11 @@ def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | N
     algo_names = _fields(algo_cls.Config)
     trackers = registry.tracker_options()
     families = {f.name: f for f in registry.families() if f.options is not None}
-    owners: dict[str, str] = {}  # setting -> who adds it, to refuse clashes with the algorithm's
+    owners: dict[str, Owner] = {}  # setting -> who adds it, to refuse clashes with the algorithm's
     for name, cls in trackers.items():
-        owners.update(dict.fromkeys(_fields(cls), f"tracker '{name}'"))
+        owners.update(dict.fromkeys(_fields(cls), Owner(OwnerKind.TRACKER, name)))
     for name, family in families.items():
-        owners.update(dict.fromkeys(_fields(family.options), f"{name} envs"))
+        owners.update(dict.fromkeys(_fields(family.options), Owner(OwnerKind.ENV_FAMILY, name)))
     clash = sorted(algo_names & set(owners))
     if clash:
         raise LabError(f"{algo_cls.name}'s setting '{clash[0]}' is also a setting of {owners[clash[0]]}; "
@@ -358,7 +378,7 @@ def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | N
     values = {**preset, **merged}
     mine = _fields(family.options) if family is not None and family.options is not None else set()
     for key in [] if from_run_folder else merged:
-        if key in owners and owners[key].endswith(" envs") and key not in mine:
+        if key in owners and owners[key].kind is OwnerKind.ENV_FAMILY and key not in mine:
             where = f"--env {env}" if env else f"--data {merged.get('data')}"
             raise LabError(f"--{flag(key)} is a setting of {owners[key]}; {where} takes no such setting")
     return Resolved(
