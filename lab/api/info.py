@@ -24,11 +24,13 @@ class RunStatus(str, Enum):
         return self.value
 
     @classmethod
-    def read(cls, summary: dict[str, Any]) -> RunStatus:
-        """The status a summary.json records; none, or one this version does not know (a
-        damaged file), reads as failed."""
+    def read(cls, summary: dict[str, Any], missing: RunStatus | None = None) -> RunStatus:
+        """The status a summary.json records; none reads as `missing` (default: failed), and
+        one this version does not know (a damaged file) as failed."""
+        if "status" not in summary:
+            return missing or cls.FAILED
         try:
-            return cls(summary.get("status"))
+            return cls(summary["status"])
         except ValueError:
             return cls.FAILED
 

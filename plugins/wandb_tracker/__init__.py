@@ -46,12 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from lab.config import option
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
-from lab.run.info import RunInfo
+from lab.api import LabError, RunInfo, RunStatus, Tracker, hookimpl, option
 from lab.run.rundir import read_metrics
-from lab.tracking import Tracker
 from lab.plugins.wandb_tracker.records import (
     WandbFileError,
     drop_history_after,
@@ -102,7 +98,8 @@ STEP_METRIC = "global_step"
 # KeyboardInterrupt, so an interrupted run looks the same as one wandb saw interrupted.
 # W&B's run state follows the exit code: 0 finished, 255 (its convention) crashed/stopped, else failed.
 # A pruned trial ended as its sweep asked (the process exits 0); a diverged run failed.
-EXIT_CODES = {"finished": 0, "pruned": 0, "interrupted": 255, "failed": 1, "diverged": 1}
+EXIT_CODES = {RunStatus.FINISHED: 0, RunStatus.PRUNED: 0, RunStatus.INTERRUPTED: 255, RunStatus.FAILED: 1,
+              RunStatus.DIVERGED: 1}
 _ARTIFACT_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 # Metrics whose W&B summary keeps {"min", "max", "last"} rather than the last value alone:
 # what runs are ranked by (docs/tracking.md: Weights & Biases, the summary).
@@ -329,7 +326,7 @@ class WandbTracker(Tracker):
         if self._finished:
             return
         self._finished = True
-        status = str(summary.get("status", "finished"))
+        status = RunStatus.read(summary, missing=RunStatus.FINISHED)  # `lab eval` of a run without one
         try:
             for key, value in summary.items():
                 self.run.summary[key] = _value(value)
@@ -338,7 +335,7 @@ class WandbTracker(Tracker):
                 final = _number(_value(summary[key])) if key in summary else last
                 self.run.summary[key] = {"min": low, "max": high, "last": last if final is None else final}
         finally:
-            self.run.finish(exit_code=EXIT_CODES.get(status, 1))
+            self.run.finish(exit_code=EXIT_CODES[status])
             self._wait_written()
 
     def _wait_written(self, timeout: float = 10.0) -> None:
