@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from lab.api import EnvFamily, LabError, flag
+from lab.api import Algorithm, EnvFamily, LabError, flag
 from lab.api.errors import close_matches
 from lab.run.run_config import RUN_FIELDS, RunConfig, split_optional
 
@@ -101,7 +101,9 @@ def convert(value: Any, tp: Any, name: str) -> Any:
     raise LabError(f"{where}: unsupported type {tp!r}")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+# PyYAML ships no type stubs and types-PyYAML is not a dev dependency, so mypy sees SafeLoader as Any
+# (with the stubs installed this class type-checks, and warn_unused_ignores asks for the ignore to go).
+class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader that rejects a key set twice in one mapping (plain YAML keeps the last silently)."""
 
     source = "YAML"
@@ -119,7 +121,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if duplicate:
                 raise LabError(f"{self.source} sets '{key}' twice (line {key_node.start_mark.line + 1}); keep one")
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def safe_load_unique(text: str | bytes, source: str) -> Any:
@@ -203,7 +206,7 @@ def find_preset(presets: dict[str, dict[str, Any]], target: str,
     return None, {}
 
 
-def named_preset(algo_cls: type, name: str) -> tuple[str, dict[str, Any]]:
+def named_preset(algo_cls: type[Algorithm], name: str) -> tuple[str, dict[str, Any]]:
     """`--preset NAME`: the algorithm's preset under that key, or a LabError naming its presets."""
     if name not in algo_cls.presets:
         choices = ", ".join(algo_cls.presets) or "none"
@@ -237,7 +240,7 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
         raise LabError(f"invalid setting: {exc}") from None
 
 
-def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | None,
+def resolve(algo_cls: type[Algorithm], cli: dict[str, Any], file_values: dict[str, Any] | None,
             registry: Registry, from_run_folder: bool = False) -> Resolved:
     """Merge defaults < preset < file < CLI and build validated settings: the runner's, the
     algorithm's, the env family's and every tracker's.
@@ -248,12 +251,12 @@ def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | N
     cli = _expand_aliases(algo_cls.Config, cli)
     algo_names = _fields(algo_cls.Config)
     trackers = registry.tracker_options()
-    families = {f.name: f for f in registry.families() if f.options is not None}
+    family_options = {f.name: f.options for f in registry.families() if f.options is not None}
     owners: dict[str, Owner] = {}  # setting -> who adds it, to refuse clashes with the algorithm's
     for name, cls in trackers.items():
         owners.update(dict.fromkeys(_fields(cls), Owner(OwnerKind.TRACKER, name)))
-    for name, family in families.items():
-        owners.update(dict.fromkeys(_fields(family.options), Owner(OwnerKind.ENV_FAMILY, name)))
+    for name, options in family_options.items():
+        owners.update(dict.fromkeys(_fields(options), Owner(OwnerKind.ENV_FAMILY, name)))
     clash = sorted(algo_names & set(owners))
     if clash:
         raise LabError(f"{algo_cls.name}'s setting '{clash[0]}' is also a setting of {owners[clash[0]]}; "
@@ -269,6 +272,7 @@ def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | N
     env = merged.get("env")
     family: EnvFamily | None = registry.env_family(str(env)) if env else None
     target = env or merged.get("data")
+    preset_name: str | None
     if merged.get("preset") is not None:
         preset_name, preset = named_preset(algo_cls, str(merged["preset"]))
     else:
@@ -276,7 +280,8 @@ def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | N
             algo_cls.presets, str(target).partition(":")[0], family.name if family else None)
     preset_steps = preset.pop(PRESET_BUDGET, None)
     values = {**preset, **merged}
-    mine = _fields(family.options) if family is not None and family.options is not None else set()
+    options_cls = family.options if family is not None else None
+    mine = _fields(options_cls) if options_cls is not None else set()
     for key in [] if from_run_folder else merged:
         if key in owners and owners[key].kind is OwnerKind.ENV_FAMILY and key not in mine:
             where = f"--env {env}" if env else f"--data {merged.get('data')}"
@@ -286,7 +291,8 @@ def resolve(algo_cls: type, cli: dict[str, Any], file_values: dict[str, Any] | N
         algo=_build(algo_cls.Config, {k: v for k, v in values.items() if k in algo_names}),
         preset=preset_name,
         preset_steps=None if preset_steps is None else int(preset_steps),
-        env_options=_build(family.options, {k: v for k, v in values.items() if k in mine}) if mine else None,
+        env_options=_build(options_cls, {k: v for k, v in values.items() if k in mine})
+        if options_cls is not None and mine else None,
         tracker_options={name: _build(cls, {k: v for k, v in values.items() if k in _fields(cls)})
                          for name, cls in trackers.items()},
     )
