@@ -39,10 +39,8 @@ import torch
 from torch import nn
 
 from lab.augment import random_intensity, random_shift
-from lab.config import check_ranges, option
+from lab.api import LabError, check_ranges, hookimpl, option
 from lab.device import small_pass_threads
-from lab.errors import LabError
-from lab.hookspecs import hookimpl
 from lab.rl.distributional import Categorical, ExpectedValue, Quantiles, ReturnHead
 from lab.rl.noisy import remove_noise, resample_noise
 from lab.rl.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, crossings, soft_update

@@ -27,8 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lab.config import option
-from lab.hookspecs import hookimpl
+from lab.api import hookimpl, option
 from lab.plugins.dqn import ATARI_100K_PRESETS, DQN, DQNConfig, Distributional
 
 

@@ -27,8 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from lab.config import option
-from lab.hookspecs import hookimpl
+from lab.api import hookimpl, option
 from lab.rl.actors import SquashedGaussianActor, TwinQ
 from lab.rl.offpolicy import ContinuousOffPolicyAgent, OffPolicyConfig, adam, soft_update
 

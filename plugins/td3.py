@@ -26,8 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from lab.config import check_ranges, option
-from lab.hookspecs import hookimpl
+from lab.api import check_ranges, hookimpl, option
 from lab.rl.actors import DeterministicActor, TwinQ
 from lab.rl.offpolicy import ContinuousOffPolicyAgent, OffPolicyConfig, adam, soft_update
 

@@ -7,8 +7,7 @@ from typing import Literal
 
 import pytest
 
-from lab.algorithm import Algorithm
-from lab.errors import LabError
+from lab.api import Algorithm, LabError
 from lab.run.discovery import load_lab
 from lab.run.settings import convert, find_preset, load_yaml_file
 from lab.run.settings import resolve as resolve_with

@@ -14,14 +14,13 @@ from lab.cli import main
 from lab.run.context import RunContext
 from lab.run.session import saved_horizon
 from lab.run.discovery import load_lab
-from lab.errors import LabError
+from lab.api import LabError, Tracker
 from lab.plugins.dqn import DQN, DQNConfig
 from lab.rl.offpolicy import crossings
 from lab.rl.qnetworks import QNetwork
-from lab.tracking import Tracker
 
 
-def make_ctx(tmp_path: Path, env_id: str, total_steps: int = 1_000, seed: int = 0) -> Context:
+def make_ctx(tmp_path: Path, env_id: str, total_steps: int = 1_000, seed: int = 0) -> RunContext:
     return RunContext(device=torch.device("cpu"), seed=seed, total_steps=total_steps, run_dir=tmp_path,
                    registry=load_lab().registry, tracker=Tracker(), env_id=env_id, eval_episodes=2)
 

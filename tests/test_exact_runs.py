@@ -18,7 +18,7 @@ import yaml
 import lab as lab_module
 from conftest import LOCAL_PLUGINS, comparable, one_line_error, read_jsonl, run_lab, runs_dir
 from conftest import lab as lab_cli
-from lab.errors import LabError
+from lab.api import LabError, Tracker
 from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
 from lab.run.context import RunContext
@@ -26,7 +26,6 @@ from lab.run.discovery import load_lab
 from lab.rl.evaluation import evaluate_policy, evaluation_seed
 from lab.seeding import RNGStreams
 from lab.signals import StopRequest
-from lab.tracking import Tracker
 
 
 def start(*args: str) -> subprocess.Popen:

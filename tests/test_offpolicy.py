@@ -157,7 +157,7 @@ def test_timing_the_learning_phase_during_warm_up_changes_nothing_the_run_comput
 
 
 def test_the_eta_counts_the_learning_phase_at_its_speed_from_the_first_step() -> None:
-    from lab.algorithm import Pace
+    from lab.api import Pace
     from lab.run.progress import RunProgress
 
     progress = RunProgress("dqn", 100_000, 0)

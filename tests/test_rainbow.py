@@ -23,7 +23,7 @@ from lab.plugins.rainbow import Rainbow
 from lab.rl.distributional import Categorical, Quantiles, categorical_projection, quantile_huber_loss
 from lab.rl.noisy import NoisyLinear, remove_noise, resample_noise
 from lab.rl.qnetworks import QNetwork
-from lab.tracking import Tracker
+from lab.api import Tracker
 
 DOCS_EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 

@@ -14,15 +14,14 @@ from lab.cli import main
 from lab.run.context import RunContext
 from lab.run.discovery import load_lab
 from lab.envs.gymnasium_env import make_gymnasium
-from lab.errors import LabError
+from lab.api import LabError, Tracker
 from lab.plugins.sb3_agents.env import LabSB3VecEnv
-from lab.tracking import Tracker
 
 
 SMALL_DQN = dict(learning_starts=200, buffer_size=2_000, train_freq=16, gradient_steps=4, net_arch=(32,))
 
 
-def make_ctx(tmp_path: Path, env_id: str, total_steps: int = 2_000) -> Context:
+def make_ctx(tmp_path: Path, env_id: str, total_steps: int = 2_000) -> RunContext:
     return RunContext(device=torch.device("cpu"), seed=0, total_steps=total_steps, run_dir=tmp_path,
                    registry=load_lab().registry, tracker=Tracker(), env_id=env_id, eval_episodes=2)
 

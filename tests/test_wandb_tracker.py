@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import wandb
 
-from lab.errors import LabError
-from lab.run.info import RunInfo
+from lab.api import LabError, RunInfo
 from lab.plugins.wandb_tracker.records import (
     WandbFileError,
     drop_history_after,
@@ -498,7 +497,7 @@ import os
 import signal
 import time
 
-from lab.hookspecs import hookimpl
+from lab.api import hookimpl
 from lab.plugins.random_agent import RandomAgent
 
 CTRL_C_TWICE_AT = int(os.environ.get("SLOW_RANDOM_CTRL_C_TWICE_AT", "0"))

@@ -33,8 +33,7 @@ from typing import Any
 
 import yaml
 
-from lab.config import flag
-from lab.errors import LabError
+from lab.api import LabError, flag
 from lab.experiments.jobs import Job, continue_or_start, flag_value
 
 METHODS = ("grid", "random", "bayes")

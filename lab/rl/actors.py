@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lab.errors import LabError
+from lab.api import LabError
 from lab.networks import mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's and the SAC paper's clamp

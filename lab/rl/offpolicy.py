@@ -29,12 +29,9 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from lab.agent import Agent
-from lab.algorithm import Pace
+from lab.api import Agent, LabError, Pace, check_ranges, option
 from lab.buffers import ReplayBuffer
-from lab.config import check_ranges, option
 from lab.device import small_pass_threads
-from lab.errors import LabError
 from lab.rl.actors import ActionScale, box_actions
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from typing import Any
 
-from lab.errors import LabError
+from lab.api import LabError
 from lab.experiments.sweep import Sweep
 
 

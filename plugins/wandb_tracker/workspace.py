@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError
+from lab.api import LabError
 
 STEP = "global_step"
 EVALUATION = ("eval/return_mean", "eval/normalized_score", "eval/accuracy", "eval/fld", "eval/nelbo",
