@@ -105,3 +105,14 @@ def test_a_plugin_written_for_the_0_1_api_still_trains_and_its_run_loads(capsys)
         assert isinstance(action, np.ndarray) and action.shape == () and 0 <= int(action) < 2
     finally:
         policy.close()
+
+
+def test_the_cli_and_the_light_half_of_the_plugin_api_load_without_torch():
+    """`lab` installs its Ctrl-C handler before the heavy imports (a Ctrl-C during them must
+    not become a traceback) and answers `--help` at once: importing the CLI, the settings
+    and the plugin API's errors and config helpers loads neither torch nor gymnasium."""
+    probe = ("import sys; import lab.cli, lab.run.settings; from lab.api import LabError, option; "
+             "print(sorted(m for m in ('torch', 'gymnasium') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

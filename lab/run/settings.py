@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from lab.api import Algorithm, EnvFamily, LabError, flag
+from lab.api import LabError, flag
 from lab.api.errors import close_matches
 from lab.run.run_config import RUN_FIELDS, RunConfig, split_optional
 
 if TYPE_CHECKING:
+    from lab.api import Algorithm, EnvFamily
     from lab.run.registry import Registry
 
 _NONE_WORDS = {"none", "null", "~"}
