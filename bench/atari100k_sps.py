@@ -42,26 +42,26 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's threads must not spin while ALE works
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import torch  # noqa: E402
+import torch
+from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
+from atari_sps import ENV_ID, SHARED, PassCounter, sync
 
-from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them  # noqa: E402
-from atari_sps import ENV_ID, SHARED, PassCounter, sync  # noqa: E402
-from lab.plugins.dqn import ATARI_DQN, DQN, DQNConfig, DQNSettings  # noqa: E402
-from lab.plugins.rainbow import RAINBOW_PRESETS, Rainbow, RainbowConfig  # noqa: E402
-from lab.run.context import RunContext  # noqa: E402
-from lab.run.discovery import load_lab  # noqa: E402
-from lab.api import Tracker  # noqa: E402
+from lab.api import Tracker
+from lab.plugins.dqn import ATARI_DQN, DQN, DQNConfig, DQNSettings
+from lab.plugins.rainbow import RAINBOW_PRESETS, Rainbow, RainbowConfig
+from lab.run.context import RunContext
+from lab.run.discovery import load_lab
 
 BUDGET = 100_000  # the regime's budget: what --compile auto decides on
 PROTOCOL_ONLY = ("steps", "sticky_actions", "eval_sticky_actions", "eval_episodes", "eval_interval",
@@ -191,12 +191,11 @@ def lab_side(name: str, args: argparse.Namespace, device: torch.device, profile_
 
 
 def sb3_side(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    import ale_py
+    import gymnasium as gym
     from stable_baselines3 import DQN as SB3DQN
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import VecFrameStack
-
-    import ale_py
-    import gymnasium as gym
 
     gym.register_envs(ale_py)
     env = VecFrameStack(make_atari_env(ENV_ID, n_envs=1, seed=0), n_stack=4)

@@ -38,26 +38,26 @@ import os
 # Both peers: torch's OpenMP threads must not spin while the emulator threads work.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
+from torch import nn
 
-from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them  # noqa: E402
-from lab.buffers import ReplayBuffer  # noqa: E402
-from lab.run.context import RunContext  # noqa: E402
-from lab.run.discovery import load_lab  # noqa: E402
-from lab.plugins.dqn import ATARI_DQN, DQN, DQNConfig, DQNSettings  # noqa: E402
-from lab.api import Tracker  # noqa: E402
+from lab.api import Tracker
+from lab.buffers import ReplayBuffer
+from lab.plugins.dqn import ATARI_DQN, DQN, DQNConfig, DQNSettings
+from lab.run.context import RunContext
+from lab.run.discovery import load_lab
 
 ENV_ID = "BreakoutNoFrameskip-v4"
 # The hyperparameters SB3's DQN shares with the lab's (same names, same defaults).
@@ -173,12 +173,11 @@ def lab_dqn(args: argparse.Namespace, device: torch.device, num_envs: int) -> di
 
 def sb3_dqn(args: argparse.Namespace, device: torch.device, num_envs: int) -> dict[str, float]:
     """SB3's DQN as a user runs it: `learn`, here in two calls (untimed, then the window)."""
+    import ale_py
+    import gymnasium as gym
     from stable_baselines3 import DQN
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import VecFrameStack
-
-    import ale_py
-    import gymnasium as gym
 
     gym.register_envs(ale_py)
     env = VecFrameStack(make_atari_env(ENV_ID, n_envs=num_envs, seed=0), n_stack=4)

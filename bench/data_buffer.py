@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import add_load_option, busy_processes
 from torch.utils.data import DataLoader, TensorDataset
 
-from _machine import add_load_option, busy_processes
+from lab.api import LabError
 from lab.buffers import DataBuffer
 from lab.device import SharedCores
-from lab.api import LabError
 from lab.plugins.datasets import read_mnist
 
 MEAN, STD = 0.1307, 0.3081

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-
 from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
 from gan_throughput import Quiet
+
 from lab.device import fast_bf16, resolve_device
 from lab.plugins import datasets, diffusion
 from lab.run.context import RunContext

@@ -44,9 +44,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from _machine import describe
 from gan_throughput import Quiet
+
 import lab
 from lab.api import ImageDataset, split_validation
 from lab.device import resolve_device

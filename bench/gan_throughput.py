@@ -29,14 +29,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
 from torch.utils.data import DataLoader, Dataset
 
-from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
-from lab.run.context import RunContext
-from lab.device import resolve_device
-from lab.run.registry import Registry
 from lab.api import Tracker
+from lab.device import resolve_device
 from lab.plugins import datasets, gan
+from lab.run.context import RunContext
+from lab.run.registry import Registry
 
 
 class Quiet(Tracker):

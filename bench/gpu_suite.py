@@ -109,9 +109,9 @@ def agent_for(algo: str, env_id: str, device: str, config: dict[str, Any], compi
     """A lab agent built as the runner builds it (its registry, a throwaway run folder)."""
     import torch
 
+    from lab.api import Tracker
     from lab.run.context import RunContext
     from lab.run.discovery import load_lab
-    from lab.api import Tracker
 
     registry = load_lab().registry
     cls = registry.algorithm(algo)

@@ -43,16 +43,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
 from torch.utils.data import DataLoader, Dataset
 
-from _machine import add_load_option, busy_processes, describe, threads_as_the_runner_sets_them
-from lab.run.context import RunContext
-from lab.device import resolve_device
-from lab.run.registry import Registry
-from lab.schedules import warmup_decay
 from lab.api import Tracker
 from lab.classifiers import training_step
+from lab.device import resolve_device
 from lab.plugins import datasets, supervised
+from lab.run.context import RunContext
+from lab.run.registry import Registry
+from lab.schedules import warmup_decay
 
 
 class Quiet(Tracker):

@@ -47,11 +47,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
 def lab_sps(algo: str, warmup: int, steps: int, device: str, seed: int,
             backend: str = "gymnasium") -> dict[str, float]:
     import torch
-
     from _machine import threads_as_the_runner_sets_them
+
+    from lab.api import Tracker
     from lab.run.context import RunContext
     from lab.run.discovery import load_lab
-    from lab.api import Tracker
 
     registry = load_lab().registry
     cls = registry.algorithm(algo)

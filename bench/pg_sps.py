@@ -51,12 +51,12 @@ def settings(case: str) -> dict[str, Any]:
 def lab_sps(case: str, rollouts: int, device: str, seed: int) -> tuple[float, float]:
     """(steps/s, fraction of the time spent collecting rollouts) for the lab's PPO."""
     import torch
-
     from _machine import threads_as_the_runner_sets_them
+
+    from lab.api import Tracker
+    from lab.plugins.ppo import PPO, PPOConfig
     from lab.run.context import RunContext
     from lab.run.discovery import load_lab
-    from lab.plugins.ppo import PPO, PPOConfig
-    from lab.api import Tracker
 
     ctx = RunContext(device=torch.device(device), seed=seed, total_steps=10**9, run_dir=Path(tempfile.mkdtemp()),
                   registry=load_lab().registry, tracker=Tracker(), env_id=CASES[case]["env"])

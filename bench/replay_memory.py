@@ -25,10 +25,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from _machine import add_load_option, busy_processes, describe
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer as SB3ReplayBuffer
 
-from _machine import add_load_option, busy_processes, describe
 from lab.buffers import ReplayBuffer
 
 SHAPE = (4, 84, 84)

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from lab.api import EnvFamily, Episode, LabError, check_ranges, option
+from lab.api.errors import unknown
 from lab.envs.atari_backends import ALEVectorBackend, AtariSettings, GymAtariBackend
 from lab.envs.episodes import EpisodeStats
 from lab.envs.frame_stack import FrameStack
 from lab.envs.scores import ATARI_REFERENCE_SCORES
-from lab.api.errors import unknown
 
 ATARI_PATTERNS: tuple[str, ...] = ("ALE/*-v5", "*NoFrameskip-v4")
 RENDER_FPS = 15  # 60 Hz emulator / frame skip 4: real-time playback

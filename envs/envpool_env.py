@@ -29,10 +29,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from lab.api import LabError
+from lab.api.errors import close_matches
 from lab.envs.gymnasium_env import make_gymnasium
 from lab.envs.torch_vec import GymTorchVecEnv
-from lab.api.errors import close_matches
-from lab.api import LabError
 
 # The gymnasium envs EnvPool reimplements; other ids it shares a name with may be other tasks.
 GYMNASIUM_MODULES = ("gymnasium.envs.classic_control.", "gymnasium.envs.box2d.", "gymnasium.envs.mujoco.")

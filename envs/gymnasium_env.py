@@ -18,10 +18,10 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from lab.api import LabError
+from lab.api.errors import unknown
 from lab.envs.backends import choose_backend
 from lab.envs.torch_vec import GymTorchVecEnv
-from lab.api.errors import unknown
-from lab.api import LabError
 
 CLASSIC_IDS: tuple[str, ...] = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0",
                                 "Pendulum-v1")

@@ -13,9 +13,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from lab.api import Episode
 from lab.envs.episodes import EpisodeStats
 from lab.envs.snapshot import Unsaveable, restore, snapshot
-from lab.api import Episode
 
 
 def actions_to_numpy(actions: torch.Tensor, space: gym.Space, num_envs: int) -> np.ndarray:

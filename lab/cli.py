@@ -15,12 +15,11 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from lab.api import LabError, flag
+from lab.api.errors import close_matches
+from lab.run.run_config import RunConfig
+from lab.run.settings import config_fields, load_yaml_file
 from lab.signals import STOP, SetupInterrupted, stop_when_orphaned  # first: Ctrl-C handling
-
-from lab.api import LabError, flag  # noqa: E402
-from lab.api.errors import close_matches  # noqa: E402
-from lab.run.run_config import RunConfig  # noqa: E402
-from lab.run.settings import config_fields, load_yaml_file  # noqa: E402
 
 if TYPE_CHECKING:
     from lab.run.events import Observer
@@ -210,8 +209,7 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
                  file_values: dict[str, Any] | None, seeds_text: str, parallel_text: str | None) -> int:
     """`lab train ... --seeds 1,2,3 [--parallel N]`: one run per seed, named STEM-sSEED, one W&B group."""
     from lab.distributed import launched
-    from lab.experiments.jobs import (continue_or_start, overall_exit_code, parse_parallel, parse_seeds,
-                                      results_table, run_jobs)
+    from lab.experiments.jobs import continue_or_start, overall_exit_code, parse_parallel, parse_seeds, results_table, run_jobs
     from lab.run.rundir import default_run_name
     from lab.run.settings import resolve
 

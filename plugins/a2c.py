@@ -7,8 +7,9 @@ RMSprop as in SB3 and RL Zoo. Names, defaults and logged metrics are SB3's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -30,11 +30,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lab.buffers.data import DataBuffer
 from lab.api import Context, LabError, check_ranges, hookimpl, option
+from lab.buffers.data import DataBuffer
 from lab.generative.base import ImageGenerator
-from lab.generative.images import save_grid, to_uint8
 from lab.generative.feature_metrics import NEIGHBOURS
+from lab.generative.images import save_grid, to_uint8
 from lab.generative.quality import SampleQuality, has_yardstick
 from lab.schedules import linear
 

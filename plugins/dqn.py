@@ -32,14 +32,15 @@ without sticky actions (`eval_sticky_actions 0`; the lab's other Atari runs eval
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from lab.augment import random_intensity, random_shift
 from lab.api import LabError, check_ranges, hookimpl, option
+from lab.augment import random_intensity, random_shift
 from lab.device import small_pass_threads
 from lab.rl.distributional import Categorical, ExpectedValue, Quantiles, ReturnHead
 from lab.rl.noisy import remove_noise, resample_noise

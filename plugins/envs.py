@@ -4,12 +4,12 @@ whose `--env-backend` may hand it to EnvPool."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
+from lab.api import hookimpl
 from lab.envs.atari import ATARI, make_atari
 from lab.envs.backends import GYMNASIUM
 from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium
-from lab.api import hookimpl
 
 
 @hookimpl

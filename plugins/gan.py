@@ -33,8 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from lab.buffers.data import DataBuffer
 from lab.api import Context, LabError, check_ranges, hookimpl, option
+from lab.buffers.data import DataBuffer
 from lab.ema import WeightAverage, recompute_batchnorm
 from lab.generative.images import save_grid, to_uint8
 from lab.generative.quality import SampledImageGenerator, SampleQualityConfig

@@ -10,8 +10,9 @@ presets are RL Zoo's tuned values (Atari: CleanRL's ppo_atari).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.api import hookimpl, option
-from lab.plugins.dqn import ATARI_100K_PRESETS, DQN, DQNConfig, Distributional
+from lab.plugins.dqn import ATARI_100K_PRESETS, DQN, Distributional, DQNConfig
 
 
 @dataclass

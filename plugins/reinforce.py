@@ -20,8 +20,9 @@ length (the CartPole preset) most episodes are whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from lab.api import hookimpl, option
 from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig

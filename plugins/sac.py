@@ -22,8 +22,9 @@ Adam, both critics as one batched network with one optimizer.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

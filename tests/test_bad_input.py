@@ -143,8 +143,8 @@ def test_corrupt_checkpoint_detail_is_cut_at_a_word(toy_plugins, capsys):
 
     import torch
 
-    from lab.run.checkpoint import load_checkpoint
     from lab.api import LabError
+    from lab.run.checkpoint import load_checkpoint
 
     assert main(["train", "toy", "--data", "toy-data", "--steps", "3", "--name", "w"]) == 0
     run = Path(os.environ["LAB_RUNS_DIR"]) / "w"

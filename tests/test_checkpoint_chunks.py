@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.buffers import ReplayBuffer
 from lab.api import LabError
+from lab.buffers import ReplayBuffer
 from lab.run import chunks
 from lab.run.chunks import ChunkStore
 

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from lab.cli import main
-from lab.run.discovery import load_lab
 from lab.experiments.compare import BANDS, compare_data, t_critical
+from lab.run.discovery import load_lab
 
 RETURN = "eval/return_mean"
 

@@ -10,14 +10,13 @@ import torch
 
 import lab.run.compile
 from conftest import ok, read_jsonl, runs_dir
+from lab.api import Tracker
+from lab.plugins.dqn import DQN, DQNConfig
 from lab.run.compile import AUTO_MIN_CALLS, HotFunction
-from lab.run.run_config import RunConfig
-from lab.run.settings import convert
 from lab.run.context import RunContext
 from lab.run.discovery import load_lab
-from lab.plugins.dqn import DQN, DQNConfig
-from lab.api import Tracker
-
+from lab.run.run_config import RunConfig
+from lab.run.settings import convert
 
 needs_compile = pytest.mark.skipif(lab.run.compile.unavailable_reason() is not None,
                                    reason=f"torch.compile cannot run here: {lab.run.compile.unavailable_reason()}")

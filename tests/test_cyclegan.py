@@ -28,10 +28,9 @@ import yaml
 
 import lab as lab_package
 from conftest import TESTS, comparable, lab, ok, one_line_error, read_jsonl, read_png, runs_dir
-from lab.run.checkpoint import load_checkpoint
-from lab.run.context import RunContext
-from lab.run.discovery import load_lab
+from lab.api import Tracker
 from lab.generative.images import read_folder
+from lab.generative.reference import cache_folder, cache_path, file_sha256
 from lab.plugins.cyclegan import (
     CycleGAN,
     ImagePool,
@@ -40,8 +39,9 @@ from lab.plugins.cyclegan import (
     resnet_generator,
     scaled_d_layers,
 )
-from lab.generative.reference import cache_folder, cache_path, file_sha256
-from lab.api import Tracker
+from lab.run.checkpoint import load_checkpoint
+from lab.run.context import RunContext
+from lab.run.discovery import load_lab
 
 CYCLEGAN_PLUGINS = TESTS / "cyclegan_plugins"
 SIZE = 16

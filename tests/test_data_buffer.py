@@ -12,8 +12,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from conftest import real_data_dir
-from lab.buffers import DataBuffer
 from lab.api import LabError
+from lab.buffers import DataBuffer
 
 
 def toy(n: int = 203, channels: int = 1, side: int = 6) -> tuple[torch.Tensor, torch.Tensor]:

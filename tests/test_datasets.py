@@ -17,12 +17,10 @@ import pytest
 import torch
 
 from conftest import MNIST_NAMES, real_data_dir
-from lab.api import hookspecs
-from lab.api import ImageDataset, LabError, UnpairedImageDataset
-from lab.plugins.datasets import styles
+from lab.api import ImageDataset, LabError, UnpairedImageDataset, hookspecs
 from lab.plugins import datasets
+from lab.plugins.datasets import styles
 from lab.plugins.datasets.idx import encode_idx, read_idx
-
 
 
 def closed_port() -> int:

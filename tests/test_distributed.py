@@ -20,8 +20,8 @@ import yaml
 
 import lab
 from lab import distributed
-from lab.cli import main
 from lab.api import LabError
+from lab.cli import main
 from lab.rl.normalize import RunningMeanStd
 from lab.rl.onpolicy import merge_statistics
 from lab.run.checkpoint import load_checkpoint

@@ -9,15 +9,15 @@ import torch
 import yaml
 
 from conftest import read_jsonl
-from lab.run.checkpoint import load_checkpoint
-from lab.cli import main
-from lab.run.context import RunContext
-from lab.run.session import saved_horizon
-from lab.run.discovery import load_lab
 from lab.api import LabError, Tracker
+from lab.cli import main
 from lab.plugins.dqn import DQN, DQNConfig
 from lab.rl.offpolicy import crossings
 from lab.rl.qnetworks import QNetwork
+from lab.run.checkpoint import load_checkpoint
+from lab.run.context import RunContext
+from lab.run.discovery import load_lab
+from lab.run.session import saved_horizon
 
 
 def make_ctx(tmp_path: Path, env_id: str, total_steps: int = 1_000, seed: int = 0) -> RunContext:

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from conftest import LOCAL_PLUGINS
+from lab.api import LabError, TrainingEnv
 from lab.cli import main
-from lab.run.discovery import load_lab
 from lab.envcheck import EnvContractError, check_env_factory, check_steps
 from lab.envs.atari import atari_ids
-from lab.api import LabError, TrainingEnv
+from lab.run.discovery import load_lab
 
 # what each glob registration is checked with (Box2D and MuJoCo come with the CI's extras)
 REPRESENTATIVES = {

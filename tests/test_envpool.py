@@ -13,11 +13,11 @@ import torch
 import yaml
 
 from conftest import runs_dir
+from lab.api import LabError, TrainingEnv
 from lab.cli import main
 from lab.envcheck import check_env_factory, check_steps
 from lab.envs.envpool_env import EnvPoolVecEnv, make_envpool
 from lab.envs.gymnasium_env import make_gymnasium
-from lab.api import LabError, TrainingEnv
 
 envpool = pytest.importorskip("envpool", reason="EnvPool is not installed: pip install 'arcade-lab[envpool]' "
                                                 "(Python 3.11)")

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from lab.run.discovery import load_lab
-from lab.envs.atari import AtariVecEnv, atari_ids, make_atari
-from lab.envs.atari_backends import ALEVectorBackend, AtariSettings
-from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium
-from lab.envs.frame_stack import FrameStack
-from lab.envs.atari import ATARI
-from lab.envs.scores import ATARI_REFERENCE_SCORES
 from lab.api import LabError, VecEnv
+from lab.envs.atari import ATARI, AtariVecEnv, atari_ids, make_atari
+from lab.envs.atari_backends import ALEVectorBackend, AtariSettings
+from lab.envs.frame_stack import FrameStack
+from lab.envs.gymnasium_env import CLASSIC_IDS, make_gymnasium
+from lab.envs.scores import ATARI_REFERENCE_SCORES
+from lab.run.discovery import load_lab
 
 
 @pytest.mark.parametrize("env_id", CLASSIC_IDS)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from lab.api import Agent, Tracker
+from lab.rl.evaluation import episode_quotas, evaluate_policy, run_episodes, summarize
 from lab.run.context import RunContext
 from lab.run.discovery import load_lab
-from lab.rl.evaluation import episode_quotas, evaluate_policy, run_episodes, summarize
 
 
 class FixedLengthEnv:

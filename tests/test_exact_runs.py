@@ -19,11 +19,11 @@ import lab as lab_module
 from conftest import LOCAL_PLUGINS, comparable, one_line_error, read_jsonl, run_lab, runs_dir
 from conftest import lab as lab_cli
 from lab.api import LabError, Tracker
-from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
+from lab.rl.evaluation import evaluate_policy, evaluation_seed
+from lab.run.checkpoint import load_checkpoint
 from lab.run.context import RunContext
 from lab.run.discovery import load_lab
-from lab.rl.evaluation import evaluate_policy, evaluation_seed
 from lab.seeding import RNGStreams
 from lab.signals import StopRequest
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from conftest import run_lab, runs_dir
+from lab.api import LabError
 from lab.cli import main
 from lab.experiments.jobs import parse_seeds
-from lab.api import LabError
 from lab.experiments.sweep import load_sweep, train_args, trials
 from lab.plugins.wandb_tracker.sweep_agent import wandb_config
 

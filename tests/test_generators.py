@@ -20,16 +20,16 @@ import torch
 import yaml
 
 from conftest import comparable, lab, ok, one_line_error, read_jsonl, read_png, runs_dir
-from lab.device import resolve_precision
-from lab.run.checkpoint import load_checkpoint, save_checkpoint
-from lab.run.context import RunContext
+from lab import load as load_run
 from lab.api import LabError, Tracker
+from lab.device import resolve_precision
 from lab.generative.frechet import FeatureStats, FrechetReference, feature_stats, frechet_distance
 from lab.generative.images import grid, save_grid, to_uint8
-from lab.plugins import datasets
 from lab.generative.reference import cache_folder, file_sha256
-from lab import load as load_run
+from lab.plugins import datasets
 from lab.plugins.vae import VAE
+from lab.run.checkpoint import load_checkpoint, save_checkpoint
+from lab.run.context import RunContext
 from lab.run.registry import Registry
 
 SIZE = 16

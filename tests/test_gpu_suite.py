@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import DATA_DIR
 
 SUITE = Path(__file__).resolve().parents[1] / "bench" / "gpu_suite.py"

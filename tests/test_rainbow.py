@@ -13,17 +13,17 @@ import torch.nn.functional as F
 import yaml
 
 from conftest import ok, one_line_error, read_jsonl, runs_dir
+from lab.api import Tracker
 from lab.augment import random_intensity, random_rotation, random_shift
-from lab.run.checkpoint import load_checkpoint
-from lab.run.context import RunContext
-from lab.run.discovery import load_lab
-from lab.run.settings import resolve
 from lab.plugins.dqn import DQN, DQNConfig
 from lab.plugins.rainbow import Rainbow
 from lab.rl.distributional import Categorical, Quantiles, categorical_projection, quantile_huber_loss
 from lab.rl.noisy import NoisyLinear, remove_noise, resample_noise
 from lab.rl.qnetworks import QNetwork
-from lab.api import Tracker
+from lab.run.checkpoint import load_checkpoint
+from lab.run.context import RunContext
+from lab.run.discovery import load_lab
+from lab.run.settings import resolve
 
 DOCS_EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 

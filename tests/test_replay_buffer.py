@@ -21,8 +21,8 @@ from gymnasium.wrappers import FrameStackObservation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.buffers import ReplayBuffer
 from lab.api import LabError
+from lab.buffers import ReplayBuffer
 from lab.run.chunks import ChunkStore
 
 GAMMA = 0.9

@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from conftest import read_jsonl, run_lab
-from lab.run.checkpoint import load_checkpoint
 from lab.cli import main
+from lab.run.checkpoint import load_checkpoint
 
 
 def runs_dir() -> Path:
@@ -209,6 +209,7 @@ def test_lab_load_returns_a_trained_agent_ready_to_act():
 def test_torch_floor_admits_what_the_code_uses():
     """dqn builds fused Adam on the CPU, which needs torch >= 2.4."""
     import re
+
     import tomllib
 
     deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
@@ -270,9 +271,9 @@ def test_a_learning_rate_that_diverges_is_noticed(algo, flags, capsys):
 
 
 def test_a_second_ctrl_c_waits_until_a_tracker_call_has_returned():
-    from lab.signals import StopRequest
     from lab.api import Tracker
     from lab.run.trackers import MultiTracker
+    from lab.signals import StopRequest
 
     stop = StopRequest()
     stop.training = True

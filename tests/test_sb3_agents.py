@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from conftest import read_jsonl
+from lab.api import LabError, Tracker
 from lab.cli import main
+from lab.envs.gymnasium_env import make_gymnasium
+from lab.plugins.sb3_agents.env import LabSB3VecEnv
 from lab.run.context import RunContext
 from lab.run.discovery import load_lab
-from lab.envs.gymnasium_env import make_gymnasium
-from lab.api import LabError, Tracker
-from lab.plugins.sb3_agents.env import LabSB3VecEnv
-
 
 SMALL_DQN = dict(learning_starts=200, buffer_size=2_000, train_freq=16, gradient_steps=4, net_arch=(32,))
 

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import read_jsonl, real_data_dir, run_lab
-from lab.run.context import RunContext
 from lab.api import LabError, Tracker
+from lab.generative.reference import reference_classifier
+from lab.plugins import datasets, supervised
+from lab.run.context import RunContext
 from lab.run.discovery import load_lab
 from lab.run.entry import run_loader
 from lab.run.registry import Registry
-from lab.generative.reference import reference_classifier
-from lab.plugins import datasets, supervised
 
 
 def blobs_folder(root: Path, per_class: int = 40) -> Path:

@@ -16,18 +16,17 @@ from pathlib import Path
 import pytest
 
 from conftest import one_line_error, read_jsonl, runs_dir
-from lab.run.checkpoint import load_checkpoint
+from lab.api import LabError, RunInfo
 from lab.cli import main
+from lab.plugins.tensorboard_tracker import LOG_DIR, make_tracker
+from lab.run.checkpoint import load_checkpoint
 from lab.run.discovery import load_lab
 from lab.run.run_config import RunConfig
 from lab.run.settings import resolve
-from lab.api import LabError, RunInfo
-from lab.plugins.tensorboard_tracker import LOG_DIR, make_tracker
 
 try:
-    from tensorboard.backend.event_processing import event_accumulator
-
     import torch.utils.tensorboard  # noqa: F401  (what the tracker imports)
+    from tensorboard.backend.event_processing import event_accumulator
 except ImportError:
     event_accumulator = None
 

@@ -21,6 +21,8 @@ import pytest
 import wandb
 
 from lab.api import LabError, RunInfo
+from lab.plugins import wandb_tracker
+from lab.plugins.wandb_tracker import EXIT_CODES, WandbOptions, WandbTracker, make_tracker
 from lab.plugins.wandb_tracker.records import (
     WandbFileError,
     drop_history_after,
@@ -36,8 +38,6 @@ from lab.plugins.wandb_tracker.records import (
     synced_history,
     write_records,
 )
-from lab.plugins import wandb_tracker
-from lab.plugins.wandb_tracker import EXIT_CODES, WandbOptions, WandbTracker, make_tracker
 
 REPO = Path(__file__).resolve().parents[1]
 W_AND_B_FIELDS = ("_step", "_runtime", "_timestamp")

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lab.buffers import DataBuffer
 from lab.api import check_ranges, hookimpl, option
+from lab.buffers import DataBuffer
 from lab.generative.base import ImageGenerator
 from lab.generative.images import save_grid
 

@@ -22,10 +22,10 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from lab.buffers.boundaries import step_flags
-from lab.buffers.sumtree import SumTree
 from lab.api import LabError
 from lab.api.state import rows_state
+from lab.buffers.boundaries import step_flags
+from lab.buffers.sumtree import SumTree
 
 STATE_VERSION = 2  # 2: slot contents under "rows" (chunked in checkpoints); 1 is still read
 

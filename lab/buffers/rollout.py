@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import torch
 
-from lab.buffers.boundaries import step_flags
 from lab.api import LabError
+from lab.buffers.boundaries import step_flags
 
 
 class RolloutBatch(NamedTuple):

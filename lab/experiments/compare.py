@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lab.api.errors import unknown
 from lab.api import LabError
+from lab.api.errors import unknown
 from lab.experiments.aggregates import bootstrap_band, final_intervals, performance_profile
 from lab.run.rundir import read_config, read_metrics, read_summary
 

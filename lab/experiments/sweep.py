@@ -26,9 +26,9 @@ import hashlib
 import itertools
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import yaml

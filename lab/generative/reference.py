@@ -25,8 +25,8 @@ from lab.api import Context, ImageDataset, LabError
 from lab.atomic import atomic_write
 from lab.buffers.data import DataBuffer
 from lab.classifiers import ImageClassifier, channel_stats, cnn_body, sgd_or_adamw, training_step
-from lab.seeding import preserved_random_state
 from lab.schedules import warmup_decay
+from lab.seeding import preserved_random_state
 
 # The reference cnn's fixed recipe (the `cnn` baseline's defaults when it was fixed: ~99% MNIST
 # test accuracy in 2 epochs). It is part of the cache key: a new recipe is a new classifier.

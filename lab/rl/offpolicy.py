@@ -34,7 +34,6 @@ from lab.buffers import ReplayBuffer
 from lab.device import small_pass_threads
 from lab.rl.actors import ActionScale, box_actions
 
-
 # A warm-up shorter than this many steps passes before an ETA could be wrong for long.
 PACE_MIN_WARMUP = 1_000
 

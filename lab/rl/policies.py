@@ -21,7 +21,6 @@ from torch import nn
 from lab.api import LabError
 from lab.networks import flat_size, mlp, nature_cnn
 
-
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 

@@ -7,7 +7,7 @@ identity, so a translator can be scored by whether a classifier still reads the 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

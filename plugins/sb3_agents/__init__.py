@@ -24,20 +24,20 @@ import torch
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3 import SAC as SB3SAC
 from stable_baselines3 import TD3 as SB3TD3
-from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
 from lab.api import Agent, LabError, hookimpl, option
-from lab.plugins.sb3_agents import internals
-from lab.plugins.sb3_agents.env import LabSB3VecEnv
 from lab.plugins.a2c import A2CConfig
-from lab.plugins.dqn import DQNSettings, DQN_PRESETS
+from lab.plugins.dqn import DQN_PRESETS, DQNSettings
 from lab.plugins.ppo import PPOConfig
 from lab.plugins.sac import SAC_PRESETS, SACConfig
+from lab.plugins.sb3_agents import internals
+from lab.plugins.sb3_agents.env import LabSB3VecEnv
 from lab.plugins.td3 import TD3_PRESETS, TD3Config
 from lab.rl.actors import box_actions
 from lab.rl.onpolicy import OnPolicyConfig

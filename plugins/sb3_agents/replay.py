@@ -21,8 +21,8 @@ from stable_baselines3.common.buffers import BaseBuffer
 from stable_baselines3.common.buffers import ReplayBuffer as _SB3ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
-from lab.buffers.replay import ReplayBatch, ReplayBuffer
 from lab.api import LabError
+from lab.buffers.replay import ReplayBatch, ReplayBuffer
 
 
 class SB3ReplayBuffer(_SB3ReplayBuffer):

@@ -30,10 +30,18 @@ from lab import distributed
 from lab.api import Algorithm, Context, ImageDataset, LabError, check_ranges, hookimpl, option, split_validation
 from lab.augment import random_rotation
 from lab.buffers.data import DataBuffer
-from lab.classifiers import (ImageClassifier, channel_stats, classification_loss, cnn_body, logreg_body, mlp_body,
-                             sgd_or_adamw, training_step)
-from lab.schedules import warmup_decay
+from lab.classifiers import (
+    ImageClassifier,
+    channel_stats,
+    classification_loss,
+    cnn_body,
+    logreg_body,
+    mlp_body,
+    sgd_or_adamw,
+    training_step,
+)
 from lab.plugins.supervised.media import confusion_matrix, plot_confusion_matrix, plot_misclassified
+from lab.schedules import warmup_decay
 
 MISCLASSIFIED_SHOWN = 32
 

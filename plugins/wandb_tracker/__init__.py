@@ -41,13 +41,12 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lab.api import LabError, RunInfo, RunStatus, Tracker, hookimpl, option
-from lab.run.rundir import read_metrics
 from lab.plugins.wandb_tracker.records import (
     WandbFileError,
     drop_history_after,
@@ -59,6 +58,7 @@ from lab.plugins.wandb_tracker.records import (
     session_start,
     sync_rule,
 )
+from lab.run.rundir import read_metrics
 
 if TYPE_CHECKING:
     import wandb

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "local_plugins"))
 
-from toy import ToyCorridor  # noqa: E402
+from toy import ToyCorridor
 
-from lab.api import EnvFamily, LabError, Tracker, check_ranges, hookimpl, option  # noqa: E402
+from lab.api import EnvFamily, LabError, Tracker, check_ranges, hookimpl, option
 
 MADE = Path("corridors-made.jsonl")  # what each factory call was given, in the test's own folder
 
