@@ -36,7 +36,12 @@ _HOME = {
     "LabError": "errors", "hookimpl": "hookspecs", "hookspec": "hookspecs", "RunInfo": "info", "RunStatus": "info",
     "Tracker": "tracking", "jsonable": "tracking",
 }
-__all__ = sorted(_HOME)
+# written out, not sorted(_HOME): type checkers read a literal __all__ as the names exported
+__all__ = [
+    "Agent", "Algorithm", "Context", "EnvFamily", "Episode", "ImageDataset", "Kind", "LabError", "Pace", "Policy",
+    "Precision", "RandomStreams", "RunInfo", "RunStatus", "Target", "Tracker", "TrainingEnv", "UnpairedImageDataset",
+    "VecEnv", "check_ranges", "flag", "hookimpl", "hookspec", "jsonable", "option", "split_validation",
+]
 
 
 def __getattr__(name: str) -> Any:
