@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from lab.api import Algorithm, EnvFamily, Kind
 from lab.api.errors import unknown
 from lab.run.run_config import check_config_class
-
 
 T = TypeVar("T")
 
