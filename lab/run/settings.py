@@ -104,7 +104,7 @@ def convert(value: Any, tp: Any, name: str) -> Any:
 
 # PyYAML ships no type stubs and types-PyYAML is not a dev dependency, so mypy sees SafeLoader as Any
 # (with the stubs installed this class type-checks, and warn_unused_ignores asks for the ignore to go).
-class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
+class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects a key set twice in one mapping (plain YAML keeps the last silently)."""
 
     source = "YAML"
