@@ -81,7 +81,7 @@ def _labels(experiments: list[dict[str, Any]], ignored: set[str]) -> list[str]:
     """'algo env', plus the settings that tell apart experiments sharing that much: only
     the fields that differ between them, so the table stays short."""
     return [_base_label(doc) + (f" ({', '.join(extra)})" if extra else "")
-            for doc, extra in zip(experiments, _extras(experiments, ignored))]
+            for doc, extra in zip(experiments, _extras(experiments, ignored), strict=True)]
 
 
 def _legend_labels(experiments: list[dict[str, Any]], ignored: set[str]) -> list[str]:
@@ -90,7 +90,7 @@ def _legend_labels(experiments: list[dict[str, Any]], ignored: set[str]) -> list
     many_algos = len({d["algo"] for d in experiments}) > 1
     many_targets = len({repr(_target(d)) for d in experiments}) > 1
     labels = []
-    for doc, extra in zip(experiments, _extras(experiments, ignored)):
+    for doc, extra in zip(experiments, _extras(experiments, ignored), strict=True):
         parts = ([doc["algo"]] if many_algos else []) + ([str(_target(doc))] if many_targets else [])
         if extra:
             parts.append(f"({', '.join(extra)})" if parts else ", ".join(extra))
@@ -222,9 +222,46 @@ def _curve(run_dir: Path, metric: str, x: str) -> tuple[np.ndarray, np.ndarray] 
            if isinstance(r.get(metric), (int, float)) and isinstance(r.get(column), (int, float))]
     if not pts:
         return None
-    xs, ys = (np.asarray(a, dtype=float) for a in zip(*pts))
+    xs, ys = (np.asarray(a, dtype=float) for a in zip(*pts, strict=True))
     order = np.argsort(xs, kind="stable")
     return xs[order], ys[order]
+
+
+def _group_runs(docs: dict[Path, dict[str, Any]], by: str | None,
+                ignored: set[str]) -> tuple[dict[Any, list[Path]], list[str], list[str]]:
+    """(group key: its runs, each group's table label, each group's legend label): the runs of
+    each experiment (the same settings but the seed), or with `by` of each value of that field."""
+    if by is None:
+        members: dict[Any, list[Path]] = {}
+        for run_dir, doc in docs.items():
+            members.setdefault(_experiment_key(doc, ignored), []).append(run_dir)
+        firsts = [docs[runs[0]] for runs in members.values()]
+        labels, legends = _labels(firsts, ignored), _legend_labels(firsts, ignored)
+    else:
+        members, labels = _group_by_field(docs, by)
+        legends = labels
+    if len(set(labels)) < len(labels):  # experiments that differ only in settings some of them lack
+        labels = [f"{label} [{runs[0].name}]" for label, runs in zip(labels, members.values(), strict=True)]
+        legends = [f"{label} [{runs[0].name}]" for label, runs in zip(legends, members.values(), strict=True)]
+    return members, labels, legends
+
+
+def _group_by_field(docs: dict[Path, dict[str, Any]], by: str) -> tuple[dict[Any, list[Path]], list[str]]:
+    """`--by FIELD`: (value: its runs, in the values' order; each group's label)."""
+    name = _field_name(by)
+    if not any(_field_value(doc, name) is not _UNSET for doc in docs.values()):
+        shown = by.encode("unicode_escape").decode("ascii")  # the error stays one line
+        raise unknown("--by field", shown, _known_fields(list(docs.values())),
+                      "use algo, env, data or a key of the runs' config.yaml (e.g. learning_rate, seed)")
+    members: dict[Any, list[Path]] = {}
+    values: dict[str, Any] = {}
+    for run_dir, doc in docs.items():
+        value = _field_value(doc, name)
+        key = "unset" if value is _UNSET else repr(value)
+        values.setdefault(key, value)
+        members.setdefault(key, []).append(run_dir)
+    members = dict(sorted(members.items(), key=lambda item: _sort_key(values[item[0]])))
+    return members, [f"{name} not set" if values[k] is _UNSET else f"{name}={values[k]}" for k in members]
 
 
 def compare_data(run_dirs: list[Path], metric: str | None = None, by: str | None = None,
@@ -257,37 +294,13 @@ def compare_data(run_dirs: list[Path], metric: str | None = None, by: str | None
             raise LabError(f"no run has a 'time' column beside {metric!r} in metrics.jsonl; use --x steps")
         raise LabError(f"no run logged {metric!r}; pass --metric with a name from metrics.jsonl")
 
-    members: dict[Any, list[Path]] = {}
-    if by is None:
-        for run_dir, doc in docs.items():
-            members.setdefault(_experiment_key(doc, ignored), []).append(run_dir)
-        firsts = [docs[runs[0]] for runs in members.values()]
-        labels, legends = _labels(firsts, ignored), _legend_labels(firsts, ignored)
-    else:
-        name = _field_name(by)
-        if not any(_field_value(doc, name) is not _UNSET for doc in docs.values()):
-            shown = by.encode("unicode_escape").decode("ascii")  # the error stays one line
-            raise unknown("--by field", shown, _known_fields(list(docs.values())),
-                          "use algo, env, data or a key of the runs' config.yaml (e.g. learning_rate, seed)")
-        values: dict[str, Any] = {}
-        for run_dir, doc in docs.items():
-            value = _field_value(doc, name)
-            key = "unset" if value is _UNSET else repr(value)
-            values.setdefault(key, value)
-            members.setdefault(key, []).append(run_dir)
-        members = dict(sorted(members.items(), key=lambda item: _sort_key(values[item[0]])))
-        labels = [f"{name} not set" if values[k] is _UNSET else f"{name}={values[k]}" for k in members]
-        legends = labels
-    if len(set(labels)) < len(labels):  # experiments that differ only in settings some of them lack
-        labels = [f"{label} [{runs[0].name}]" for label, runs in zip(labels, members.values())]
-        legends = [f"{label} [{runs[0].name}]" for label, runs in zip(legends, members.values())]
-
+    members, labels, legends = _group_runs(docs, by, ignored)
     score = metric in SCORE_METRICS
     def normalized(run_dir: Path, value: float) -> float | None:
         return registry.normalized_score(docs[run_dir]["run"].get("env"), value) if registry is not None else None
 
     groups, notes = [], []
-    for label, legend, runs in zip(labels, legends, members.values()):
+    for label, legend, runs in zip(labels, legends, members.values(), strict=True):
         group = Group(label, legend, runs)
         with_curve = [d for d in runs if d in curves]
         have = [curves[d] for d in with_curve]
