@@ -22,6 +22,8 @@ from lab.run.settings import config_fields, load_yaml_file
 from lab.signals import STOP, SetupInterrupted, stop_when_orphaned  # first: Ctrl-C handling
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lab.run.events import Observer
 
 EXIT_USAGE = 2
@@ -61,7 +63,7 @@ def _setting_groups(algo_cls: type, registry: Any) -> list[tuple[str, type]]:
     groups += [(f"{name} tracker settings", cls) for name, cls in registry.tracker_options().items()]
     groups += [(f"{family.name} env settings (for {family.name} envs only)", family.options)
                for family in registry.families() if family.options is not None]
-    return groups + [(f"{algo_cls.name} settings", algo_cls.Config)]
+    return [*groups, (f"{algo_cls.name} settings", algo_cls.Config)]
 
 
 def _algorithm_parser(algo_cls: type, registry: Any) -> _Parser:
@@ -327,13 +329,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if both:
         raise LabError(f"'{both[0]}' is set both in the sweep spec and on the command line; keep one")
     _check_sweep(sweep, algo_cls, common, lab)
-    for name, reg in _sweep_agents(lab):
-        if getattr(args, f"{name}_agent", False):
-            options = reg.options() if reg.options is not None else None
-            for key in (f.name for f in dataclasses.fields(options)) if options is not None else ():
-                if key in common:
-                    setattr(options, key, common[key])
-            return reg.extra["sweep_agent"](sweep, count, options)
+    chosen = _chosen_sweep_agent(args, common, lab)
+    if chosen is not None:
+        sweep_agent, options = chosen
+        return sweep_agent(sweep, count, options)
     runs_dir = Path(args.runs_dir) if args.runs_dir else RunConfig().resolved_runs_dir
     extra = [f"--{flag(k)}={flag_value(v)}" for k, v in common.items()]
     tracker_settings = {"trackers"} | lab.registry.tracker_setting_names()
@@ -372,6 +371,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(finished):,} of {total:,} trials already finished (kept as they were)", file=sys.stderr)
     print(results_table(existing_trials(sweep, count, runs_dir), sweep.metric, rank=sweep.goal, most=100))
     return overall_exit_code(codes)
+
+
+def _chosen_sweep_agent(args: argparse.Namespace, common: dict[str, Any], lab: Any) -> tuple[Callable[..., int], Any] | None:
+    """(the tracker's sweep_agent, its settings with the command line's values) when a
+    `--NAME-agent` flag hands the sweep to that tracker's server; None: the trials run here."""
+    for name, reg in _sweep_agents(lab):
+        if getattr(args, f"{name}_agent", False):
+            options = reg.options() if reg.options is not None else None
+            for key in (f.name for f in dataclasses.fields(options)) if options is not None else ():
+                if key in common:
+                    setattr(options, key, common[key])
+            return reg.extra["sweep_agent"], options
+    return None
 
 
 def _check_sweep(sweep: Any, algo_cls: type, common: dict[str, Any], lab: Any) -> None:
