@@ -544,7 +544,7 @@ def install(wheels: Path) -> dict[str, Any]:
     """Offline: the suite's wheels from `wheels`, then the project itself without dependencies."""
     pip = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels)]
     log: dict[str, Any] = {}
-    for label, command in (("wheels", pip + list(REQUIREMENTS)), ("project", pip + ["--no-deps", "-e", str(ROOT)])):
+    for label, command in (("wheels", pip + list(REQUIREMENTS)), ("project", [*pip, "--no-deps", "-e", str(ROOT)])):
         print(f"[gpu_suite] install {label}: {' '.join(command)}", file=sys.stderr, flush=True)
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         log[label] = {"rc": done.returncode, "tail": (done.stdout + done.stderr)[-1500:]}

@@ -67,7 +67,8 @@ def fill(steps: int, device: str) -> tuple[ReplayBuffer, SB3ReplayBuffer]:
     """
     rng = np.random.default_rng(0)
     pool = rng.integers(0, 256, size=(512, 84, 84), dtype=np.uint8)
-    ours = ReplayBuffer(steps + steps // 300 + 8, SHAPE, 1, device, frame_stack=4, generator=torch.Generator(device).manual_seed(0))
+    ours = ReplayBuffer(steps + steps // 300 + 8, SHAPE, 1, device, frame_stack=4,
+                        generator=torch.Generator(device).manual_seed(0))
     sb3 = SB3ReplayBuffer(steps, spaces.Box(0, 255, SHAPE, np.uint8), spaces.Discrete(ACTIONS), device)
     no = torch.zeros(1, dtype=torch.bool)
     frame = 0
@@ -136,7 +137,7 @@ def sampling(steps: int, device: str, rounds: int, seconds: float, pinned_thread
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     np.random.seed(0)
     peer = sb3.sample(32)
-    for ours_tensor, sb3_tensor in zip(lab_batch(ours, 32), (peer.observations, peer.next_observations)):
+    for ours_tensor, sb3_tensor in zip(lab_batch(ours, 32), (peer.observations, peer.next_observations), strict=True):
         if not same_kind(ours_tensor, sb3_tensor):
             raise AssertionError("the two sides must produce the same kind of batch")
     ours_rates, sb3_rates = [], []

@@ -46,7 +46,8 @@ class AtariOptions:
     full_action_space: bool = option(False, "all 18 joystick actions instead of the game's minimal set")
 
     def __post_init__(self) -> None:
-        check_ranges(self, at_least_one=("frame_stack",), fraction=("sticky_actions", "eval_sticky_actions"), non_negative=("noop_max",))
+        check_ranges(self, at_least_one=("frame_stack",), fraction=("sticky_actions", "eval_sticky_actions"),
+                     non_negative=("noop_max",))
 
     @classmethod
     def parse(cls, env_id: str, options: dict[str, Any]) -> AtariOptions:

@@ -133,7 +133,7 @@ def _decode(current: Any, saved: Any, owner: Any) -> Any:
             restore(current, saved[CHILD])
             return current
         if CHILDREN in saved:
-            for child, child_state in zip(current, saved[CHILDREN]):
+            for child, child_state in zip(current, saved[CHILDREN], strict=True):
                 restore(child, child_state)
             return current
         if MUJOCO in saved:
@@ -145,7 +145,7 @@ def _decode(current: Any, saved: Any, owner: Any) -> Any:
         return {k: _decode(base.get(k), v, owner) for k, v in saved.items()}
     if isinstance(saved, list):
         items = list(current) if isinstance(current, (list, tuple)) and len(current) == len(saved) else [None] * len(saved)
-        decoded = [_decode(c, s, owner) for c, s in zip(items, saved)]
+        decoded = [_decode(c, s, owner) for c, s in zip(items, saved, strict=True)]
         return tuple(decoded) if isinstance(current, tuple) else decoded
     return saved
 

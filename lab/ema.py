@@ -39,7 +39,7 @@ class WeightAverage:
         """Move the average towards `net` after optimiser step number `step` (1, 2, ...)."""
         decay = min(self.decay, (1 + step) / (10 + step))
         torch._foreach_lerp_(self._average, self._live, 1.0 - decay)
-        for mine, live in zip(self.model.buffers(), self.net.buffers()):
+        for mine, live in zip(self.model.buffers(), self.net.buffers(), strict=True):
             mine.copy_(live)
 
 
@@ -58,6 +58,6 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[tuple[torch.Tensor |
     model.train()
     for batch in batches:
         model(*batch)
-    for m, momentum in zip(norms, momenta):
+    for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.train(training)

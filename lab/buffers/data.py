@@ -307,7 +307,8 @@ class DataBuffer:
             cols = torch.where(mirrored, w - 1 - cols, cols)
         hp, wp = h + 2 * p, w + 2 * p
         rows = torch.arange(h, device=dev) + shifts[0]  # (n, h)
-        starts = torch.arange(n, device=dev).view(n, 1, 1) * (c * hp * wp) + torch.arange(c, device=dev).view(1, c, 1) * (hp * wp)
+        starts = (torch.arange(n, device=dev).view(n, 1, 1) * (c * hp * wp)
+                  + torch.arange(c, device=dev).view(1, c, 1) * (hp * wp))
         row_starts = starts.unsqueeze(3) + (rows * wp).view(n, 1, h, 1)  # (n, c, h, 1)
         index = row_starts + (cols + shifts[1]).view(n, 1, 1, w)
         return images.reshape(-1).take(index)

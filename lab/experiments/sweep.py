@@ -154,7 +154,7 @@ def trials(sweep: Sweep, count: int | None) -> Iterator[dict[str, Any]]:
         names = list(sweep.parameters)
         choices = [_choices(p) for p in sweep.parameters.values()]
         combos = itertools.product(*choices)
-        yield from (dict(zip(names, combo)) for combo in itertools.islice(combos, count))
+        yield from (dict(zip(names, combo, strict=True)) for combo in itertools.islice(combos, count))
         return
     if not count:
         raise LabError("random search needs --count K (how many trials to draw)")

@@ -17,6 +17,7 @@ optimizer steps both (SB3 runs two MLPs, each op twice).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import gymnasium as gym
@@ -115,7 +116,7 @@ class TwinQ(nn.Module):
         self.critics = critics
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for fan_in, fan_out in itertools.pairwise(sizes):
             # each critic initialised as nn.Linear would be (uniform in +-1/sqrt(fan_in))
             bound = 1.0 / math.sqrt(fan_in)
             self.weights.append(nn.Parameter(torch.empty(critics, fan_in, fan_out).uniform_(-bound, bound)))
@@ -123,7 +124,7 @@ class TwinQ(nn.Module):
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, actions], dim=-1).expand(self.critics, -1, -1)
-        *hidden, (last_weight, last_bias) = zip(self.weights, self.biases)
+        *hidden, (last_weight, last_bias) = zip(self.weights, self.biases, strict=True)
         for weight, bias in hidden:
             x = F.relu(torch.baddbmm(bias, x, weight))
         # the 1-unit output layer as a product and a sum: a matmul with one column is slow on a CPU

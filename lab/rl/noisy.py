@@ -72,7 +72,7 @@ def resample_noise(module: nn.Module, generator: torch.Generator) -> None:
     noise = torch.randn(sum(sizes), generator=generator, device=generator.device)
     scaled = noise.sign() * noise.abs().sqrt()  # f(x) = sign(x) sqrt(|x|), Fortunato et al. eq. 11
     parts = scaled.split(sizes)
-    for layer, noise_in, noise_out in zip(layers, parts[::2], parts[1::2]):
+    for layer, noise_in, noise_out in zip(layers, parts[::2], parts[1::2], strict=True):
         layer.noise_in.copy_(noise_in)
         layer.noise_out.copy_(noise_out)
 

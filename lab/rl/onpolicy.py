@@ -54,10 +54,10 @@ class OnPolicyConfig:
     log_std_init: float = option(0.0, "initial log std of the Gaussian policy (Box actions)")
     norm_obs: bool = option(False, "normalise observations by running statistics")
     norm_reward: bool = option(False, "scale rewards by the running std of the return")
-    async_envs: bool = option(False, "step the training envs in worker processes (all cores step envs; not for Atari, whose envs are "
-        "threaded already; a resumed run restarts them)")
-    eval_stochastic: bool | None = option(None, "sample actions when evaluating (default: on image observations, as RL Zoo and CleanRL evaluate Atari: "
-        "a greedy policy can stall after a lost life)")
+    async_envs: bool = option(False, "step the training envs in worker processes (all cores step envs; not for Atari, "
+        "whose envs are threaded already; a resumed run restarts them)")
+    eval_stochastic: bool | None = option(None, "sample actions when evaluating (default: on image observations, as RL Zoo "
+        "and CleanRL evaluate Atari: a greedy policy can stall after a lost life)")
 
     def __post_init__(self) -> None:
         check_ranges(self, at_least_one=("n_steps", "num_envs"),
@@ -181,7 +181,8 @@ class OnPolicyAgent(Agent):
     def merge_statistics(self) -> None:
         """Several processes: merge what each rank's normaliser saw in this rollout (one process: nothing)."""
         if self.ctx.world_size > 1 and (self.normalizer.normalize_obs or self.normalizer.normalize_reward):
-            for stats, start in zip((self.normalizer.obs_stats, self.normalizer.return_stats), self.synced_statistics):
+            normalisers = (self.normalizer.obs_stats, self.normalizer.return_stats)
+            for stats, start in zip(normalisers, self.synced_statistics, strict=True):
                 merge_statistics(stats, start)
             self.obs = self.normalizer.obs(self.env.obs)  # as a run resumed from this step sees it
         self.synced_statistics = self.statistics()
