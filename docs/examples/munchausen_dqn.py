@@ -12,6 +12,7 @@ updates, checkpoints and exact resume come from `dqn`, and so do its flags (`--d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ class MunchausenDQN(DQN):
 
     name = "m-dqn"
     Config = MDQNConfig
-    presets = {"CartPole-v1": DQN_PRESETS["CartPole-v1"]}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"CartPole-v1": DQN_PRESETS["CartPole-v1"]}
 
     def td_loss(self, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
                 discounts: torch.Tensor, dones: torch.Tensor, next_observations: torch.Tensor,

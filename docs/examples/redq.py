@@ -11,6 +11,7 @@ targets, checkpoints, exact resume) comes from `sac` and the lab's off-policy se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -37,7 +38,7 @@ class REDQ(SAC):
 
     name = "redq"
     Config = REDQConfig
-    presets = {"Pendulum-v1": {"steps": 10_000, "learning_rate": 1e-3}}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"Pendulum-v1": {"steps": 10_000, "learning_rate": 1e-3}}
 
     def make_critic(self, obs_dim: int, action_dim: int) -> TwinQ:
         return TwinQ(obs_dim, action_dim, self.config.net_arch, critics=self.config.critics)

@@ -25,7 +25,7 @@ def draw(count: int, size: int, generator: torch.Generator) -> tuple[torch.Tenso
     images = torch.randint(0, 80, (count, 1, size, size), generator=generator, dtype=torch.uint8)
     side, half = 3 * size // 8, size // 2
     shift = torch.randint(-2, 3, (count, 2), generator=generator)
-    for i, (label, (dy, dx)) in enumerate(zip(labels.tolist(), shift.tolist())):
+    for i, (label, (dy, dx)) in enumerate(zip(labels.tolist(), shift.tolist(), strict=True)):
         top = (label // 2) * half + (half - side) // 2 + dy
         left = (label % 2) * half + (half - side) // 2 + dx
         images[i, 0, max(top, 0) : top + side, max(left, 0) : left + side] = 220
