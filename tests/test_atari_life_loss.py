@@ -171,7 +171,7 @@ def test_game_over_during_life_reset_is_reported_on_the_back_end_autoreset_step(
     # step 2 loses a life; the game ends on step 3 (the life reset) and is reported on step 4
     life_loss = [False, True, False, False, False, False]
     game_end = [False, False, False, True, False, False]
-    either = [a or b for a, b in zip(life_loss, game_end)]
+    either = [a or b for a, b in zip(life_loss, game_end, strict=True)]
     assert trace.terminated[:, 0].tolist() == (either if flag == "terminated" else life_loss)
     assert trace.truncated[:, 0].tolist() == (game_end if flag == "truncated" else [False] * 6)
     assert trace.reward[:, 0].tolist() == [1, 0, 0, 0, 0, 1]
@@ -227,7 +227,7 @@ def test_real_breakout_presses_fire_after_life_loss_and_never_reports_a_done_aft
     scores: list[float] = []
     for i in range(2):
         score, after_end = 0.0, False
-        for raw, end in zip(raws, ends):
+        for raw, end in zip(raws, ends, strict=True):
             score += 0.0 if after_end else float(raw[i])
             if end[i]:
                 scores.append(score)

@@ -33,13 +33,15 @@ def fill(rb: ReplayBuffer, start: int, stop: int) -> None:
     for t in range(start, stop):
         obs = torch.tensor([[t, 0, 0], [t, 1, 0]], dtype=torch.float32)
         ends = torch.tensor([t % 7 == 6, t % 11 == 10])
-        rb.add(obs, torch.tensor([t % 4, (t + 1) % 4]), torch.tensor([1.0, -1.0]) * t, obs + 1, ends, torch.zeros(2, dtype=torch.bool))
+        actions, rewards = torch.tensor([t % 4, (t + 1) % 4]), torch.tensor([1.0, -1.0]) * t
+        rb.add(obs, actions, rewards, obs + 1, ends, torch.zeros(2, dtype=torch.bool))
 
 
 def same_contents(a: ReplayBuffer, b: ReplayBuffer) -> None:
-    for (name, x), y in zip(a.state_dict()["rows"]["tensors"].items(), b.state_dict()["rows"]["tensors"].values()):
+    ours, theirs = a.state_dict()["rows"]["tensors"], b.state_dict()["rows"]["tensors"]
+    for (name, x), y in zip(ours.items(), theirs.values(), strict=True):
         torch.testing.assert_close(x, y, msg=name)
-    for x, y in zip(a.sample(64), b.sample(64)):
+    for x, y in zip(a.sample(64), b.sample(64), strict=True):
         torch.testing.assert_close(x, y)
 
 

@@ -44,7 +44,7 @@ def make_run(root: Path, name: str, points: list[tuple[int, float, float]], *, a
 
 
 def curve(values: list[float], steps: tuple[int, ...] = (0, 100, 200)) -> list[tuple[int, float, float]]:
-    return [(s, s / 10, v) for s, v in zip(steps, values)]
+    return [(s, s / 10, v) for s, v in zip(steps, values, strict=True)]
 
 
 def table_rows(text: str) -> dict[str, list[str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 
@@ -37,7 +37,7 @@ class Algo(Algorithm):
     name = "algo"
     kind = "agent"
     Config = Cfg
-    presets = {"CartPole-v1": {"learning_rate": 0.01, "batch_size": 64, "steps": 5000}}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"CartPole-v1": {"learning_rate": 0.01, "batch_size": 64, "steps": 5000}}
 
     def train_step(self):
         return {}

@@ -57,7 +57,8 @@ def test_drop_last_and_next_rolls_over_epochs() -> None:
     seen = [buf.next().labels for _ in range(7)]
     assert all(s.numel() == 16 for s in seen)
     assert buf.epoch == 2 and buf.position == 1
-    assert torch.equal(torch.cat(seen[:3]), torch.cat(epoch_rows(DataBuffer(images, labels, "cpu", 16, drop_last=True, seed=0))))
+    fresh = DataBuffer(images, labels, "cpu", 16, drop_last=True, seed=0)
+    assert torch.equal(torch.cat(seen[:3]), torch.cat(epoch_rows(fresh)))
     with pytest.raises(LabError, match="smaller batch"):
         DataBuffer(images, labels, "cpu", 64, drop_last=True)
 
@@ -116,7 +117,7 @@ def test_augmentation_is_a_crop_of_the_padded_image(pad: int, flip: bool) -> Non
     batch = buf.next()
     assert batch.images.dtype == torch.uint8 and batch.images.shape == (64, 3, 7, 7)
     changed = 0
-    for out, row in zip(batch.images, batch.labels):
+    for out, row in zip(batch.images, batch.labels, strict=True):
         assert brute_force_augment(images[row], out, pad, flip)
         changed += not torch.equal(out, images[row])
     assert changed > 16  # shifts and flips really vary per sample (flip alone: about half)
@@ -137,11 +138,11 @@ def test_mean_std_normalisation_and_bad_options() -> None:
 
 
 def test_host_placement_gives_the_same_batches() -> None:
-    images, labels = toy()
+    images, _labels = toy()
     on_device = DataBuffer(images, None, "cpu", 32, seed=2, crop_padding=1, placement="device")
     on_host = DataBuffer(images, None, "cpu", 32, seed=2, crop_padding=1, placement="host")
     assert on_device.on_device and not on_host.on_device
-    for a, b in zip(on_device, on_host):
+    for a, b in zip(on_device, on_host, strict=True):
         assert a.labels is None and torch.equal(a.images, b.images) and torch.equal(a.indices, b.indices)
 
 

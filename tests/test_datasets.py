@@ -158,7 +158,7 @@ def test_mnist_rejects_wrong_shapes_and_labels(tmp_path: Path) -> None:
     folder = tmp_path / "mnist"
     folder.mkdir()
     shapes = {key: shape for key, (_, shape) in datasets.MNIST_FILES.items()}
-    for key, (name, shape) in datasets.MNIST_FILES.items():
+    for name, shape in datasets.MNIST_FILES.values():
         (folder / name).write_bytes(gzip.compress(encode_idx(np.zeros(shape, np.uint8)), compresslevel=1))
     (folder / MNIST_NAMES[3]).write_bytes(encode_idx(np.full(shapes["test_labels"], 12, np.uint8)))
     with pytest.raises(LabError, match="labels above 9"):
@@ -246,7 +246,7 @@ def test_image_folder_errors(tmp_path: Path) -> None:
         datasets.image_folder(tmp_path, "empty")
     write_images(tmp_path / "broken" / "a", 2, 5)
     (tmp_path / "broken" / "a" / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(LabError, match="cannot decode image .*bad.png"):
+    with pytest.raises(LabError, match=r"cannot decode image .*bad\.png"):
         datasets.image_folder(tmp_path, "broken")
     for name in ("trainA", "trainB", "testA"):
         write_images(tmp_path / "half" / name, 1, 5)

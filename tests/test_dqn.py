@@ -128,7 +128,7 @@ def test_epsilon_schedule_survives_a_state_dict_round_trip(tmp_path):
     assert resumed.global_step == agent.global_step
     assert resumed.epsilon() == pytest.approx(agent.epsilon())
     assert len(resumed.buffer) >= len(agent.buffer) > 0  # every stored transition is back
-    for a, b in zip(agent.q.parameters(), resumed.q.parameters()):
+    for a, b in zip(agent.q.parameters(), resumed.q.parameters(), strict=True):
         assert torch.equal(a, b)
     resumed.train_step()  # learning continues from the restored buffer
 
@@ -144,7 +144,7 @@ def test_variants_learn_without_errors(tmp_path, options):
     before = [p.clone() for p in agent.q.parameters()]
     losses = [agent.train_step().get("train/loss") for _ in range(100)]
     assert any(loss is not None for loss in losses)
-    assert any(not torch.equal(a, b) for a, b in zip(before, agent.q.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.q.parameters(), strict=True))
     if options.get("prioritized_replay"):  # PER's exponent is passed to each sample, annealed towards 1
         assert 0.4 < betas[0] < betas[-1] <= 1.0 and betas == sorted(betas)
     else:
@@ -155,9 +155,9 @@ def test_target_network_updates_on_interval(tmp_path):
     agent = DQN(small_config(target_update_interval=60), make_ctx(tmp_path, "CartPole-v1"))
     for _ in range(59):
         agent.train_step()
-    assert not all(torch.equal(a, b) for a, b in zip(agent.q.parameters(), agent.q_target.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(agent.q.parameters(), agent.q_target.parameters(), strict=True))
     agent.train_step()  # step 60 crosses the interval: hard copy (tau = 1)
-    assert all(torch.equal(a, b) for a, b in zip(agent.q.parameters(), agent.q_target.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(agent.q.parameters(), agent.q_target.parameters(), strict=True))
 
 
 def test_atari_smoke_through_the_cli(tmp_path):

@@ -137,7 +137,7 @@ def test_envpool_autoreset_is_next_step():
     a.reset(), b.reset()
     left = torch.zeros(2, dtype=torch.long)
     for _ in range(100):
-        obs, _, terminated, truncated, _ = a.step(left)
+        _, _, terminated, truncated, _ = a.step(left)
         b.step(left)
         if (terminated | truncated)[0]:
             break

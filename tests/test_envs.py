@@ -35,7 +35,7 @@ def test_classic_episodes_report_true_length_and_skip_autoreset_step():
     ended: list[int] = []
     after_done = np.zeros(2, dtype=bool)
     for _ in range(200):
-        _, reward, terminated, truncated, _ = env.step(torch.zeros(2, dtype=torch.long))
+        _, _, terminated, truncated, _ = env.step(torch.zeros(2, dtype=torch.long))
         done = (terminated | truncated).numpy()
         lengths_seen += ~after_done
         for i in np.flatnonzero(done):
@@ -112,10 +112,10 @@ class ScriptedBackend:
 
     def step(self, actions):
         self.actions.append(int(actions[0]))
-        r, l, g = self.rewards[self.t], self.lives[self.t], self.game_over[self.t]
+        reward, lives, game_over = self.rewards[self.t], self.lives[self.t], self.game_over[self.t]
         self.t += 1
         frame = np.full((1, 84, 84), self.t, np.uint8)
-        return frame, np.array([r], np.int32), np.array([g]), np.array([False]), np.array([l])
+        return frame, np.array([reward], np.int32), np.array([game_over]), np.array([False]), np.array([lives])
 
     def close(self):
         pass
@@ -137,7 +137,7 @@ def scripted_env(clip: bool, life_loss: bool) -> tuple[AtariVecEnv, ScriptedBack
 def play(env: AtariVecEnv, steps: int):
     out = []
     for _ in range(steps):
-        obs, r, term, trunc, _ = env.step(torch.tensor([2]))
+        obs, r, term, _, _ = env.step(torch.tensor([2]))
         out.append((obs[0, :, 0, 0].tolist(), float(r[0]), bool(term[0])))
     return out
 
@@ -177,7 +177,7 @@ def test_atari_breakout_smoke():
     gen = torch.Generator().manual_seed(0)
     terms = 0
     for _ in range(150):
-        obs, reward, term, trunc, info = env.step(torch.randint(0, 4, (2,), generator=gen))
+        obs, reward, term, _, _ = env.step(torch.randint(0, 4, (2,), generator=gen))
         assert set(reward.unique().tolist()) <= {0.0, 1.0}
         terms += int(term.sum())
     assert terms >= 2  # life losses end learning episodes
@@ -203,8 +203,8 @@ def test_gym_and_ale_backends_agree_on_frames_and_lives():
     fg, lg = gym_.reset(seed=0)
     assert la.tolist() == lg.tolist()
     for _ in range(30):
-        fa, ra, _, _, la = ale.step(np.array([1], np.int32))
-        fg, rg, _, _, lg = gym_.step(np.array([1], np.int32))
+        fa, _, _, _, la = ale.step(np.array([1], np.int32))
+        fg, _, _, _, lg = gym_.step(np.array([1], np.int32))
     assert la.tolist() == lg.tolist()
     assert np.abs(fa.astype(int) - fg.astype(int)).mean() < 2.0
     ale.close()

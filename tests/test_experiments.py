@@ -130,8 +130,8 @@ def test_grid_sweep_runs_every_combination_ranks_them_and_skips_finished_trials(
 
 def test_random_sweep_draws_the_same_trials_every_time_within_their_ranges(tmp_path) -> None:
     spec = write_spec(tmp_path / "rnd.yaml", method="random", parameters={
-        **RANDOM_FIXED, "algo": {"value": "dqn"}, "gamma": {"min": 0.9, "max": 0.999}, "learning_rate": {"distribution": "log_uniform_values",
-                                                                              "min": 1e-5, "max": 1e-2},
+        **RANDOM_FIXED, "algo": {"value": "dqn"}, "gamma": {"min": 0.9, "max": 0.999},
+        "learning_rate": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2},
         "batch_size": {"min": 16, "max": 64}, "exploration_fraction": {"values": [0.1, 0.2]}})
     sweep = load_sweep(spec)
     first, again = list(trials(sweep, 5)), list(trials(load_sweep(spec), 5))

@@ -62,7 +62,8 @@ def test_quick_cpu_run_gives_every_case_a_result_or_a_skip(tmp_path):
     assert not str(modes["default"]).startswith("error"), modes["default"]  # timed, or skipped without a compiler
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs are counted with torch.cuda.set_sync_debug_mode: needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="host syncs are counted with torch.cuda.set_sync_debug_mode: needs CUDA")
 def test_dqn_steps_make_no_host_sync_beyond_the_allowance():
     """The gradient step makes none; outside the env (which must hand actions to a host-side
     emulator) the step makes at most DQN_SYNC_ALLOWANCE (none)."""

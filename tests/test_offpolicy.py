@@ -40,7 +40,7 @@ def test_twin_critics_are_two_independent_mlps_in_one_batched_network() -> None:
     assert q.shape == (2, 5)
     for i in range(2):  # each critic as a plain stack of Linear layers with the same weights
         layers = []
-        for j, (weight, bias) in enumerate(zip(twin.weights, twin.biases)):
+        for j, (weight, bias) in enumerate(zip(twin.weights, twin.biases, strict=True)):
             linear = nn.Linear(weight.shape[1], weight.shape[2])
             linear.weight.data, linear.bias.data = weight[i].T.clone(), bias[i, 0].clone()
             layers += [linear] + ([nn.ReLU()] if j < len(twin.weights) - 1 else [])
@@ -63,10 +63,10 @@ def test_soft_update_is_polyak_averaging_and_tau_one_a_copy() -> None:
     online, target = nn.Linear(3, 2), nn.Linear(3, 2)
     before = [p.detach().clone() for p in target.parameters()]
     soft_update(target, online, 0.25)
-    for new, old, src in zip(target.parameters(), before, online.parameters()):
+    for new, old, src in zip(target.parameters(), before, online.parameters(), strict=True):
         torch.testing.assert_close(new, 0.75 * old + 0.25 * src)
     soft_update(target, online, 1.0)
-    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), online.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), online.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("algo", ["sac", "td3", "sb3-sac", "sb3-td3"])

@@ -182,7 +182,7 @@ def test_a_target_copied_after_every_update_is_read_from_the_online_pass(tmp_pat
     while reusing.global_step < 120:
         reusing.train_step(), passing.train_step()
     assert reusing.global_step > reusing.config.learning_starts and target_passes == []
-    for mine, theirs in zip(reusing.q.state_dict().values(), passing.q.state_dict().values()):
+    for mine, theirs in zip(reusing.q.state_dict().values(), passing.q.state_dict().values(), strict=True):
         assert torch.equal(mine, theirs)  # the same numbers, one pass fewer
     for other in (dict(noisy=True), dict(gradient_steps=2), dict(tau=0.5), dict(target_update_interval=2)):
         assert not make_agent(tmp_path / "c", **{**settings, **other}).target_is_online, other

@@ -288,7 +288,7 @@ def test_state_dict_round_trip_through_torch_save() -> None:
     restored.load_state_dict(state, end_episodes=False)
     rb.generator.manual_seed(11)
     restored.generator.manual_seed(11)
-    for a, b in zip(rb.sample(32), restored.sample(32)):
+    for a, b in zip(rb.sample(32), restored.sample(32), strict=True):
         torch.testing.assert_close(a, b)
     # Resume semantics: closing open episodes keeps every sampleable transition intact.
     restored.load_state_dict(state)
@@ -371,7 +371,7 @@ def test_sb3_adapter_returns_the_transitions_sb3_stores() -> None:
     blob.seek(0)
     restored.load_state_dict(torch.load(blob, weights_only=True), end_episodes=False)
     assert restored.size() == 150
-    for a, b in zip(ours.sample(64), restored.sample(64)):
+    for a, b in zip(ours.sample(64), restored.sample(64), strict=True):
         assert a is b is None or torch.equal(a, b)
     batch = ours.sample(256)
     assert batch.rewards.shape == batch.dones.shape == (256, 1) and batch.discounts is None

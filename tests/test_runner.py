@@ -252,7 +252,7 @@ def test_lab_runs_tells_a_killed_run_from_a_live_one(toy_plugins, capsys):
     proc.kill()
     proc.wait()
     assert main(["runs"]) == 0
-    row = [line for line in capsys.readouterr().out.splitlines() if "victim" in line][0]
+    row = next(line for line in capsys.readouterr().out.splitlines() if "victim" in line)
     step = load_checkpoint(latest)["global_step"]
     assert f"killed (at step {step:,}" in row and f"{step}" in row, row
 

@@ -70,7 +70,7 @@ def test_sb3_dqn_learns_on_the_lab_buffer_and_resumes_its_schedule(tmp_path):
     resumed.load_state_dict(state["algorithm"])
     assert resumed.global_step == agent.global_step
     assert resumed.model.exploration_rate == pytest.approx(eps)  # horizon kept, not the new budget
-    for a, b in zip(agent.model.policy.parameters(), resumed.model.policy.parameters()):
+    for a, b in zip(agent.model.policy.parameters(), resumed.model.policy.parameters(), strict=True):
         assert torch.equal(a, b)
     assert resumed.model.replay_buffer.pos == agent.model.replay_buffer.pos > 0
     resumed.train_step()

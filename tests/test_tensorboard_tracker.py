@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -67,7 +68,7 @@ def assert_same_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     for tag, expected in rows.items():
         got = tb[tag]
         assert [s for s, _ in got] == [s for s, _ in expected], tag
-        for (_, a), (_, b) in zip(got, expected):
+        for (_, a), (_, b) in zip(got, expected, strict=True):
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-6, abs=1e-6), (tag, a, b)
     return tb
 
@@ -192,7 +193,7 @@ class Algo:
     """Just enough of an algorithm class for `resolve`."""
 
     name = "a"
-    presets: dict = {}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
     Config = _NoSettings
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -164,7 +165,7 @@ def test_disabled_returns_none_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_unknown_mode_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(LabError, match="online | offline | disabled"):
+    with pytest.raises(LabError, match=re.escape("online | offline | disabled")):
         make_tracker(make_info(tmp_path / "run", wandb_mode="offlien"))
 
 
@@ -350,7 +351,7 @@ def test_reader_reassembles_records_spanning_blocks_and_detects_corruption(tmp_p
     with pytest.raises(WandbFileError, match="checksum"):
         list(read_records(corrupt))
     (tmp_path / "other.wandb").write_bytes(b"not a wandb file")
-    with pytest.raises(WandbFileError, match="not a .wandb file"):
+    with pytest.raises(WandbFileError, match=r"not a \.wandb file"):
         list(read_records(tmp_path / "other.wandb"))
 
 
@@ -625,7 +626,7 @@ def test_run_interrupted_and_resumed_twice_syncs_to_one_complete_history(
     result = json.loads((run_dir / "eval.json").read_text())
     eval_metrics = {k: v for k, v in result.items() if k not in ("checkpoint", "global_step", "episodes", "media")}
     assert result["global_step"] == 600
-    assert [comparable(row) for row in synced] == jsonl + [{"global_step": 600, **eval_metrics}]
+    assert [comparable(row) for row in synced] == [*jsonl, {"global_step": 600, **eval_metrics}]
     # metrics.jsonl itself holds each step once, in order (the runner cut rows past the checkpoint)
     steps = [row["global_step"] for row in jsonl]
     assert steps == sorted(steps) and steps[-1] == 600

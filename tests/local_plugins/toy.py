@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -52,7 +52,7 @@ class Toy(Algorithm):
     kind = "supervised"
     Config = ToyConfig
     key_metric = "eval/accuracy"
-    presets = {"toy-data": {"batch_size": 4}}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"toy-data": {"batch_size": 4}}
 
     def __init__(self, config: ToyConfig, ctx) -> None:
         super().__init__(config, ctx)
