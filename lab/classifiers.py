@@ -67,7 +67,8 @@ def conv_block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
     """`convs` x (3x3 conv, batch norm, ReLU), then 2x2 max pool."""
     layers: list[nn.Module] = []
     for i in range(convs):
-        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        conv = nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False)
+        layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, nn.MaxPool2d(2))
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -162,7 +162,8 @@ class CycleGAN(ImageGenerator):
     key_metric = "val/class_preservation"
     default_epochs = 3
     # mnist-styles on 2 CPU cores: a quarter of the reference width, half its blocks
-    presets = {"mnist-styles*": {"g_width": 16, "d_width": 16, "res_blocks": 3, "batch_size": 16}}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "mnist-styles*": {"g_width": 16, "d_width": 16, "res_blocks": 3, "batch_size": 16}}
 
     def __init__(self, config: CycleGANConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
@@ -312,7 +313,7 @@ class CycleGAN(ImageGenerator):
                 "pools": [self.pool_a.state_dict(), self.pool_b.state_dict()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for net, weights in zip(self.networks(), state["nets"]):
+        for net, weights in zip(self.networks(), state["nets"], strict=True):
             net.load_state_dict(weights)
         self.g_opt.load_state_dict(state["g_opt"])
         self.d_opt.load_state_dict(state["d_opt"])

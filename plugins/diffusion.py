@@ -27,6 +27,7 @@ images: 2,000 by default, where `gan` draws 10,000.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,7 @@ class UNet(nn.Module):
             embedding = embedding + self.label(labels)
         h = self.stem(x.contiguous(memory_format=self.layout))
         skips = []
-        for block, downsample in zip(self.down, self.downsample):
+        for block, downsample in zip(self.down, self.downsample, strict=True):
             h = block(h, embedding)
             skips.append(h)
             h = downsample(h)
@@ -263,7 +264,7 @@ class Diffusion(SampledImageGenerator):
         steps, n = self.config.sample_steps, len(x)
         if self.config.objective == "flow":  # Heun on dx/dt = v from t = 1 to t = 0
             times = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
-            for now, then in zip(times[:-1], times[1:]):
+            for now, then in itertools.pairwise(times):
                 v = self.predict(x, now.expand(n), labels)
                 guess = x + (then - now) * v
                 if then > 0:

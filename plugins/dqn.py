@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -193,7 +193,7 @@ class DQN(OffPolicyAgent):
 
     name = "dqn"
     Config = DQNConfig
-    presets = {**DQN_PRESETS, **ATARI_100K_PRESETS}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {**DQN_PRESETS, **ATARI_100K_PRESETS}
     saved = ("q", "q_target", "optimizer")
 
     def __init__(self, config: DQNConfig, ctx: Any) -> None:

@@ -20,6 +20,7 @@ also scores `fld_samples` decoded samples (the decoder's mean images) as `gan` a
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ class VAEConfig(SampleQualityConfig):
     latent_dim: int = option(32, "size of the latent code z")
     hidden: tuple[int, ...] = option((512, 256), "mlp hidden sizes (the decoder mirrors them)")
     channels: tuple[int, ...] = option((32, 64), "conv widths, each halving H and W")
-    likelihood: Literal["auto", "bernoulli", "gaussian"] = option("auto", "auto: bernoulli on binarised MNIST-like data, gaussian otherwise")
+    likelihood: Literal["auto", "bernoulli", "gaussian"] = option(
+        "auto", "auto: bernoulli on binarised MNIST-like data, gaussian otherwise")
     learning_rate: float = option(1e-3, "Adam learning rate")
     lr_decay: bool = option(True, "decay the learning rate linearly to 0 over the run")
     batch_size: int = option(128, "training minibatch size")
@@ -78,10 +80,10 @@ def build(config: VAEConfig, shape: tuple[int, int, int]) -> tuple[Encoder, nn.M
     if config.arch == "mlp":
         sizes = [c * h * w, *config.hidden]
         enc: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip(sizes, sizes[1:]):
+        for a, b in itertools.pairwise(sizes):
             enc += [nn.Linear(a, b), nn.ReLU()]
         dec: list[nn.Module] = []
-        for a, b in zip([config.latent_dim, *config.hidden[::-1]], config.hidden[::-1]):
+        for a, b in itertools.pairwise([config.latent_dim, *config.hidden[::-1]]):
             dec += [nn.Linear(a, b), nn.ReLU()]
         dec += [nn.Linear(config.hidden[0] if config.hidden else config.latent_dim, c * h * w), nn.Unflatten(1, shape)]
         return Encoder(nn.Sequential(*enc), sizes[-1], config.latent_dim), nn.Sequential(*dec)
@@ -91,11 +93,11 @@ def build(config: VAEConfig, shape: tuple[int, int, int]) -> tuple[Encoder, nn.M
                        f"images are {h}x{w} (use --image-size or fewer --channels)")
     widths = [c, *config.channels]
     enc = []
-    for a, b in zip(widths, widths[1:]):
+    for a, b in itertools.pairwise(widths):
         enc += [nn.Conv2d(a, b, 4, 2, 1), nn.ReLU()]
     inner = (widths[-1], h // scale, w // scale)
     dec = [nn.Linear(config.latent_dim, math.prod(inner)), nn.ReLU(), nn.Unflatten(1, inner)]
-    for i, (a, b) in enumerate(zip(widths[::-1], widths[::-1][1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(widths[::-1])):
         dec += [nn.ConvTranspose2d(a, b, 4, 2, 1)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
     return Encoder(nn.Sequential(*enc, nn.Flatten()), math.prod(inner), config.latent_dim), nn.Sequential(*dec)
 

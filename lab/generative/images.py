@@ -82,6 +82,6 @@ def translate_folder(model: ImageGenerator, source: Path, out: Path, direction: 
     out.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(images), batch):
         translated = model.translate(images[start : start + batch], direction)
-        for path, image in zip(paths[start : start + batch], translated):
+        for path, image in zip(paths[start : start + batch], translated, strict=True):
             write_png(image.permute(1, 2, 0).numpy(), out / f"{path.stem}.png")
     return len(paths)

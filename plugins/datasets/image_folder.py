@@ -108,7 +108,7 @@ def labelled_files(folder: Path, classes: list[str]) -> tuple[list[Path], list[i
 
 def load_unpaired(root: Path, reader: FolderReader) -> UnpairedImageDataset:
     groups = [image_files(root / d) for d in UNPAIRED_DIRS]
-    for name, files in zip(UNPAIRED_DIRS, groups):
+    for name, files in zip(UNPAIRED_DIRS, groups, strict=True):
         if not files:
             raise LabError(f"{root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     train_a, train_b, test_a, test_b = reader.read(groups)

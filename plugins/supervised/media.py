@@ -42,7 +42,8 @@ def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str], path: Pa
     ax.set_title(f"confusion matrix (accuracy {accuracy:.2%})")
     if n <= 20:
         threshold = matrix.max().item() / 2
-        for (i, j), count in zip(torch.cartesian_prod(torch.arange(n), torch.arange(n)).tolist(), matrix.flatten().tolist()):
+        cells = torch.cartesian_prod(torch.arange(n), torch.arange(n)).tolist()
+        for (i, j), count in zip(cells, matrix.flatten().tolist(), strict=True):
             ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > threshold else "black")
     return _save(fig, path)
 
