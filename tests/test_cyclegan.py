@@ -328,7 +328,7 @@ def test_one_training_step_combines_its_losses_as_configured(tmp_path: Path) -> 
     assert metrics["train/g_loss"] == pytest.approx(metrics["train/gan_loss"] + 3.0 * metrics["train/cycle_loss"]
                                                     + 3.0 * 0.5 * metrics["train/identity_loss"], rel=1e-5)
     assert metrics["train/identity_loss"] > 0 and metrics["train/d_loss"] > 0
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.g_ab.parameters())), "the generators learn"
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.g_ab.parameters(), strict=True)), "the generators learn"
     assert model.pool_a.count == model.pool_b.count == 4, "pools of 4 filled by one batch of 8"
 
     plain = make_cyclegan(tmp_path, lambda_identity=0.0)
@@ -454,9 +454,9 @@ def test_cyclegan_stopped_and_resumed_logs_what_the_straight_run_logs(capsys, sh
     assert len({row["train/lr"] for row in rows if "train/lr" in row}) > 1, "the decay is part of the comparison"
     assert comparable(read_jsonl(split / "metrics.jsonl")) == comparable(rows)
     states = [load_checkpoint(run / "checkpoints" / "latest.pt")["algorithm"] for run in (straight, split)]
-    for nets, other in zip(states[0]["nets"], states[1]["nets"]):
+    for nets, other in zip(states[0]["nets"], states[1]["nets"], strict=True):
         assert all(torch.equal(nets[k], other[k]) for k in nets)
-    for pool, other in zip(states[0]["pools"], states[1]["pools"]):
+    for pool, other in zip(states[0]["pools"], states[1]["pools"], strict=True):
         assert pool["count"] == other["count"] == 4 and torch.equal(pool["images"], other["images"])
     summaries = [json.loads((run / "summary.json").read_text()) for run in (straight, split)]
     assert (summaries[0]["best"], summaries[0]["best_step"]) == (summaries[1]["best"], summaries[1]["best_step"])
@@ -502,7 +502,7 @@ def test_lab_sample_translates_a_folder_both_ways(capsys, shape_pairs: str, tmp_
         assert [p.stem for p in paths] == stems and images.shape == (4, 1, SIZE, SIZE)
         for folder, direction in (("out", "a2b"), ("back", "b2a")):
             expected = model.translate(images, direction)
-            for stem, image in zip(stems, expected):
+            for stem, image in zip(stems, expected, strict=True):
                 picture = read_png(tmp_path / folder / f"{stem}.png")
                 assert picture.shape == (SIZE, SIZE) and picture.dtype == np.uint8, "the model's grayscale size"
                 assert np.array_equal(picture, image[0].numpy()), (folder, stem)

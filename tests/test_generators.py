@@ -7,6 +7,7 @@ reference classifier never lands in a real dataset folder.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -145,7 +146,7 @@ def test_frechet_distance_grows_with_a_mean_shift() -> None:
     direction = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64)
     distances = [frechet_distance(stats, FeatureStats(stats.mean + s * direction, stats.cov)) for s in (0, 0.5, 1, 2, 4)]
     assert distances[0] == pytest.approx(0.0, abs=1e-7)
-    assert all(a < b for a, b in zip(distances, distances[1:]))
+    assert all(a < b for a, b in itertools.pairwise(distances))
     # same covariance: exactly the squared shift
     assert distances[-1] == pytest.approx(float((4 * direction).pow(2).sum()), rel=1e-6)
 
@@ -525,7 +526,7 @@ def test_vae_learning_rate_decays_to_zero_over_the_budget(capsys, blobs: Path) -
     ok(capsys, "train", "vae", "--data", f"image-folder:{blobs}", *VAE_FLAGS, "--log-interval", "1",
        "--epochs", "2", "--name", "decay")
     lrs = [row["train/lr"] for row in read_jsonl(runs_dir() / "decay" / "metrics.jsonl") if "train/lr" in row]
-    assert lrs[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 1e-3 / len(lrs) * 1.5
+    assert lrs[0] == pytest.approx(1e-3) and all(a > b for a, b in itertools.pairwise(lrs)) and lrs[-1] < 1e-3 / len(lrs) * 1.5
 
 
 # ------------------------------------------------------------------ diffusion
@@ -583,7 +584,8 @@ def test_diffusion_resumes_exactly(capsys, blobs: Path) -> None:
     ok(capsys, "resume", str(runs_dir() / "split"), "--steps", "6")
     straight = read_jsonl(runs_dir() / "straight" / "metrics.jsonl")
     assert comparable(read_jsonl(runs_dir() / "split" / "metrics.jsonl")) == comparable(straight)
-    weights = [load_checkpoint(runs_dir() / n / "checkpoints" / "latest.pt")["algorithm"]["ema"] for n in ("straight", "split")]
+    weights = [load_checkpoint(runs_dir() / name / "checkpoints" / "latest.pt")["algorithm"]["ema"]
+               for name in ("straight", "split")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 

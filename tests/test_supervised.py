@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
 
     factors = [warmup_decay(1.0, 100, 0.1)(step) for step in range(110)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[9:]))
     assert factors[100] == 0.0 and factors[109] == 0.0
 
 
@@ -208,7 +209,7 @@ def loading_context(run_dir: Path) -> RunContext:
 
 
 def test_a_classifier_run_serves_only_classifiers(tmp_path: Path, capsys) -> None:
-    with pytest.raises(LabError, match="does not exist|not a run directory|no config.yaml"):
+    with pytest.raises(LabError, match=r"does not exist|not a run directory|no config\.yaml"):
         reference_classifier(datasets.mnist(real_data_dir()), loading_context(tmp_path), str(tmp_path))
 
 
