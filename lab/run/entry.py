@@ -25,6 +25,8 @@ from lab.api import Agent, Algorithm, LabError, RunStatus, Target
 from lab.device import resolve_device
 from lab.run.checkpoint import load_checkpoint, saved_horizon
 from lab.run.discovery import Lab
+from lab.run.events import Observer
+from lab.run.policy import AgentPolicy
 from lab.run.rundir import (
     RunLock,
     create_run_dir,
@@ -36,13 +38,11 @@ from lab.run.rundir import (
     versions,
     write_config,
 )
-from lab.seeding import preserved_random_state
-from lab.run.events import Observer
-from lab.run.policy import AgentPolicy
 from lab.run.session import Session
 from lab.run.settings import Resolved, as_plain, config_fields, resolve
-from lab.signals import STOP, SetupInterrupted
 from lab.run.trackers import selected_trackers
+from lab.seeding import preserved_random_state
+from lab.signals import STOP, SetupInterrupted
 
 Entry = TypeVar("Entry", bound=Callable[..., Any])
 
@@ -186,7 +186,8 @@ def train_run(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[s
             lock.release()
 
 
-def _reload(lab: Lab, run_dir: Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], type[Algorithm], Resolved]:
+def _reload(lab: Lab, run_dir: Path,
+            overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], type[Algorithm], Resolved]:
     return _resolve_doc(lab, read_config(run_dir), overrides)
 
 

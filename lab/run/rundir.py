@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from lab.atomic import atomic_write
 from lab.api import LabError
+from lab.atomic import atomic_write
 
 VERSIONED = ("arcade-lab", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3", "pluggy", "wandb", "tensorboard")
 

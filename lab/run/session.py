@@ -43,10 +43,10 @@ from lab.run.guard import DivergenceGuard
 from lab.run.loop_state import Cadence, LoopState
 from lab.run.progress import ProgressDisplay
 from lab.run.rundir import write_summary
-from lab.seeding import derive_seed, seed_everything
 from lab.run.settings import Resolved
-from lab.signals import STOP
 from lab.run.trackers import EpisodeLog, MultiTracker, Tracking
+from lab.seeding import derive_seed, seed_everything
+from lab.signals import STOP
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Torch's thread count as this process found it. Every session starts from it, so building the
