@@ -62,36 +62,11 @@ def convert(value: Any, tp: Any, name: str) -> Any:
         raise LabError(f"{where} needs a value")
     origin = typing.get_origin(base)
     if origin is Literal:
-        choices = typing.get_args(base)
-        if isinstance(value, bool):  # YAML reads `compile: true` as a bool
-            value = "true" if value else "false"
-        if value in choices:
-            return value
-        raise LabError(f"{where} must be one of {', '.join(map(str, choices))}; got '{value}'")
+        return _convert_choice(value, typing.get_args(base), where)
     if base is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise LabError(f"{where} must be true or false; got '{value}'")
+        return _convert_bool(value, where)
     if base in (int, float):
-        if isinstance(value, bool):
-            raise LabError(f"{where} expects {'an integer' if base is int else 'a number'}; got '{value}'")
-        try:
-            if base is int:
-                if isinstance(value, float) and value.is_integer():
-                    return int(value)
-                text = str(value).strip().replace("_", "")
-                as_float = float(text)
-                if not as_float.is_integer():
-                    raise ValueError
-                return int(as_float) if ("e" in text.lower() or "." in text) else int(text)
-            return float(value)
-        except (TypeError, ValueError):
-            raise LabError(f"{where} expects {'an integer' if base is int else 'a number'}; got '{value}'") from None
+        return _convert_number(value, base is int, where)
     if base is str:
         return str(value)
     if origin in (tuple, list):
@@ -100,6 +75,45 @@ def convert(value: Any, tp: Any, name: str) -> Any:
         converted = [convert(item, args[0] if len(args) == 1 else args[i], name) for i, item in enumerate(items)]
         return tuple(converted) if origin is tuple else converted
     raise LabError(f"{where}: unsupported type {tp!r}")
+
+
+def _convert_choice(value: Any, choices: tuple[Any, ...], where: str) -> Any:
+    """A Literal field's value: one of `choices`."""
+    if isinstance(value, bool):  # YAML reads `compile: true` as a bool
+        value = "true" if value else "false"
+    if value in choices:
+        return value
+    raise LabError(f"{where} must be one of {', '.join(map(str, choices))}; got '{value}'")
+
+
+def _convert_bool(value: Any, where: str) -> bool:
+    """A bool field's value: a bool, or true/yes/1/on, false/no/0/off in any case."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise LabError(f"{where} must be true or false; got '{value}'")
+
+
+def _convert_number(value: Any, integer: bool, where: str) -> int | float:
+    """An int field's value (`1e6`, `1_000` and 3.0 are integers, 2.5 is not) or a float field's."""
+    if isinstance(value, bool):
+        raise LabError(f"{where} expects {'an integer' if integer else 'a number'}; got '{value}'")
+    try:
+        if integer:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            text = str(value).strip().replace("_", "")
+            as_float = float(text)
+            if not as_float.is_integer():
+                raise ValueError
+            return int(as_float) if ("e" in text.lower() or "." in text) else int(text)
+        return float(value)
+    except (TypeError, ValueError):
+        raise LabError(f"{where} expects {'an integer' if integer else 'a number'}; got '{value}'") from None
 
 
 # PyYAML ships no type stubs and types-PyYAML is not a dev dependency, so mypy sees SafeLoader as Any
