@@ -151,7 +151,8 @@ class Algorithm(ABC):
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
+        """Restore what `state_dict` returned (by default nothing: the default `state_dict` saves nothing)."""
+        return None
 
     def write_media(self, media_dir: Path) -> dict[str, Path]:
         """Write media for the end of training or `lab eval --video` (sample grids as PNG,
@@ -159,4 +160,5 @@ class Algorithm(ABC):
         return {}
 
     def close(self) -> None:
-        """Release envs, threads, files."""
+        """Release envs, threads, files (by default nothing: an algorithm holding none need not override it)."""
+        return None
