@@ -116,8 +116,6 @@ def _convert_number(value: Any, integer: bool, where: str) -> int | float:
         raise LabError(f"{where} expects {'an integer' if integer else 'a number'}; got '{value}'") from None
 
 
-# PyYAML ships no type stubs and types-PyYAML is not a dev dependency, so mypy sees SafeLoader as Any
-# (with the stubs installed this class type-checks, and warn_unused_ignores asks for the ignore to go).
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects a key set twice in one mapping (plain YAML keeps the last silently)."""
 
