@@ -8,6 +8,7 @@ run directory, set-up failures on any rank stop them all.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import shutil
@@ -65,14 +66,51 @@ def in_process_group(entry: Entry) -> Entry:
     return joined  # type: ignore[return-value]
 
 
-def round_budget(algo_cls: type[Algorithm], config: Any, steps: int) -> int:
-    """`steps` rounded up to what the algorithm can stop at (whole rollouts, whole vector steps)."""
+# A budget the step multiple inflates more than this many times is refused: up to 2x (a budget
+# of at least half a step) the run ends within one step of what was asked, which is what
+# rounding is for; beyond, one step is much larger than the whole budget asked for, which is
+# a setting that does not fit the budget (a --num-envs 100000 with --steps 2048 meant 3.2M
+# steps, and a first rollout no one waited for), so the run would cost what no one asked for.
+ROUNDING_LIMIT = 2
+
+
+def round_budget(algo_cls: type[Algorithm], config: Any, steps: int, asked: str | None = None) -> int:
+    """`steps` rounded up to what the algorithm can stop at (whole rollouts, whole vector steps);
+    a budget that rounding would inflate more than ROUNDING_LIMIT times is a LabError naming the
+    settings that make one step so large. `asked`: where the budget came from, for the messages."""
     multiple = max(1, int(algo_cls.step_multiple(config)))
     rounded = -(-steps // multiple) * multiple
+    asked = asked or f"--steps {steps}"
+    if rounded > ROUNDING_LIMIT * steps:
+        causes = _step_settings(algo_cls, config)
+        made = f" with {' and '.join(causes)}" if causes else " with these settings"
+        lower = f"lower {' or '.join(cause.split()[0] for cause in causes)}" if causes else "change those settings"
+        raise LabError(f"{asked} would be rounded up to {rounded:,} steps ({rounded / steps:,.0f}x): {algo_cls.name} "
+                       f"advances {multiple:,} steps at a time{made}; {lower} for a budget near {steps:,}, or pass "
+                       f"--steps {rounded} if you mean one step that long")
     if rounded != steps and distributed.is_main():
-        print(f"note: --steps {steps} rounded up to {rounded}: {algo_cls.name} advances "
+        print(f"note: {asked} rounded up to {rounded}: {algo_cls.name} advances "
               f"{multiple} steps at a time with these settings", file=sys.stderr)
     return rounded
+
+
+def _step_settings(algo_cls: type[Algorithm], config: Any) -> list[str]:
+    """The settings that make one step larger than 1 ('--n-steps 32', '--num-envs 100000'):
+    the integer settings above 1 without which (set to 1) the step multiple shrinks."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return []
+    multiple, causes = algo_cls.step_multiple(config), []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if type(value) is not int or value <= 1:
+            continue
+        try:
+            smaller = algo_cls.step_multiple(dataclasses.replace(config, **{field.name: 1}))
+        except (ValueError, TypeError, LabError):  # the settings' own checks refuse 1 there
+            continue
+        if smaller < multiple:
+            causes.append(f"--{field.name.replace('_', '-')} {value}")
+    return causes
 
 
 def _config_doc(lab: Lab, session: Session, resolved: Resolved, target: int) -> dict[str, Any]:
@@ -97,16 +135,16 @@ def _config_doc(lab: Lab, session: Session, resolved: Resolved, target: int) -> 
 
 def _budget(algo_cls: type[Algorithm], resolved: Resolved) -> None:
     """Neither --steps nor --epochs: the preset's budget (RL Zoo's n_timesteps), else the algorithm's."""
-    run = resolved.run
+    run, asked = resolved.run, None
     if run.steps is None and run.epochs is None:
         if resolved.preset_steps is not None:
-            run.steps = resolved.preset_steps
+            run.steps, asked = resolved.preset_steps, f"the preset's budget of {resolved.preset_steps:,} steps"
         elif algo_cls.default_steps is not None:
-            run.steps = algo_cls.default_steps
+            run.steps, asked = algo_cls.default_steps, f"the default budget of {algo_cls.default_steps:,} steps"
         else:
             run.epochs = algo_cls.default_epochs
     if run.steps is not None:
-        run.steps = round_budget(algo_cls, resolved.algo, run.steps)
+        run.steps = round_budget(algo_cls, resolved.algo, run.steps, asked)
 
 
 def check_settings(lab: Lab, algo_name: str, cli: dict[str, Any],
