@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lab.api import LabError
+from lab.memory import allocating, tensor_bytes
 
 Normalize = Literal["unit", "symmetric"] | tuple[tuple[float, ...], tuple[float, ...]] | None
 Placement = Literal["auto", "device", "host"]
@@ -100,8 +101,13 @@ class DataBuffer:
         self.on_device = self._fits(images, placement)
         self._stream = None
         if self.on_device:
-            self.images = images.to(self.device)
-            self.labels = None if labels is None else labels.long().to(self.device)
+            nbytes = 0 if self.device.type == "cpu" else tensor_bytes(tuple(images.shape), images.dtype) + (
+                0 if labels is None else tensor_bytes(tuple(labels.shape), torch.int64))
+            with allocating(f"{self.num_samples:,} images of {'x'.join(map(str, self.image_shape))}", nbytes, self.device,
+                            "pass a smaller --image-size, or leave placement to 'auto' (it keeps the data in "
+                            "host memory when the device is short)"):
+                self.images = images.to(self.device)
+                self.labels = None if labels is None else labels.long().to(self.device)
         else:
             pin = self.device.type == "cuda"
             self.images = images.contiguous().pin_memory() if pin else images.contiguous()

@@ -26,6 +26,7 @@ from lab.api import LabError
 from lab.api.state import rows_state
 from lab.buffers.boundaries import step_flags
 from lab.buffers.sumtree import SumTree
+from lab.memory import allocating, tensor_bytes
 
 STATE_VERSION = 2  # 2: slot contents under "rows" (chunked in checkpoints); 1 is still read
 
@@ -50,6 +51,20 @@ class ReplayBatch(NamedTuple):
     discounts: torch.Tensor
     weights: torch.Tensor
     indices: torch.Tensor
+
+
+def replay_bytes(slots: int, num_envs: int, frame_shape: tuple[int, ...], observation_dtype: torch.dtype,
+                 action_shape: tuple[int, ...], action_dtype: torch.dtype, prioritized: bool) -> int:
+    """The bytes a `ReplayBuffer` allocates: per slot and env a frame, an action, a float32
+    reward and four one-byte flags; per slot a count; with prioritized replay its sum tree."""
+    cells = (slots, num_envs)
+    nbytes = (tensor_bytes(cells + tuple(frame_shape), observation_dtype)
+              + tensor_bytes(cells + tuple(action_shape), action_dtype)
+              + tensor_bytes(cells, torch.float32) + 4 * tensor_bytes(cells, torch.bool)
+              + tensor_bytes((slots,), torch.int64) + tensor_bytes((num_envs, *frame_shape), observation_dtype))
+    if prioritized:
+        nbytes += 2 * (1 << max(0, (slots * num_envs - 1).bit_length())) * torch.float64.itemsize
+    return nbytes
 
 
 class ReplayBuffer:
@@ -125,23 +140,29 @@ class ReplayBuffer:
         self.generator = generator
 
         shape, dev = (slots, num_envs), self.device
-        self.frames = torch.zeros(shape + self.frame_shape, dtype=observation_dtype, device=dev)
-        self.actions = torch.zeros(shape + self.action_shape, dtype=action_dtype, device=dev)
-        self.rewards = torch.zeros(shape, dtype=torch.float32, device=dev)
-        self.valid = torch.zeros(shape, dtype=torch.bool, device=dev)
-        self.terminated = torch.zeros(shape, dtype=torch.bool, device=dev)
-        self.truncated = torch.zeros(shape, dtype=torch.bool, device=dev)
-        # Slots since the episode's first one, clamped at frame_stack: enough to rebuild a
-        # stack, or the frame_stack + 1 window that holds a stack and its successor.
-        self.since_start = torch.zeros(shape, dtype=torch.uint8, device=dev)
-        # cumulative_valid[slot of step a] = valid transitions in steps 0..a that have
-        # become sampleable; lets uniform sampling skip invalid slots exactly.
-        self.cumulative_valid = torch.zeros(slots, dtype=torch.int64, device=dev)
-        self._valid_total = torch.zeros((), dtype=torch.int64, device=dev)
-        self._done_prev = torch.zeros(num_envs, dtype=torch.bool, device=dev)
-        self._start_next = torch.ones(num_envs, dtype=torch.bool, device=dev)
-        self._frame_rows = self.frames.view(-1, *self.frame_shape)  # flat (slot * num_envs + env) rows
-        self._last_next_frame = torch.zeros((num_envs, *self.frame_shape), dtype=observation_dtype, device=dev)
+        nbytes = replay_bytes(slots, num_envs, self.frame_shape, observation_dtype, self.action_shape, action_dtype,
+                              prioritized)
+        with allocating(f"a replay of {self.capacity:,} transitions", nbytes, dev,
+                        "lower --buffer-size (the transitions the replay keeps)"):
+            self.frames = torch.zeros(shape + self.frame_shape, dtype=observation_dtype, device=dev)
+            self.actions = torch.zeros(shape + self.action_shape, dtype=action_dtype, device=dev)
+            self.rewards = torch.zeros(shape, dtype=torch.float32, device=dev)
+            self.valid = torch.zeros(shape, dtype=torch.bool, device=dev)
+            self.terminated = torch.zeros(shape, dtype=torch.bool, device=dev)
+            self.truncated = torch.zeros(shape, dtype=torch.bool, device=dev)
+            # Slots since the episode's first one, clamped at frame_stack: enough to rebuild a
+            # stack, or the frame_stack + 1 window that holds a stack and its successor.
+            self.since_start = torch.zeros(shape, dtype=torch.uint8, device=dev)
+            # cumulative_valid[slot of step a] = valid transitions in steps 0..a that have
+            # become sampleable; lets uniform sampling skip invalid slots exactly.
+            self.cumulative_valid = torch.zeros(slots, dtype=torch.int64, device=dev)
+            self._valid_total = torch.zeros((), dtype=torch.int64, device=dev)
+            self._done_prev = torch.zeros(num_envs, dtype=torch.bool, device=dev)
+            self._start_next = torch.ones(num_envs, dtype=torch.bool, device=dev)
+            self._frame_rows = self.frames.view(-1, *self.frame_shape)  # flat (slot * num_envs + env) rows
+            self._last_next_frame = torch.zeros((num_envs, *self.frame_shape), dtype=observation_dtype, device=dev)
+            if prioritized:
+                self.tree = SumTree(slots * num_envs, dev)
         self._steps = 0  # adds so far (the absolute step of the next slot)
         self._since_cap = frame_stack  # enough for a window of frame_stack + 1 frames
         self._stack_offsets = torch.arange(frame_stack - 1, -1, -1, device=dev)
@@ -150,7 +171,6 @@ class ReplayBuffer:
         self._gamma_powers = gamma ** torch.arange(n_step + 1, dtype=torch.float32, device=dev)
         self._env_ids = torch.arange(num_envs, device=dev)
         if prioritized:
-            self.tree = SumTree(slots * num_envs, dev)
             self._max_priority = torch.ones((), dtype=torch.float64, device=dev)
 
     # ------------------------------------------------------------------ adding

@@ -19,6 +19,7 @@ import torch
 
 from lab.api import LabError
 from lab.buffers.boundaries import step_flags
+from lab.memory import allocating, tensor_bytes
 
 
 class RolloutBatch(NamedTuple):
@@ -32,6 +33,16 @@ class RolloutBatch(NamedTuple):
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+
+
+def rollout_bytes(num_steps: int, num_envs: int, observation_shape: tuple[int, ...], action_shape: tuple[int, ...],
+                  observation_dtype: torch.dtype, action_dtype: torch.dtype) -> int:
+    """The bytes a `RolloutBuffer` allocates: per transition the observation, the action, five
+    float32 (log-probability, value, reward, advantage, return) and three flags."""
+    shape = (num_steps, num_envs)
+    return (tensor_bytes(shape + tuple(observation_shape), observation_dtype)
+            + tensor_bytes(shape + tuple(action_shape), action_dtype)
+            + 5 * tensor_bytes(shape, torch.float32) + 3 * tensor_bytes(shape, torch.bool) + num_envs)
 
 
 class RolloutBuffer:
@@ -53,16 +64,20 @@ class RolloutBuffer:
         self.observation_shape, self.action_shape = tuple(observation_shape), tuple(action_shape)
         self.device = torch.device(device)
         shape, dev = (num_steps, num_envs), self.device
-        self.observations = torch.zeros(shape + self.observation_shape, dtype=observation_dtype, device=dev)
-        self.actions = torch.zeros(shape + self.action_shape, dtype=action_dtype, device=dev)
-        self.log_probs = torch.zeros(shape, device=dev)
-        self.values = torch.zeros(shape, device=dev)
-        self.rewards = torch.zeros(shape, device=dev)
-        self.terminated = torch.zeros(shape, dtype=torch.bool, device=dev)
-        self.truncated = torch.zeros(shape, dtype=torch.bool, device=dev)
-        self.valid = torch.zeros(shape, dtype=torch.bool, device=dev)
-        self.advantages = torch.zeros(shape, device=dev)
-        self.returns = torch.zeros(shape, device=dev)
+        nbytes = rollout_bytes(num_steps, num_envs, self.observation_shape, self.action_shape, observation_dtype,
+                               action_dtype)
+        with allocating(f"a rollout of {num_steps:,} steps x {num_envs:,} envs", nbytes, dev,
+                        "lower --n-steps or --num-envs (a rollout holds n_steps x num_envs transitions)"):
+            self.observations = torch.zeros(shape + self.observation_shape, dtype=observation_dtype, device=dev)
+            self.actions = torch.zeros(shape + self.action_shape, dtype=action_dtype, device=dev)
+            self.log_probs = torch.zeros(shape, device=dev)
+            self.values = torch.zeros(shape, device=dev)
+            self.rewards = torch.zeros(shape, device=dev)
+            self.terminated = torch.zeros(shape, dtype=torch.bool, device=dev)
+            self.truncated = torch.zeros(shape, dtype=torch.bool, device=dev)
+            self.valid = torch.zeros(shape, dtype=torch.bool, device=dev)
+            self.advantages = torch.zeros(shape, device=dev)
+            self.returns = torch.zeros(shape, device=dev)
         self.step = 0
         # Whether each env's last step ended its episode (its next step is an autoreset step):
         # carried across rollouts, and part of an agent's checkpoint for an exact resume.
