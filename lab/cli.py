@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from lab.api import LabError, flag
-from lab.api.errors import close_matches
+from lab.api.errors import close_matches, one_line
 from lab.run.run_config import RunConfig
 from lab.run.settings import config_fields, load_yaml_file
 from lab.signals import STOP, SetupInterrupted, stop_when_orphaned  # first: Ctrl-C handling
@@ -48,11 +48,11 @@ def _load(args: argparse.Namespace):
 
     lab = getattr(args, "loaded", None) or load_lab(args.plugins_dir)
     for warning in lab.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {one_line(warning)}", file=sys.stderr)
     if args.command != "plugins":
         for info in lab.failures:
-            print(f"warning: plugin '{info.name}' failed to load ({info.error}); the others are loaded",
-                  file=sys.stderr)
+            failure = f"plugin '{info.name}' failed to load ({info.error}); the others are loaded"
+            print(f"warning: {one_line(failure)}", file=sys.stderr)
     return lab
 
 

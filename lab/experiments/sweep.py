@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from lab.api import LabError, flag
+from lab.api.errors import shorten
 from lab.experiments.jobs import Job, continue_or_start, flag_value
 
 METHODS = ("grid", "random", "bayes")
@@ -71,31 +72,33 @@ def load_sweep(path: Path) -> Sweep:
         raise LabError(f"sweep spec '{path}' needs a `parameters:` mapping (W&B's sweep format)")
     method = spec.get("method", "grid")
     if method not in METHODS:
-        raise LabError(f"unknown sweep method '{method}'; use one of {', '.join(METHODS)}")
+        raise LabError(f"unknown sweep method '{shorten(method)}'; use one of {', '.join(METHODS)}")
     metric = spec.get("metric") or {}
     if not isinstance(metric, dict):
         raise LabError("`metric:` must be a mapping like {name: eval/return_mean, goal: maximize}")
     goal = metric.get("goal", "maximize")
     if goal not in ("maximize", "minimize"):
-        raise LabError(f"metric goal must be maximize or minimize, got '{goal}'")
+        raise LabError(f"metric goal must be maximize or minimize, got '{shorten(goal)}'")
     parameters: dict[str, dict[str, Any]] = {}
     for name, param in spec["parameters"].items():
         if not isinstance(param, dict):
-            raise LabError(f"parameter '{name}' must be a mapping ({{value: X}}, {{values: [...]}} or {{min: A, max: B}})")
-        _check_parameter(str(name), param, method)
+            raise LabError(f"parameter '{shorten(name)}' must be a mapping "
+                           "({value: X}, {values: [...]} or {min: A, max: B})")
+        _check_parameter(shorten(name), param, method)
         parameters[str(name).replace("-", "_")] = param
     if "value" not in parameters.get("algo", {}):
         raise LabError("the sweep needs the algorithm as a fixed parameter: `algo: {value: dqn}`")
     name = str(spec.get("name") or path.stem)
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise LabError(f"sweep name '{name}' must be letters, digits, '-', '_' or '.' (it names the runs)")
+        raise LabError(f"sweep name '{shorten(name)}' must be letters, digits, '-', '_' or '.' (it names the runs)")
     return Sweep(name, method, metric.get("name"), goal, parameters, spec)
 
 
 def _check_parameter(name: str, param: dict[str, Any], method: str) -> None:
+    """One LabError for a parameter W&B would refuse; `name` is the parameter as messages show it."""
     kind = distribution(param)
     if kind not in DISTRIBUTIONS:
-        raise LabError(f"parameter '{name}': unknown distribution '{kind}'; use one of {', '.join(DISTRIBUTIONS)}")
+        raise LabError(f"parameter '{name}': unknown distribution '{shorten(kind)}'; use one of {', '.join(DISTRIBUTIONS)}")
     if kind == "categorical" and not (isinstance(param.get("values"), list) and param["values"]):
         raise LabError(f"parameter '{name}': `values:` must be a non-empty list")
     if kind in ("uniform", "int_uniform", "q_uniform", "log_uniform", "log_uniform_values"):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from lab.api import LabError, flag
-from lab.api.errors import close_matches
+from lab.api.errors import close_matches, shorten
 from lab.run.run_config import RUN_FIELDS, RunConfig, split_optional
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def _convert_choice(value: Any, choices: tuple[Any, ...], where: str) -> Any:
         value = "true" if value else "false"
     if value in choices:
         return value
-    raise LabError(f"{where} must be one of {', '.join(map(str, choices))}; got '{value}'")
+    raise LabError(f"{where} must be one of {', '.join(map(str, choices))}; got '{shorten(value)}'")
 
 
 def _convert_bool(value: Any, where: str) -> bool:
@@ -95,13 +95,13 @@ def _convert_bool(value: Any, where: str) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise LabError(f"{where} must be true or false; got '{value}'")
+    raise LabError(f"{where} must be true or false; got '{shorten(value)}'")
 
 
 def _convert_number(value: Any, integer: bool, where: str) -> int | float:
     """An int field's value (`1e6`, `1_000` and 3.0 are integers, 2.5 is not) or a float field's."""
     if isinstance(value, bool):
-        raise LabError(f"{where} expects {'an integer' if integer else 'a number'}; got '{value}'")
+        raise LabError(f"{where} expects {'an integer' if integer else 'a number'}; got '{shorten(value)}'")
     try:
         if integer:
             if isinstance(value, float) and value.is_integer():
@@ -113,7 +113,7 @@ def _convert_number(value: Any, integer: bool, where: str) -> int | float:
             return int(as_float) if ("e" in text.lower() or "." in text) else int(text)
         return float(value)
     except (TypeError, ValueError):
-        raise LabError(f"{where} expects {'an integer' if integer else 'a number'}; got '{value}'") from None
+        raise LabError(f"{where} expects {'an integer' if integer else 'a number'}; got '{shorten(value)}'") from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -223,7 +223,7 @@ def named_preset(algo_cls: type[Algorithm], name: str) -> tuple[str, dict[str, A
     """`--preset NAME`: the algorithm's preset under that key, or a LabError naming its presets."""
     if name not in algo_cls.presets:
         choices = ", ".join(algo_cls.presets) or "none"
-        raise LabError(f"{algo_cls.name} has no preset '{name}'{close_matches(name, algo_cls.presets)}; "
+        raise LabError(f"{algo_cls.name} has no preset '{shorten(name)}'{close_matches(name, algo_cls.presets)}; "
                        f"--preset takes one of: {choices}")
     return name, dict(algo_cls.presets[name])
 
@@ -278,7 +278,7 @@ def resolve(algo_cls: type[Algorithm], cli: dict[str, Any], file_values: dict[st
     for key in list(file_values) + list(cli):
         if key not in known:
             raise LabError(
-                f"unknown setting '{key}' for {algo_cls.name}{close_matches(key, known)}; "
+                f"unknown setting '{shorten(key)}' for {algo_cls.name}{close_matches(key, known)}; "
                 f"run `lab train {algo_cls.name} --help` to list settings"
             )
     merged = {**file_values, **cli}
@@ -297,7 +297,7 @@ def resolve(algo_cls: type[Algorithm], cli: dict[str, Any], file_values: dict[st
     mine = _fields(options_cls) if options_cls is not None else set()
     for key in [] if from_run_folder else merged:
         if key in owners and owners[key].kind is OwnerKind.ENV_FAMILY and key not in mine:
-            where = f"--env {env}" if env else f"--data {merged.get('data')}"
+            where = f"--env {shorten(env)}" if env else f"--data {shorten(merged.get('data'))}"
             raise LabError(f"--{flag(key)} is a setting of {owners[key]}; {where} takes no such setting")
     return Resolved(
         run=_build(RunConfig, {k: v for k, v in values.items() if k in RUN_FIELDS}),
