@@ -3,9 +3,16 @@ print megabytes, and settings that cannot mean anything (inf, a network of width
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import pytest
+
 from lab.api import LabError
 from lab.api.errors import MESSAGE_LIMIT, one_line, shorten
 from lab.cli import main
+from lab.run import yamlfile
+from lab.run.settings import load_yaml_file
 
 
 def laughs(levels: int = 9, key: str = "lol") -> str:
@@ -51,3 +58,83 @@ def test_a_huge_value_is_quoted_short(toy_plugins, capsys, tmp_path):
     (tmp_path / "c.yaml").write_text(f"seed: {'9' * 100_000}x\n")
     one_error(capsys, ["train", "toy", "--data", "toy-data", "--config", "c.yaml"],
               "--seed expects an integer", "(100,001 characters)")
+
+
+# --- one bounded reader for every YAML the lab reads ---------------------------------------------
+
+@pytest.mark.parametrize("command", ["compare", "eval", "resume", "train --config", "runs"])
+def test_billion_laughs_in_a_run_folder_is_one_line(toy_plugins, capsys, tmp_path, command):
+    run = tmp_path / "runs" / "laughs"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("algo: toy\nrun:\n  seed: 1\nconfig:\n" + laughs().replace("lol", "  lol"))
+    assert (run / "config.yaml").stat().st_size < 2000
+    if command == "runs":  # the listing marks it unreadable and goes on
+        assert main(["runs"]) == 0 and "laughs" in capsys.readouterr().out
+        return
+    argv = ["train", "toy", "--data", "toy-data", "--config", str(run / "config.yaml")] \
+        if command == "train --config" else [command, str(run)]
+    one_error(capsys, argv, "config.yaml' expands to more than 100,000 values", "aliases")
+
+
+def test_the_reader_stops_at_the_cap_however_far_the_aliases_go():
+    text = laughs(levels=40)  # 9**40 values from 2 KB
+    start = time.perf_counter()
+    with pytest.raises(LabError, match="expands to more than 100,000 values"):
+        yamlfile.load_yaml(text, "x")
+    assert time.perf_counter() - start < 0.5
+
+
+def test_billion_laughs_in_a_sweep_spec_is_one_short_line(capsys, tmp_path):
+    (tmp_path / "spec.yaml").write_text(laughs() + "method: *a8\nparameters: {algo: {value: toy}}\n")
+    one_error(capsys, ["sweep", "spec.yaml"], "sweep spec 'spec.yaml' expands to more than 100,000 values")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a: &a [*a]\n", "alias inside the value its anchor marks"),  # never ends
+    ("a: &a {b: *a}\n", "alias inside the value its anchor marks"),
+    ("a: " + "[" * 60 + "]" * 60 + "\n", "nests deeper than 50 levels"),
+    # a 900 KB string repeated by aliases: few values, gigabytes of text
+    ("s: &s " + "x" * 900_000 + "\nl: [" + ", ".join(["*s"] * 20) + "]\n", "more than 10 MB of text"),
+    ("seed: 1\nseed: 2\n", "sets 'seed' twice (line 2)"),
+    ("a: " + "1" * 5000 + "\n", "is not valid YAML"),  # an int past Python's 4300 digits
+])
+def test_what_the_reader_refuses(tmp_path, text, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(LabError, match=r"config file .*c\.yaml") as caught:
+        load_yaml_file(path)
+    assert expected in str(caught.value)
+
+
+def test_a_file_past_the_size_cap_is_refused_unread(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("# " + "x" * yamlfile.MAX_BYTES + "\nseed: 1\n")
+    start = time.perf_counter()
+    with pytest.raises(LabError, match=r"config file '.*big.yaml' is over 1 MB"):
+        load_yaml_file(path)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_aliases_and_merge_keys_within_the_caps_still_work(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &base {learning_rate: 0.1, seed: 3}\nrun:\n  <<: *base\n  seed: 4\n"
+                    "config: {batch_size: 2, widths: &w [8, 8], more: *w}\n")
+    values = load_yaml_file(path)
+    assert values == {"learning_rate": 0.1, "seed": 4, "batch_size": 2, "widths": [8, 8], "more": [8, 8]}
+    # just under the cap: 9**5 = 59,049 strings read, not refused
+    assert len(yamlfile.load_yaml(laughs(levels=5), "x")["lol4"]) == 9
+
+
+def test_duplicate_key_in_a_sweep_spec_is_refused(capsys, tmp_path):
+    (tmp_path / "spec.yaml").write_text("method: grid\nmethod: random\nparameters: {algo: {value: toy}}\n")
+    one_error(capsys, ["sweep", "spec.yaml"], "sweep spec 'spec.yaml' sets 'method' twice (line 2)")
+
+
+def test_config_folder_says_it_is_a_folder(toy_plugins, capsys, tmp_path):
+    (tmp_path / "settings").mkdir()
+    one_error(capsys, ["train", "toy", "--data", "toy-data", "--config", "settings"],
+              "config file 'settings' is a folder", "pass a YAML file to --config")
+    (tmp_path / "settings" / "config.yaml").write_text("seed: 2\n")
+    one_error(capsys, ["train", "toy", "--data", "toy-data", "--config", "settings"],
+              "is a folder", f"pass --config {Path('settings') / 'config.yaml'}")
+    one_error(capsys, ["sweep", "settings"], "sweep spec 'settings' is a folder")

@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lab.api import LabError, flag
 from lab.api.errors import shorten
 from lab.experiments.jobs import Job, continue_or_start, flag_value
+from lab.run.yamlfile import read_yaml
 
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform",
@@ -62,12 +61,11 @@ class Sweep:
 
 def load_sweep(path: Path) -> Sweep:
     """Read and check a sweep spec; every mistake is one LabError naming the fix."""
+    if path.is_dir():
+        raise LabError(f"sweep spec '{path}' is a folder; pass a YAML file in W&B's sweep format (see docs/cli.md: Sweeps)")
     if not path.is_file():
         raise LabError(f"sweep spec '{path}' not found; pass a YAML file in W&B's sweep format (see docs/cli.md: Sweeps)")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise LabError(f"sweep spec '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
+    spec = read_yaml(path, f"sweep spec '{path}'")
     if not isinstance(spec, dict) or not isinstance(spec.get("parameters"), dict):
         raise LabError(f"sweep spec '{path}' needs a `parameters:` mapping (W&B's sweep format)")
     method = spec.get("method", "grid")

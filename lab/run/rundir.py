@@ -18,6 +18,7 @@ import yaml
 
 from lab.api import LabError
 from lab.atomic import atomic_write
+from lab.run.yamlfile import InvalidYAML, read_yaml
 
 VERSIONED = ("arcade-lab", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3", "pluggy", "wandb", "tensorboard")
 
@@ -180,8 +181,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise LabError(f"'{run_dir}' is not a run directory (no config.yaml); pass a directory made by `lab train`")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
+        doc = read_yaml(path, f"'{path}'")
+    except InvalidYAML:
         doc = None
     if not isinstance(doc, dict) or "algo" not in doc or "run" not in doc:
         raise LabError(f"'{path}' is corrupt (not the YAML `lab train` wrote); restore it or start a new run")

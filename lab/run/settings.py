@@ -18,11 +18,10 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from lab.api import LabError, flag
 from lab.api.errors import close_matches, shorten
 from lab.run.run_config import RUN_FIELDS, RunConfig, split_optional
+from lab.run.yamlfile import read_yaml
 
 if TYPE_CHECKING:
     from lab.api import Algorithm, EnvFamily
@@ -116,51 +115,17 @@ def _convert_number(value: Any, integer: bool, where: str) -> int | float:
         raise LabError(f"{where} expects {'an integer' if integer else 'a number'}; got '{shorten(value)}'") from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key set twice in one mapping (plain YAML keeps the last silently)."""
-
-    source = "YAML"
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden on purpose
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-            except TypeError:  # unhashable key: the base class reports it
-                continue
-            if duplicate:
-                raise LabError(f"{self.source} sets '{key}' twice (line {key_node.start_mark.line + 1}); keep one")
-            seen.add(key)
-        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
-        return mapping
-
-
-def safe_load_unique(text: str | bytes, source: str) -> Any:
-    """yaml.safe_load for user files, where a duplicate key or a syntax error is a LabError.
-
-    `source` names the file in messages, e.g. "config file 'x.yaml'".
-    """
-    try:
-        loader = _UniqueKeyLoader(text)  # bytes are decoded here: a bad encoding fails already
-        loader.source = source
-        try:
-            return loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LabError(f"{source} is not valid YAML ({detail}); fix it") from None
-
-
 def load_yaml_file(path: str | Path) -> dict[str, Any]:
     """Read a --config file: flat `field: value` pairs, or the `run:`/`config:` shape of config.yaml."""
     path = Path(path)
+    if path.is_dir():
+        inside = path / "config.yaml"
+        hint = f"to repeat that run's settings pass --config {inside}" if inside.is_file() else "pass a YAML file to --config"
+        raise LabError(f"config file '{path}' is a folder; {hint}")
     if not path.is_file():
-        raise LabError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
-    data = safe_load_unique(path.read_bytes(), f"config file '{path}'")
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise LabError(f"config file '{path}' {problem}; pass an existing YAML file to --config")
+    data = read_yaml(path, f"config file '{path}'")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -173,7 +138,7 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
                 raise LabError(f"config file '{path}': '{section}' must be a mapping")
             flat.update(part)
         flat.pop("name", None)  # a reproduction is a new run, not the same directory
-        return {k.replace("-", "_"): v for k, v in flat.items()}
+        return {str(k).replace("-", "_"): v for k, v in flat.items()}
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
