@@ -22,6 +22,7 @@ Adam, both critics as one batched network with one optimizer.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +51,8 @@ class EntropyCoefficient:
             initial = float(number)
         except ValueError:
             raise ValueError(f"--ent-coef takes a number, auto or auto_X, got {text!r}") from None
-        if not initial > 0:
-            raise ValueError(f"--ent-coef must be positive, got {text}")
+        if not 0 < initial < math.inf:
+            raise ValueError(f"--ent-coef must be a positive finite number, got {text}")
         return cls(initial, tuned)
 
 
@@ -60,9 +61,12 @@ def parse_target_entropy(text: str) -> float | None:
     if text == "auto":
         return None
     try:
-        return float(text)
+        target = float(text)
     except ValueError:
         raise ValueError(f"--target-entropy takes a number or auto, got {text!r}") from None
+    if not math.isfinite(target):
+        raise ValueError(f"--target-entropy must be a finite number (or auto), got {text}")
+    return target
 
 
 @dataclass

@@ -60,7 +60,7 @@ class VAEConfig(SampleQualityConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, positive=("latent_dim", "learning_rate", "batch_size", "eval_batch_size",
-                                     "iw_samples", "iw_images", "iw_k"))
+                                     "iw_samples", "iw_images", "iw_k"), at_least_one=("hidden", "channels"))
 
 
 class Encoder(nn.Module):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.api import LabError
+from lab.api import LabError, check_ranges
 from lab.api.errors import MESSAGE_LIMIT, one_line, shorten
 from lab.cli import main
 from lab.run import yamlfile
@@ -138,3 +138,54 @@ def test_config_folder_says_it_is_a_folder(toy_plugins, capsys, tmp_path):
     one_error(capsys, ["train", "toy", "--data", "toy-data", "--config", "settings"],
               "is a folder", f"pass --config {Path('settings') / 'config.yaml'}")
     one_error(capsys, ["sweep", "settings"], "sweep spec 'settings' is a folder")
+
+
+# --- settings that cannot mean anything -----------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400"])
+def test_a_non_finite_number_is_refused(toy_plugins, capsys, value):
+    one_error(capsys, ["train", "toy", "--data", "toy-data", "--learning-rate", value],
+              f"--learning-rate must be a finite number; got '{value}'")
+
+
+def test_a_non_finite_number_in_yaml_is_refused(toy_plugins, capsys, tmp_path):
+    (tmp_path / "c.yaml").write_text("learning_rate: .inf\n")
+    one_error(capsys, ["train", "toy", "--data", "toy-data", "--config", "c.yaml"],
+              "--learning-rate must be a finite number")
+
+
+@pytest.mark.parametrize("algo, argv", [
+    ("ppo", ["--env", "CartPole-v1", "--net-arch", "0"]),
+    ("dqn", ["--env", "CartPole-v1", "--net-arch", "64,0"]),
+    ("sac", ["--env", "Pendulum-v1", "--net-arch", "-1"]),
+    ("vae", ["--data", "mnist", "--hidden", "0"]),
+    ("mlp", ["--data", "mnist", "--hidden", "512,0"]),
+    ("cnn", ["--data", "mnist", "--widths", "0"]),
+])
+def test_a_layer_of_width_zero_is_refused(capsys, algo, argv):
+    flag = argv[2]
+    one_error(capsys, ["train", algo, *argv], f"{flag} must be >= 1 in every entry, got {argv[3]}")
+    assert not list(Path("runs").glob("*"))
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--ent-coef", "inf", "--ent-coef must be a positive finite number"),
+    ("--ent-coef", "auto_inf", "--ent-coef must be a positive finite number"),
+    ("--target-entropy", "nan", "--target-entropy must be a finite number"),
+])
+def test_sac_string_numbers_are_finite(capsys, flag, value, expected):
+    one_error(capsys, ["train", "sac", "--env", "Pendulum-v1", flag, value], expected)
+
+
+def test_check_ranges_refuses_non_finite_values_and_checks_every_entry():
+    class Config:
+        learning_rate = float("inf")
+        net_arch = (64, 0)
+        widths: tuple[int, ...] = ()
+        gamma = None
+
+    with pytest.raises(ValueError, match="--learning-rate must be a finite number, got inf"):
+        check_ranges(Config(), positive=("learning_rate",))
+    with pytest.raises(ValueError, match="--net-arch must be >= 1 in every entry, got 64,0"):
+        check_ranges(Config(), at_least_one=("net_arch",))
+    check_ranges(Config(), at_least_one=("widths",), fraction=("gamma",))  # none to check: passes

@@ -9,9 +9,12 @@ and a preset entry (`lab.run.settings` resolves them: defaults < preset < `--con
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import field
 from typing import Any
+
+from lab.api.errors import shorten
 
 _NO_DEFAULT: Any = dataclasses.MISSING
 
@@ -43,14 +46,23 @@ def check_ranges(config: Any, **rules: Sequence[str]) -> None:
 
     `check_ranges(self, positive=("learning_rate",), fraction=("gamma",))`; the rules are
     positive, at_least_one, non_negative, fraction ([0, 1]) and below_one ([0, 1)). A None
-    value (an optional setting left off) passes; NaN fails every rule.
+    value (an optional setting left off) passes; a tuple (`net_arch`: widths) must keep the
+    rule in every entry; NaN and inf fail every rule.
     """
     for rule, names in rules.items():
         test, says = _RULES[rule]
         for name in names:
             value = getattr(config, name)
-            if value is not None and not test(value):
-                raise ValueError(f"--{flag(name)} {says}, got {value}")
+            several = isinstance(value, (tuple, list))
+            entries = value if several else () if value is None else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in entries):
+                problem = "must be a finite number"
+            elif not all(test(v) for v in entries):
+                problem = says
+            else:
+                continue
+            shown = shorten(",".join(map(str, value))) if several else shorten(value)
+            raise ValueError(f"--{flag(name)} {problem}{' in every entry' * several}, got {shown}")
 
 
 def flag(name: str) -> str:

@@ -55,7 +55,7 @@ class OffPolicyConfig:
     checkpoint_replay_buffer: bool = option(True, "save the replay buffer with checkpoints")
 
     def __post_init__(self) -> None:
-        check_ranges(self, at_least_one=("buffer_size", "batch_size", "train_freq", "num_envs"),
+        check_ranges(self, at_least_one=("buffer_size", "batch_size", "train_freq", "num_envs", "net_arch"),
                      positive=("learning_rate",), fraction=("tau", "gamma"), non_negative=("learning_starts",))
         if self.gradient_steps == 0 or self.gradient_steps < -1:
             raise ValueError(f"--gradient-steps must be >= 1 or -1, got {self.gradient_steps}")

@@ -60,7 +60,7 @@ class OnPolicyConfig:
         "and CleanRL evaluate Atari: a greedy policy can stall after a lost life)")
 
     def __post_init__(self) -> None:
-        check_ranges(self, at_least_one=("n_steps", "num_envs"),
+        check_ranges(self, at_least_one=("n_steps", "num_envs", "net_arch"),
                      positive=("learning_rate", "max_grad_norm"), fraction=("gamma", "gae_lambda"),
                      non_negative=("ent_coef", "vf_coef"))
 

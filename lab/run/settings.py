@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
@@ -110,9 +111,12 @@ def _convert_number(value: Any, integer: bool, where: str) -> int | float:
             if not as_float.is_integer():
                 raise ValueError
             return int(as_float) if ("e" in text.lower() or "." in text) else int(text)
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past a float's range
         raise LabError(f"{where} expects {'an integer' if integer else 'a number'}; got '{shorten(value)}'") from None
+    if not math.isfinite(number):  # no setting means anything by inf or nan: `none` turns an optional one off
+        raise LabError(f"{where} must be a finite number; got '{shorten(value)}'")
+    return number
 
 
 def load_yaml_file(path: str | Path) -> dict[str, Any]:

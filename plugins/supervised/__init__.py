@@ -88,6 +88,10 @@ class MLPConfig(TrainConfig):
     dropout: float = option(0.2, "dropout after each hidden layer")
     learning_rate: float = option(0.05, "peak learning rate")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, at_least_one=("hidden",))
+
 
 @dataclass
 class CNNConfig(TrainConfig):
@@ -99,6 +103,10 @@ class CNNConfig(TrainConfig):
     learning_rate: float = option(0.1, "peak learning rate")
     label_smoothing: float = option(0.1, "cross-entropy label smoothing")
     augment: bool = option(True, "random crops (and flips if --flip) on the device")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, at_least_one=("widths", "convs_per_block"))
 
 
 def labelled(data: object, algo: str) -> ImageDataset:
