@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.api import LabError, hookimpl
+from lab.files import check_output
 from lab.generative.base import ImageGenerator
 from lab.generative.images import save_grid, translate_folder
 
@@ -61,6 +62,7 @@ def sample(args: argparse.Namespace, lab: Any) -> int:
                            "(gan, vae, cyclegan)")
         if args.input is not None:
             out = Path(args.out or "translated")
+            check_output(out, "--out", folder=True)
             count = translate_folder(model, Path(args.input), out, args.direction or "a2b")
             print(f"translated {count} images ({args.direction or 'a2b'}) into {out}/")
             return 0
@@ -69,7 +71,8 @@ def sample(args: argparse.Namespace, lab: Any) -> int:
             raise LabError(f"--out '{out}' must name a .png file for the sample grid")
         if out.exists():
             raise LabError(f"'{out}' exists; pass another --out (lab sample never overwrites)")
-        save_grid(model.sample(n), out)
+        check_output(out, "--out")
+        save_grid(model.sample(n), out, refused=("write the sample grid", "choose another --out"))
         print(f"wrote {n} samples to {out}")
         return 0
     finally:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from lab.api import LabError, RunStatus
 from lab.experiments.jobs import Job, run_jobs
 from lab.experiments.sweep import Sweep, distribution, train_args, trial_name
+from lab.files import make_folder, writing
 from lab.run.events import Observer, StopRun
 from lab.run.rundir import lock_holder, read_summary
 
@@ -47,8 +48,8 @@ SQLITE = "sqlite:///"
 
 def default_storage(sweep: Sweep, runs_dir: Path) -> str:
     """A SQLite file in the sweep's folder."""
-    folder = runs_dir / f"{sweep.name}.sweep"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(runs_dir / f"{sweep.name}.sweep", "create the sweep folder",
+                         "choose another --runs-dir (or --storage)")
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
@@ -101,7 +102,10 @@ def study_lock(storage: str) -> Iterator[None]:
     if not storage.startswith(SQLITE):
         yield
         return
-    with open(f"{storage.removeprefix(SQLITE)}.lock", "a") as lock:
+    path = Path(f"{storage.removeprefix(SQLITE)}.lock")
+    with writing(path, "lock the study", "choose another --storage"):
+        lock = open(path, "a")  # closed by the `with` below
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

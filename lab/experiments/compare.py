@@ -22,6 +22,7 @@ import numpy as np
 from lab.api import LabError
 from lab.api.errors import unknown
 from lab.experiments.aggregates import bootstrap_band, final_intervals, performance_profile
+from lab.files import check_output, writing
 from lab.run.rundir import read_config, read_metrics, read_summary
 
 if TYPE_CHECKING:
@@ -421,6 +422,7 @@ def compare(run_dirs: list[Path], metric: str | None, out: Path, by: str | None 
     table alone."""
     if table not in TABLE_FORMATS:
         raise LabError(f"--table must be one of {', '.join(TABLE_FORMATS)} (got {table!r})")
+    check_output(out, "--out")  # before the work, as the suffix is
     curves = [read_reference(path) for path in references or []]
     comparison = compare_data(run_dirs, metric, by, x, registry, band, estimator)
     import matplotlib
@@ -447,10 +449,12 @@ def compare(run_dirs: list[Path], metric: str | None, out: Path, by: str | None 
     ax.legend(fontsize="small", title=f"{what}; band: {BANDS[band]}", title_fontsize="small",
               loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over it
     ax.grid(alpha=0.3)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with writing(out, "write the plot", "choose another --out"):
+            fig.savefig(out, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     written = [f"plot: {out}"]
     profiled = {g.legend: g.normalized for g in comparison.groups if g.normalized is not None}
     if profiled:
@@ -472,6 +476,9 @@ def plot_profile(scores: dict[str, np.ndarray], out: Path) -> Path:
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with writing(out, "write the performance profile", "choose another --out"):
+            fig.savefig(out, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return out

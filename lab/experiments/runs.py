@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.api import LabError, RunStatus
+from lab.files import FileFault
 from lab.run.checkpoint import checkpoint_step
 from lab.run.rundir import lock_holder, read_config, read_metrics, write_summary
 
@@ -40,7 +41,8 @@ def rebuild_summary(run_dir: Path) -> dict[str, Any] | None:
     """summary.json again for a run that lost it (deleted, or killed before it ended): the last
     value of each metric from metrics.jsonl, the step and best value from checkpoints/latest.pt,
     finished if that reached the budget config.yaml records, else interrupted. Written
-    atomically and returned; None when there is no checkpoint to rebuild from."""
+    atomically (where the folder takes it) and returned; None when there is no checkpoint to
+    rebuild from."""
     path = run_dir / "checkpoints" / "latest.pt"
     if not path.is_file():
         return None
@@ -60,7 +62,12 @@ def rebuild_summary(run_dir: Path) -> dict[str, Any] | None:
     summary.update({"status": status.value, "global_step": step,
                     "target_steps": target, "elapsed_s": runner.get("elapsed"), "best": runner.get("best"),
                     "best_step": runner.get("best_step"), "rebuilt": True})
-    write_summary(run_dir, summary)
+    try:
+        write_summary(run_dir, summary)
+    except FileFault as exc:  # a folder `lab runs` may only read (a colleague's): the table shows it anyway
+        print(f"note: rebuilt the summary of {run_dir} from metrics.jsonl and checkpoints/latest.pt, but {exc}",
+              file=sys.stderr)
+        return summary
     print(f"note: rebuilt {run_dir / 'summary.json'} from metrics.jsonl and checkpoints/latest.pt", file=sys.stderr)
     return summary
 

@@ -13,6 +13,7 @@ import torch
 
 from lab.api import LabError
 from lab.atomic import atomic_write
+from lab.files import INSTEAD, make_folder
 
 if TYPE_CHECKING:
     from lab.generative.base import ImageGenerator
@@ -39,18 +40,20 @@ def grid(images: torch.Tensor, columns: int | None = None, pad: int = 2) -> np.n
     return canvas
 
 
-def write_png(picture: np.ndarray, path: Path) -> Path:
-    """An (H, W, C) uint8 RGB or grey picture as a PNG, written atomically."""
+def write_png(picture: np.ndarray, path: Path, refused: tuple[str, str] = ("write image", INSTEAD)) -> Path:
+    """An (H, W, C) uint8 RGB or grey picture as a PNG, written atomically; `refused`: how a
+    file system that refuses it is worded (`lab.files`: what was being done, how to write elsewhere)."""
     bgr = picture[..., ::-1] if picture.shape[-1] == 3 else picture
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))
     if not ok:
         raise LabError(f"could not encode a PNG for {path}")
-    atomic_write(path, lambda handle: handle.write(encoded.tobytes()))
+    atomic_write(path, lambda handle: handle.write(encoded.tobytes()), *refused)
     return path
 
 
-def save_grid(images: torch.Tensor, path: Path, columns: int | None = None) -> Path:
-    return write_png(grid(images, columns), path)
+def save_grid(images: torch.Tensor, path: Path, columns: int | None = None,
+              refused: tuple[str, str] = ("write image", INSTEAD)) -> Path:
+    return write_png(grid(images, columns), path, refused)
 
 
 def read_folder(folder: Path, shape: tuple[int, int, int]) -> tuple[list[Path], torch.Tensor]:
@@ -79,9 +82,10 @@ def translate_folder(model: ImageGenerator, source: Path, out: Path, direction: 
     paths, images = read_folder(source, model.image_shape)
     if out.resolve() == source.resolve():
         raise LabError("--out must differ from --input: translating in place would overwrite the originals")
-    out.mkdir(parents=True, exist_ok=True)
+    refused = ("write the translated image", "choose another --out")
+    make_folder(out, "create the output folder", refused[1], parents=False)  # its parent must exist, as for mkdir
     for start in range(0, len(images), batch):
         translated = model.translate(images[start : start + batch], direction)
         for path, image in zip(paths[start : start + batch], translated, strict=True):
-            write_png(image.permute(1, 2, 0).numpy(), out / f"{path.stem}.png")
+            write_png(image.permute(1, 2, 0).numpy(), out / f"{path.stem}.png", refused)
     return len(paths)

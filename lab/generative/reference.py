@@ -119,12 +119,8 @@ def _cached(data: ImageDataset, device: torch.device) -> tuple[ImageClassifier, 
         model = fit_reference_cnn(data.train_images, data.train_labels, classes, device)
         state = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "classes": classes,
                  "input_shape": list(data.image_shape)}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda handle: torch.save({"algo": "cnn", "global_step": 0, "algorithm": state}, handle))
-        except OSError as exc:
-            raise LabError(f"cannot cache the reference classifier in {path.parent} ({exc.strerror}); "
-                           "set LAB_CACHE_DIR to a writable folder") from None
+        atomic_write(path, lambda handle: torch.save({"algo": "cnn", "global_step": 0, "algorithm": state}, handle),
+                     "cache the reference classifier as", "set LAB_CACHE_DIR to a writable folder")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)["algorithm"]
         shape = tuple(int(v) for v in state["input_shape"])

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from lab.api import Context, LabError, Policy, VecEnv
+from lab.files import writing
 
 MAX_EVAL_ENVS = 8
 
@@ -128,8 +129,9 @@ def record_video(
         fps = int(getattr(env, "render_fps", 30))
     finally:
         env.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimwrite(path, [_even(frame) for frame in frames], fps=fps, codec="libx264", macro_block_size=1)
+    with writing(path, "write video", "move the run folder where there is room"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        imageio.mimwrite(path, [_even(frame) for frame in frames], fps=fps, codec="libx264", macro_block_size=1)
     return path
 
 

@@ -22,26 +22,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours parts of its weights_only
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` so that `path` always holds either the old or the new complete file; a
     disk that is full or read-only is one LabError (the older file stays as it was)."""
-    try:
-        atomic_write(path, lambda handle: torch.save(state, handle))
-    except (OSError, RuntimeError) as exc:
-        reason = _write_failure(exc)
-        if reason is None:
-            raise
-        raise LabError(f"cannot write checkpoint '{path}' ({reason}); the older checkpoints are kept: free disk space "
-                       f"or make the folder writable, then `lab resume {path.parent.parent}`") from None
-
-
-def _write_failure(exc: BaseException | None) -> str | None:
-    """Why a write failed, when it was the file system (full, read-only, no permission), else None.
-    torch.save reports a failed write of its zip writer as a RuntimeError around the OSError."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            return exc.strerror or str(exc)
-        if isinstance(exc, RuntimeError) and "write" in str(exc).lower() and "fail" in str(exc).lower():
-            return str(exc).splitlines()[0][:120]
-        exc = exc.__cause__ or exc.__context__
-    return None
+    atomic_write(path, lambda handle: torch.save(state, handle), "write checkpoint",
+                 "move the run folder where there is room",
+                 f"the older checkpoints are kept: once fixed, `lab resume {path.parent.parent}` continues the run")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -23,6 +23,7 @@ from lab.api import (
     VecEnv,
 )
 from lab.api.envs import Episode
+from lab.files import make_folder
 from lab.rl.evaluation import evaluate_policy, evaluation_seed, record_video
 from lab.run.compile import CompileSetting, HotFunction
 from lab.run.registry import Registry
@@ -67,9 +68,7 @@ class RunContext:
     @property
     def media_dir(self) -> Path:
         """The run's media/ folder (made on first use); name new files with `media_path`."""
-        path = self.run_dir / "media"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return make_folder(self.run_dir / "media", "create the media folder", "move the run folder where there is room")
 
     def media_path(self, stem: str, suffix: str) -> Path:
         """A new file in media/ named after `stem`: media is never overwritten (a `lab eval

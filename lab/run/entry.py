@@ -30,6 +30,7 @@ from lab.run.events import Observer
 from lab.run.policy import AgentPolicy
 from lab.run.rundir import (
     RunLock,
+    atomic_write_text,
     create_run_dir,
     default_run_name,
     git_commit,
@@ -373,7 +374,7 @@ def evaluate_run(lab: Lab, run_dir: Path, episodes: int | None = None, video: bo
                 if hasattr(env_options, "eval_sticky_actions") else {}
             result = {"checkpoint": checkpoint, "global_step": session.algo.global_step,
                       "episodes": session.run.eval_episodes, **protocol, **metrics, "media": media}
-            (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2) + "\n")
             session.tracker.finish({**read_summary(run_dir), **metrics})
         finally:
             session.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lab.api import check_ranges, option
+from lab.files import name_max
 
 
 @dataclass
@@ -60,6 +61,11 @@ class RunConfig:
             raise ValueError("give either --steps or --epochs, not both")
         if self.name is not None and not _valid_name(self.name):
             raise ValueError(f"--name '{self.name}' may only use letters, digits, '.', '_' and '-'")
+        if self.name is not None:
+            size, limit = len(self.name.encode()), name_max(self.resolved_runs_dir)
+            if size > limit:
+                raise ValueError(f"--name is {size} bytes long, and names on the file system of "
+                                 f"'{self.resolved_runs_dir}' hold at most {limit}; choose a shorter --name")
         if self.trackers is not None:
             given = self.trackers.split(",") if isinstance(self.trackers, str) else self.trackers
             names = [str(n).strip() for n in given]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -18,6 +19,7 @@ import yaml
 
 from lab.api import LabError
 from lab.atomic import atomic_write
+from lab.files import writing
 from lab.run.yamlfile import InvalidYAML, read_yaml
 
 VERSIONED = ("arcade-lab", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3", "pluggy", "wandb", "tensorboard")
@@ -31,24 +33,43 @@ def default_run_name(algo: str, target: str | None, seed: int | None) -> str:
 
 def create_run_dir(root: Path, name: str) -> Path:
     """Make a new run directory; an existing one is never reused or overwritten, except one a
-    killed `lab train` left with nothing in it but its lock (it died before it wrote anything)."""
+    killed `lab train` left with nothing in it but its lock (it died before it wrote anything).
+    A file system that refuses it is one line (`lab.files`)."""
     run_dir = root / name
-    if run_dir.exists() and _only_a_dead_lock(run_dir):
+    if run_dir.is_dir() and _only_a_dead_lock(run_dir):
         print(f"note: '{run_dir}' holds only the lock of a process killed as it started; taking it",
               file=sys.stderr)
         (run_dir / ".lock").unlink(missing_ok=True)
         if (run_dir / "checkpoints").is_dir():
             (run_dir / "checkpoints").rmdir()
         run_dir.rmdir()
-    if run_dir.exists():
-        raise LabError(
-            f"run '{run_dir}' already exists; choose another --name, or continue it with `lab resume {run_dir}`"
-        )
-    try:
-        (run_dir / "checkpoints").mkdir(parents=True)
-    except OSError as exc:
-        raise LabError(f"cannot create run directory '{run_dir}' ({exc.strerror}); check --runs-dir") from None
+    if run_dir.exists() or run_dir.is_symlink():
+        raise LabError(_name_taken(run_dir))
+    made = False
+    with writing(run_dir, "create run folder", "choose another --runs-dir"):
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir()  # not exist_ok: of two processes given one name, one gets it
+            made = True
+            (run_dir / "checkpoints").mkdir()
+        except BaseException:
+            if made:  # the empty folder just made, and nothing else
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
+            raise
     return run_dir
+
+
+def _name_taken(run_dir: Path) -> str:
+    """Why `lab train --name` cannot make `run_dir`, which exists, and the way on."""
+    if not run_dir.is_dir():
+        return f"'{run_dir}' is a file, not a run folder; choose another --name, or move the file away"
+    holder = lock_holder(run_dir)
+    if holder:
+        return f"run '{run_dir}' already exists and is in use by {holder}; choose another --name"
+    if not (run_dir / "config.yaml").is_file():
+        return f"'{run_dir}' already exists and is not a run folder (no config.yaml); choose another --name"
+    return f"run '{run_dir}' already exists; choose another --name, or continue it with `lab resume {run_dir}`"
 
 
 def _only_a_dead_lock(run_dir: Path) -> bool:
@@ -89,13 +110,11 @@ class RunLock:
         self._file: Any = None
 
     def acquire(self, command: str) -> RunLock:
+        run_dir = self.path.parent
+        refused = (self.path, "lock run", "copy the run folder somewhere writable and use the copy")
         while True:
-            try:
+            with writing(*refused):
                 handle = open(self.path, "a+", encoding="utf-8")
-            except OSError as exc:
-                raise LabError(f"cannot lock run '{self.path.parent}' ({exc.strerror or exc}): `lab {command}` writes "
-                               "into the run folder; free disk space, or make the folder writable (or copy it "
-                               "somewhere writable) and try again") from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -103,7 +122,7 @@ class RunLock:
                 holder = handle.read().strip() or "another process"
                 handle.close()
                 raise LabError(
-                    f"run '{self.path.parent}' is in use by {holder}; wait for it to finish, "
+                    f"run '{run_dir}' is in use by {holder}; wait for it to finish, "
                     "or stop it (Ctrl-C in its terminal, or kill -INT PID) and try again"
                 ) from None
             if os.path.exists(self.path) and os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino:
@@ -114,17 +133,17 @@ class RunLock:
         if stale:
             print(f"note: taking over the lock of {stale}, which is no longer running", file=sys.stderr)
         try:
-            handle.seek(0)
-            handle.truncate()
-            started = time.strftime("%Y-%m-%d %H:%M:%S")
-            handle.write(f"pid {os.getpid()} on {socket.gethostname()} (`lab {command}` since {started})\n")
-            handle.flush()
-        except OSError as exc:
+            with writing(*refused):
+                handle.seek(0)
+                handle.truncate()
+                started = time.strftime("%Y-%m-%d %H:%M:%S")
+                handle.write(f"pid {os.getpid()} on {socket.gethostname()} (`lab {command}` since {started})\n")
+                handle.flush()
+        except LabError:
             handle.close()
-            raise LabError(f"cannot lock run '{self.path.parent}' ({exc.strerror or exc}): free disk space and "
-                           "try again") from None
+            raise
         self._file = handle
-        remove_stale_temporaries(self.path.parent)
+        remove_stale_temporaries(run_dir)
         return self
 
     def wait_until_free(self, seconds: float) -> None:

@@ -35,6 +35,7 @@ import torch
 from lab import distributed
 from lab.api import Algorithm, LabError, RunInfo, RunStatus, jsonable
 from lab.device import resolve_device, resolve_precision, training_threads
+from lab.files import FileFault
 from lab.run.checkpoint import CheckpointWriter, checkpoint_step, load_algorithm_state, restart_note, saved_horizon
 from lab.run.context import RunContext
 from lab.run.discovery import Lab
@@ -321,9 +322,8 @@ class Session:
         }
         try:
             write_summary(self.run_dir, summary)
-        except OSError as exc:  # a full or read-only disk: the checkpoints already say where the run is
-            print(f"warning: cannot write {self.run_dir / 'summary.json'} ({exc.strerror or exc}); "
-                  "`lab runs` rebuilds it from metrics.jsonl and the checkpoint", file=sys.stderr)
+        except FileFault as exc:  # a full or read-only disk: the checkpoints already say where the run is
+            print(f"warning: {exc}; `lab runs` rebuilds it from metrics.jsonl and the checkpoint", file=sys.stderr)
         try:
             self.observers.ended(status, summary, message)
         finally:

@@ -14,6 +14,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lab.files import writing
+
 
 def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(true, predicted) counts as an int64 (num_classes, num_classes) tensor."""
@@ -23,8 +25,9 @@ def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_class
 
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    with writing(path, "write image", "move the run folder where there is room"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
 
 

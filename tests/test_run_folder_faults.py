@@ -1,0 +1,206 @@
+"""A file system that refuses a run's files is one line (issue 32: no traceback left).
+
+The faults are real ones that hold for root too: a name longer than the file system takes,
+a path through a regular file, a folder where a file belongs, /dev/full (a write that finds
+no space), /proc and /sys (file systems that take no new files)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import lab, ok, one_line_error, runs_dir
+from lab.api import LabError
+from lab.atomic import atomic_write
+from lab.files import FileFault, fault, make_folder, name_max, writing
+
+pytestmark = pytest.mark.usefixtures("toy_plugins")
+
+TOY = ["train", "toy", "--data", "toy-data"]
+LONG = "n" * 300  # over NAME_MAX (255 on every Linux file system the lab runs on)
+
+
+def toy_run(capsys, name: str = "r", steps: int = 3) -> Path:
+    ok(capsys, *TOY, "--steps", str(steps), "--name", name)
+    return runs_dir() / name
+
+
+def refused(call) -> str:
+    """The FileFault `call` raises, as its one line."""
+    with pytest.raises(FileFault) as caught:
+        call()
+    line = str(caught.value)
+    assert "\n" not in line and line.startswith("cannot "), line
+    return line
+
+
+# -- the one place: lab.files turns each real fault into its line ---------------------------------------
+
+
+def test_a_name_longer_than_the_file_system_takes(tmp_path):
+    line = refused(lambda: atomic_write(tmp_path / LONG / "config.yaml", lambda h: h.write(b"x")))
+    assert "(File name too long)" in line and "is 300 bytes" in line and f"at most {name_max(tmp_path)}" in line
+    assert LONG not in line, "an over-long name is cut in the message"
+
+
+def test_a_path_through_a_regular_file(tmp_path):
+    (tmp_path / "plain").write_text("a file\n")
+    line = refused(lambda: make_folder(tmp_path / "plain" / "run" / "checkpoints"))
+    assert "(Not a directory): 'plain' in that path is a file, not a folder; move it away" in line
+
+
+def test_a_file_where_a_folder_belongs_and_a_folder_where_a_file_belongs(tmp_path):
+    (tmp_path / "media").write_text("not a folder\n")
+    line = refused(lambda: make_folder(tmp_path / "media", "create the media folder"))
+    assert line.startswith("cannot create the media folder") and "(File exists)" in line
+    assert "(File exists): it is a file, not a folder; move it away" in line
+    (tmp_path / "eval.json").mkdir()
+    line = refused(lambda: atomic_write(tmp_path / "eval.json", lambda h: h.write(b"{}")))
+    assert "(Is a directory): it is a folder, not a file; move it away" in line
+    assert not list(tmp_path.glob(".eval.json.*.tmp")), "the temporary is removed"
+
+
+def test_a_full_disk_in_a_plain_write_and_in_torch_save():
+    with pytest.raises(FileFault) as caught, writing(Path("/dev/full"), "write metrics to"), \
+            open("/dev/full", "w") as handle:
+        handle.write("x" * 10_000)
+        handle.flush()
+    assert "(No space left on device): the disk is full; free space" in str(caught.value)
+    assert caught.value.errno == errno.ENOSPC
+    with pytest.raises(FileFault) as caught, writing(Path("/dev/full"), "write checkpoint"), \
+            open("/dev/full", "wb") as handle:
+        torch.save({"weights": torch.zeros(100_000)}, handle)
+    assert str(caught.value).startswith("cannot write checkpoint '/dev/full' (No space left on device)")
+
+
+def test_file_systems_that_take_no_new_files():
+    line = refused(lambda: make_folder(Path("/proc/lab-runs/x"), "create run folder", "choose another --runs-dir"))
+    assert "(No such file or directory): '/proc/lab-runs' does not exist and cannot be made in '/proc'" in line
+    assert line.endswith("choose another --runs-dir")
+    line = refused(lambda: make_folder(Path("/sys/lab-runs")))
+    assert any(reason in line for reason in ("(Operation not permitted)", "(Permission denied)",
+                                             "(Read-only file system)")), line
+
+
+def test_other_errors_pass_through_unchanged(tmp_path):
+    with pytest.raises(ValueError, match="not a file-system error"), writing(tmp_path / "x"):
+        raise ValueError("not a file-system error")
+    with pytest.raises(RuntimeError, match="a bug"), writing(tmp_path / "x"):
+        raise RuntimeError("a bug")
+    assert fault(KeyError("k"), tmp_path) is None
+    assert isinstance(fault(OSError(errno.EROFS, "Read-only file system"), tmp_path), LabError)
+
+
+# -- each file the lab makes goes through it --------------------------------------------------------------
+
+
+def test_a_run_name_longer_than_the_file_system_takes_is_refused_up_front(capsys):
+    line = one_line_error(capsys, [*TOY, "--steps", "3", "--name", LONG], "--name is 300 bytes long",
+                          f"at most {name_max(runs_dir())}", "choose a shorter --name")
+    assert not runs_dir().exists() or not any(runs_dir().iterdir()), line
+
+
+def test_a_run_folder_the_file_system_refuses_is_one_line(capsys, tmp_path):
+    from lab.run.rundir import create_run_dir
+
+    # a name made by the lab (a sweep's, a default one) rather than typed: the same line from mkdir
+    line = refused(lambda: create_run_dir(tmp_path / "runs", LONG))
+    assert line.startswith("cannot create run folder") and "(File name too long)" in line
+    (tmp_path / "plain").write_text("a file\n")
+    one_line_error(capsys, [*TOY, "--steps", "3", "--name", "x", "--runs-dir", str(tmp_path / "plain" / "runs")],
+                   "cannot create run folder", "(Not a directory)", "'plain' in that path is a file, not a folder",
+                   "choose another --runs-dir")
+    one_line_error(capsys, [*TOY, "--steps", "3", "--name", "x", "--runs-dir", "/proc/lab-runs"],
+                   "cannot create run folder '/proc/lab-runs/x'", "(No such file or directory)")
+
+
+def test_a_run_name_that_is_a_file_is_one_line_and_the_file_is_kept(capsys):
+    runs_dir().mkdir(parents=True)
+    (runs_dir() / "notes").write_text("mine\n")
+    one_line_error(capsys, [*TOY, "--steps", "3", "--name", "notes"],
+                   f"'{runs_dir() / 'notes'}' is a file, not a run folder", "choose another --name")
+    assert (runs_dir() / "notes").read_text() == "mine\n"
+
+
+def test_a_lock_file_that_is_a_folder_is_one_line(capsys):
+    run = toy_run(capsys)
+    (run / ".lock").mkdir()
+    one_line_error(capsys, ["resume", str(run), "--steps", "6"], f"cannot lock run '{run / '.lock'}'",
+                   "(Is a directory)", "move it away")
+
+
+def test_eval_json_and_summary_json_the_file_system_refuses(capsys):
+    run = toy_run(capsys)
+    (run / "eval.json").mkdir()
+    one_line_error(capsys, ["eval", str(run)], f"cannot write '{run / 'eval.json'}'", "(Is a directory)")
+    assert not (run / ".lock").exists(), "the lock is let go"
+    # summary.json refused at the end of a run: the checkpoint holds the run, so a warning, not a failure
+    (run / "summary.json").unlink()
+    (run / "summary.json").mkdir()
+    code, err = lab(capsys, "resume", str(run), "--steps", "6")
+    assert code == 0, err
+    assert f"warning: cannot write '{run / 'summary.json'}' (Is a directory)" in err and "Traceback" not in err
+
+
+def test_metrics_jsonl_on_a_full_disk_is_one_line(tmp_path):
+    from lab.plugins.jsonl_tracker import JsonlTracker
+
+    (tmp_path / "metrics.jsonl").symlink_to("/dev/full")
+    tracker = JsonlTracker(tmp_path / "metrics.jsonl", start_time=0.0)
+    line = refused(lambda: [tracker.log({"train/loss": 0.5}, step) for step in range(1000)])
+    assert line.startswith(f"cannot write metrics to '{tmp_path / 'metrics.jsonl'}' (No space left on device)")
+    tracker.finish({})
+    (tmp_path / "plain").write_text("x\n")
+    line = refused(lambda: JsonlTracker(tmp_path / "plain" / "metrics.jsonl", start_time=0.0))
+    assert "(Not a directory)" in line
+
+
+def test_the_sweep_folder_the_file_system_refuses(tmp_path):
+    from lab.experiments.bayes import default_storage
+    from lab.experiments.sweep import Sweep
+
+    (tmp_path / "plain").write_text("x\n")
+    sweep = Sweep("s", "bayes", None, "maximize", {}, {})
+    line = refused(lambda: default_storage(sweep, tmp_path / "plain"))
+    assert line.startswith("cannot create the sweep folder") and "(Not a directory)" in line
+
+
+# -- lab compare --out and lab sample --out make no folders -----------------------------------------------
+
+
+def test_compare_out_in_a_missing_folder_is_one_line_before_any_work(capsys):
+    run = toy_run(capsys)
+    one_line_error(capsys, ["compare", str(run), "--out", "a/b/c.png"], "--out 'a/b/c.png'",
+                   "the folder 'a/b' does not exist", "mkdir -p a/b")
+    assert not Path("a").exists(), "no folder is made"
+    Path("plain").write_text("x\n")
+    one_line_error(capsys, ["compare", str(run), "--out", "plain/c.png"], "'plain' is a file, not a folder",
+                   "choose another --out")
+    Path("plot.png").mkdir()
+    one_line_error(capsys, ["compare", str(run), "--out", "plot.png"], "--out 'plot.png' is a folder",
+                   "name the file to write")
+    Path("a").mkdir()
+    ok(capsys, "compare", str(run), "--out", "a/c.png")
+    assert Path("a/c.png").is_file()
+
+
+def test_sample_out_goes_into_a_folder_that_exists(tmp_path):
+    from lab.files import check_output
+
+    with pytest.raises(LabError, match=r"--out 'x/y/grid.png': the folder 'x/y' does not exist"):
+        check_output(Path("x/y/grid.png"), "--out")
+    with pytest.raises(LabError, match=r"--out 'x/translated': the folder 'x' does not exist"):
+        check_output(Path("x/translated"), "--out", folder=True)  # the output folder itself is made, not its parents
+    check_output(tmp_path / "translated", "--out", folder=True)
+    check_output(tmp_path, "--out", folder=True)  # translated images may go into a folder that exists
+    with pytest.raises(LabError, match=r"is a folder; name the file to write"):
+        check_output(tmp_path, "--out")
+
+
+def test_the_file_system_limit_is_read_where_the_runs_go(tmp_path):
+    assert name_max(tmp_path / "not" / "made" / "yet") == os.pathconf(tmp_path, "PC_NAME_MAX")
+    assert name_max(Path("/proc/nope/deeper")) > 0
