@@ -1,4 +1,5 @@
-"""A file system that refuses a run's files is one line (issue 32: no traceback left).
+"""A file system that refuses a run's files is one line, and every way out of a half-made run
+folder is the same one (issue 32: no traceback left).
 
 The faults are real ones that hold for root too: a name longer than the file system takes,
 a path through a regular file, a folder where a file belongs, /dev/full (a write that finds
@@ -16,6 +17,7 @@ import torch
 from conftest import lab, ok, one_line_error, runs_dir
 from lab.api import LabError
 from lab.atomic import atomic_write
+from lab.cli import main
 from lab.files import FileFault, fault, make_folder, name_max, writing
 
 pytestmark = pytest.mark.usefixtures("toy_plugins")
@@ -159,6 +161,21 @@ def test_metrics_jsonl_on_a_full_disk_is_one_line(tmp_path):
     assert "(Not a directory)" in line
 
 
+def test_replay_chunks_the_file_system_refuses_read_as_the_checkpoint():
+    from lab.api.state import rows_state
+    from lab.run.chunks import ChunkStore
+
+    run = Path("run")
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "replay").write_text("a file where the chunks go\n")
+    store = ChunkStore(run / "checkpoints" / "replay")
+    state = {"buffers": rows_state({"obs": torch.zeros(8, 2)}, steps=8, margin=0)}
+    line = refused(lambda: store.spill(state))
+    assert line.startswith("cannot write checkpoint 'run/checkpoints/replay/buffers.00000.at8.pt' (File exists)")
+    assert "'replay' in that path is a file, not a folder" in line
+    assert "it was the run's first, so nothing can resume the run" in line
+
+
 def test_the_sweep_folder_the_file_system_refuses(tmp_path):
     from lab.experiments.bayes import default_storage
     from lab.experiments.sweep import Sweep
@@ -199,6 +216,46 @@ def test_sample_out_goes_into_a_folder_that_exists(tmp_path):
     check_output(tmp_path, "--out", folder=True)  # translated images may go into a folder that exists
     with pytest.raises(LabError, match=r"is a folder; name the file to write"):
         check_output(tmp_path, "--out")
+
+
+# -- a run folder left without a checkpoint: one way on, from every command -------------------------------
+
+
+def test_a_run_without_a_checkpoint_gets_one_way_forward_from_resume_train_and_runs(capsys):
+    run = toy_run(capsys, "half")
+    for checkpoint in (run / "checkpoints").iterdir():  # what a full disk or a kill before the first one leaves
+        checkpoint.unlink()
+    (run / "summary.json").unlink()
+    way = f"delete it (`rm -r {run}`) and train it again, or train under another --name"
+    resume = one_line_error(capsys, ["resume", str(run)], "holds no checkpoint", "nothing can resume it", way)
+    train = one_line_error(capsys, [*TOY, "--steps", "3", "--name", "half"], "already exists", "holds no checkpoint",
+                           way)
+    assert "lab resume" not in resume + train, "neither points at the other"
+    assert main_runs(capsys)["half"].count(f"rm -r {run}") == 1
+    assert (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file(), "nothing is deleted for the user"
+
+
+def test_a_failed_first_checkpoint_points_the_same_way(capsys, tmp_path):
+    from lab.run.checkpoint import save_checkpoint
+
+    run = toy_run(capsys)
+    (run / "checkpoints" / "best.pt").unlink()
+    (run / "checkpoints" / "latest.pt").rename(run / "kept.pt")
+    (run / "checkpoints" / "latest.pt").mkdir()  # a write the file system refuses
+    line = refused(lambda: save_checkpoint({"global_step": 1}, run / "checkpoints" / "latest.pt"))
+    assert "it was the run's first, so nothing can resume the run: once fixed, delete it" in line
+    assert f"(`rm -r {run}`) and train it again, or train under another --name" in line
+    (run / "checkpoints" / "latest.pt").rmdir()
+    (run / "kept.pt").rename(run / "checkpoints" / "latest.pt")
+    (run / "checkpoints" / "best.pt").mkdir()
+    line = refused(lambda: save_checkpoint({"global_step": 1}, run / "checkpoints" / "best.pt"))
+    assert f"the older checkpoints are kept: once fixed, `lab resume {run}` continues the run" in line
+
+
+def main_runs(capsys) -> dict[str, str]:
+    """`lab runs` as {name: its row}."""
+    assert main(["runs"]) == 0
+    return {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("│")}
 
 
 def test_the_file_system_limit_is_read_where_the_runs_go(tmp_path):

@@ -80,12 +80,13 @@ def _status(run_dir: Path, summary: dict[str, Any]) -> tuple[str, Any]:
         return f"running ({holder.split(' (')[0]})", summary.get("global_step", "-")
     if holder == "":  # a lock left behind: its process was killed
         step = checkpoint_step(run_dir)
-        where = f"at step {step:,}; `lab resume` continues it" if step is not None else "before its first checkpoint"
+        where = f"at step {step:,}; `lab resume` continues it" if step is not None else \
+            f"before its first checkpoint; nothing to resume: `rm -r {run_dir}` and train again"
         return f"killed ({where})", step if step is not None else "-"
     if not summary:
         summary = rebuild_summary(run_dir) or {}
         if not summary:
-            return "no summary.json and no checkpoint: start it again with `lab train`", "-"
+            return f"no summary.json and no checkpoint; nothing to resume: `rm -r {run_dir}` and train again", "-"
     return str(summary.get("status", "-")), summary.get("global_step", "-")
 
 

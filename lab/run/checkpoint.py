@@ -15,6 +15,7 @@ from lab.api import Algorithm, LabError
 from lab.atomic import atomic_write
 from lab.run.chunks import FOLDER as CHUNK_FOLDER
 from lab.run.chunks import ChunkStore
+from lab.run.rundir import NEVER_CHECKPOINTED, after_failed_save, has_checkpoint, train_again
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours parts of its weights_only message
 
@@ -23,13 +24,15 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` so that `path` always holds either the old or the new complete file; a
     disk that is full or read-only is one LabError (the older file stays as it was)."""
     atomic_write(path, lambda handle: torch.save(state, handle), "write checkpoint",
-                 "move the run folder where there is room",
-                 f"the older checkpoints are kept: once fixed, `lab resume {path.parent.parent}` continues the run")
+                 "move the run folder where there is room", after_failed_save(path.parent.parent))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely; a missing or corrupt file is a LabError naming the fix."""
     if not path.is_file():
+        run_dir = path.parent.parent
+        if path.parent.name == "checkpoints" and (run_dir / "config.yaml").is_file() and not has_checkpoint(run_dir):
+            raise LabError(f"run '{run_dir}' {NEVER_CHECKPOINTED}; {train_again(run_dir)}")
         raise LabError(f"checkpoint '{path}' does not exist; the run has no saved state to continue from")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)

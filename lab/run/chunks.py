@@ -25,6 +25,7 @@ import torch
 from lab.api import LabError
 from lab.api.state import ROWS
 from lab.atomic import atomic_write
+from lab.run.rundir import after_failed_save
 
 CHUNK_BYTES = 32 * 2**20
 FOLDER = "replay"  # beside latest.pt: checkpoints/replay/
@@ -89,12 +90,15 @@ class ChunkStore:
         count = math.ceil(filled / chunk_rows)
         chunks = list(previous["chunks"][:count]) if previous is not None and changed is not None else []
         chunks += [""] * (count - len(chunks))
+        # a refused write reads as latest.pt's own (the chunks are part of the checkpoint)
+        refused = ("write checkpoint", "move the run folder where there is room",
+                   after_failed_save(self.folder.parent.parent))
         for k in range(count):
             if changed is None or k in changed or not chunks[k]:
                 rows = slice(k * chunk_rows, min((k + 1) * chunk_rows, filled))
                 part = {name: tensors[name][rows].to("cpu", copy=True) for name in names}
                 chunks[k] = f"{path.removeprefix('state.')}.{k:05d}.at{steps}.pt"
-                atomic_write(self.folder / chunks[k], functools.partial(torch.save, part))
+                atomic_write(self.folder / chunks[k], functools.partial(torch.save, part), *refused)
         return {ROWS: 1, "chunks": chunks, "slots": slots, "chunk_rows": chunk_rows, "names": names,
                 "steps": steps, "margin": margin, "filled": filled}
 

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from lab.api import Pace, RunStatus
 from lab.run.events import Observer
+from lab.run.rundir import train_again
 
 WIDTH = 80
 PLAIN_EVERY_S = 10.0
@@ -189,7 +190,7 @@ def run_report(algo: str, target: str | None, run_dir: Path, summary: dict[str, 
         lines.append("  last: " + ", ".join(others))
     lines.append(f"  run: {run_dir}")
     if not (run_dir / "checkpoints" / "latest.pt").is_file():
-        lines.append("  next: no checkpoint was saved; start again with `lab train`")
+        lines.append(f"  next: no checkpoint was saved, so nothing can resume it: {train_again(run_dir)}")
     elif status == RunStatus.INTERRUPTED:
         lines.append(f"  next: lab resume {run_dir}")
     elif status == RunStatus.FINISHED:

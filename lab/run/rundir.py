@@ -69,7 +69,33 @@ def _name_taken(run_dir: Path) -> str:
         return f"run '{run_dir}' already exists and is in use by {holder}; choose another --name"
     if not (run_dir / "config.yaml").is_file():
         return f"'{run_dir}' already exists and is not a run folder (no config.yaml); choose another --name"
+    if not has_checkpoint(run_dir):
+        return f"run '{run_dir}' already exists but {NEVER_CHECKPOINTED}; {train_again(run_dir)}"
     return f"run '{run_dir}' already exists; choose another --name, or continue it with `lab resume {run_dir}`"
+
+
+# what `lab train --name`, `lab resume`, a failed first checkpoint and `lab runs` all say of a run
+# folder left with its config.yaml but no checkpoint: one way on, the same from every command
+NEVER_CHECKPOINTED = ("holds no checkpoint (it stopped before saving its first one: a full disk, or a kill), "
+                      "so nothing can resume it")
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return any((run_dir / "checkpoints" / name).is_file() for name in ("latest.pt", "best.pt"))
+
+
+def train_again(run_dir: Path) -> str:
+    """The way on for a run folder that has no checkpoint: its metrics are the user's to delete."""
+    return f"delete it (`rm -r {run_dir}`) and train it again, or train under another --name"
+
+
+def after_failed_save(run_dir: Path) -> str:
+    """What a checkpoint write that failed leaves, and the way on: the older checkpoints and
+    `lab resume`; before the first checkpoint, nothing resumes, so the same way as `lab resume`
+    and `lab train --name` then give."""
+    if has_checkpoint(run_dir):
+        return f"the older checkpoints are kept: once fixed, `lab resume {run_dir}` continues the run"
+    return f"it was the run's first, so nothing can resume the run: once fixed, {train_again(run_dir)}"
 
 
 def _only_a_dead_lock(run_dir: Path) -> bool:
