@@ -130,6 +130,15 @@ def test_duplicate_key_in_a_sweep_spec_is_refused(capsys, tmp_path):
     one_error(capsys, ["sweep", "spec.yaml"], "sweep spec 'spec.yaml' sets 'method' twice (line 2)")
 
 
+def test_a_sweep_range_that_is_not_a_number_is_one_line(capsys, tmp_path):
+    for key, bad in (("min", "a"), ("max", "[1, 2]"), ("sigma", "x"), ("min", ".nan")):
+        param = {"min": "0.1", "max": "1", key: bad}
+        (tmp_path / "spec.yaml").write_text("method: random\nparameters:\n  algo: {value: toy}\n  learning_rate: {"
+                                            + ", ".join(f"{k}: {v}" for k, v in param.items()) + "}\n")
+        one_error(capsys, ["sweep", "spec.yaml", "--count", "1"],
+                  f"parameter 'learning_rate': `{key}:` must be a finite number")
+
+
 def test_config_folder_says_it_is_a_folder(toy_plugins, capsys, tmp_path):
     (tmp_path / "settings").mkdir()
     one_error(capsys, ["train", "toy", "--data", "toy-data", "--config", "settings"],

@@ -258,6 +258,23 @@ def main_runs(capsys) -> dict[str, str]:
     return {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("│")}
 
 
+# -- a corrupt or missing checkpoint: the advice names the run's other one ---------------------------------
+
+
+def test_a_corrupt_best_pt_points_at_latest_pt(capsys):
+    run = toy_run(capsys)
+    (run / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
+    line = one_line_error(capsys, ["eval", str(run), "--checkpoint", "best"], "best.pt' is corrupt",
+                          "restore it from a backup or use checkpoints/latest.pt (--checkpoint latest)")
+    assert "use checkpoints/best.pt" not in line
+    (run / "checkpoints" / "best.pt").unlink()
+    one_line_error(capsys, ["eval", str(run), "--checkpoint", "best"], "best.pt' does not exist",
+                   "use checkpoints/latest.pt (--checkpoint latest)")
+    (run / "checkpoints" / "latest.pt").write_bytes(b"not a checkpoint")
+    one_line_error(capsys, ["resume", str(run), "--steps", "6"], "latest.pt' is corrupt",
+                   "restore it from a backup (the run has no other checkpoint)")
+
+
 def test_the_file_system_limit_is_read_where_the_runs_go(tmp_path):
     assert name_max(tmp_path / "not" / "made" / "yet") == os.pathconf(tmp_path, "PC_NAME_MAX")
     assert name_max(Path("/proc/nope/deeper")) > 0

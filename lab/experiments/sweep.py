@@ -99,6 +99,10 @@ def _check_parameter(name: str, param: dict[str, Any], method: str) -> None:
         raise LabError(f"parameter '{name}': unknown distribution '{shorten(kind)}'; use one of {', '.join(DISTRIBUTIONS)}")
     if kind == "categorical" and not (isinstance(param.get("values"), list) and param["values"]):
         raise LabError(f"parameter '{name}': `values:` must be a non-empty list")
+    for key in ("min", "max", "mu", "sigma", "q"):
+        value = param.get(key)
+        if key in param and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise LabError(f"parameter '{name}': `{key}:` must be a finite number; got {shorten(value)}")
     if kind in ("uniform", "int_uniform", "q_uniform", "log_uniform", "log_uniform_values"):
         if "min" not in param or "max" not in param or not param["min"] < param["max"]:
             raise LabError(f"parameter '{name}': {kind} needs min < max")

@@ -28,12 +28,15 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely; a missing or corrupt file is a LabError naming the fix."""
+    """Load a checkpoint safely; a missing or corrupt file is a LabError naming the fix: the
+    run's other checkpoint where it has one."""
+    other = _other_checkpoint(path)
     if not path.is_file():
         run_dir = path.parent.parent
         if path.parent.name == "checkpoints" and (run_dir / "config.yaml").is_file() and not has_checkpoint(run_dir):
             raise LabError(f"run '{run_dir}' {NEVER_CHECKPOINTED}; {train_again(run_dir)}")
-        raise LabError(f"checkpoint '{path}' does not exist; the run has no saved state to continue from")
+        fix = f"use {other}" if other else "the run has no saved state to continue from"
+        raise LabError(f"checkpoint '{path}' does not exist; {fix}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as exc:
@@ -42,11 +45,21 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         detail = textwrap.shorten(first, width=120, placeholder=" ...")  # at a word boundary
         raise LabError(
             f"checkpoint '{path}' is corrupt or unreadable ({detail}); "
-            "restore it from a backup or use checkpoints/best.pt"
+            f"restore it from a backup{f' or use {other}' if other else ' (the run has no other checkpoint)'}"
         ) from None
     if not isinstance(state, dict) or "algorithm" not in state or "global_step" not in state:
         raise LabError(f"checkpoint '{path}' is not an arcade-lab checkpoint (missing keys); use a file the lab wrote")
     return state
+
+
+def _other_checkpoint(path: Path) -> str | None:
+    """The run's other checkpoint (best.pt for latest.pt and the reverse) where it exists, as
+    the advice names it: `checkpoints/best.pt (--checkpoint best)`."""
+    others = {"latest.pt": "best.pt", "best.pt": "latest.pt"}
+    if path.parent.name != "checkpoints" or path.name not in others or not (path.parent / others[path.name]).is_file():
+        return None
+    other = others[path.name]
+    return f"checkpoints/{other} (--checkpoint {other.removesuffix('.pt')})"
 
 
 def checkpoint_step(run_dir: Path) -> int | None:
