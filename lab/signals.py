@@ -1,5 +1,5 @@
 """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) for `lab train` / `lab resume`: finish the
-step, save, stop cleanly.
+step, save, stop cleanly, within seconds.
 
 The handler is installed as the command starts, before the heavy imports, and never
 raises inside them (a KeyboardInterrupt in the middle of importing numpy or torch leaves
@@ -8,6 +8,14 @@ at its next safe point (`raise_if_requested`). While training, the first signal 
 current step finish, then the runner saves a checkpoint; a second one stops at once
 (KeyboardInterrupt), except inside a `critical()` section such as a checkpoint write,
 which always completes first.
+
+A step may be long (a rollout of a million env steps, an evaluation of long games, a
+generator's sampling), and a cluster's preemption waits only so long after its SIGTERM.
+So every long loop asks `ctx.check_stop()` (`lab.run.context`), the one signal path: once
+the first signal has waited `GRACE_S` seconds (`overdue`), the check raises
+`lab.api.StopRequested` and the runner ends the run `interrupted` at its last consistent
+state (`lab.run.session`). Work that ends within the grace ends as before, with a checkpoint
+at this step.
 """
 
 from __future__ import annotations
@@ -15,11 +23,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Seconds the first signal lets the work in progress run before `ctx.check_stop()` cuts it
+# short. Most steps end well within it (then the run saves this step, and nothing is redone);
+# it leaves most of the 10 s a stop promises for unwinding, the checkpoint write and the exit.
+GRACE_S = 3.0
 
 
 class SetupInterrupted(Exception):
@@ -29,6 +42,7 @@ class SetupInterrupted(Exception):
 class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.since = 0.0  # time.monotonic() of the first signal
         self.training = False  # False: still setting up
         self.done = False  # True: the run has been saved and reported; only leaving is left
         self._previous: dict[int, Any] = {}
@@ -75,6 +89,11 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signum is not None
 
+    @property
+    def overdue(self) -> bool:
+        """A stop was requested at least GRACE_S seconds ago: the work in progress stops now."""
+        return self.signum is not None and time.monotonic() - self.since >= GRACE_S
+
     def exit_code(self) -> int:
         return 128 + (self.signum or signal.SIGINT)
 
@@ -90,9 +109,10 @@ class StopRequest:
             sys.stderr.flush()
             os._exit(self.exit_code() if self.signum is not None else 128 + signum)
         if self.signum is None:
-            self.signum = signum
+            self.signum, self.since = signum, time.monotonic()
             if self.training:
-                self._say(f"{name}: finishing this step, then saving a checkpoint (send again to stop at once)")
+                self._say(f"{name}: finishing this step, then saving a checkpoint; work still running in "
+                          f"{GRACE_S:g} s stops there (send again to stop at once)")
             return
         if self._critical:
             self._hard_stop = True

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from lab.api.agent import Agent
     from lab.api.algorithm import Algorithm, Kind, Pace, Target
     from lab.api.config import check_ranges, flag, option
-    from lab.api.context import Context, Policy, Precision, RandomStreams
+    from lab.api.context import Context, Policy, Precision, RandomStreams, StopRequested
     from lab.api.datasets import ImageDataset, UnpairedImageDataset, split_validation
     from lab.api.envs import EnvFamily, Episode, TrainingEnv, VecEnv
     from lab.api.errors import LabError
@@ -31,16 +31,17 @@ if TYPE_CHECKING:
 _HOME = {
     "Agent": "agent", "Algorithm": "algorithm", "Kind": "algorithm", "Pace": "algorithm", "Target": "algorithm",
     "check_ranges": "config", "flag": "config", "option": "config", "Context": "context", "Policy": "context",
-    "Precision": "context", "RandomStreams": "context", "ImageDataset": "datasets", "UnpairedImageDataset": "datasets",
-    "split_validation": "datasets", "EnvFamily": "envs", "Episode": "envs", "TrainingEnv": "envs", "VecEnv": "envs",
-    "LabError": "errors", "hookimpl": "hookspecs", "hookspec": "hookspecs", "RunInfo": "info", "RunStatus": "info",
-    "Tracker": "tracking", "jsonable": "tracking",
+    "Precision": "context", "RandomStreams": "context", "StopRequested": "context", "ImageDataset": "datasets",
+    "UnpairedImageDataset": "datasets", "split_validation": "datasets", "EnvFamily": "envs", "Episode": "envs",
+    "TrainingEnv": "envs", "VecEnv": "envs", "LabError": "errors", "hookimpl": "hookspecs", "hookspec": "hookspecs",
+    "RunInfo": "info", "RunStatus": "info", "Tracker": "tracking", "jsonable": "tracking",
 }
 # written out, not sorted(_HOME): type checkers read a literal __all__ as the names exported
 __all__ = [
     "Agent", "Algorithm", "Context", "EnvFamily", "Episode", "ImageDataset", "Kind", "LabError", "Pace", "Policy",
-    "Precision", "RandomStreams", "RunInfo", "RunStatus", "Target", "Tracker", "TrainingEnv", "UnpairedImageDataset",
-    "VecEnv", "check_ranges", "flag", "hookimpl", "hookspec", "jsonable", "option", "split_validation",
+    "Precision", "RandomStreams", "RunInfo", "RunStatus", "StopRequested", "Target", "Tracker", "TrainingEnv",
+    "UnpairedImageDataset", "VecEnv", "check_ranges", "flag", "hookimpl", "hookspec", "jsonable", "option",
+    "split_validation",
 ]
 
 

@@ -22,6 +22,16 @@ Precision = Literal["fp32", "bf16"]
 Policy = Callable[[torch.Tensor], torch.Tensor]
 
 
+class StopRequested(BaseException):
+    """Raised by `ctx.check_stop()`: a stop signal (Ctrl-C, SIGTERM, SIGHUP) came and the work
+    in progress did not end within the runner's grace, so the run stops here.
+
+    Let it propagate: the runner ends the run `interrupted` at its last consistent state (the
+    last checkpoint, or this step when only an evaluation or media was cut short). It derives
+    from BaseException, as KeyboardInterrupt does, so an `except Exception` does not swallow it.
+    """
+
+
 class RandomStreams(Protocol):
     """The run's named random streams: seeded from (run seed, name, rank), saved with every
     checkpoint and restored on resume, so adding a stream never shifts another."""
@@ -199,4 +209,15 @@ class Context(Protocol):
     def record_video(self, policy: Policy, path: Path, step: int, max_steps: int) -> Path:
         """One evaluation episode from the evaluation seed of `step`, at most `max_steps`
         agent steps, written to `path` as MP4."""
+        ...
+
+    def check_stop(self) -> None:
+        """Call it in every loop that can run long (a rollout's env steps, evaluation episodes,
+        sampling in chunks, a solver's steps): once a stop signal has waited a few seconds
+        (`lab.signals.GRACE_S`) for the work in progress to end, it raises `StopRequested`, so
+        a run stops within seconds wherever it is. A check is an attribute read; it does
+        nothing outside a training run (`lab eval`, `lab.load`). Under torchrun only the checks
+        inside `train_step` act, where every process makes the same calls: the processes agree
+        there (every few calls) and stop together; evaluations and media on rank 0 alone end
+        first."""
         ...

@@ -38,11 +38,13 @@ def episode_quotas(episodes: int, num_envs: int) -> np.ndarray:
     return quotas
 
 
-def run_episodes(env: VecEnv, policy: Policy, episodes: int) -> tuple[list[float], list[int]]:
+def run_episodes(env: VecEnv, policy: Policy, episodes: int,
+                 check_stop: Callable[[], None] = lambda: None) -> tuple[list[float], list[int]]:
     """Play `episodes` whole episodes on `env` with `policy`; returns (returns, lengths).
 
     Scores come from the evaluation env's rewards (unclipped there); the step after a
-    `terminated | truncated` is the NEXT_STEP autoreset and is not counted.
+    `terminated | truncated` is the NEXT_STEP autoreset and is not counted. `check_stop` is
+    called before every vector step (`ctx.check_stop`: long games stop within seconds of a signal).
     """
     if episodes < 1:
         raise LabError(f"--episodes must be >= 1 (got {episodes})")
@@ -54,6 +56,7 @@ def run_episodes(env: VecEnv, policy: Policy, episodes: int) -> tuple[list[float
     lengths: list[int] = []
     obs = env.reset()
     while remaining.any():
+        check_stop()
         with torch.inference_mode():
             actions = policy(obs)
         obs, reward, terminated, truncated, _ = env.step(actions)
@@ -99,7 +102,7 @@ def evaluate_policy(
     n = num_envs or min(episodes, MAX_EVAL_ENVS)
     env = ctx.make_env(num_envs=n, evaluation=True, seed=seed)
     try:
-        returns, lengths = run_episodes(env, policy, episodes)
+        returns, lengths = run_episodes(env, policy, episodes, ctx.check_stop)
     finally:
         env.close()
     return summarize(returns, lengths, normalized)
@@ -120,6 +123,7 @@ def record_video(
         obs = env.reset()
         frames = [env.render()]
         for _ in range(max_steps):
+            ctx.check_stop()
             with torch.inference_mode():
                 actions = policy(obs)
             obs, _, terminated, truncated, _ = env.step(actions)

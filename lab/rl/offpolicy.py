@@ -202,8 +202,10 @@ class OffPolicyAgent(Agent):
         self.collect()
         before, self.global_step = self.global_step, self.global_step + c.num_envs
         if self.global_step > c.learning_starts and self.buffer_ready():
-            steps = [self.gradient_step()
-                     for _ in range(crossings(before, self.global_step, c.train_freq) * self.steps_per_training)]
+            steps = []
+            for _ in range(crossings(before, self.global_step, c.train_freq) * self.steps_per_training):
+                self.ctx.check_stop()  # (a --train-freq of 100k: as many gradient steps in one train_step)
+                steps.append(self.gradient_step())
             for name in dict.fromkeys(name for step in steps for name in step):  # TD3's actor loss: some steps
                 values = [step[name] for step in steps if name in step]
                 metrics[name] = torch.stack(values).mean() if len(values) > 1 else values[0]

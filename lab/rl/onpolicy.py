@@ -164,6 +164,7 @@ class OnPolicyAgent(Agent):
         self.valid_counts = None
         with torch.no_grad(), small_pass_threads(self.env.num_envs, self.ctx.device):
             for _ in range(c.n_steps):
+                self.ctx.check_stop()  # a long rollout stops within seconds of a signal (nothing of it is kept)
                 step = policy.step(self.obs, self.action_generator)
                 raw_obs, reward, terminated, truncated, _ = self.env.step(policy.to_env(step.actions))
                 done = terminated | truncated

@@ -299,7 +299,8 @@ def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None
                     target = round_budget(algo_cls, resolved.algo, steps)
                 else:
                     target = int(doc["total_steps"])
-                if target <= done:
+                # at the budget, a run a stop cut short in its last evaluation or media still ends them
+                if target < done or (target == done and session.loop.complete):
                     raise LabError(
                         f"run '{run_dir}' is already at step {done} (target {target}); "
                         f"pass a larger --steps to train further"
@@ -327,7 +328,8 @@ def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None
             raise
         if main:
             print(f"resuming {run_dir} from step {done} to {target}" +
-                  (" (from best.pt)" if checkpoint == "best" else ""), file=sys.stderr)
+                  (" (from best.pt)" if checkpoint == "best" else "") +
+                  (": its last evaluation" if target == done else ""), file=sys.stderr)
         return session.train(target)
     finally:
         if lock is not None:

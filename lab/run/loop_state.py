@@ -17,7 +17,10 @@ class LoopState:
     """best / best_step: the key metric's best evaluation so far; last_values: the last value
     logged of every metric (the summary's); pending: `train_step` metrics since the last log
     row (averaged into it); last_log_step / last_eval_step: where the last row and evaluation
-    were; trained_before: seconds trained by earlier processes of this run."""
+    were; trained_before: seconds trained by earlier processes of this run; evaluation_due: a
+    stop cut the evaluation at this step short (a resume redoes it first); complete: the run
+    reached its budget and did its last evaluation and media (a resume at the budget is refused
+    only then)."""
 
     best: float | None = None
     best_step: int | None = None
@@ -26,6 +29,8 @@ class LoopState:
     last_log_step: int = 0
     last_eval_step: int = -1
     trained_before: float = 0.0
+    evaluation_due: bool = False
+    complete: bool = False
 
     def offer(self, value: Any, mode: Literal["max", "min"], step: int) -> bool:
         """Keep `value` of the key metric as the best if it is finite and better; True if it was."""
@@ -47,7 +52,8 @@ class LoopState:
     def state_dict(self, elapsed: float, horizon: int) -> dict[str, Any]:
         return {"best": self.best, "best_step": self.best_step, "elapsed": elapsed,
                 "last_values": dict(self.last_values), "pending": {k: list(v) for k, v in self.pending.items()},
-                "last_log_step": self.last_log_step, "last_eval_step": self.last_eval_step, "horizon": horizon}
+                "last_log_step": self.last_log_step, "last_eval_step": self.last_eval_step, "horizon": horizon,
+                "evaluation_due": self.evaluation_due, "complete": self.complete}
 
     @classmethod
     def from_state(cls, runner: dict[str, Any], step: int) -> LoopState:
@@ -59,7 +65,9 @@ class LoopState:
                    pending=defaultdict(list, {k: list(v) for k, v in runner.get("pending", {}).items()}),
                    last_log_step=int(runner.get("last_log_step", step)),
                    last_eval_step=int(runner.get("last_eval_step", step if best is not None else -1)),
-                   trained_before=float(runner.get("elapsed", 0.0)))
+                   trained_before=float(runner.get("elapsed", 0.0)),
+                   evaluation_due=bool(runner.get("evaluation_due", False)),
+                   complete=bool(runner.get("complete", True)))  # before the field: a run at its budget was done
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 from lab.api import Pace, RunStatus
+from lab.run.checkpoint import checkpoint_step
 from lab.run.events import Observer
 from lab.run.rundir import train_again
 
@@ -192,7 +193,9 @@ def run_report(algo: str, target: str | None, run_dir: Path, summary: dict[str, 
     if not (run_dir / "checkpoints" / "latest.pt").is_file():
         lines.append(f"  next: no checkpoint was saved, so nothing can resume it: {train_again(run_dir)}")
     elif status == RunStatus.INTERRUPTED:
-        lines.append(f"  next: lab resume {run_dir}")
+        saved = checkpoint_step(run_dir)
+        lines.append(f"  next: lab resume {run_dir}" + ("" if saved is None else f" (continues from step {saved:,}" + (
+            ", the last checkpoint: the steps after it are trained again)" if saved < step else ")")))
     elif status == RunStatus.FINISHED:
         lines.append(f"  next: {next_command}")
     elif status == RunStatus.PRUNED:

@@ -26,14 +26,15 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lab import distributed
-from lab.api import Algorithm, LabError, RunInfo, RunStatus, jsonable
+from lab.api import Algorithm, LabError, RunInfo, RunStatus, StopRequested, jsonable
 from lab.device import resolve_device, resolve_precision, training_threads
 from lab.files import FileFault
 from lab.run.checkpoint import CheckpointWriter, checkpoint_step, load_algorithm_state, restart_note, saved_horizon
@@ -66,6 +67,9 @@ class Session:
         self.lab, self.algo_cls, self.resolved, self.run, self.run_dir = lab, algo_cls, resolved, resolved.run, run_dir
         self.checkpoints = CheckpointWriter(run_dir)
         self.purpose = purpose
+        self.fresh = fresh  # a new run: it has no checkpoint yet
+        # how a stop inside the section running now is saved (None: inside a step, not at all)
+        self._on_stop: Callable[[], None] | None = None
         # only training runs on several processes; `lab eval` and `lab.load` are one process
         rank, world = (distributed.rank(), distributed.world_size()) if purpose == "train" else (0, 1)
         self.main = rank == 0
@@ -143,17 +147,29 @@ class Session:
             state["ranks"] = distributed.gather_object(distributed.to_cpu({"envs": state["envs"], "rng": state["rng"]}))
         return state
 
-    def save(self, best: bool = False, algorithm_state: dict[str, Any] | None = None) -> None:
+    def save(self, best: bool = False, algorithm_state: dict[str, Any] | None = None, announce: bool = True) -> None:
         """Write latest.pt (and best.pt); a second Ctrl-C waits until the files are complete.
-        Weights that are no longer finite are never written: the guard ends the run first."""
+        Weights that are no longer finite are never written: the guard ends the run first.
+        announce=False: the observers hear nothing (the first checkpoint, of the untrained state)."""
         self.episodes.flush()  # several processes: what the envs finished belongs before the checkpoint
         with STOP.critical():
             state = self.checkpoint_state(algorithm_state)
-            self.observers.state(self.algo.global_step, state["algorithm"])
+            if announce:
+                self.observers.state(self.algo.global_step, state["algorithm"])
             if not self.main:
                 return
             path = self.checkpoints.write(state, best)
-        self.observers.checkpointed(self.algo.global_step, path)
+        if announce:
+            self.observers.checkpointed(self.algo.global_step, path)
+
+    @contextmanager
+    def saved_on_stop(self, save: Callable[[], None]) -> Iterator[None]:
+        """A section that leaves the training state whole (an evaluation, media): a stop that
+        cuts it short (`StopRequested`) is saved with `save`, at this step. No `finally`: the
+        run's end (`train`) reads how to save it after the exception left the section."""
+        outer, self._on_stop = self._on_stop, save
+        yield
+        self._on_stop = outer
 
     def restore(self, state: dict[str, Any], rng: bool = True) -> None:
         """Continue from a checkpoint: the algorithm, the envs, the loop's bookkeeping and (with
@@ -204,11 +220,16 @@ class Session:
         step, key = self.algo.global_step, self.algo_cls.key_metric
         state = self.algo.state_dict()  # evaluating changes none of it: the checkpoint below reuses it
         self.observers.state(step, state)
-        metrics = self.evaluation()
+        # a stop inside the evaluation saves this step with the evaluation still due: a resume redoes it
+        self.loop.evaluation_due = True
+        with self.saved_on_stop(lambda: self.save(algorithm_state=state)):
+            metrics = self.evaluation()
+        self.loop.evaluation_due = False
         improved = self.loop.offer(metrics.get(key), self.algo_cls.key_metric_mode, step)
         self.loop.last_eval_step = step
         if self.algo_cls.media_each_evaluation and self.run.video and self.main:
-            self.log_media()
+            with self.saved_on_stop(lambda: self.save(best=improved, algorithm_state=state)):
+                self.log_media()
         self.save(best=improved, algorithm_state=state)
         self.observers.evaluated(step, metrics, key)
         return metrics
@@ -238,7 +259,12 @@ class Session:
         before = self.algo.global_step
         if self.cores is not None:
             self.cores.adjust()
-        for name, value in self.algo.train_step().items():
+        self.ctx.in_step = True  # (several processes) the checks every process makes alike
+        try:
+            metrics = self.algo.train_step()
+        finally:
+            self.ctx.in_step = False
+        for name, value in metrics.items():
             self.loop.pending[name].append(value)
         compiling = self.note_compiling()
         step = self.algo.global_step
@@ -256,7 +282,13 @@ class Session:
 
     def train(self, target: int) -> int:
         """Train until `target` steps, a stop signal or an observer's `StopRun`; returns the
-        process exit code."""
+        process exit code.
+
+        A stop signal ends the run `interrupted` with a checkpoint at its last consistent state:
+        at a step's end, this step; inside an evaluation or media (`saved_on_stop`), this step too,
+        with the evaluation still due; inside a step (`StopRequested` from `ctx.check_stop`),
+        nothing of the half-made step is saved and latest.pt stays the last checkpoint, which a
+        fresh run writes as it starts (step 0), so there always is one to resume."""
         algo = self.algo
         cadence = Cadence.of(self.run, algo.steps_per_epoch, target)
         if self.main:
@@ -264,37 +296,24 @@ class Session:
                 self.algo_cls.name, self.run.env or self.run.data, self.run_dir, self.algo_cls.next_command(self.run_dir),
                 target, algo.global_step, self.algo_cls.key_metric))
         status, exit_code, message = RunStatus.FINISHED, EXIT_OK, None
-        log_clock, side_time = time.perf_counter(), 0.0  # side: evaluating/checkpointing since the last row
         STOP.training = True
-        stop = False
         try:
-            # several processes stop together: a signal to any of them stops all at this step
-            while algo.global_step < target and not (stop := distributed.any_flag(STOP.requested)):
-                before = algo.global_step
-                side_time += self.train_step()
-                step = algo.global_step
-                if cadence.logs(before, step) or step >= target:
-                    now = time.perf_counter()
-                    self.log_row(step, now - log_clock - side_time)
-                    log_clock, side_time = now, 0.0
-                if cadence.evaluates(before, step) or cadence.checkpoints(before, step):
-                    side_start = time.perf_counter()
-                    self.evaluate() if cadence.evaluates(before, step) else self.save()
-                    side_time += time.perf_counter() - side_start
-                    self.note_compiling()  # a new batch shape compiled meanwhile: already side time
-                self.observers.stepped(step, algo.pace())
-            if not (stop or distributed.any_flag(STOP.requested)):
-                if self.loop.last_eval_step != algo.global_step:
-                    self.evaluate()
-                if self.run.video and not self.algo_cls.media_each_evaluation and self.main:
-                    self.log_media()  # (otherwise the last evaluation wrote it)
-            else:
+            resume_from: Callable[[], None] | None = self.save
+            try:
+                stopped = self.run_loop(target, cadence)
+            except StopRequested:  # a check inside a step, an evaluation or media cut it short
+                stopped, resume_from = True, self._on_stop
+                if resume_from is None and self.main:
+                    message = (f"note: the stop came inside the training step after step {algo.global_step:,}, "
+                               "so nothing of that step is saved (a checkpoint holds whole steps only)")
+            if stopped:
                 status, exit_code = RunStatus.INTERRUPTED, STOP.exit_code()
-            self.save()
+            if resume_from is not None:
+                resume_from()
         except KeyboardInterrupt:
             status, exit_code = RunStatus.INTERRUPTED, 128 + signal.SIGINT
-        except StopRun as stopped:  # the guard or a sweep's pruner
-            status, message = stopped.status, stopped.message
+        except StopRun as stopped_by:  # the guard or a sweep's pruner
+            status, message = stopped_by.status, stopped_by.message
             exit_code = EXIT_OK if status == RunStatus.PRUNED else EXIT_FAILED
         except LabError:
             status, exit_code = RunStatus.FAILED, EXIT_USAGE
@@ -306,6 +325,43 @@ class Session:
                 self.finish(status, target, message)
             STOP.done = True  # saved and reported: a late Ctrl-C now just ends the process
         return exit_code
+
+    def run_loop(self, target: int, cadence: Cadence) -> bool:
+        """The steps to `target` with their rows, evaluations and checkpoints, then the last
+        evaluation and media; True when a stop signal ended it at a step's end."""
+        algo = self.algo
+        self._on_stop, self.loop.complete = None, False
+        if self.fresh:  # a checkpoint from the first moment: a stop inside the first step resumes from step 0
+            self.save(announce=False)
+            self.fresh = False
+        if self.loop.evaluation_due and algo.global_step < target:
+            self.evaluate()  # a stop cut the evaluation at this step short: it comes first
+        log_clock, side_time = time.perf_counter(), 0.0  # side: evaluating/checkpointing since the last row
+        stop = False
+        # several processes stop together: a signal to any of them stops all at this step
+        while algo.global_step < target and not (stop := distributed.any_flag(STOP.requested)):
+            before = algo.global_step
+            side_time += self.train_step()
+            step = algo.global_step
+            if cadence.logs(before, step) or step >= target:
+                now = time.perf_counter()
+                self.log_row(step, now - log_clock - side_time)
+                log_clock, side_time = now, 0.0
+            if cadence.evaluates(before, step) or cadence.checkpoints(before, step):
+                side_start = time.perf_counter()
+                self.evaluate() if cadence.evaluates(before, step) else self.save()
+                side_time += time.perf_counter() - side_start
+                self.note_compiling()  # a new batch shape compiled meanwhile: already side time
+            self.observers.stepped(step, algo.pace())
+        if stop or distributed.any_flag(STOP.requested):
+            return True
+        if self.loop.last_eval_step != algo.global_step:
+            self.evaluate()
+        if self.run.video and not self.algo_cls.media_each_evaluation and self.main:
+            with self.saved_on_stop(self.save):
+                self.log_media()  # (otherwise the last evaluation wrote it)
+        self.loop.complete = True
+        return False
 
     def finish(self, status: RunStatus, target: int, message: str | None) -> None:
         """summary.json (rank 0), the observers' `ended`, and every env closed."""
