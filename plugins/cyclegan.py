@@ -257,7 +257,10 @@ class CycleGAN(ImageGenerator):
             raise LabError(f"direction must be a2b or b2a, got '{direction}'")
         net = self.g_ab if direction == "a2b" else self.g_ba
         net.eval()
-        out = [to_uint8(net(batch.to(self.ctx.device).float() / 127.5 - 1), low=-1.0) for batch in images.split(500)]
+        out = []
+        for batch in images.split(500):
+            self.ctx.check_stop()  # a whole test split, several times an evaluation: a stop ends it within seconds
+            out.append(to_uint8(net(batch.to(self.ctx.device).float() / 127.5 - 1), low=-1.0))
         net.train()
         return torch.cat(out) if out else images
 

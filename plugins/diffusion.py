@@ -265,6 +265,7 @@ class Diffusion(SampledImageGenerator):
         if self.config.objective == "flow":  # Heun on dx/dt = v from t = 1 to t = 0
             times = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
             for now, then in itertools.pairwise(times):
+                self.ctx.check_stop()  # sampling thousands of images is long: a stop ends it within seconds
                 v = self.predict(x, now.expand(n), labels)
                 guess = x + (then - now) * v
                 if then > 0:
@@ -273,6 +274,7 @@ class Diffusion(SampledImageGenerator):
             return x.clamp(-1, 1)
         levels = torch.linspace(DDPM_LEVELS - 1, 0, steps, device=x.device).round().long()  # DDIM, eta 0
         for i, level in enumerate(levels):
+            self.ctx.check_stop()
             a = self.alpha_bar[level]
             eps = self.predict(x, (level / DDPM_LEVELS).expand(n), labels)
             x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)

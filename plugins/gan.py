@@ -245,6 +245,7 @@ class GAN(SampledImageGenerator):
         generator = generator or self.ctx.rng.eval_generator()
         images = []
         for start in range(0, n, 1000):
+            self.ctx.check_stop()  # an evaluation's 10,000 samples: a stop ends it within seconds
             m = min(1000, n - start)
             z = torch.randn(m, self.config.latent_dim, generator=generator, device=self.ctx.device)
             images.append(to_uint8(net(z, self.labels_for(m, generator)), low=-1.0))

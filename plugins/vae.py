@@ -213,6 +213,7 @@ class VAE(SampledImageGenerator):
         noise = self.ctx.rng.eval_generator()
         total = torch.zeros(3, device=self.ctx.device)
         for start in range(0, len(images), self.config.eval_batch_size):
+            self.ctx.check_stop()  # a whole split: a stop ends the evaluation within seconds
             parts = self.nelbo(images[start : start + self.config.eval_batch_size], noise)
             total += torch.stack([p.sum() for p in parts])
         nelbo, kl, recon = (total / len(images)).tolist()
@@ -224,6 +225,7 @@ class VAE(SampledImageGenerator):
         noise = self.ctx.rng.eval_generator()
         total = 0.0
         for x in images.split(max(1, 20_000 // min(samples, chunk))):
+            self.ctx.check_stop()
             mean, log_var = self.encoder(x)
             weights = []
             for k in range(0, samples, chunk):

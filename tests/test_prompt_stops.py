@@ -193,6 +193,21 @@ def test_under_torchrun_the_processes_agree_on_stopping_every_few_checks_inside_
     assert agreed == [False, False]
 
 
+def test_a_generators_evaluation_over_a_dataset_checks_for_a_stop(monkeypatch, tmp_path) -> None:
+    from tests.test_generators import SIZE, make_vae, write_loose
+
+    vae = make_vae(tmp_path, write_loose(tmp_path / "loose"), hidden=(8,), latent_dim=2, batch_size=16,
+                   validation_size=10, image_size=SIZE)
+    monkeypatch.setattr(STOP, "training", True)
+    monkeypatch.setattr(STOP, "done", False)
+    monkeypatch.setattr(STOP, "signum", signal.SIGINT)
+    monkeypatch.setattr(STOP, "since", time.monotonic())
+    assert "val/nelbo" in vae.evaluate(), "within the grace the evaluation runs to its end"
+    monkeypatch.setattr(STOP, "since", time.monotonic() - GRACE_S)
+    with pytest.raises(StopRequested):
+        vae.evaluate()
+
+
 # ------------------------------------------------------------------ a real signal to a real process
 
 # one rollout of 200,000 x 4 CartPole steps (about half a minute): the whole budget is that one step

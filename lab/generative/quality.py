@@ -34,7 +34,11 @@ class SampleQuality:
                  classifier: str | None = None, classifier_sha256: str | None = None, measures: str = "") -> None:
         self.classifier, self.classifier_sha256 = reference_classifier(data, ctx, classifier, classifier_sha256,
                                                                        measures=measures)
-        features = lambda images: self.classifier(images.to(ctx.device))[0]  # noqa: E731
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            ctx.check_stop()  # thousands of images a batch at a time: a stop ends it within seconds
+            return self.classifier(images.to(ctx.device))[0]
+
         self.test = FrechetReference(features, data.test_images)
         self.val = None if val_rows is None else FrechetReference(features, data.train_images[val_rows])
         self.floor = self.test.distance(data.train_images[: len(data.test_images)])

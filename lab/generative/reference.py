@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -68,9 +69,10 @@ def _reference_cnn(shape: tuple[int, ...], classes: list[str], mean: list[float]
 
 
 def fit_reference_cnn(images: torch.Tensor, labels: torch.Tensor, classes: list[str],
-                      device: torch.device) -> ImageClassifier:
+                      device: torch.device, check_stop: Callable[[], None] = lambda: None) -> ImageClassifier:
     """The reference cnn trained with RECIPE on all of `images` (the caller's random state is
-    left alone: the same weights whether a run trains it or finds it cached)."""
+    left alone: the same weights whether a run trains it or finds it cached); `check_stop`
+    before every step (`ctx.check_stop`: the run's set-up stops within seconds of a signal)."""
     r = RECIPE
     with preserved_random_state():
         torch.manual_seed(r["seed"])
@@ -81,6 +83,7 @@ def fit_reference_cnn(images: torch.Tensor, labels: torch.Tensor, classes: list[
         horizon = r["epochs"] * len(data)
         schedule = warmup_decay(r["learning_rate"], horizon, r["warmup"])
         for step in range(horizon):
+            check_stop()
             training_step(model, optimizer, data.next(), schedule(step), r["label_smoothing"])
     return model.eval()
 
@@ -107,7 +110,8 @@ def cache_path(data: ImageDataset) -> Path:
     return cache_folder() / f"cnn-{digest[:16]}.pt"
 
 
-def _cached(data: ImageDataset, device: torch.device) -> tuple[ImageClassifier, Path]:
+def _cached(data: ImageDataset, device: torch.device,
+            check_stop: Callable[[], None] = lambda: None) -> tuple[ImageClassifier, Path]:
     """The reference cnn for `data`, trained on its training split once and then read from the cache."""
     if data.train_labels is None:
         raise LabError(f"the reference classifier needs a labelled dataset; {data.name} has no labels")
@@ -116,7 +120,7 @@ def _cached(data: ImageDataset, device: torch.device) -> tuple[ImageClassifier, 
     if not path.is_file():
         print(f"note: training the reference cnn for {data.name} once ({RECIPE['epochs']} epochs); "
               f"cached at {path}", file=sys.stderr, flush=True)
-        model = fit_reference_cnn(data.train_images, data.train_labels, classes, device)
+        model = fit_reference_cnn(data.train_images, data.train_labels, classes, device, check_stop)
         state = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "classes": classes,
                  "input_shape": list(data.image_shape)}
         atomic_write(path, lambda handle: torch.save({"algo": "cnn", "global_step": 0, "algorithm": state}, handle),
@@ -141,7 +145,7 @@ def reference_classifier(data: ImageDataset, ctx: Context, run_dir: str | None =
     began): a classifier that has changed since is refused, since `measures` would no
     longer be comparable across the run.
     """
-    model, path = _from_run(run_dir, ctx) if run_dir is not None else _cached(data, ctx.device)
+    model, path = _from_run(run_dir, ctx) if run_dir is not None else _cached(data, ctx.device, ctx.check_stop)
     if model.input_shape != data.image_shape:
         raise LabError(f"--classifier {run_dir} was trained on {model.input_shape} images; {data.name} has "
                        f"{data.image_shape}: train one on this data (lab train cnn --data ...)")

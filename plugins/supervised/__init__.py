@@ -218,6 +218,7 @@ class Classifier(Algorithm):
         total = torch.zeros((), device=self.ctx.device)
         predictions, targets = [], []
         for batch in split.ordered():
+            self.ctx.check_stop()  # a whole split: a stop ends the evaluation within seconds
             logits = self.model(batch.images)
             total += F.cross_entropy(logits, batch.labels, reduction="sum")
             predictions.append(logits.argmax(1))
