@@ -81,8 +81,9 @@ def check_fits(what: str, nbytes: int, device: torch.device | str, fix: str) -> 
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` is torch failing to allocate (CUDA, or the CPU allocator's RuntimeError)."""
-    if isinstance(exc, torch.OutOfMemoryError):
+    """Whether `exc` is torch failing to allocate (CUDA, or the CPU allocator's RuntimeError),
+    or numpy (a MemoryError)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("not enough memory" in text or "DefaultCPUAllocator" in text
@@ -96,11 +97,11 @@ def allocating(what: str, nbytes: int, device: torch.device | str, fix: str) -> 
     check_fits(what, nbytes, device, fix)
     try:
         yield
-    except (RuntimeError, torch.OutOfMemoryError) as exc:
+    except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
         device = torch.device(device)
         free = free_bytes(device)
         known = f" ({size_text(free)} was free)" if free is not None else ""
-        raise LabError(f"{what} needs {size_text(nbytes)} of {_where(device)}, which could not be allocated{known}; "
-                       f"{fix}") from None
+        needs = f" needs {size_text(nbytes)} of {_where(device)}, which" if nbytes else ""
+        raise LabError(f"{what}{needs} could not be allocated{known}; {fix}") from None

@@ -75,6 +75,12 @@ def test_a_replay_that_cannot_fit_is_refused_in_one_line_with_the_estimate_and_t
         ReplayBuffer(10**12, (4,), 1, "cpu", observation_dtype=torch.float32)
 
 
+def test_stable_baselines3s_own_buffers_are_estimated_too(capsys) -> None:
+    one_line_error(capsys, ["train", "sb3-ppo", "--env", "CartPole-v1", "--num-envs", "1", "--n-steps", "1000000000000",
+                            "--steps", "1000000000000"],
+                   "a rollout of 1,000,000,000,000 steps x 1 envs needs 44 TB of CPU memory", "lower --n-steps")
+
+
 def test_an_allocation_that_fails_anyway_is_one_line_too(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] . DefaultCPUAllocator: not enough memory: "

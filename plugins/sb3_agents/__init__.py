@@ -25,6 +25,7 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3 import SAC as SB3SAC
 from stable_baselines3 import TD3 as SB3TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -32,6 +33,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
 from lab.api import Agent, LabError, hookimpl, option
+from lab.memory import allocating
 from lab.plugins.a2c import A2CConfig
 from lab.plugins.dqn import DQN_PRESETS, DQNSettings
 from lab.plugins.ppo import PPOConfig
@@ -42,6 +44,18 @@ from lab.plugins.td3 import TD3_PRESETS, TD3Config
 from lab.rl.actors import box_actions
 from lab.rl.onpolicy import OnPolicyConfig
 from lab.schedules import anneal, as_progress_schedule
+
+
+class StopCheck(BaseCallback):
+    """`ctx.check_stop()` at every env step of SB3's rollouts: a long one stops within seconds."""
+
+    def __init__(self, check_stop: Callable[[], None]) -> None:
+        super().__init__()
+        self.check_stop = check_stop
+
+    def _on_step(self) -> bool:
+        self.check_stop()
+        return True
 
 
 class SB3Agent(Agent):
@@ -62,18 +76,35 @@ class SB3Agent(Agent):
         except BaseException:
             self.venv.close()
             raise
-        self.model = self.sb3_class(
-            "CnnPolicy" if images else "MlpPolicy", self.wrap(self.venv), device=ctx.device, seed=ctx.seed,
-            verbose=0, **kwargs,
-        )
+        what, nbytes, fix = self.buffer_estimate()
+        try:
+            with allocating(what, nbytes, "cpu", fix):  # SB3's buffers are numpy arrays in host memory
+                self.model = self.sb3_class(
+                    "CnnPolicy" if images else "MlpPolicy", self.wrap(self.venv), device=ctx.device, seed=ctx.seed,
+                    verbose=0, **kwargs,
+                )
+        except BaseException:
+            self.venv.close()
+            raise
         self.model.set_logger(Logger(folder=None, output_formats=[]))
         # the run's budget is the schedule horizon (exploration, lr annealing); kept on resume
-        self.callback = internals.setup_learn(self.model, ctx.total_steps)
+        self.callback = internals.setup_learn(self.model, ctx.total_steps, StopCheck(ctx.check_stop))
         self.callback.on_training_start(locals(), globals())
 
     def wrap(self, venv: LabSB3VecEnv) -> Any:
         """The env SB3 trains on (the on-policy agents normalise through VecNormalize)."""
         return venv
+
+    def buffer_estimate(self) -> tuple[str, int, str]:
+        """(what, bytes, how to make it smaller) of the buffer SB3 allocates from the settings,
+        checked before SB3 allocates it (`lab.memory`)."""
+        return "sb3's buffers", 0, "lower --buffer-size or --n-steps"
+
+    def transition_bytes(self) -> int:
+        """The bytes SB3 stores of one observation and one action (float32 actions)."""
+        space = self.venv.observation_space
+        actions = int(np.prod(self.venv.action_space.shape or (1,)))
+        return int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize + 4 * actions
 
     def observations(self, obs: np.ndarray) -> np.ndarray:
         """Raw env observations as the policy sees them."""
@@ -186,6 +217,17 @@ class SB3OffPolicyAgent(SB3Agent):
     """SB3's off-policy loop: `train_freq` vector steps collected, then their gradient steps."""
 
     default_steps = 1_000_000
+
+    def buffer_estimate(self) -> tuple[str, int, str]:
+        """SB3's ReplayBuffer: per transition two observations, an action and three float32
+        (reward, done, timeout); the lab's replay (`--lab-replay-buffer`) checks itself."""
+        c = self.config
+        if getattr(c, "lab_replay_buffer", False):
+            return super().buffer_estimate()
+        space = self.venv.observation_space
+        observation = int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+        return (f"a replay of {c.buffer_size:,} transitions", c.buffer_size * (observation + self.transition_bytes() + 12),
+                "lower --buffer-size (the transitions the replay keeps)")
 
     @classmethod
     def step_multiple(cls, config: Any) -> int:
@@ -392,6 +434,14 @@ class SB3OnPolicyAgent(SB3Agent):
     @classmethod
     def step_multiple(cls, config: OnPolicyConfig) -> int:
         return config.n_steps * config.num_envs  # SB3 updates after whole rollouts
+
+    def buffer_estimate(self) -> tuple[str, int, str]:
+        """SB3's RolloutBuffer: per transition an observation, an action and six float32
+        (reward, return, episode start, value, log-probability, advantage)."""
+        c = self.config
+        return (f"a rollout of {c.n_steps:,} steps x {c.num_envs:,} envs", c.n_steps * c.num_envs *
+                (self.transition_bytes() + 6 * 4), "lower --n-steps or --num-envs (a rollout holds n_steps x "
+                "num_envs transitions)")
 
     def wrap(self, venv: LabSB3VecEnv) -> Any:
         c = self.config

@@ -14,10 +14,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 
-def setup_learn(model: BaseAlgorithm, total_timesteps: int) -> BaseCallback:
+def setup_learn(model: BaseAlgorithm, total_timesteps: int, callback: BaseCallback | None = None) -> BaseCallback:
     """`_setup_learn`: what `learn` does before its loop (counters, first reset, callback);
     public `learn` would also run the loop to the end."""
-    _, callback = model._setup_learn(total_timesteps, callback=None, reset_num_timesteps=True)
+    _, callback = model._setup_learn(total_timesteps, callback=callback, reset_num_timesteps=True)
     return callback
 
 
