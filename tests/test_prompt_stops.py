@@ -265,8 +265,12 @@ def resume_and_stop_it(monkeypatch, capsys, run: Path) -> str:
     return capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh process imports torch, waits out the 3 s grace and tears torch down: ~10 s
 def test_sigint_inside_a_long_rollout_ends_the_process_within_seconds_and_resume_continues(monkeypatch, capsys):
-    code, seconds, err = signal_inside(LONG_ROLLOUT, signal.SIGINT, lambda run: time.sleep(1.0) is None)
+    def rolling_out(run: Path) -> bool:  # the first checkpoint (step 0) is written just before the rollout starts
+        return (run / "checkpoints" / "latest.pt").is_file() and time.sleep(0.5) is None
+
+    code, seconds, err = signal_inside(LONG_ROLLOUT, signal.SIGINT, rolling_out)
     run = runs_dir() / "long"
     assert code == 130 and seconds < 10, (code, seconds, err)
     assert "the stop came inside the training step after step 0" in err and "Traceback" not in err, err
@@ -276,10 +280,11 @@ def test_sigint_inside_a_long_rollout_ends_the_process_within_seconds_and_resume
     assert f"resuming {run} from step 0 to 800000" in err and "the stop came inside the training step" in err, err
 
 
+@pytest.mark.slow  # as above
 def test_sigterm_inside_a_long_evaluation_ends_the_process_within_seconds_and_resume_redoes_it(monkeypatch, capsys):
     def evaluating(run: Path) -> bool:  # the row at step 256 is logged just before the evaluation starts
         rows = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
-        return any('"train/loss"' in row for row in rows) and time.sleep(1.0) is None
+        return any('"train/loss"' in row for row in rows) and time.sleep(0.5) is None
 
     code, seconds, err = signal_inside(LONG_EVALUATION, signal.SIGTERM, evaluating)
     run = runs_dir() / "long"
