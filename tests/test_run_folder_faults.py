@@ -8,6 +8,7 @@ no space), /proc and /sys (file systems that take no new files)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -256,6 +257,30 @@ def main_runs(capsys) -> dict[str, str]:
     """`lab runs` as {name: its row}."""
     assert main(["runs"]) == 0
     return {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("│")}
+
+
+# -- a summary rebuilt after deletion names the key metric -------------------------------------------------
+
+
+def test_a_rebuilt_summary_has_the_key_metric(capsys):
+    run = toy_run(capsys)
+    before = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").unlink()
+    row = main_runs(capsys)["r"]
+    rebuilt = json.loads((run / "summary.json").read_text())
+    assert rebuilt["rebuilt"] and rebuilt["key_metric"] == "eval/accuracy" == before["key_metric"]
+    assert rebuilt["eval/accuracy"] == before["eval/accuracy"] and rebuilt["best"] == before["best"]
+    assert f"eval/accuracy {before['eval/accuracy']:.4g} ({before['best']:.4g})" in row
+
+
+def test_a_summary_rebuilt_from_an_older_checkpoint_finds_the_key_metric_of_its_algorithm(capsys):
+    run = toy_run(capsys)
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    del state["runner"]["key_metric"]  # as checkpoints written before the runner named it
+    torch.save(state, run / "checkpoints" / "latest.pt")
+    (run / "summary.json").unlink()
+    assert "eval/accuracy" in main_runs(capsys)["r"]
+    assert json.loads((run / "summary.json").read_text())["key_metric"] == "eval/accuracy"
 
 
 # -- a corrupt or missing checkpoint: the advice names the run's other one ---------------------------------

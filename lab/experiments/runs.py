@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,10 +41,10 @@ def _config(run_dir: Path) -> dict[str, Any] | None:
 
 def rebuild_summary(run_dir: Path) -> dict[str, Any] | None:
     """summary.json again for a run that lost it (deleted, or killed before it ended): the last
-    value of each metric from metrics.jsonl, the step and best value from checkpoints/latest.pt,
-    finished if that reached the budget config.yaml records, else interrupted. Written
-    atomically (where the folder takes it) and returned; None when there is no checkpoint to
-    rebuild from."""
+    value of each metric from metrics.jsonl (else the checkpoint's), the step, the key metric and
+    its best value from checkpoints/latest.pt, finished if that reached the budget config.yaml
+    records, else interrupted. Written atomically (where the folder takes it) and returned; None
+    when there is no checkpoint to rebuild from."""
     path = run_dir / "checkpoints" / "latest.pt"
     if not path.is_file():
         return None
@@ -50,18 +52,20 @@ def rebuild_summary(run_dir: Path) -> dict[str, Any] | None:
         import torch
 
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        target = int(read_config(run_dir).get("total_steps") or 0)
+        doc = read_config(run_dir)
     except Exception:
         return None
     step, runner = int(state["global_step"]), state.get("runner", {})
-    summary: dict[str, Any] = {}
+    target = int(doc.get("total_steps") or 0)
+    summary: dict[str, Any] = dict(runner.get("last_values", {}))
     for row in read_metrics(run_dir):
         if row["global_step"] <= step:
             summary.update({k: v for k, v in row.items() if k not in ("global_step", "time")})
     status = RunStatus.FINISHED if target and step >= target else RunStatus.INTERRUPTED
     summary.update({"status": status.value, "global_step": step,
-                    "target_steps": target, "elapsed_s": runner.get("elapsed"), "best": runner.get("best"),
-                    "best_step": runner.get("best_step"), "rebuilt": True})
+                    "target_steps": target, "elapsed_s": runner.get("elapsed"),
+                    "key_metric": runner.get("key_metric") or _key_metric(str(doc.get("algo"))),
+                    "best": runner.get("best"), "best_step": runner.get("best_step"), "rebuilt": True})
     try:
         write_summary(run_dir, summary)
     except FileFault as exc:  # a folder `lab runs` may only read (a colleague's): the table shows it anyway
@@ -72,22 +76,39 @@ def rebuild_summary(run_dir: Path) -> dict[str, Any] | None:
     return summary
 
 
-def _status(run_dir: Path, summary: dict[str, Any]) -> tuple[str, Any]:
-    """(status, steps) as they are now: the lock tells a live run from one a kill stopped, and
-    a killed run's steps are its checkpoint's (a summary may be from before a killed resume)."""
+@functools.cache
+def _key_metrics(plugins_dir: str | None) -> dict[str, str]:
+    """{algorithm: key metric} of the algorithms installed (built-in, installed, $LAB_PLUGINS_DIR),
+    for checkpoints written before they named it; loaded once, and only when one is rebuilt."""
+    from lab.run.discovery import load_lab
+
+    try:
+        return {name: reg.obj.key_metric for name, reg in load_lab(plugins_dir).registry.algorithms.items()}
+    except Exception:  # a summary without its key metric rather than no `lab runs`
+        return {}
+
+
+def _key_metric(algo: str) -> str | None:
+    return _key_metrics(os.environ.get("LAB_PLUGINS_DIR") or None).get(algo)
+
+
+def _status(run_dir: Path, summary: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+    """(status, steps, summary) as they are now: the lock tells a live run from one a kill
+    stopped, and a killed run's steps are its checkpoint's (a summary may be from before a
+    killed resume); a summary.json that is missing is rebuilt (`rebuild_summary`)."""
     holder = lock_holder(run_dir)
     if holder:
-        return f"running ({holder.split(' (')[0]})", summary.get("global_step", "-")
+        return f"running ({holder.split(' (')[0]})", summary.get("global_step", "-"), summary
     if holder == "":  # a lock left behind: its process was killed
         step = checkpoint_step(run_dir)
         where = f"at step {step:,}; `lab resume` continues it" if step is not None else \
             f"before its first checkpoint; nothing to resume: `rm -r {run_dir}` and train again"
-        return f"killed ({where})", step if step is not None else "-"
+        return f"killed ({where})", step if step is not None else "-", summary
     if not summary:
         summary = rebuild_summary(run_dir) or {}
         if not summary:
-            return f"no summary.json and no checkpoint; nothing to resume: `rm -r {run_dir}` and train again", "-"
-    return str(summary.get("status", "-")), summary.get("global_step", "-")
+            return f"no summary.json and no checkpoint; nothing to resume: `rm -r {run_dir}` and train again", "-", {}
+    return str(summary.get("status", "-")), summary.get("global_step", "-"), summary
 
 
 def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
@@ -99,9 +120,8 @@ def run_rows(runs_dir: Path) -> list[dict[str, Any]]:
         doc, summary = _config(run_dir), _summary(run_dir)
         unreadable = [name for name, part in (("config.yaml", doc), ("summary.json", summary)) if part is None]
         run = doc["run"] if doc else {}
-        summary = summary or {}
-        key = summary.get("key_metric")
-        status, steps = _status(run_dir, summary)
+        status, steps, summary = _status(run_dir, summary or {})
+        key = summary.get("key_metric")  # after `_status`: a rebuilt summary names it too
         rows.append({
             "name": run_dir.name,
             "algo": doc["algo"] if doc else "-",

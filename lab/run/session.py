@@ -141,7 +141,9 @@ class Session:
             "format": CHECKPOINT_FORMAT, "algo": self.algo_cls.name, "global_step": self.algo.global_step,
             "algorithm": self.algo.state_dict() if algorithm_state is None else algorithm_state,
             "envs": self.ctx.env_states(), "rng": self.ctx.rng.state_dict(), "world_size": self.ctx.world_size,
-            "runner": self.loop.state_dict(self.elapsed(), self.ctx.total_steps),
+            # the key metric named beside its best: a summary.json rebuilt from the checkpoint names it too
+            "runner": {**self.loop.state_dict(self.elapsed(), self.ctx.total_steps),
+                       "key_metric": self.algo_cls.key_metric},
         }
         if self.ctx.world_size > 1:
             state["ranks"] = distributed.gather_object(distributed.to_cpu({"envs": state["envs"], "rng": state["rng"]}))
