@@ -122,7 +122,7 @@ def test_the_entropy_coefficient_is_read_once_into_a_value() -> None:
     assert EntropyCoefficient.parse("auto_0.1") == EntropyCoefficient(0.1, tuned=True)
     assert EntropyCoefficient.parse("0.2") == EntropyCoefficient(0.2, tuned=False)
     for bad, message in (("auto_", "takes a number"), ("autox", "takes a number"), ("auto_auto", "takes a number"),
-                         ("-1", "must be positive"), ("auto_0", "must be positive")):
+                         ("-1", "must be a positive finite number"), ("auto_0", "must be a positive finite number")):
         with pytest.raises(ValueError, match=f"--ent-coef {message}"):
             SACConfig(ent_coef=bad)
     assert SACConfig(target_entropy="-0.5").entropy_target == -0.5 and SACConfig().entropy_target is None
