@@ -319,6 +319,19 @@ def test_a_partly_filled_buffer_saves_only_its_filled_slots(tmp_path) -> None:
         new_buffer(1, 4, 500, 1).load_state_dict(rb.state_dict())
 
 
+def test_an_empty_buffer_checkpoint_restores(tmp_path) -> None:
+    """A run's step-0 checkpoint holds an empty ring, whose manifest names no chunk: resuming
+    from it (a kill right after set-up) must load, not fail on the missing rows."""
+    for prioritized in (False, True):
+        store = ChunkStore(tmp_path / str(prioritized))
+        saved = store.spill({"buffer": new_buffer(2, 4, 100, 1, prioritized=prioritized).state_dict()})
+        store.commit()
+        assert saved["buffer"]["rows"]["chunks"] == []
+        restored = new_buffer(2, 4, 100, 1, prioritized=prioritized)
+        restored.load_state_dict(ChunkStore(tmp_path / str(prioritized)).restore(saved)["buffer"])
+        assert len(restored) == 0
+
+
 def test_atari_frames_stored_once() -> None:
     rb = ReplayBuffer(1000, (4, 84, 84), 1, "cpu", frame_stack=4)
     assert rb.storage_bytes / rb.capacity <= 7200

@@ -519,8 +519,9 @@ class ReplayBuffer:
         self._steps = int(state["rows"]["steps"] if "rows" in state else state["steps"])
         filled = min(self._steps, self.slots)
         for name, tensor in self._stored_tensors().items():
-            source = state["priorities"] if name == "priorities" and "rows" in state else rows[name]
-            tensor[:filled].copy_(source[:filled])
+            if filled:  # (an empty ring's checkpoint, the one a run writes at step 0, names no chunks)
+                source = state["priorities"] if name == "priorities" and "rows" in state else rows[name]
+                tensor[:filled].copy_(source[:filled])
             tensor[filled:].zero_()
         self._valid_total.copy_(state["valid_total"])
         self._done_prev.copy_(state["done_prev"])
