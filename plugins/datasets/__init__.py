@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from lab.api import ImageDataset, LabError, UnpairedImageDataset, hookimpl
-from lab.api.errors import unknown
+from lab.api.errors import shorten, unknown
 from lab.plugins.datasets import styles
 from lab.plugins.datasets.download import fetch
 from lab.plugins.datasets.idx import read_idx
@@ -58,12 +58,11 @@ def ensure_mnist(folder: Path, mirrors: Sequence[str] | None = None) -> None:
     for name in missing:
         failures += fetch(name, MNIST_MIRRORS if mirrors is None else mirrors, folder)
     if failures:
-        names = ", ".join(name for name, _ in MNIST_FILES.values())
         absent = ", ".join(missing)
-        raise LabError(
+        raise LabError(  # the folder once: a message is at most 500 characters, and a path can be long
             f"MNIST's {absent} {'is' if len(missing) == 1 else 'are'} not in {folder} and could not be downloaded "
-            f"({failures[-1]}); put the four files {names} (gzipped or not) in {folder}, or point LAB_DATA_DIR / "
-            "--data-dir at a folder whose mnist/ sub-folder holds them"
+            f"({shorten(failures[-1], 120)}); put MNIST's four *-ubyte.gz files (gzipped or not) there, or point "
+            "LAB_DATA_DIR / --data-dir at a folder whose mnist/ sub-folder holds them"
         )
 
 
