@@ -82,7 +82,7 @@ def _wait_for(condition, seconds: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_seeds_die_with_their_parent_and_running_the_command_again_continues_them(toy_plugins) -> None:
+def test_seeds_die_with_their_parent_and_running_the_command_again_continues_them(toy_plugins, capsys) -> None:
     command = ["train", "toy", "--data", "toy-data", "--steps", "400", "--sleep", "0.02", "--log-interval", "10",
                "--name", "kill"]
     proc = subprocess.Popen([sys.executable, "-m", "lab", *command, "--seeds", "1,2", "--parallel", "2"],
@@ -102,10 +102,11 @@ def test_seeds_die_with_their_parent_and_running_the_command_again_continues_the
     for seed in (1, 2, 3):  # the interrupted ones resumed, the missing one started
         summary = summary_of(runs_dir() / f"kill-s{seed}")
         assert summary["status"] == "finished" and summary["global_step"] == 400
-    once_more = run_lab(*command, "--seeds", "1-3")
-    assert once_more.returncode == 0 and "3 of 3 seeds already finished" in once_more.stderr
-    changed = run_lab(*command[:-2], "--learning-rate", "0.5", "--name", "kill", "--seeds", "1")
-    assert changed.returncode == 2 and "was made with learning_rate=0.1" in changed.stderr
+    capsys.readouterr()
+    assert main([*command, "--seeds", "1-3"]) == 0  # in this process: nothing is left to start
+    assert "3 of 3 seeds already finished" in capsys.readouterr().err
+    assert main([*command[:-2], "--learning-rate", "0.5", "--name", "kill", "--seeds", "1"]) == 2
+    assert "was made with learning_rate=0.1" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ sweeps
@@ -258,7 +259,7 @@ BAYES = {"algo": {"value": "toy"}, "data": {"value": "toy-data"}, "steps": {"val
          "learning_rate": {"distribution": "log_uniform_values", "min": 0.001, "max": 1.0}}
 
 
-def test_two_bayes_sweeps_on_one_database_run_each_trial_once(toy_plugins, tmp_path) -> None:
+def test_two_bayes_sweeps_on_one_database_run_each_trial_once(toy_plugins, tmp_path, capsys) -> None:
     import optuna
 
     spec = write_spec(tmp_path / "shared.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
@@ -278,10 +279,11 @@ def test_two_bayes_sweeps_on_one_database_run_each_trial_once(toy_plugins, tmp_p
         assert trial.value == pytest.approx(summary_of(runs_dir() / f"shared-{trial.number + 1:03d}")["best"])
         assert config_of(runs_dir() / f"shared-{trial.number + 1:03d}")["config"]["learning_rate"] == \
             pytest.approx(trial.params["learning_rate"])
-    again = run_lab("sweep", str(spec), "--count", "6")
-    assert again.returncode == 0 and "started trial" not in again.stderr, "the study is complete: nothing runs"
-    table = [line for line in again.stdout.splitlines() if line.startswith("| shared-")]
-    assert len(table) == 6 and f"optuna-dashboard {storage}" in again.stderr
+    assert main(["sweep", str(spec), "--count", "6"]) == 0  # in this process: the study is complete
+    again = capsys.readouterr()
+    assert "started trial" not in again.err, "the study is complete: nothing runs"
+    table = [line for line in again.out.splitlines() if line.startswith("| shared-")]
+    assert len(table) == 6 and f"optuna-dashboard {storage}" in again.err
 
 
 def test_a_bayes_sweep_prunes_with_hyperband_and_says_so(toy_plugins, tmp_path, capsys) -> None:
