@@ -31,6 +31,12 @@ def real_data_dir() -> Path:
     return DATA_DIR
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` first, the rest in their usual order: under pytest-xdist the other
+    workers fill in around the long end-to-end runs instead of waiting for one at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_RUNS_DIR", str(tmp_path / "runs"))

@@ -29,10 +29,16 @@ from tests.conftest import read_jsonl
 from tests.test_exact_runs import wait_for_step
 from tests.test_supervised import blobs_folder
 
-pytestmark = pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-    reason="this torch build has no torch.distributed gloo backend, so torchrun cannot start CPU processes",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+        reason="this torch build has no torch.distributed gloo backend, so torchrun cannot start CPU processes",
+    ),
+    # one pytest-xdist worker runs the file: the module's runs are trained once, and two
+    # 2-process jobs never share the cores
+    pytest.mark.xdist_group("torchrun"),
+    pytest.mark.slow,
+]
 
 ENV = {"WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
 LOGREG = ["logreg", "--data", "image-folder:blobs", "--epochs", "3", "--validation-size", "30", "--batch-size", "16",

@@ -72,6 +72,7 @@ EXACT_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", sorted(EXACT_CASES))
 def test_sigint_then_resume_logs_what_the_uninterrupted_run_logs(algo, capsys):
     common = ["train", algo, *EXACT_CASES[algo], "--seed", "3", "--eval-episodes", "3", "--video", "false"]

@@ -82,6 +82,7 @@ def _wait_for(condition, seconds: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_seeds_die_with_their_parent_and_running_the_command_again_continues_them(toy_plugins, capsys) -> None:
     command = ["train", "toy", "--data", "toy-data", "--steps", "400", "--sleep", "0.02", "--log-interval", "10",
                "--name", "kill"]
@@ -221,6 +222,7 @@ def ctrl_c_once_the_first_trial_logs(spec: Path, first_trial: str, *flags: str) 
     assert proc.returncode == 130, err
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_sweep_and_running_it_again_finishes_it(toy_plugins, tmp_path) -> None:
     # a trial sleeps 10 ms a step: the first is still running when Ctrl-C comes (two rows are
     # logged by step 20, and 380 steps take at least 3.8 s on any machine), with no long budget
@@ -259,6 +261,7 @@ BAYES = {"algo": {"value": "toy"}, "data": {"value": "toy-data"}, "steps": {"val
          "learning_rate": {"distribution": "log_uniform_values", "min": 0.001, "max": 1.0}}
 
 
+@pytest.mark.slow
 def test_two_bayes_sweeps_on_one_database_run_each_trial_once(toy_plugins, tmp_path, capsys) -> None:
     import optuna
 
@@ -286,6 +289,7 @@ def test_two_bayes_sweeps_on_one_database_run_each_trial_once(toy_plugins, tmp_p
     assert len(table) == 6 and f"optuna-dashboard {storage}" in again.err
 
 
+@pytest.mark.slow
 def test_a_bayes_sweep_prunes_with_hyperband_and_says_so(toy_plugins, tmp_path, capsys) -> None:
     spec = write_spec(tmp_path / "pruned.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
                       early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3},
@@ -316,6 +320,7 @@ def test_bayes_specs_are_checked_before_any_trial(toy_plugins, tmp_path, capsys)
     assert not runs_dir().exists() or not any(p.name.startswith("c-") for p in runs_dir().iterdir())
 
 
+@pytest.mark.slow
 def test_an_interrupted_bayes_trial_resumes_when_the_sweep_runs_again(toy_plugins, tmp_path) -> None:
     import optuna
 

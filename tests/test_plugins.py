@@ -59,6 +59,7 @@ def test_lab_load_plugins_restricts_third_party(monkeypatch):
     assert "fine" in names and "broken" not in names and "jsonl_tracker" in names
 
 
+@pytest.mark.slow
 def test_entry_point_package_is_pip_installed_and_found(tmp_path):
     source = tmp_path / "example_plugin"
     shutil.copytree(TESTS / "example_plugin", source)  # building writes next to the sources
