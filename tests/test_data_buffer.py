@@ -158,7 +158,6 @@ def _distributed_worker(rank: int, world_size: int, port: int, out: str) -> None
 
 
 @pytest.mark.slow  # two fresh processes import torch: ~5-15 s
-@pytest.mark.xdist_group("torchrun")  # beside the other 2-process jobs (test_distributed.py), not at once
 def test_shards_by_rank_under_torch_distributed(tmp_path: Path) -> None:
     import socket
 
