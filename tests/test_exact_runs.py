@@ -260,14 +260,6 @@ def test_ctrl_c_during_set_up_exits_cleanly(delay):
         assert "no run was started" in err
 
 
-def saved_step(run: Path) -> int:
-    """The step latest.pt was saved at; -1 before there is one."""
-    try:
-        return load_checkpoint(run / "checkpoints" / "latest.pt")["global_step"]
-    except LabError:
-        return -1
-
-
 def test_a_run_in_use_is_locked_and_a_stale_lock_is_taken_over(capsys):
     proc = start("train", "dqn", "--env", "CartPole-v1", "--steps", "500000", "--learning-starts", "1000",
                  "--name", "busy", "--checkpoint-interval", "2000", "--log-interval", "500", "--video", "false")
@@ -280,12 +272,6 @@ def test_a_run_in_use_is_locked_and_a_stale_lock_is_taken_over(capsys):
         code, err = lab_cli(capsys, "resume", str(run))  # in this process: the lock is what keeps it out
         assert code == 2 and f"pid {proc.pid}" in err and "in use" in err
         assert lab_cli(capsys, "eval", str(run))[0] == 2
-        # killed once a checkpoint holds replay memory, as when the checks above were subprocesses (a
-        # lab bug: a dqn run killed right after its step-0 checkpoint does not resume, KeyError 'frames':
-        # lab/run/chunks.py loads a manifest of no chunks as no tensors)
-        while saved_step(run) < 2000:
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.05)
     finally:
         proc.kill()  # SIGKILL: no chance to clean up, the lock file stays behind
         proc.communicate()
