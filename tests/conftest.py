@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -29,6 +32,12 @@ def real_data_dir() -> Path:
     if not all((DATA_DIR / "mnist" / name).is_file() for name in MNIST_NAMES):
         pytest.skip(f"real MNIST not found in {DATA_DIR / 'mnist'}; set LAB_DATA_DIR to a folder with mnist/")
     return DATA_DIR
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` first, the rest in their usual order: under pytest-xdist the other
+    workers fill in around the long end-to-end runs instead of waiting for one at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)
@@ -56,6 +65,26 @@ def data_dir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def toy_plugins(monkeypatch):
     monkeypatch.setenv("LAB_PLUGINS_DIR", str(LOCAL_PLUGINS))
+
+
+def shared_folder(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder made once a test session by `make(folder)`, whichever pytest-xdist worker asks
+    first (the others wait for it), for session-scoped fixtures that share trained runs. Tests
+    only read it: one that changes a run copies it first (shutil.copytree)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder = root / "shared" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    done = folder.parent / f"{name}.done"
+    with open(folder.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # left half-made by a failed `make`
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
 
 
 def run_lab(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

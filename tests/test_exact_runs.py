@@ -16,7 +16,7 @@ import torch
 import yaml
 
 import lab as lab_module
-from conftest import LOCAL_PLUGINS, comparable, one_line_error, read_jsonl, run_lab, runs_dir
+from conftest import LOCAL_PLUGINS, comparable, one_line_error, read_jsonl, runs_dir
 from conftest import lab as lab_cli
 from lab.api import LabError, Tracker
 from lab.cli import main
@@ -59,7 +59,7 @@ EXACT_CASES = {
                 "--n-epochs", "2", "--batch-size", "128", "--eval-interval", "2048", "--log-interval", "256"],
     "ppo": ["--env", "CartPole-v1", "--steps", "8192", "--num-envs", "2", "--n-steps", "128", "--n-epochs", "2",
             "--batch-size", "128", "--eval-interval", "2048", "--log-interval", "256", "--norm-obs", "--norm-reward"],
-    "a2c": ["--env", "Pendulum-v1", "--steps", "30000", "--num-envs", "4", "--eval-interval", "7500",
+    "a2c": ["--env", "Pendulum-v1", "--steps", "16000", "--num-envs", "4", "--eval-interval", "4000",
             "--log-interval", "1000", "--norm-obs", "--norm-reward"],
     "sac": ["--env", "Pendulum-v1", "--steps", "1500", "--learning-starts", "300", "--eval-interval", "500",
             "--log-interval", "100", "--net-arch", "32,32", "--batch-size", "64"],
@@ -72,13 +72,14 @@ EXACT_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", sorted(EXACT_CASES))
-def test_sigint_then_resume_logs_what_the_uninterrupted_run_logs(algo):
+def test_sigint_then_resume_logs_what_the_uninterrupted_run_logs(algo, capsys):
     common = ["train", algo, *EXACT_CASES[algo], "--seed", "3", "--eval-episodes", "3", "--video", "false"]
     assert main([*common, "--name", "straight"]) == 0
     steps = int(EXACT_CASES[algo][EXACT_CASES[algo].index("--steps") + 1])
 
-    proc = start(*common, "--name", "stopped")
+    proc = start(*common, "--name", "stopped")  # a real process gets a real SIGINT
     wait_for_step(proc, runs_dir() / "stopped", steps // 3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
@@ -87,9 +88,11 @@ def test_sigint_then_resume_logs_what_the_uninterrupted_run_logs(algo):
     stopped_at = load_checkpoint(runs_dir() / "stopped" / "checkpoints" / "latest.pt")["global_step"]
     assert 0 < stopped_at < steps
 
-    resumed = run_lab("resume", str(runs_dir() / "stopped"))
-    assert resumed.returncode == 0, resumed.stderr
-    assert "start new episodes" not in resumed.stderr  # classic control continues its episodes
+    # resumed in this process: everything it continues from crossed the process boundary in the run folder
+    capsys.readouterr()
+    code, resumed_err = lab_cli(capsys, "resume", str(runs_dir() / "stopped"))
+    assert code == 0, resumed_err
+    assert "start new episodes" not in resumed_err  # classic control continues its episodes
     straight = read_jsonl(runs_dir() / "straight" / "metrics.jsonl")
     again = read_jsonl(runs_dir() / "stopped" / "metrics.jsonl")
     assert any(k in r for r in again for k in ("train/loss", "train/critic_loss"))
@@ -257,7 +260,7 @@ def test_ctrl_c_during_set_up_exits_cleanly(delay):
         assert "no run was started" in err
 
 
-def test_a_run_in_use_is_locked_and_a_stale_lock_is_taken_over():
+def test_a_run_in_use_is_locked_and_a_stale_lock_is_taken_over(capsys):
     proc = start("train", "dqn", "--env", "CartPole-v1", "--steps", "500000", "--learning-starts", "1000",
                  "--name", "busy", "--checkpoint-interval", "2000", "--log-interval", "500", "--video", "false")
     run = runs_dir() / "busy"
@@ -266,17 +269,17 @@ def test_a_run_in_use_is_locked_and_a_stale_lock_is_taken_over():
         while not (run / "checkpoints" / "latest.pt").exists():
             assert proc.poll() is None and time.time() < deadline
             time.sleep(0.05)
-        second = run_lab("resume", str(run))
-        assert second.returncode == 2 and f"pid {proc.pid}" in second.stderr and "in use" in second.stderr
-        assert run_lab("eval", str(run)).returncode == 2
+        code, err = lab_cli(capsys, "resume", str(run))  # in this process: the lock is what keeps it out
+        assert code == 2 and f"pid {proc.pid}" in err and "in use" in err
+        assert lab_cli(capsys, "eval", str(run))[0] == 2
     finally:
         proc.kill()  # SIGKILL: no chance to clean up, the lock file stays behind
         proc.communicate()
     assert (run / ".lock").exists()
     saved = load_checkpoint(run / "checkpoints" / "latest.pt")["global_step"]
-    taken = run_lab("resume", str(run), "--steps", str(saved + 500))
-    assert taken.returncode == 0, taken.stderr
-    assert f"taking over the lock of pid {proc.pid}" in taken.stderr
+    code, err = lab_cli(capsys, "resume", str(run), "--steps", str(saved + 500))
+    assert code == 0, err
+    assert f"taking over the lock of pid {proc.pid}" in err
     assert not (run / ".lock").exists()
 
 
@@ -309,16 +312,17 @@ def test_resume_without_replay_buffer_waits_for_learning_starts():
     assert after and min(after) > 1500 + 1000 - 100  # no learning from a handful of transitions
 
 
-def test_atari_resume_restarts_games_from_a_seed_of_the_step():
+def test_atari_resume_restarts_games_from_a_seed_of_the_step(capsys):
     """ale-py's vector env cannot save its emulators: a resumed Breakout run starts new games
     seeded from (seed, global_step), says so, and otherwise continues exactly."""
     args = ["train", "dqn", "--env", "BreakoutNoFrameskip-v4", "--steps", "400", "--num-envs", "2",
             "--learning-starts", "300", "--buffer-size", "2000", "--batch-size", "4", "--eval-episodes", "1",
             "--eval-interval", "400", "--video", "false", "--name", "ale"]
     assert main(args) == 0
-    resumed = run_lab("resume", str(runs_dir() / "ale"), "--steps", "480")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "start new episodes" in resumed.stderr and "seeded from the run seed and this step" in resumed.stderr
+    capsys.readouterr()
+    code, err = lab_cli(capsys, "resume", str(runs_dir() / "ale"), "--steps", "480")
+    assert code == 0, err
+    assert "start new episodes" in err and "seeded from the run seed and this step" in err
 
 
 def test_a_run_folder_never_loads_code_but_says_which_plugin_folder_to_pass(capsys, tmp_path):
@@ -340,8 +344,8 @@ def test_a_run_folder_never_loads_code_but_says_which_plugin_folder_to_pass(caps
     with pytest.raises(LabError, match="never loaded from a run folder"):
         lab_module.load(run)
     assert not Path("pwned").exists(), "no code of the folder the run names was run"
-    resumed = run_lab("--plugins-dir", str(LOCAL_PLUGINS), "resume", str(run), "--steps", "24")
-    assert resumed.returncode == 0, resumed.stderr
+    code, err = lab_cli(capsys, "--plugins-dir", str(LOCAL_PLUGINS), "resume", str(run), "--steps", "24")
+    assert code == 0, err
     assert lab_module.load(run, "latest", plugins_dir=str(LOCAL_PLUGINS)).global_step == 24
 
 

@@ -82,7 +82,8 @@ def _wait_for(condition, seconds: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_seeds_die_with_their_parent_and_running_the_command_again_continues_them(toy_plugins) -> None:
+@pytest.mark.slow
+def test_seeds_die_with_their_parent_and_running_the_command_again_continues_them(toy_plugins, capsys) -> None:
     command = ["train", "toy", "--data", "toy-data", "--steps", "400", "--sleep", "0.02", "--log-interval", "10",
                "--name", "kill"]
     proc = subprocess.Popen([sys.executable, "-m", "lab", *command, "--seeds", "1,2", "--parallel", "2"],
@@ -102,10 +103,11 @@ def test_seeds_die_with_their_parent_and_running_the_command_again_continues_the
     for seed in (1, 2, 3):  # the interrupted ones resumed, the missing one started
         summary = summary_of(runs_dir() / f"kill-s{seed}")
         assert summary["status"] == "finished" and summary["global_step"] == 400
-    once_more = run_lab(*command, "--seeds", "1-3")
-    assert once_more.returncode == 0 and "3 of 3 seeds already finished" in once_more.stderr
-    changed = run_lab(*command[:-2], "--learning-rate", "0.5", "--name", "kill", "--seeds", "1")
-    assert changed.returncode == 2 and "was made with learning_rate=0.1" in changed.stderr
+    capsys.readouterr()
+    assert main([*command, "--seeds", "1-3"]) == 0  # in this process: nothing is left to start
+    assert "3 of 3 seeds already finished" in capsys.readouterr().err
+    assert main([*command[:-2], "--learning-rate", "0.5", "--name", "kill", "--seeds", "1"]) == 2
+    assert "was made with learning_rate=0.1" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ sweeps
@@ -163,13 +165,14 @@ def test_bad_sweep_specs_are_one_line_before_any_run(capsys, tmp_path, spec, mes
     assert not runs_dir().exists() or not any(runs_dir().iterdir())
 
 
-def test_a_sweep_of_any_size_checks_fast_runs_lazily_and_takes_the_run_flags(tmp_path) -> None:
+def test_a_sweep_of_any_size_checks_fast_runs_lazily_and_takes_the_run_flags(tmp_path, capsys) -> None:
     huge = {f"p{i}": {"values": list(range(10))} for i in range(9)}  # 10^9 trials
     spec = write_spec(tmp_path / "huge.yaml", parameters={**RANDOM_FIXED, "steps": {"value": 50}, **huge})
     start = time.monotonic()
-    result = run_lab("sweep", str(spec), "--count", "2", "--device", "cpu", "--wandb", "disabled", timeout=300)
+    code = main(["sweep", str(spec), "--count", "2", "--device", "cpu", "--wandb", "disabled"])
+    err = capsys.readouterr().err
     # the random agent takes no p0..p8: the check refuses them at once, before any trial, whatever the size
-    assert result.returncode == 2 and "unknown flag --p0 for random" in result.stderr, result.stderr
+    assert code == 2 and "unknown flag --p0 for random" in err, err
     assert time.monotonic() - start < 60
     grid = {"num_envs": {"values": list(range(1, 11))}, "eval_episodes": {"values": list(range(1, 101))}}
     spec = write_spec(tmp_path / "wide.yaml", parameters={**RANDOM_FIXED, "steps": {"value": 40}, **grid,
@@ -220,18 +223,22 @@ def ctrl_c_once_the_first_trial_logs(spec: Path, first_trial: str, *flags: str) 
     assert proc.returncode == 130, err
 
 
-def test_ctrl_c_stops_a_sweep_and_running_it_again_finishes_it(tmp_path) -> None:
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_and_running_it_again_finishes_it(toy_plugins, tmp_path) -> None:
+    # a trial sleeps 10 ms a step: the first is still running when Ctrl-C comes (two rows are
+    # logged by step 20, and 380 steps take at least 3.8 s on any machine), with no long budget
     spec = write_spec(tmp_path / "long.yaml", parameters={
-        **RANDOM_FIXED, "steps": {"value": 400_000}, "log_interval": {"value": 2000}, "eval_interval": {"value": 400_000},
-        "seed": {"values": [1, 2]}})
+        "algo": {"value": "toy"}, "data": {"value": "toy-data"}, "steps": {"value": 400}, "sleep": {"value": 0.01},
+        "log_interval": {"value": 10}, "seed": {"values": [1, 2]}})
     ctrl_c_once_the_first_trial_logs(spec, "long-001")
-    assert summary_of(runs_dir() / "long-001")["status"] == "interrupted"
+    first = summary_of(runs_dir() / "long-001")
+    assert first["status"] == "interrupted" and first["global_step"] < 400
     assert not (runs_dir() / "long-002").exists()  # no new trial starts after Ctrl-C
     again = run_lab("sweep", str(spec), timeout=600)
     assert again.returncode == 0, again.stderr
     for name in ("long-001", "long-002"):
         summary = summary_of(runs_dir() / name)
-        assert summary["status"] == "finished" and summary["global_step"] == 400_000
+        assert summary["status"] == "finished" and summary["global_step"] == 400
 
 
 def test_the_same_spec_serves_a_wandb_agent(tmp_path) -> None:
@@ -255,7 +262,8 @@ BAYES = {"algo": {"value": "toy"}, "data": {"value": "toy-data"}, "steps": {"val
          "learning_rate": {"distribution": "log_uniform_values", "min": 0.001, "max": 1.0}}
 
 
-def test_two_bayes_sweeps_on_one_database_run_each_trial_once(toy_plugins, tmp_path) -> None:
+@pytest.mark.slow
+def test_two_bayes_sweeps_on_one_database_run_each_trial_once(toy_plugins, tmp_path, capsys) -> None:
     import optuna
 
     spec = write_spec(tmp_path / "shared.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
@@ -275,20 +283,23 @@ def test_two_bayes_sweeps_on_one_database_run_each_trial_once(toy_plugins, tmp_p
         assert trial.value == pytest.approx(summary_of(runs_dir() / f"shared-{trial.number + 1:03d}")["best"])
         assert config_of(runs_dir() / f"shared-{trial.number + 1:03d}")["config"]["learning_rate"] == \
             pytest.approx(trial.params["learning_rate"])
-    again = run_lab("sweep", str(spec), "--count", "6")
-    assert again.returncode == 0 and "started trial" not in again.stderr, "the study is complete: nothing runs"
-    table = [line for line in again.stdout.splitlines() if line.startswith("| shared-")]
-    assert len(table) == 6 and f"optuna-dashboard {storage}" in again.stderr
+    assert main(["sweep", str(spec), "--count", "6"]) == 0  # in this process: the study is complete
+    again = capsys.readouterr()
+    assert "started trial" not in again.err, "the study is complete: nothing runs"
+    table = [line for line in again.out.splitlines() if line.startswith("| shared-")]
+    assert len(table) == 6 and f"optuna-dashboard {storage}" in again.err
 
 
+@pytest.mark.slow
 def test_a_bayes_sweep_prunes_with_hyperband_and_says_so(toy_plugins, tmp_path, capsys) -> None:
     spec = write_spec(tmp_path / "pruned.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
                       early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3},
                       parameters={**BAYES, "steps": {"value": 60}, "eval_interval": {"value": 10}})
-    result = run_lab("sweep", str(spec), "--count", "10", timeout=900)
+    # six trials: TPE (seeded by the sweep's name) and hyperband prune the 4th to 6th here
+    result = run_lab("sweep", str(spec), "--count", "6", timeout=900)
     assert result.returncode == 0, result.stderr
     statuses = {p.name: summary_of(p)["status"] for p in runs_dir().iterdir() if p.name.startswith("pruned-")}
-    assert len(statuses) == 10 and set(statuses.values()) <= {"finished", "pruned"}
+    assert len(statuses) == 6 and set(statuses.values()) <= {"finished", "pruned"}
     pruned = [name for name, status in statuses.items() if status == "pruned"]
     assert pruned, "hyperband stopped some trials"
     for name in pruned:  # stopped cleanly: a checkpoint, and fewer steps than the budget
@@ -310,6 +321,7 @@ def test_bayes_specs_are_checked_before_any_trial(toy_plugins, tmp_path, capsys)
     assert not runs_dir().exists() or not any(p.name.startswith("c-") for p in runs_dir().iterdir())
 
 
+@pytest.mark.slow
 def test_an_interrupted_bayes_trial_resumes_when_the_sweep_runs_again(toy_plugins, tmp_path) -> None:
     import optuna
 

@@ -34,6 +34,7 @@ def test_help_names_the_offline_steps():
     assert "--prepare" in done.stdout and "--install" in done.stdout and "--quick" in done.stdout
 
 
+@pytest.mark.slow
 def test_quick_cpu_run_gives_every_case_a_result_or_a_skip(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "LAB_DATA_DIR": str(DATA_DIR)}

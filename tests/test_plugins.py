@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from conftest import LOCAL_PLUGINS, TESTS, run_lab
+from conftest import lab as lab_cli
+from lab.cli import main
 from lab.run.discovery import load_lab
+
+
+def lab_out(capsys, *argv: str) -> tuple[int, str]:
+    """Run `lab ARGV` in this process; (exit code, stdout)."""
+    code = main(list(argv))
+    return code, capsys.readouterr().out
 
 
 def test_builtins_register_through_the_public_hooks():
@@ -23,33 +31,34 @@ def test_builtins_register_through_the_public_hooks():
     assert lab.registry.trackers["jsonl"].plugin == "jsonl_tracker"
 
 
-def test_local_plugin_dir_and_listing(toy_plugins):
-    result = run_lab("plugins", "--json")
-    assert result.returncode == 0, result.stderr
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
+def test_local_plugin_dir_and_listing(toy_plugins, capsys):
+    code, out = lab_out(capsys, "plugins", "--json")
+    assert code == 0, out
+    rows = {row["name"]: row for row in json.loads(out)}
     toy = rows["toy"]
     assert toy["source"] == "local" and toy["version"] == "0.0.7"
     assert {"register_algorithms", "register_datasets", "register_trackers", "on_run_end"} <= set(toy["hooks"])
     assert {"name": "toy", "kind": "supervised"} in toy["registered"]
     assert {"name": "toy-data", "kind": "dataset"} in toy["registered"]
-    table = run_lab("--plugins-dir", str(LOCAL_PLUGINS), "plugins")
-    assert table.returncode == 0 and "toy" in table.stdout
+    code, table = lab_out(capsys, "--plugins-dir", str(LOCAL_PLUGINS), "plugins")
+    assert code == 0 and "toy" in table
 
 
-def test_broken_plugin_is_reported_and_others_load():
+def test_broken_plugin_is_reported_and_others_load(capsys):
     lab = load_lab(TESTS / "broken_plugins")
     failed = {p.name: p.error for p in lab.failures}
     assert list(failed) == ["broken", "exits"] and "this_module_does_not_exist" in failed["broken"]
     assert failed["exits"] == "SystemExit: 3", "a plugin calling sys.exit at import is reported like one that raises"
     assert "fine-tracker" in lab.registry.trackers
-    result = run_lab("--plugins-dir", str(TESTS / "broken_plugins"), "plugins", "--json")
-    assert result.returncode == 0
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    # the CLI in this process: a plugin that raises or calls sys.exit at import does not end it
+    code, out = lab_out(capsys, "--plugins-dir", str(TESTS / "broken_plugins"), "plugins", "--json")
+    assert code == 0
+    rows = {row["name"]: row for row in json.loads(out)}
     assert "No module named" in rows["broken"]["error"] and "error" not in rows["fine"]
     # other commands warn on one line and carry on
-    other = run_lab("--plugins-dir", str(TESTS / "broken_plugins"), "train", "nope")
-    assert other.returncode == 2 and "warning: plugin 'broken' failed to load" in other.stderr
-    assert "unknown algorithm 'nope'" in other.stderr and "Traceback" not in other.stderr
+    code, err = lab_cli(capsys, "--plugins-dir", str(TESTS / "broken_plugins"), "train", "nope")
+    assert code == 2 and "warning: plugin 'broken' failed to load" in err
+    assert "unknown algorithm 'nope'" in err and "Traceback" not in err
 
 
 def test_lab_load_plugins_restricts_third_party(monkeypatch):
@@ -59,6 +68,7 @@ def test_lab_load_plugins_restricts_third_party(monkeypatch):
     assert "fine" in names and "broken" not in names and "jsonl_tracker" in names
 
 
+@pytest.mark.slow
 def test_entry_point_package_is_pip_installed_and_found(tmp_path):
     source = tmp_path / "example_plugin"
     shutil.copytree(TESTS / "example_plugin", source)  # building writes next to the sources

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import read_jsonl, run_lab
+from conftest import read_jsonl
 from lab.cli import main
 from lab.run.checkpoint import load_checkpoint
 
@@ -83,7 +83,7 @@ def _start_and_interrupt(name: str, steps: int, sig: int) -> subprocess.Complete
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def test_sigint_checkpoints_and_resume_matches_uninterrupted_run(toy_plugins):
+def test_sigint_checkpoints_and_resume_matches_uninterrupted_run(toy_plugins, capsys):
     steps = 400
     result = _start_and_interrupt("sig", steps, signal.SIGINT)
     assert result.returncode == 130, result.stderr
@@ -94,9 +94,9 @@ def test_sigint_checkpoints_and_resume_matches_uninterrupted_run(toy_plugins):
     stopped_at = load_checkpoint(run / "checkpoints" / "latest.pt")["global_step"]
     assert 0 < stopped_at < steps and stopped_at == summary["global_step"]
 
-    resumed = run_lab("resume", str(run))  # continues to the original budget
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"from step {stopped_at} to {steps}" in resumed.stderr
+    capsys.readouterr()
+    assert main(["resume", str(run)]) == 0  # continues to the original budget (in this process)
+    assert f"from step {stopped_at} to {steps}" in capsys.readouterr().err
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["global_step"] for r in rows] == sorted(r["global_step"] for r in rows)
@@ -234,8 +234,8 @@ def test_a_run_that_diverges_stops_keeps_its_last_finite_checkpoint_and_resumes_
     rows = read_jsonl(run / "metrics.jsonl")
     assert any(r.get("train/loss", 0.0) is None for r in rows), "the non-finite loss is logged (null in JSON)"
     assert "train/loss nan" in err, "the report shows the NaN"
-    resumed = run_lab("resume", str(run))
-    assert "from step 20 to 60" in resumed.stderr and resumed.returncode == 1  # the same settings diverge again
+    code = main(["resume", str(run)])
+    assert "from step 20 to 60" in capsys.readouterr().err and code == 1  # the same settings diverge again
 
 
 def test_lab_runs_tells_a_killed_run_from_a_live_one(toy_plugins, capsys):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import read_jsonl, real_data_dir, run_lab
+from conftest import read_jsonl, real_data_dir
 from lab.api import LabError, Tracker
 from lab.generative.reference import reference_classifier
 from lab.plugins import datasets, supervised
@@ -172,12 +172,13 @@ def test_logreg_learns_mnist_in_a_few_steps(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_trains_resumes_and_serves_a_feature_extractor(tmp_path: Path) -> None:
+def test_cli_trains_resumes_and_serves_a_feature_extractor(tmp_path: Path, monkeypatch, capsys) -> None:
+    from lab.cli import main
+
     data_dir = real_data_dir()
-    env = {"LAB_DATA_DIR": str(data_dir)}
+    monkeypatch.setenv("LAB_DATA_DIR", str(data_dir))
     common = ["--data", "mnist", "--name", "tiny", "--batch-size", "512", "--widths", "4,8"]
-    result = run_lab("train", "cnn", *common, "--steps", "6", "--eval-interval", "3", env=env)
-    assert result.returncode == 0, result.stderr
+    assert main(["train", "cnn", *common, "--steps", "6", "--eval-interval", "3"]) == 0, capsys.readouterr().err
     run_dir = tmp_path / "runs" / "tiny"
     rows = read_jsonl(run_dir / "metrics.jsonl")
     assert any("train/loss" in row for row in rows)
@@ -187,8 +188,7 @@ def test_cli_trains_resumes_and_serves_a_feature_extractor(tmp_path: Path) -> No
     assert (run_dir / "media" / "confusion_matrix-step000000006.png").is_file()
     assert (run_dir / "media" / "misclassified-step000000006.png").is_file()
 
-    result = run_lab("resume", str(run_dir), "--steps", "9", env=env)
-    assert result.returncode == 0, result.stderr
+    assert main(["resume", str(run_dir), "--steps", "9"]) == 0, capsys.readouterr().err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["global_step"] == 9 and summary["status"] == "finished"
     assert summary["key_metric"] == "val/accuracy"
