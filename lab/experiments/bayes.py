@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lab.api import LabError, RunStatus
+from lab.api.errors import one_line
 from lab.experiments.jobs import Job, run_jobs
 from lab.experiments.sweep import Sweep, distribution, train_args, trial_name
 from lab.files import make_folder, writing
@@ -229,8 +230,8 @@ class TrialPruner(Observer):
             return cls(os.environ[STORAGE_VAR], os.environ[STUDY_VAR], int(os.environ[TRIAL_VAR]),
                        os.environ.get(METRIC_VAR) or None, json.loads(os.environ.get(PRUNER_VAR) or "null"))
         except Exception as exc:  # the trial still trains; it only cannot be pruned
-            print(f"warning: cannot report to the sweep's study ({type(exc).__name__}: {exc}); "
-                  "this trial will not be pruned", file=sys.stderr)
+            print("warning: " + one_line(f"cannot report to the sweep's study ({type(exc).__name__}: {exc}); "
+                                         "this trial will not be pruned"), file=sys.stderr)
             return None
 
     def evaluated(self, step: int, metrics: dict[str, Any], key_metric: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from lab import distributed
 from lab.api import Episode, LabError, RunInfo, RunStatus, Tracker
-from lab.api.errors import unknown
+from lab.api.errors import one_line, unknown
 from lab.run.discovery import Lab
 from lab.run.events import Observer
 
@@ -85,8 +85,8 @@ class MultiTracker(Tracker):
             except LabError:
                 raise
             except Exception as exc:
-                print(f"warning: tracker '{name}' could not start ({type(exc).__name__}: {exc}); "
-                      "continuing without it", file=sys.stderr)
+                print("warning: " + one_line(f"tracker '{name}' could not start ({type(exc).__name__}: {exc}); "
+                                             "continuing without it"), file=sys.stderr)
                 continue
             if tracker is not None:
                 self.trackers.append(tracker)
