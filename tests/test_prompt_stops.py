@@ -154,6 +154,40 @@ def test_a_stop_inside_a_rollout_ends_at_the_last_checkpoint_and_the_resumed_run
     assert rows_of(stopped) == rows_of(runs_dir() / "straight")
 
 
+def test_a_stop_inside_an_update_ends_it_at_the_next_minibatch(monkeypatch, capsys) -> None:
+    """A large rollout's update is thousands of minibatches (--num-envs 64 --n-steps 4096: 40,960
+    gradient steps, over a minute here): every minibatch checks, not only the rollout."""
+    minibatches: list[int] = []
+    update, minibatches_of = PPO.update, PPO.minibatches
+
+    def counted_update(self):
+        minibatches.append(0)
+        return update(self)
+
+    def counted(self, batch_size):
+        for batch in minibatches_of(self, batch_size):
+            minibatches[-1] += 1
+            yield batch
+
+    monkeypatch.setattr(PPO, "update", counted_update)
+    monkeypatch.setattr(PPO, "minibatches", counted)
+    fired = stop_at_check(monkeypatch, lambda phase: bool(minibatches))  # the first check of the first update
+    assert main(["train", "ppo", *SMALL_PPO, "--n-epochs", "4", "--batch-size", "32", "--name", "stopped"]) == 130
+    assert fired and minibatches == [0], minibatches  # 4 epochs x 8 minibatches were due; none was taken
+    assert "the stop came inside the training step after step 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("algo,settings", [
+    ("sb3-ppo", ["--n-steps", "64", "--n-epochs", "4", "--batch-size", "8"]),  # 64 rollout checks, then 32 minibatches
+    ("sb3-dqn", ["--learning-starts", "10", "--train-freq", "64", "--gradient-steps", "32", "--batch-size", "8"]),
+])
+def test_stable_baselines3s_updates_check_for_a_stop_at_every_minibatch(monkeypatch, capsys, algo, settings) -> None:
+    fired = stop_at_check(monkeypatch, lambda phase: phase == ("step", 70))  # the 6th minibatch of the first update
+    assert main(["train", algo, "--env", "CartPole-v1", "--num-envs", "1", "--steps", "256", "--eval-episodes", "1",
+                 "--video", "false", "--trackers", "jsonl", "--name", "stopped", *settings]) == 130 and fired
+    assert "the stop came inside the training step after step 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("evaluation", [2, 4])  # at step 1024, and the last one (step 2048, the budget)
 def test_a_stop_inside_an_evaluation_saves_its_step_and_the_resumed_run_redoes_the_evaluation(
         monkeypatch, capsys, evaluation) -> None:

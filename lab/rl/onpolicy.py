@@ -195,6 +195,11 @@ class OnPolicyAgent(Agent):
         into as many minibatches as one process would cut all of them into, so the ranks take
         their gradient steps together (autoreset steps, left out, differ between the ranks).
         """
+        for batch in self._rank_minibatches(batch_size):
+            self.ctx.check_stop()  # thousands of minibatches (a large rollout): a stop ends the update within seconds
+            yield batch
+
+    def _rank_minibatches(self, batch_size: int) -> Iterator[RolloutBatch]:
         buffer = self.buffer
         if self.ctx.world_size == 1:
             yield from buffer.minibatches(batch_size, self.minibatch_generator)

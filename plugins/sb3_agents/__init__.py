@@ -15,7 +15,7 @@ saved. SB3's private members that this needs are named in one place, `internals`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,6 +58,31 @@ class StopCheck(BaseCallback):
         return True
 
 
+def check_stop_per_minibatch(model: BaseAlgorithm, check_stop: Callable[[], None]) -> None:
+    """`check_stop()` before each minibatch SB3's update takes (from `rollout_buffer.get` or
+    `replay_buffer.sample`): a large rollout's update or a --train-freq of 100k gradient steps
+    stops within seconds, as the lab's own agents do. The update itself is SB3's, untouched."""
+    rollout = getattr(model, "rollout_buffer", None)
+    if rollout is not None:
+        get = rollout.get
+
+        def checked_get(batch_size: int | None = None) -> Iterator[Any]:
+            for batch in get(batch_size):
+                check_stop()
+                yield batch
+
+        rollout.get = checked_get
+    replay = getattr(model, "replay_buffer", None)
+    if replay is not None:
+        sample = replay.sample
+
+        def checked_sample(*args: Any, **kwargs: Any) -> Any:
+            check_stop()
+            return sample(*args, **kwargs)
+
+        replay.sample = checked_sample
+
+
 class SB3Agent(Agent):
     """Shared plumbing: env adapter, silent logger, one learn-loop iteration per step, state."""
 
@@ -87,6 +112,7 @@ class SB3Agent(Agent):
             self.venv.close()
             raise
         self.model.set_logger(Logger(folder=None, output_formats=[]))
+        check_stop_per_minibatch(self.model, ctx.check_stop)
         # the run's budget is the schedule horizon (exploration, lr annealing); kept on resume
         self.callback = internals.setup_learn(self.model, ctx.total_steps, StopCheck(ctx.check_stop))
         self.callback.on_training_start(locals(), globals())
