@@ -312,8 +312,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     value and env id the spec holds is checked before the first trial starts (each once, so a
     sweep of any size checks in seconds); Ctrl-C stops the check."""
     from lab.distributed import launched
-    from lab.experiments.jobs import flag_value, overall_exit_code, parse_parallel, results_table, run_jobs
-    from lab.experiments.sweep import existing_trials, jobs, load_sweep, trial_count
+    from lab.experiments.jobs import flag_value, overall_exit_code, parse_parallel, results_table
+    from lab.experiments.storage import Storage, default_storage
+    from lab.experiments.study import SweepStudy
+    from lab.experiments.sweep import grid_size, load_sweep
+    from lab.experiments.worker import WorkerPlan, run_worker, trial_jobs
 
     if launched():
         raise LabError("lab sweep starts its own processes: run it without torchrun")
@@ -337,39 +340,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     extra = [f"--{flag(k)}={flag_value(v)}" for k, v in common.items()]
     tracker_settings = {"trackers"} | lab.registry.tracker_setting_names()
     resume_extra = [f"--{flag(k)}={flag_value(v)}" for k, v in common.items() if k in tracker_settings]
-
-    if sweep.method == "bayes":
-        from lab.experiments.bayes import default_storage, run_bayes
-
-        if count is None:
-            raise LabError("a bayes sweep needs --count K (how many trials the study should hold)")
-        storage = args.storage or default_storage(sweep, runs_dir)
-        runs_flag = ["--runs-dir", args.runs_dir] if args.runs_dir else []
-        codes, made = run_bayes(sweep, count, runs_dir, storage, parallel, [*extra, *runs_flag], resume_extra,
-                                lab.plugins_dir)
-        print(f"study: {storage} (`optuna-dashboard {storage}` shows it)", file=sys.stderr)
-        print(results_table(made, sweep.metric, rank=sweep.goal, most=100))
-        return overall_exit_code(codes)
-    if args.storage:
-        raise LabError("--storage is for method: bayes (grid and random trials follow from the spec alone)")
-    finished = []
-
-    def todo():
-        for job in jobs(sweep, count, runs_dir, lab.plugins_dir):
-            if job.args and job.args[0] == "train":
-                job.args += [*extra, *(["--runs-dir", args.runs_dir] if args.runs_dir else [])]
-            elif job.args:
-                job.args += resume_extra
-            if job.args:
-                yield job
-            else:
-                finished.append(job.label)
-
-    total = trial_count(sweep, count)
-    codes = run_jobs(todo(), parallel)
-    if finished:
-        print(f"{len(finished):,} of {total:,} trials already finished (kept as they were)", file=sys.stderr)
-    print(results_table(existing_trials(sweep, count, runs_dir), sweep.metric, rank=sweep.goal, most=100))
+    max_trials = _positive(args.max_trials, "max-trials") if args.max_trials is not None else sweep.run_cap
+    if count is None and max_trials is None and sweep.method != "grid" and not args.status:
+        raise LabError(f"a {sweep.method} sweep needs --count K (trials this worker runs) or --max-trials N "
+                       "(the study's total, all workers together; the spec's `run_cap:`)")
+    storage = Storage.parse(args.storage) if args.storage else default_storage(sweep.name, runs_dir)
+    study = SweepStudy(sweep, storage, runs_dir)
+    if args.status:
+        print(results_table(trial_jobs(study), sweep.metric, rank=sweep.goal))
+        return 0
+    plan = WorkerPlan(count, max_trials, parallel, [*extra, *(["--runs-dir", args.runs_dir] if args.runs_dir else [])],
+                      resume_extra, lab.plugins_dir)
+    codes, started = run_worker(study, plan)
+    if not started and not codes:
+        held = len(study.trials())
+        print(f"nothing left to run: the study holds {held:,} trials"
+              + (f" (the whole grid of {grid_size(sweep):,})" if sweep.method == "grid" else
+                 f" (--max-trials {max_trials})" if max_trials is not None else ""), file=sys.stderr)
+    print(f"study: {storage.shown} (`lab sweep {args.spec} --status` lists every trial)", file=sys.stderr)
+    print(results_table(trial_jobs(study), sweep.metric, rank=sweep.goal, most=100))
     return overall_exit_code(codes)
 
 
@@ -483,14 +472,18 @@ def build_parser(lab: Any = None) -> _Parser:
                         "(0: the Atari 100k benchmark's protocol; default: as the run was made)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("sweep", help="grid/random search from a W&B-format sweep spec (re-run to continue)")
+    p = sub.add_parser("sweep", help="grid/random/bayes search from a W&B-format sweep spec; any number of workers "
+                                      "(re-run to continue)")
     p.add_argument("spec", metavar="SPEC.yaml")
-    p.add_argument("--parallel", help="trials running at once (default 1)")
-    p.add_argument("--count", help="trials to run (random search: how many to draw; grid: the first K)")
+    p.add_argument("--parallel", help="trials this worker runs at once (default 1)")
+    p.add_argument("--count", help="trials this worker runs (default: until the grid is done or the study is full)")
+    p.add_argument("--max-trials", help="the study's most trials, all workers together (default: the spec's run_cap)")
+    p.add_argument("--status", action="store_true", help="list the study's trials with their worker, host and state")
     p.add_argument("--runs-dir", help="runs root (default: $LAB_RUNS_DIR or ./runs)")
     p.add_argument("--storage", metavar="URL",
-                   help="method bayes: the Optuna study's database (default: a SQLite file in RUNS/NAME.sweep/; "
-                        "postgresql://... or mysql://... to share one sweep between machines)")
+                   help="the study every worker shares (default: a SQLite file in RUNS/NAME.sweep/); "
+                        "postgresql://USER@HOST/DB or mysql://... for workers on several machines, "
+                        "journal:PATH for a shared file system (docs/scale-out.md)")
     for name, reg in _sweep_agents(lab):
         p.add_argument(f"--{name}-agent", action="store_true",
                        help=f"hand the sweep to {name}'s sweep server and run an agent here (tracker plugin {reg.plugin})")

@@ -17,7 +17,8 @@ from conftest import run_lab, runs_dir
 from lab.api import LabError
 from lab.cli import main
 from lab.experiments.jobs import parse_seeds
-from lab.experiments.sweep import load_sweep, train_args, trials
+from lab.experiments.study import random_point
+from lab.experiments.sweep import load_sweep, train_args
 from lab.plugins.wandb_tracker.sweep_agent import wandb_config
 
 
@@ -116,7 +117,7 @@ def test_grid_sweep_runs_every_combination_ranks_them_and_skips_finished_trials(
     spec = write_spec(tmp_path / "grid.yaml", method="grid", metric={"name": "eval/return_mean", "goal": "maximize"},
                       parameters={**RANDOM_FIXED, "seed": {"values": [1, 2]}, "num_envs": {"values": [1, 2]}})
     assert main(["sweep", str(spec), "--parallel", "2"]) == 0
-    names = sorted(p.name for p in runs_dir().iterdir())
+    names = sorted(p.name for p in runs_dir().iterdir() if p.name.startswith("grid-"))
     assert names == ["grid-001", "grid-002", "grid-003", "grid-004"]
     made = {(config_of(runs_dir() / n)["seed"], config_of(runs_dir() / n)["config"]["num_envs"]) for n in names}
     assert made == {(1, 1), (1, 2), (2, 1), (2, 2)}
@@ -126,7 +127,7 @@ def test_grid_sweep_runs_every_combination_ranks_them_and_skips_finished_trials(
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)  # ranked by the metric
     stamps = {n: (runs_dir() / n / "summary.json").stat().st_mtime_ns for n in names}
     assert main(["sweep", str(spec)]) == 0  # again: nothing left to do
-    assert "4 of 4 trials already finished" in capsys.readouterr().err
+    assert "nothing left to run: the study holds 4 trials (the whole grid of 4)" in capsys.readouterr().err
     assert stamps == {n: (runs_dir() / n / "summary.json").stat().st_mtime_ns for n in names}
 
 
@@ -136,7 +137,7 @@ def test_random_sweep_draws_the_same_trials_every_time_within_their_ranges(tmp_p
         "learning_rate": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2},
         "batch_size": {"min": 16, "max": 64}, "exploration_fraction": {"values": [0.1, 0.2]}})
     sweep = load_sweep(spec)
-    first, again = list(trials(sweep, 5)), list(trials(load_sweep(spec), 5))
+    first, again = [random_point(sweep, n) for n in range(5)], [random_point(load_sweep(spec), n) for n in range(5)]
     assert first == again and len({t["gamma"] for t in first}) == 5
     for t in first:
         assert 0.9 <= t["gamma"] <= 0.999 and 1e-5 <= t["learning_rate"] <= 1e-2
@@ -180,7 +181,7 @@ def test_a_sweep_of_any_size_checks_fast_runs_lazily_and_takes_the_run_flags(tmp
     result = run_lab("sweep", str(spec), "--count", "2", "--device", "cpu", "--wandb", "disabled",
                      "--video", "false", timeout=300)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in runs_dir().iterdir()) == ["wide-001", "wide-002"]
+    assert sorted(p.name for p in runs_dir().iterdir() if p.name.startswith("wide-")) == ["wide-001", "wide-002"]
     config = config_of(runs_dir() / "wide-002")
     assert config["run"]["device"] == "cpu" and config["run"]["wandb"] == "disabled" and not config["run"]["video"]
     started = [line for line in result.stderr.splitlines() if line.startswith("started trial 001: ")]
@@ -262,32 +263,55 @@ BAYES = {"algo": {"value": "toy"}, "data": {"value": "toy-data"}, "steps": {"val
          "learning_rate": {"distribution": "log_uniform_values", "min": 0.001, "max": 1.0}}
 
 
+def workers(spec: Path, n: int, *flags: str) -> list[tuple[str, str]]:
+    """`lab sweep SPEC FLAGS` started `n` times at once (n workers on one study); their (stdout, stderr)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec), *flags],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    outs = [proc.communicate(timeout=600) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [err for _, err in outs]
+    return outs
+
+
 @pytest.mark.slow
-def test_two_bayes_sweeps_on_one_database_run_each_trial_once(toy_plugins, tmp_path, capsys) -> None:
+def test_two_bayes_workers_run_their_count_each_and_draw_distinct_trials(toy_plugins, tmp_path, capsys) -> None:
     import optuna
 
     spec = write_spec(tmp_path / "shared.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
                       parameters=BAYES)
-    procs = [subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec), "--count", "6"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [proc.communicate(timeout=600) for proc in procs]
-    assert all(proc.returncode == 0 for proc in procs), [err for _, err in outs]
+    outs = workers(spec, 2, "--count", "3")
     names = sorted(p.name for p in runs_dir().iterdir() if p.name.startswith("shared-"))
-    assert names == [f"shared-{i:03d}" for i in range(1, 7)], "six trials, each run once, none lost"
+    assert names == [f"shared-{i:03d}" for i in range(1, 7)], "--count is per worker: six trials, each run once"
     assert all(summary_of(runs_dir() / n)["status"] == "finished" for n in names)
     storage = f"sqlite:///{(runs_dir() / 'shared.sweep' / 'optuna.db').resolve()}"
     study = optuna.load_study(study_name="shared", storage=storage)
     trials = study.get_trials()
     assert len(trials) == 6 and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    assert len({t.params["learning_rate"] for t in trials}) == 6, "no two trials drew the same parameters"
+    assert len({t.user_attrs["worker"] for t in trials}) == 2 and all(err.count("started trial") == 3 for _, err in outs)
     for trial in trials:  # what the study was told is what the trial's run says
         assert trial.value == pytest.approx(summary_of(runs_dir() / f"shared-{trial.number + 1:03d}")["best"])
         assert config_of(runs_dir() / f"shared-{trial.number + 1:03d}")["config"]["learning_rate"] == \
             pytest.approx(trial.params["learning_rate"])
-    assert main(["sweep", str(spec), "--count", "6"]) == 0  # in this process: the study is complete
+    assert main(["sweep", str(spec), "--max-trials", "6"]) == 0  # in this process: the study is full
     again = capsys.readouterr()
-    assert "started trial" not in again.err, "the study is complete: nothing runs"
+    assert "started trial" not in again.err and "nothing left to run: the study holds 6 trials (--max-trials 6)" in again.err
     table = [line for line in again.out.splitlines() if line.startswith("| shared-")]
-    assert len(table) == 6 and f"optuna-dashboard {storage}" in again.err
+    assert len(table) == 6 and f"study: {storage}" in again.err
+    assert main(["sweep", str(spec), "--status"]) == 0
+    status = capsys.readouterr().out
+    assert "| worker | host |" in status and status.count("| finished |") == 6
+
+
+@pytest.mark.slow
+def test_three_workers_run_each_grid_point_exactly_once(tmp_path) -> None:
+    spec = write_spec(tmp_path / "g.yaml", method="grid", parameters={
+        **RANDOM_FIXED, "seed": {"values": [1, 2, 3]}, "num_envs": {"values": [1, 2]}})
+    outs = workers(spec, 3, "--video", "false", "--trackers", "jsonl")
+    names = sorted(p.name for p in runs_dir().iterdir() if p.name.startswith("g-"))
+    assert names == [f"g-{i:03d}" for i in range(1, 7)]
+    made = sorted((config_of(runs_dir() / n)["seed"], config_of(runs_dir() / n)["config"]["num_envs"]) for n in names)
+    assert made == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]
+    assert sum(err.count("started trial") for _, err in outs) == 6, "no point ran twice"
 
 
 @pytest.mark.slow

@@ -178,12 +178,10 @@ def test_replay_chunks_the_file_system_refuses_read_as_the_checkpoint():
 
 
 def test_the_sweep_folder_the_file_system_refuses(tmp_path):
-    from lab.experiments.bayes import default_storage
-    from lab.experiments.sweep import Sweep
+    from lab.experiments.storage import default_storage
 
     (tmp_path / "plain").write_text("x\n")
-    sweep = Sweep("s", "bayes", None, "maximize", {}, {})
-    line = refused(lambda: default_storage(sweep, tmp_path / "plain"))
+    line = refused(lambda: default_storage("s", tmp_path / "plain"))
     assert line.startswith("cannot create the sweep folder") and "(Not a directory)" in line
 
 

@@ -35,6 +35,8 @@ class Job:
     label: str
     params: dict[str, Any] = field(default_factory=dict)  # what sets this job apart (sweep tables)
     env: dict[str, str] = field(default_factory=dict)  # extra environment of its process (a bayes trial's study)
+    # called with its process as soon as it starts (a sweep worker holds its claim until the run is locked)
+    started: Callable[[subprocess.Popen[Any]], None] | None = None
 
 
 def flag_value(value: Any) -> str:
@@ -149,6 +151,8 @@ def run_jobs(jobs: Iterable[Job], parallel: int, on_end: Callable[[Job, int], No
                                             env={**os.environ, **job.env, SUPERVISOR: str(os.getpid())})
                     print(f"started {job.label}: lab {shlex.join(job.args)}", file=sys.stderr, flush=True)
                     running[proc] = (job, log)
+                    if job.started is not None:
+                        job.started(proc)
                 if not running:
                     break
                 if STOP.requested and forwarded == 0:

@@ -1,12 +1,13 @@
-"""`lab sweep SPEC.yaml`: grid and random search over any config field, in W&B's sweep format.
+"""`lab sweep SPEC.yaml`: grid, random and Bayesian search over any config field, in W&B's sweep format.
 
 One file serves a laptop and a cluster: locally every trial is a normal `lab train` run
 named SWEEP-001, SWEEP-002, ... in the W&B group SWEEP; `--wandb-agent` hands the same
 file to W&B's sweep server and agents instead. The spec, as W&B writes it:
 
     name: cartpole-lr                 # optional; default: the file's name
-    method: grid                      # grid | random | bayes (Optuna's TPE, locally: lab.experiments.bayes)
+    method: grid                      # grid | random | bayes (Optuna's TPE)
     metric: {name: eval/return_mean, goal: maximize}
+    run_cap: 20                       # optional: the study's most trials (all workers together)
     parameters:
       algo: {value: dqn}              # fixed settings are single values
       env: {value: CartPole-v1}
@@ -14,16 +15,13 @@ file to W&B's sweep server and agents instead. The spec, as W&B writes it:
       learning_rate: {values: [0.0001, 0.0003, 0.001]}
       gamma: {min: 0.95, max: 0.999}  # random search: uniform between (ints: int_uniform)
 
-Grid and random trials are a function of the spec alone (random search draws from a
-generator seeded by the spec's name), so running the same command again after Ctrl-C skips
-finished trials, resumes interrupted ones and starts the rest. Bayes trials are asked of an
-Optuna study kept in a database (`lab.experiments.bayes`), which re-runs continue the same way.
+This module reads and checks the spec and says what a trial's parameters are; the trials
+themselves live in a study that any number of workers share (`lab.experiments.study`), so
+running the command again (or on another machine) continues the same sweep.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import math
 import random
 from collections.abc import Iterator
@@ -33,7 +31,7 @@ from typing import Any
 
 from lab.api import LabError, flag
 from lab.api.errors import shorten
-from lab.experiments.jobs import Job, continue_or_start, flag_value
+from lab.experiments.jobs import flag_value
 from lab.run.yamlfile import read_yaml
 
 METHODS = ("grid", "random", "bayes")
@@ -49,6 +47,7 @@ class Sweep:
     goal: str
     parameters: dict[str, dict[str, Any]]
     spec: dict[str, Any]
+    run_cap: int | None = None  # W&B's key: the study's most trials, all workers together
 
     @property
     def algo(self) -> str:
@@ -89,7 +88,10 @@ def load_sweep(path: Path) -> Sweep:
     name = str(spec.get("name") or path.stem)
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise LabError(f"sweep name '{shorten(name)}' must be letters, digits, '-', '_' or '.' (it names the runs)")
-    return Sweep(name, method, metric.get("name"), goal, parameters, spec)
+    run_cap = spec.get("run_cap")
+    if run_cap is not None and (isinstance(run_cap, bool) or not isinstance(run_cap, int) or run_cap < 1):
+        raise LabError(f"`run_cap:` must be a positive number of trials; got {shorten(run_cap)}")
+    return Sweep(name, method, metric.get("name"), goal, parameters, spec, run_cap)
 
 
 def _check_parameter(name: str, param: dict[str, Any], method: str) -> None:
@@ -152,32 +154,12 @@ def draw(param: dict[str, Any], rng: random.Random) -> Any:
     return round(value / param.get("q", 1)) * param.get("q", 1) if kind == "q_normal" else value
 
 
-def trials(sweep: Sweep, count: int | None) -> Iterator[dict[str, Any]]:
-    """Every trial's parameters, in order, one at a time (a grid of 10^9 trials costs nothing
-    until they run): the grid's product (the first `count`), or `count` random draws."""
-    if sweep.method == "grid":
-        names = list(sweep.parameters)
-        choices = [_choices(p) for p in sweep.parameters.values()]
-        combos = itertools.product(*choices)
-        yield from (dict(zip(names, combo, strict=True)) for combo in itertools.islice(combos, count))
-        return
-    if not count:
-        raise LabError("random search needs --count K (how many trials to draw)")
-    rng = random.Random(int(hashlib.sha256(sweep.name.encode()).hexdigest()[:16], 16))
-    for _ in range(count):
-        yield {name: draw(param, rng) for name, param in sweep.parameters.items()}
-
-
-def _choices(param: dict[str, Any]) -> list[Any]:
+def grid_choices(param: dict[str, Any]) -> list[Any]:
     return param["values"] if "values" in param else [param["value"]]
 
 
-def trial_count(sweep: Sweep, count: int | None) -> int:
-    """How many trials `trials` yields."""
-    if sweep.method != "grid":
-        return count or 0
-    total = math.prod(len(_choices(p)) for p in sweep.parameters.values())
-    return min(total, count) if count else total
+def grid_size(sweep: Sweep) -> int:
+    return math.prod(len(grid_choices(p)) for p in sweep.parameters.values())
 
 
 def representatives(sweep: Sweep) -> Iterator[dict[str, Any]]:
@@ -185,7 +167,7 @@ def representatives(sweep: Sweep) -> Iterator[dict[str, Any]]:
     every parameter, each once, beside the first trial's other values: what checking the
     settings of a sweep of any size before it starts needs (each value's own range and type,
     each env id). Settings that only fail in combination fail in their own trial."""
-    first = {name: _choices(p)[0] if "value" in p or "values" in p else p.get("min", p.get("mu", 0.0))
+    first = {name: grid_choices(p)[0] if "value" in p or "values" in p else p.get("min", p.get("mu", 0.0))
              for name, p in sweep.parameters.items()}
     yield first
     for name, param in sweep.parameters.items():
@@ -207,26 +189,5 @@ def train_args(params: dict[str, Any]) -> list[str]:
     return ["train", str(params["algo"]), *(f"--{flag(k)}={flag_value(v)}" for k, v in params.items() if k != "algo")]
 
 
-def jobs(sweep: Sweep, count: int | None, runs_dir: Path, plugins_dir: str | None) -> Iterator[Job]:
-    """One job per trial, as they are needed: train a new run, resume an interrupted one, or
-    nothing left to do (finished)."""
-    for i, params in enumerate(trials(sweep, count), start=1):
-        name = trial_name(sweep, i)
-        shown = {k: params[k] for k in sweep.searched}
-        train = [*train_args(params), "--name", name, "--experiment", sweep.name]
-        yield continue_or_start(train, runs_dir / name, f"trial {i:03d}", shown, params, plugins_dir,
-                                change="the spec")
-
-
 def trial_name(sweep: Sweep, index: int) -> str:
     return f"{sweep.name}-{index:03d}"
-
-
-def existing_trials(sweep: Sweep, count: int | None, runs_dir: Path) -> list[Job]:
-    """The trials that have a run directory (for the results table), without reading them."""
-    found = []
-    for i, params in enumerate(trials(sweep, count), start=1):
-        run_dir = runs_dir / trial_name(sweep, i)
-        if run_dir.is_dir():
-            found.append(Job([], run_dir, f"trial {i:03d}", {k: params[k] for k in sweep.searched}))
-    return found

@@ -1,0 +1,103 @@
+"""One `lab sweep` worker: claim a trial of the shared study, run it, tell the study, again.
+
+Any number of workers run one sweep together (on one machine with `--parallel`, as several
+commands, or as the tasks of a Slurm array: `lab.experiments.launch`). Each trial is an
+ordinary `lab train` run in its own process (or `lab resume` of one a dead worker left), so
+exact resume, checkpoints and W&B work as for any run. `--count N` is per worker, as
+Optuna's `n_trials` and `wandb agent --count`; `--max-trials` (the spec's `run_cap`) caps
+the study, all workers together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from lab.api import LabError
+from lab.experiments.bayes import trial_environment
+from lab.experiments.jobs import Job, continue_or_start, run_jobs
+from lab.experiments.study import Claim, SweepStudy
+from lab.experiments.sweep import train_args
+
+
+@dataclass
+class WorkerPlan:
+    """What this worker runs: at most `count` trials (None: until the sweep has no more), at
+    most `parallel` at once, each with the command line's extra flags."""
+
+    count: int | None
+    max_trials: int | None
+    parallel: int
+    train_extra: list[str]
+    resume_extra: list[str]
+    plugins_dir: str | None
+
+
+def run_worker(study: SweepStudy, plan: WorkerPlan) -> tuple[dict[str, int], int]:
+    """Run trials until this worker's count, the study's cap or the grid's end; returns
+    ({label: exit code}, how many trials this worker started). A trial without the sweep's
+    metric stops the worker (after the trials still running end) with a LabError."""
+    problems: list[LabError] = []
+
+    def ended(job: Job, code: int) -> None:
+        try:
+            study.tell(_number(job))
+        except LabError as problem:
+            problems.append(problem)
+
+    started = [0]
+
+    def claimed() -> Iterator[Job]:
+        while not problems and (plan.count is None or started[0] < plan.count):
+            claim = study.claim(plan.max_trials)
+            if claim is None:
+                return
+            job = _job(study, plan, claim)
+            if not job.args:  # a run of this name had finished (a worker died before telling the study)
+                claim.lock.release()
+                ended(job, 0)
+                continue
+            started[0] += 1
+            job.started = lambda proc, claim=claim, job=job: claim.hold_until_running(job.run_dir, proc)
+            yield job
+
+    codes = run_jobs(claimed(), plan.parallel, on_end=ended)
+    if problems:
+        raise problems[0]
+    return codes, started[0]
+
+
+def _job(study: SweepStudy, plan: WorkerPlan, claim: Claim) -> Job:
+    sweep, run_dir = study.sweep, study.run_dir(claim.number)
+    label, shown = f"trial {claim.number + 1:03d}", {k: claim.params.get(k) for k in sweep.searched}
+    try:
+        if claim.resume:
+            args = ["resume", str(run_dir), *plan.resume_extra]
+            job = Job([*args, *(["--plugins-dir", plan.plugins_dir] if plan.plugins_dir else [])], run_dir, label, shown)
+        else:
+            train = [*train_args(claim.params), "--name", run_dir.name, "--experiment", sweep.name, *plan.train_extra]
+            job = continue_or_start(train, run_dir, label, shown, claim.params, plan.plugins_dir, change="the spec")
+            if job.args[:1] == ["resume"]:
+                job.args[2:2] = plan.resume_extra
+    except BaseException:
+        claim.lock.release()
+        raise
+    if sweep.method == "bayes":  # the trial's process reports its evaluations to the study (pruning)
+        job.env = trial_environment(study.storage, sweep.name, claim.trial_id, sweep.metric,
+                                    sweep.spec.get("early_terminate"))
+    return job
+
+
+def _number(job: Job) -> int:
+    return int(job.label.split()[-1]) - 1
+
+
+def trial_jobs(study: SweepStudy) -> list[Job]:
+    """Every trial of the study as a job (for the results table), with its worker and host."""
+    jobs = []
+    for trial in study.trials():
+        params = study.params_of(trial)
+        shown = {k: params.get(k) for k in study.sweep.searched}
+        shown.update(worker=trial.user_attrs.get("worker", "-"), host=trial.user_attrs.get("host", "-"))
+        jobs.append(Job([], study.run_dir(trial.number), f"trial {trial.number + 1:03d}", shown))
+    return jobs
