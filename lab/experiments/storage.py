@@ -21,13 +21,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lab.api import LabError
-from lab.api.errors import one_line
 from lab.files import make_folder, writing
 
 if TYPE_CHECKING:
@@ -81,11 +81,7 @@ class Storage:
     def without_password(self) -> str:
         """The URL for another process's command line or environment; the password travels in
         `LAB_STORAGE_PASSWORD` (`environment`)."""
-        if self.kind != StorageKind.SERVER:
-            return self.url
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.url).set(password=None).render_as_string(hide_password=False)
+        return _credentials(self.url, lambda user, password: user)
 
     def environment(self) -> dict[str, str]:
         """What a worker or trial process needs beside `without_password` to connect."""
@@ -141,7 +137,8 @@ class Storage:
 
     def unreachable(self, exc: BaseException) -> LabError:
         """One line for a storage that cannot be opened: the host, and the driver to install."""
-        reason = one_line(str(exc).replace(self.url, self.shown), 200) or type(exc).__name__
+        lines = str(exc).replace(self.url, self.shown).strip().splitlines()
+        reason = lines[0][:200] if lines else type(exc).__name__
         if isinstance(exc, ModuleNotFoundError | ImportError):
             scheme = self.url.split("://", 1)[0].split("+", 1)[0]
             driver = SERVER_SCHEMES.get(scheme, exc.name or "its driver")
@@ -163,12 +160,20 @@ def default_storage(sweep_name: str, runs_dir: Path) -> Storage:
 
 def shown_url(url: str) -> str:
     """`url` with its password masked (`postgresql://lab:***@host/db`)."""
-    if "://" not in url or "@" not in url:
+    return _credentials(url, lambda user, password: f"{user}:***" if password is not None else user)
+
+
+def _credentials(url: str, write: Callable[[str, str | None], str]) -> str:
+    """`url` with its `user[:password]` part rewritten by `write(user, password or None)`."""
+    if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
-    credentials, at, host = rest.rpartition("@")
-    user, colon, _ = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}{at}{host}"
+    authority, slash, path = rest.partition("/")
+    credentials, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user, colon, password = credentials.partition(":")
+    return f"{scheme}://{write(user, password if colon else None)}@{host}{slash}{path}"
 
 
 class StudyLock:

@@ -35,6 +35,10 @@ from lab.experiments.jobs import flag_value
 from lab.run.yamlfile import read_yaml
 
 METHODS = ("grid", "random", "bayes")
+# Settings every trial takes from the sweep, never from its parameters.
+SWEEPS_OWN = {"experiment": "every trial's W&B group is the sweep's name",
+              "name": "trials are named after the sweep: NAME-001, NAME-002, ...",
+              "runs_dir": "pass --runs-dir after the spec, for every worker alike"}
 DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform",
                  "log_uniform_values", "normal", "q_normal")
 
@@ -82,7 +86,10 @@ def load_sweep(path: Path) -> Sweep:
             raise LabError(f"parameter '{shorten(name)}' must be a mapping "
                            "({value: X}, {values: [...]} or {min: A, max: B})")
         _check_parameter(shorten(name), param, method)
-        parameters[str(name).replace("-", "_")] = param
+        key = str(name).replace("-", "_")
+        if key in SWEEPS_OWN:
+            raise LabError(f"parameter '{shorten(name)}' is the sweep's own ({SWEEPS_OWN[key]}); remove it from the spec")
+        parameters[key] = param
     if "value" not in parameters.get("algo", {}):
         raise LabError("the sweep needs the algorithm as a fixed parameter: `algo: {value: dqn}`")
     name = str(spec.get("name") or path.stem)
