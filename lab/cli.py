@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from lab.api import LabError, flag
 from lab.api.errors import close_matches, one_line
+from lab.experiments.launch import LAUNCHERS
 from lab.run.run_config import RunConfig
 from lab.run.settings import config_fields, load_yaml_file
 from lab.signals import STOP, SetupInterrupted, stop_when_orphaned  # first: Ctrl-C handling
@@ -171,13 +172,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     rest, seeds = _pop_option(args.rest, "--seeds")
     rest, parallel = _pop_option(rest, "--parallel")
+    launch: dict[str, Any] = {}
+    for option in ("--launcher", "--partition", "--time", "--gpus-per-worker", "--cpus-per-worker", "--mem",
+                   "--slurm-folder"):
+        rest, launch[option[2:].replace("-", "_")] = _pop_option(rest, option)
     cli, config_file = _parse_algorithm_flags(algo_cls, rest, lab.registry)
     file_values = load_yaml_file(config_file) if config_file else None
     if seeds is None:
         if parallel is not None:
             raise LabError("--parallel goes with --seeds (or lab sweep): one run uses one process")
+        if any(value is not None for value in launch.values()):
+            raise LabError("--launcher goes with --seeds (or lab sweep): one run is one process; "
+                           "submit it with sbatch, or pass --seeds S")
         return entry.train(lab, args.algo, cli, file_values, _sweep_observers())
-    return _train_seeds(lab, algo_cls, rest, cli, file_values, seeds, parallel)
+    if launch["launcher"] not in (None, *LAUNCHERS):
+        raise LabError(f"--launcher takes {' or '.join(LAUNCHERS)}; got '{launch['launcher']}'")
+    return _train_seeds(lab, algo_cls, rest, cli, file_values, seeds, parallel, launch)
 
 
 def _sweep_observers() -> list[Observer]:
@@ -207,8 +217,8 @@ def _pop_option(tokens: list[str], name: str) -> tuple[list[str], str | None]:
     return rest, value
 
 
-def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
-                 file_values: dict[str, Any] | None, seeds_text: str, parallel_text: str | None) -> int:
+def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any], file_values: dict[str, Any] | None,
+                 seeds_text: str, parallel_text: str | None, launch: dict[str, Any]) -> int:
     """`lab train ... --seeds 1,2,3 [--parallel N]`: one run per seed, named STEM-sSEED, one W&B group."""
     from lab.distributed import launched
     from lab.experiments.jobs import continue_or_start, overall_exit_code, parse_parallel, parse_seeds, results_table, run_jobs
@@ -227,6 +237,12 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
     base, _ = _pop_option(base, "--experiment")
     if lab.plugins_dir:
         base += ["--plugins-dir", str(lab.plugins_dir)]
+    slurm = _slurm_options(launch, resolved.run.resolved_runs_dir / f"{stem}.slurm")
+    if slurm is not None:  # one array task per seed: `lab train ... --seeds S`, which continues its run when requeued
+        if parallel_text is not None:
+            raise LabError("--parallel is for running here; with --launcher slurm every seed is a task of its own")
+        commands = [["train", algo_cls.name, *rest, "--seeds", str(seed)] for seed in seeds]
+        return _submit(slurm, commands, stem, "`lab runs` shows the runs")
     given = {**(file_values or {}), **cli}
     jobs = [continue_or_start(["train", algo_cls.name, *base, "--seed", str(seed), "--name", f"{stem}-s{seed}",
                                "--experiment", experiment], resolved.run.resolved_runs_dir / f"{stem}-s{seed}",
@@ -345,10 +361,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise LabError(f"a {sweep.method} sweep needs --count K (trials this worker runs) or --max-trials N "
                        "(the study's total, all workers together; the spec's `run_cap:`)")
     storage = Storage.parse(args.storage) if args.storage else default_storage(sweep.name, runs_dir)
+    slurm = _slurm_options(vars(args), runs_dir / f"{sweep.name}.slurm")
     study = SweepStudy(sweep, storage, runs_dir)
     if args.status:
         print(results_table(trial_jobs(study), sweep.metric, rank=sweep.goal))
         return 0
+    if slurm is not None:
+        worker = ["sweep", str(Path(args.spec).resolve()), "--storage", storage.without_password,
+                  "--runs-dir", str(runs_dir.resolve()), *(["--count", str(count)] if count else []),
+                  *(["--max-trials", str(max_trials)] if max_trials else []), "--parallel", str(parallel), *args.extra]
+        return _submit(slurm, [worker] * _positive(args.workers or "1", "workers"), sweep.name,
+                       f"`lab sweep {args.spec} --status` lists the trials", storage)
     plan = WorkerPlan(count, max_trials, parallel, [*extra, *(["--runs-dir", args.runs_dir] if args.runs_dir else [])],
                       resume_extra, lab.plugins_dir)
     codes, started = run_worker(study, plan)
@@ -360,6 +383,52 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"study: {storage.shown} (`lab sweep {args.spec} --status` lists every trial)", file=sys.stderr)
     print(results_table(trial_jobs(study), sweep.metric, rank=sweep.goal, most=100))
     return overall_exit_code(codes)
+
+
+def _add_slurm_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--partition", help="--launcher slurm: the partition (default: the cluster's)")
+    p.add_argument("--time", help="--launcher slurm: each task's time limit, e.g. 4:00:00 (requeued after it)")
+    p.add_argument("--gpus-per-worker", help="--launcher slurm: GPUs per task (default 0)")
+    p.add_argument("--cpus-per-worker", help="--launcher slurm: CPUs per task (default 1)")
+    p.add_argument("--mem", help="--launcher slurm: memory per task, e.g. 8G (default: the partition's)")
+    p.add_argument("--slurm-folder", help="--launcher slurm: submitit's logs (default RUNS/NAME.slurm)")
+
+
+def _slurm_options(values: dict[str, Any], folder: Path) -> Any:
+    """The Slurm options of `--launcher slurm` (None without it); set without it, one line."""
+    from lab.experiments.launch import SlurmOptions, check_slurm, time_minutes
+
+    given = [name for name in ("workers", "partition", "time", "gpus_per_worker", "cpus_per_worker", "mem",
+                               "slurm_folder") if values.get(name) is not None]
+    if values.get("launcher", "local") != "slurm":
+        if given:
+            raise LabError(f"--{flag(given[0])} goes with --launcher slurm")
+        return None
+    check_slurm()
+    options = SlurmOptions(partition=values.get("partition"), mem=values.get("mem"),
+                           folder=Path(values["slurm_folder"]) if values.get("slurm_folder") else folder)
+    if values.get("time"):
+        time_minutes(values["time"])
+        options.time = values["time"]
+    if values.get("gpus_per_worker") is not None:
+        options.gpus_per_worker = _positive(values["gpus_per_worker"], "gpus-per-worker")
+    if values.get("cpus_per_worker") is not None:
+        options.cpus_per_worker = _positive(values["cpus_per_worker"], "cpus-per-worker")
+    return options
+
+
+def _submit(options: Any, commands: list[list[str]], name: str, then: str, storage: Any = None) -> int:
+    """Submit one Slurm array task per command and say how to follow them."""
+    from lab.experiments.launch import submit
+
+    assert options.folder is not None
+    job = submit(commands, name, options, options.folder)
+    print(f"submitted Slurm job array {job}: {len(commands)} tasks (logs: {options.folder}); "
+          f"`squeue -j {job}` shows them, {then}", file=sys.stderr)
+    if storage is not None and storage.kind.value == "sqlite":
+        print("note: the study is a SQLite file, for workers on one node; workers on several nodes share "
+              "--storage postgresql://... or journal:PATH on the shared file system (docs/scale-out.md)", file=sys.stderr)
+    return 0
 
 
 def _chosen_sweep_agent(args: argparse.Namespace, common: dict[str, Any], lab: Any) -> tuple[Callable[..., int], Any] | None:
@@ -479,6 +548,10 @@ def build_parser(lab: Any = None) -> _Parser:
     p.add_argument("--count", help="trials this worker runs (default: until the grid is done or the study is full)")
     p.add_argument("--max-trials", help="the study's most trials, all workers together (default: the spec's run_cap)")
     p.add_argument("--status", action="store_true", help="list the study's trials with their worker, host and state")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="slurm: submit --workers workers as a Slurm job array (docs/scale-out.md)")
+    p.add_argument("--workers", help="--launcher slurm: how many workers (array tasks)")
+    _add_slurm_flags(p)
     p.add_argument("--runs-dir", help="runs root (default: $LAB_RUNS_DIR or ./runs)")
     p.add_argument("--storage", metavar="URL",
                    help="the study every worker shares (default: a SQLite file in RUNS/NAME.sweep/); "

@@ -1,4 +1,4 @@
-"""Ctrl-C, SIGTERM and SIGHUP (a closed terminal) for `lab train` / `lab resume`: finish the
+"""Ctrl-C, SIGTERM, SIGHUP (a closed terminal) and SIGUSR2 (a cluster's warning) for `lab train` / `lab resume`: finish the
 step, save, stop cleanly, within seconds.
 
 The handler is installed as the command starts, before the heavy imports, and never
@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# SIGUSR2: Slurm's warning before a time limit or a preemption (`--signal=USR2@90`, submitit's).
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
 # Seconds the first signal lets the work in progress run before `ctx.check_stop()` cuts it
 # short. Most steps end well within it (then the run saves this step, and nothing is redone);
 # it leaves most of the 10 s a stop promises for unwinding, the checkpoint write and the exit.
@@ -51,7 +52,7 @@ class StopRequest:
         self.embedded = False
 
     def install(self, embedded: bool = False) -> StopRequest:
-        """Start a command: forget earlier signals and handle SIGINT/SIGTERM/SIGHUP from now on.
+        """Start a command: forget earlier signals and handle SIGINT/SIGTERM/SIGHUP/SIGUSR2 from now on.
 
         embedded: the lab runs inside someone else's process (`lab.train` in a notebook):
         a signal that would end a `lab` process (a second one during set-up, one after the
@@ -83,6 +84,7 @@ class StopRequest:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, leave)
         signal.signal(signal.SIGHUP, leave)
+        signal.signal(signal.SIGUSR2, leave)
         self._previous.clear()
 
     @property
@@ -151,6 +153,13 @@ STOP = StopRequest()
 
 
 SUPERVISOR = "LAB_SUPERVISOR"  # the pid of the `--seeds` / `lab sweep` process that started this run
+
+
+def signals_reach_every_process() -> bool:
+    """Inside a Slurm job, a requeue, a preemption, a time limit or scancel signals every
+    process of the job, so a parent passing the signal on to its runs would deliver it twice
+    (and a second signal stops a run at once, without saving its step)."""
+    return bool(os.environ.get("SLURM_JOB_ID"))
 
 
 def stop_when_orphaned() -> None:

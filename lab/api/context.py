@@ -23,7 +23,7 @@ Policy = Callable[[torch.Tensor], torch.Tensor]
 
 
 class StopRequested(BaseException):
-    """Raised by `ctx.check_stop()`: a stop signal (Ctrl-C, SIGTERM, SIGHUP) came and the work
+    """Raised by `ctx.check_stop()`: a stop signal (Ctrl-C, SIGTERM, SIGHUP, SIGUSR2) came and the work
     in progress did not end within the runner's grace, so the run stops here.
 
     Let it propagate: the runner ends the run `interrupted` at its last consistent state (the

@@ -23,7 +23,7 @@ from typing import Any
 
 from lab.api import LabError, RunStatus
 from lab.run.rundir import RunLock, read_config, read_summary
-from lab.signals import STOP, SUPERVISOR
+from lab.signals import STOP, SUPERVISOR, signals_reach_every_process
 
 
 @dataclass
@@ -157,7 +157,8 @@ def run_jobs(jobs: Iterable[Job], parallel: int, on_end: Callable[[Job, int], No
                     break
                 if STOP.requested and forwarded == 0:
                     forwarded = 1
-                    _stop_all(running, STOP.signum or signal.SIGINT)
+                    if not signals_reach_every_process():
+                        _stop_all(running, STOP.signum or signal.SIGINT)
                 for proc in [p for p in running if p.poll() is not None]:
                     job, log = running.pop(proc)
                     codes[job.label] = proc.returncode

@@ -237,8 +237,10 @@ class StudyLock:
                 self._connection = None
 
     def _name(self) -> str:
-        return f"lab-sweep-{hashlib.sha256(self.study_name.encode()).hexdigest()[:40]}"
+        """One lock per database, not per study: the first workers on a fresh database create its
+        tables, whichever study they are for."""
+        return "lab-sweeps"
 
     def _key(self) -> int:
-        """A signed 64-bit key for the study (`pg_advisory_lock` takes a bigint)."""
+        """A signed 64-bit key (`pg_advisory_lock` takes a bigint)."""
         return int.from_bytes(hashlib.sha256(self._name().encode()).digest()[:8], "big", signed=True)
