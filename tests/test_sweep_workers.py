@@ -156,3 +156,24 @@ def test_a_signal_to_a_worker_is_passed_to_its_trials(toy_plugins, tmp_path) -> 
     summary = yaml.safe_load((runs_dir() / "t-001" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and not (runs_dir() / "t-002").exists()
     assert os.path.isfile(runs_dir() / "t-001" / "checkpoints" / "latest.pt")
+
+
+def test_launcher_slurm_without_slurm_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without Slurm's commands
+    spec = write_spec(tmp_path / "l.yaml", parameters={**RANDOM_FIXED, "seed": {"values": [1, 2]}})
+    one_line_error(capsys, ["sweep", str(spec), "--launcher", "slurm", "--workers", "2"],
+                   "--launcher slurm needs Slurm's sbatch, squeue, scontrol on PATH", "drop --launcher")
+    one_line_error(capsys, ["train", "random", "--env", "CartPole-v1", "--seeds", "1-2", "--launcher", "slurm"],
+                   "needs Slurm's sbatch")
+    one_line_error(capsys, ["sweep", str(spec), "--workers", "2"], "--workers goes with --launcher slurm")
+    one_line_error(capsys, ["train", "random", "--env", "CartPole-v1", "--launcher", "slurm"], "--launcher goes with --seeds")
+
+
+def test_slurm_times_read_as_sbatch_reads_them() -> None:
+    from lab.api import LabError
+    from lab.experiments.launch import time_minutes
+
+    assert [time_minutes(t) for t in ("10", "4:00:00", "90:30", "1-00:00", "2-1")] == [10, 240, 91, 1440, 2940]
+    for bad in ("4h", "", "0"):
+        with pytest.raises(LabError, match="--time"):
+            time_minutes(bad)

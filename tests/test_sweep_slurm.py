@@ -1,0 +1,106 @@
+"""Sweep workers and seeds as the tasks of a Slurm job array, on a real single-node Slurm
+(issue 33): slurmctld, slurmd and munged started for the test (tests/slurm_cluster.py;
+skipped with the reason where slurm-wlm is missing), jobs submitted by the lab through submitit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from slurm_cluster import slurm_binaries_missing, start_local_slurm
+
+from conftest import comparable, read_jsonl, run_lab, runs_dir
+
+MISSING = slurm_binaries_missing()
+pytestmark = [pytest.mark.skipif(MISSING is not None, reason=MISSING or ""), pytest.mark.slow]
+
+
+@pytest.fixture
+def slurm(tmp_path):
+    cluster = start_local_slurm(tmp_path / "slurm")
+    yield cluster
+    cluster.stop()
+
+
+def lab_on(slurm, *args: str) -> subprocess.CompletedProcess:
+    """`lab ARGS` as a user on the cluster's login node runs it."""
+    import os
+
+    return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **slurm.env})
+
+
+def wait_for(condition, what: str, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def status_of(run) -> str | None:
+    path = run / "summary.json"
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def test_a_job_array_of_workers_finishes_a_sweep_and_a_requeued_task_resumes_its_trial_exactly(
+        toy_plugins, tmp_path, slurm) -> None:
+    import optuna
+
+    # four trials of about 6 s each (10 ms a step) on four array tasks, two at a time on two CPUs
+    spec = tmp_path / "q.yaml"
+    spec.write_text(yaml.safe_dump({"method": "grid", "metric": {"name": "eval/accuracy", "goal": "maximize"},
+                                    "parameters": {"algo": {"value": "toy"}, "data": {"value": "toy-data"},
+                                                   "steps": {"value": 600}, "sleep": {"value": 0.01},
+                                                   "log_interval": {"value": 20},
+                                                   "learning_rate": {"values": [0.1, 0.2, 0.3, 0.4]}}}))
+    submitted = lab_on(slurm, "sweep", str(spec), "--launcher", "slurm", "--workers", "4", "--time", "10")
+    assert submitted.returncode == 0, submitted.stderr
+    assert "submitted Slurm job array" in submitted.stderr and "4 tasks" in submitted.stderr
+    first = runs_dir() / "q-001"
+    wait_for(lambda: (first / "metrics.jsonl").is_file() and (first / "metrics.jsonl").read_text().count("\n") >= 3,
+             "trial 001 never logged")
+    storage = f"sqlite:///{(runs_dir() / 'q.sweep' / 'optuna.db').resolve()}"
+    worker = optuna.load_study(study_name="q", storage=storage).get_trials()[0].user_attrs["worker"]
+    task = worker.removeprefix("slurm ")
+    slurm.run("scontrol", "requeue", task)  # as a preemption does: SIGTERM to every process of the task
+    wait_for(lambda: status_of(first) == "interrupted", "the requeued task's trial did not save and stop", 60)
+
+    def state_of(job: str) -> str:
+        return slurm.run("squeue", "-h", "-j", job, "-o", "%T", check=False).strip()
+
+    wait_for(lambda: state_of(task) in ("PENDING", "RUNNING", ""), "the task was not requeued", 60)
+    if state_of(task) == "PENDING":  # Slurm holds a requeued job for a few seconds: start it now
+        slurm.run("scontrol", "update", f"jobid={task}", "starttime=now", check=False)
+
+    def done() -> bool:
+        trials = optuna.load_study(study_name="q", storage=storage).get_trials()
+        return len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+    wait_for(done, "the sweep did not finish")
+    wait_for(lambda: not slurm.job_ids(), "the array did not end")
+    assert sorted(p.name for p in runs_dir().iterdir() if p.name.startswith("q-")) == [f"q-00{i}" for i in range(1, 5)]
+    assert all(status_of(runs_dir() / f"q-00{i}") == "finished" for i in range(1, 5))
+    # nothing lost, nothing twice: trial 001 resumed from its checkpoint and logged what one straight run logs
+    straight = run_lab("train", "toy", "--data", "toy-data", "--steps", "600", "--log-interval", "20",
+                       "--learning-rate=0.1", "--name", "straight", timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    assert comparable(read_jsonl(first / "metrics.jsonl")) == \
+        comparable(read_jsonl(runs_dir() / "straight" / "metrics.jsonl"))
+
+
+def test_seeds_as_a_job_array_write_ordinary_runs(toy_plugins, slurm) -> None:
+    submitted = lab_on(slurm, "train", "toy", "--data", "toy-data", "--steps", "40", "--name", "sd", "--seeds", "1-2",
+                       "--launcher", "slurm")
+    assert submitted.returncode == 0, submitted.stderr
+    wait_for(lambda: not slurm.job_ids(), "the array did not end")
+    for seed in (1, 2):
+        run = runs_dir() / f"sd-s{seed}"
+        assert status_of(run) == "finished", list(run.iterdir()) if run.exists() else "no run"
+        assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == seed
