@@ -39,8 +39,10 @@ def test_quick_cpu_run_gives_every_case_a_result_or_a_skip(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "LAB_DATA_DIR": str(DATA_DIR)}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(SUITE), "--device", "cpu", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    # no limit per case: the test checks that every case's code runs, and a busy CI box (other
+    # tests' processes on both cores) once stretched the SAC case past its 30 s quick limit
+    done = subprocess.run([sys.executable, str(SUITE), "--device", "cpu", "--quick", "--no-limits", "--budget-s", "280",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, env=env, check=False)
     wall = time.perf_counter() - start
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())

@@ -1,6 +1,7 @@
 """Sweep workers on a real PostgreSQL server (issue 33): a throwaway server per test
 (tests/postgres_server.py; skipped with the reason where its binaries are missing), two and
-four bayes workers started together on a fresh database, a grid shared by three workers."""
+four bayes workers started together on a fresh database (a grid's claims take the same lock:
+tests/test_experiments.py shares one between three workers on SQLite)."""
 
 from __future__ import annotations
 
@@ -56,13 +57,3 @@ def test_bayes_workers_started_together_on_a_fresh_database_run_their_count_each
     for run in runs_dir().iterdir():  # no run folder holds the password
         for path in run.rglob("*"):
             assert not path.is_file() or postgres.password.encode() not in path.read_bytes(), path
-
-
-def test_three_workers_share_a_grid_each_point_once(tmp_path, postgres):
-    spec = tmp_path / "g.yaml"
-    spec.write_text(yaml.safe_dump({"method": "grid", "parameters": {
-        "algo": {"value": "random"}, "env": {"value": "CartPole-v1"}, "steps": {"value": 200},
-        "eval_episodes": {"value": 2}, "seed": {"values": [1, 2, 3]}, "num_envs": {"values": [1, 2]}}}))
-    errs = workers(spec, 3, "--storage", postgres.url, "--video", "false", "--trackers", "jsonl")
-    assert sum(err.count("started trial") for err in errs) == 6, "each of the 6 points ran once"
-    assert sorted(p.name for p in runs_dir().iterdir() if p.name.startswith("g-")) == [f"g-{i:03d}" for i in range(1, 7)]

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 PASSWORD_VAR = "LAB_STORAGE_PASSWORD"  # a server's password, kept out of URLs on command lines
 JOURNAL = "journal:"
 SERVER_SCHEMES = {"postgresql": "psycopg", "mysql": "pymysql"}  # scheme -> the driver to install
+LOCK_ROUND_S = 3600  # MySQL's GET_LOCK waits this long, then again (0: another worker still holds it)
 STORAGE_HELP = "pass sqlite:///FILE, postgresql://USER@HOST/DB, mysql://USER@HOST/DB or journal:PATH"
 
 
@@ -210,8 +211,14 @@ class StudyLock:
             self._connection = self._engine.connect()
             if self._engine.dialect.name == "postgresql":
                 self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self._key()})
-            else:
-                self._connection.execute(sqlalchemy.text("SELECT GET_LOCK(:name, -1)"), {"name": self._name()})
+            else:  # MySQL's -1 (wait forever) is refused by MariaDB (NULL, nothing locked): wait in rounds
+                while True:
+                    got = self._connection.execute(sqlalchemy.text("SELECT GET_LOCK(:name, :wait)"),
+                                                   {"name": self._name(), "wait": LOCK_ROUND_S}).scalar()
+                    if got == 1:
+                        break
+                    if got is None:
+                        raise RuntimeError(f"the server refused GET_LOCK('{self._name()}')")
             self._connection.commit()
         except Exception as exc:
             if self._connection is not None:
