@@ -104,3 +104,29 @@ def test_seeds_as_a_job_array_write_ordinary_runs(toy_plugins, slurm) -> None:
         run = runs_dir() / f"sd-s{seed}"
         assert status_of(run) == "finished", list(run.iterdir()) if run.exists() else "no run"
         assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == seed
+
+
+def test_a_time_limit_warning_checkpoints_the_seed_and_submitit_requeues_it(toy_plugins, slurm) -> None:
+    """SIGUSR2, as Slurm sends it before a time limit (`--signal=USR2@90`): the run saves and
+    stops, submitit calls `LabCommand.checkpoint` and requeues the task, which resumes the run."""
+    submitted = lab_on(slurm, "train", "toy", "--data", "toy-data", "--steps", "600", "--sleep", "0.01",
+                       "--log-interval", "20", "--name", "tl", "--seeds", "1", "--launcher", "slurm")
+    assert submitted.returncode == 0, submitted.stderr
+    run = runs_dir() / "tl-s1"
+    wait_for(lambda: (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 3,
+             "the seed never logged")
+    [job] = slurm.job_ids()
+    slurm.run("scancel", "--signal=USR2", job)  # what Slurm sends 90 s before the task's time limit
+    wait_for(lambda: status_of(run) == "interrupted", "the run did not save and stop on SIGUSR2", 60)
+
+    def finished() -> bool:  # submitit requeued the task; Slurm holds a requeued job a few seconds: start it now
+        if slurm.run("squeue", "-h", "-j", job, "-o", "%T", check=False).strip() == "PENDING":
+            slurm.run("scontrol", "update", f"jobid={job}", "starttime=now", check=False)
+        return status_of(run) == "finished"
+
+    wait_for(finished, "the requeued task did not finish the run", 180)
+    straight = run_lab("train", "toy", "--data", "toy-data", "--steps", "600", "--log-interval", "20", "--seed", "1",
+                       "--name", "straight", timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    assert comparable(read_jsonl(run / "metrics.jsonl")) == \
+        comparable(read_jsonl(runs_dir() / "straight" / "metrics.jsonl"))
