@@ -10,13 +10,18 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from lab.cli import main
 from lab.plugins.datasets import MNIST_FILES
+
+if TYPE_CHECKING:
+    from throwaway_server import ThrowawayServer
 
 TESTS = Path(__file__).parent
 LOCAL_PLUGINS = TESTS / "local_plugins"
@@ -25,6 +30,12 @@ MNIST_NAMES = [name for name, _ in MNIST_FILES.values()]
 # README's relative `LAB_DATA_DIR=../shared/datasets` keeps pointing at the real files.
 TIMING = ("time", "perf/sps", "perf/compile_s")  # the only values allowed to differ between two runs
 DATA_DIR = Path(os.environ.get("LAB_DATA_DIR") or TESTS.resolve().parents[1] / "shared" / "datasets").resolve()
+# Sweep parameters: a bayes search over the toy algorithm's learning rate (a trial takes a
+# second; needs the `toy_plugins` fixture), and fixed settings of a short random-agent run.
+BAYES = {"algo": {"value": "toy"}, "data": {"value": "toy-data"}, "steps": {"value": 40},
+         "learning_rate": {"distribution": "log_uniform_values", "min": 0.001, "max": 1.0}}
+RANDOM_FIXED = {"algo": {"value": "random"}, "env": {"value": "CartPole-v1"}, "steps": {"value": 200},
+                "eval_episodes": {"value": 2}}
 
 
 def real_data_dir() -> Path:
@@ -92,6 +103,48 @@ def run_lab(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+def start_worker(spec: Path, *flags: str) -> subprocess.Popen:
+    """`lab sweep SPEC FLAGS` in a subprocess, not waited for: a sweep worker (its stdout and stderr piped)."""
+    return subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec), *flags], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def start_workers(spec: Path, n: int, *flags: str, timeout: float = 600) -> list[tuple[str, str]]:
+    """`n` sweep workers on one study, started at once (so they race, as on a cluster); their
+    (stdout, stderr) once all have exited 0."""
+    procs = [start_worker(spec, *flags) for _ in range(n)]
+    outs = [proc.communicate(timeout=timeout) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [err for _, err in outs]
+    return outs
+
+
+def write_spec(path: Path, **spec) -> Path:
+    """A sweep spec file: `spec` as YAML."""
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def bayes_workers_share_a_study(server: ThrowawayServer, folder: Path, name: str, n: int) -> None:
+    """`n` bayes workers (--count 3) started together on the server's fresh database: each runs its
+    3 trials, no two alike, and the password is never shown (stderr says ***) nor kept in a run."""
+    import optuna
+
+    spec = write_spec(folder / f"{name}.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
+                      parameters=BAYES)
+    errs = [err for _, err in start_workers(spec, n, "--count", "3", "--storage", server.url)]
+    trials = optuna.load_study(study_name=name, storage=server.sqlalchemy_url).get_trials()
+    assert len(trials) == 3 * n and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    assert len({t.params["learning_rate"] for t in trials}) == 3 * n, "every parameter set is distinct"
+    assert len({t.user_attrs["worker"] for t in trials}) == n
+    assert sorted(p.name for p in runs_dir().iterdir() if p.name.startswith(f"{name}-")) == \
+        [f"{name}-{i:03d}" for i in range(1, 3 * n + 1)]
+    shown = server.url.replace(server.password, "***")
+    assert all(f"study: {shown}" in err and server.password not in err for err in errs)
+    for run in runs_dir().iterdir():  # no run folder holds the password
+        for path in run.rglob("*"):
+            assert not path.is_file() or server.password.encode() not in path.read_bytes(), path
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_lab, runs_dir
+from conftest import BAYES, RANDOM_FIXED, run_lab, runs_dir, start_worker, start_workers, write_spec
 from lab.api import LabError
 from lab.cli import main
 from lab.experiments.jobs import parse_seeds
@@ -28,15 +28,6 @@ def config_of(run: Path) -> dict:
 
 def summary_of(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
-
-
-def write_spec(path: Path, **spec) -> Path:
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-RANDOM_FIXED = {"algo": {"value": "random"}, "env": {"value": "CartPole-v1"}, "steps": {"value": 200},
-                "eval_episodes": {"value": 2}}
 
 
 # ------------------------------------------------------------------ seeds
@@ -211,8 +202,7 @@ def test_a_changed_spec_is_not_mistaken_for_finished_trials(capsys, tmp_path) ->
 
 def ctrl_c_once_the_first_trial_logs(spec: Path, first_trial: str, *flags: str) -> None:
     """Start `lab sweep SPEC FLAGS`, Ctrl-C it once its first trial has logged two rows; it exits 130."""
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec), *flags], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_worker(spec, *flags)
     metrics = runs_dir() / first_trial / "metrics.jsonl"
     deadline = time.time() + 240
     while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
@@ -259,26 +249,13 @@ def test_train_accepts_what_a_wandb_agent_passes(capsys) -> None:
 
 # ------------------------------------------------------------------ bayes sweeps (Optuna)
 
-BAYES = {"algo": {"value": "toy"}, "data": {"value": "toy-data"}, "steps": {"value": 40},
-         "learning_rate": {"distribution": "log_uniform_values", "min": 0.001, "max": 1.0}}
-
-
-def workers(spec: Path, n: int, *flags: str) -> list[tuple[str, str]]:
-    """`lab sweep SPEC FLAGS` started `n` times at once (n workers on one study); their (stdout, stderr)."""
-    procs = [subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec), *flags],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
-    outs = [proc.communicate(timeout=600) for proc in procs]
-    assert all(proc.returncode == 0 for proc in procs), [err for _, err in outs]
-    return outs
-
-
 @pytest.mark.slow
 def test_two_bayes_workers_run_their_count_each_and_draw_distinct_trials(toy_plugins, tmp_path, capsys) -> None:
     import optuna
 
     spec = write_spec(tmp_path / "shared.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
                       parameters=BAYES)
-    outs = workers(spec, 2, "--count", "3")
+    outs = start_workers(spec, 2, "--count", "3")
     names = sorted(p.name for p in runs_dir().iterdir() if p.name.startswith("shared-"))
     assert names == [f"shared-{i:03d}" for i in range(1, 7)], "--count is per worker: six trials, each run once"
     assert all(summary_of(runs_dir() / n)["status"] == "finished" for n in names)
@@ -306,7 +283,7 @@ def test_two_bayes_workers_run_their_count_each_and_draw_distinct_trials(toy_plu
 def test_three_workers_run_each_grid_point_exactly_once(tmp_path) -> None:
     spec = write_spec(tmp_path / "g.yaml", method="grid", parameters={
         **RANDOM_FIXED, "seed": {"values": [1, 2, 3]}, "num_envs": {"values": [1, 2]}})
-    outs = workers(spec, 3, "--video", "false", "--trackers", "jsonl")
+    outs = start_workers(spec, 3, "--video", "false", "--trackers", "jsonl")
     names = sorted(p.name for p in runs_dir().iterdir() if p.name.startswith("g-"))
     assert names == [f"g-{i:03d}" for i in range(1, 7)]
     made = sorted((config_of(runs_dir() / n)["seed"], config_of(runs_dir() / n)["config"]["num_envs"]) for n in names)

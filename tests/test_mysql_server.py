@@ -3,23 +3,14 @@ takes the `lab` user's password (and only it), and leaves nothing running when s
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from mysql_server import mysql_missing, start_mysql
+from throwaway_server import alive, two_at_once
 
 MISSING = mysql_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
-
-
-def alive(pid: int) -> bool:
-    """Whether the process runs (a zombie counts as ended)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def using(home: Path) -> set[int]:
@@ -77,21 +68,13 @@ def test_start_connect_stop(tmp_path: Path) -> None:
 
 
 def test_servers_side_by_side(tmp_path: Path) -> None:
-    """Two at once (as pytest-xdist workers start theirs): each its own port, folder and password."""
-    with ThreadPoolExecutor(2) as pool:
-        servers = list(pool.map(start_mysql, [tmp_path / "a", tmp_path / "b"]))
-    try:
-        assert servers[0].port != servers[1].port and servers[0].home != servers[1].home
-        assert servers[0].password != servers[1].password
+    """Two at once (as pytest-xdist workers start theirs), each on its own port."""
+    import pymysql
+
+    with two_at_once(start_mysql, tmp_path) as servers:
         for server in servers:
             with connect(server) as conn, conn.cursor() as cur:
                 cur.execute("SELECT @@port")
                 assert cur.fetchone() == (server.port,)
-        import pymysql
-
         with pytest.raises(pymysql.err.OperationalError, match="Access denied"):
             connect(servers[0], servers[1].password)
-    finally:
-        for server in servers:
-            server.stop()
-    assert not any(alive(server.pid) or server.home.exists() for server in servers)

@@ -3,35 +3,14 @@ starts, takes the `lab` role's password (and only it), and leaves nothing runnin
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from postgres_server import postgres_missing, start_postgres
+from throwaway_server import alive, family, two_at_once
 
 MISSING = postgres_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
-
-
-def alive(pid: int) -> bool:
-    """Whether the process runs (a zombie counts as ended)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def family(pid: int) -> set[int]:
-    """The process and its children: the postmaster, its background workers and backends."""
-    children = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children.add(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return {pid} | children
 
 
 def test_start_connect_stop(tmp_path: Path) -> None:
@@ -63,17 +42,10 @@ def test_start_connect_stop(tmp_path: Path) -> None:
 
 
 def test_servers_side_by_side(tmp_path: Path) -> None:
-    """Two at once (as pytest-xdist workers start theirs): each its own port, folder and password."""
+    """Two at once (as pytest-xdist workers start theirs), each on its own port."""
     import psycopg
 
-    with ThreadPoolExecutor(2) as pool:
-        servers = list(pool.map(start_postgres, [tmp_path / "a", tmp_path / "b"]))
-    try:
-        assert servers[0].port != servers[1].port and servers[0].home != servers[1].home
+    with two_at_once(start_postgres, tmp_path) as servers:
         for server in servers:
             with psycopg.connect(server.url) as conn:
                 assert conn.execute("SELECT current_setting('port')::int").fetchone() == (server.port,)
-    finally:
-        for server in servers:
-            server.stop()
-    assert not any(alive(server.pid) or server.home.exists() for server in servers)

@@ -6,32 +6,27 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import comparable, lab, one_line_error, read_jsonl, run_lab, runs_dir
+from conftest import (
+    BAYES,
+    RANDOM_FIXED,
+    comparable,
+    lab,
+    one_line_error,
+    read_jsonl,
+    run_lab,
+    runs_dir,
+    start_worker,
+    start_workers,
+    write_spec,
+)
 from lab.experiments.storage import Storage, StorageKind, shown_url
 from lab.run.rundir import lock_holder
-
-BAYES = {"algo": {"value": "toy"}, "data": {"value": "toy-data"}, "steps": {"value": 40},
-         "learning_rate": {"distribution": "log_uniform_values", "min": 0.001, "max": 1.0}}
-RANDOM_FIXED = {"algo": {"value": "random"}, "env": {"value": "CartPole-v1"}, "steps": {"value": 200},
-                "eval_episodes": {"value": 2}}
-
-
-def write_spec(path: Path, **spec) -> Path:
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def start_worker(spec: Path, *flags: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lab", "sweep", str(spec), *flags], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(condition, what: str, seconds: float = 240) -> None:
@@ -83,9 +78,7 @@ def test_a_journal_file_shares_a_study_between_workers(toy_plugins, tmp_path) ->
     spec = write_spec(tmp_path / "j.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
                       parameters=BAYES)
     url = f"journal:{tmp_path}/study.journal"  # (a plain path is read the same: test_a_storage_password_is_masked...)
-    workers = [start_worker(spec, "--count", "2", "--storage", url) for _ in range(2)]
-    outs = [w.communicate(timeout=600) for w in workers]
-    assert all(w.returncode == 0 for w in workers), [err for _, err in outs]
+    outs = start_workers(spec, 2, "--count", "2", "--storage", url)
     path = url.removeprefix("journal:")
     study = optuna.load_study(study_name="j", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(path)))
