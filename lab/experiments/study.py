@@ -170,8 +170,11 @@ class SweepStudy:
         import optuna
 
         trial = optuna.trial.Trial(self.study, trial_id)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        try:
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # its own worker told its end meanwhile: the note is moot
 
     def _left_behind(self, lock: StudyLock) -> Claim | None:
         """A RUNNING trial whose run nobody holds: its worker died. A run that ended is told
@@ -242,12 +245,18 @@ class SweepStudy:
         return status
 
     def _finish(self, number: int, state: Any, value: float | None) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         trial = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
         if trial.state != TrialState.RUNNING:
-            return  # another worker told it first (its worker died as the run ended)
-        self.study.tell(number, value, state=state, skip_if_finished=True)
+            return  # another worker told it first
+        try:
+            self.study.tell(number, value, state=state, skip_if_finished=True)
+        except UpdateFinishedTrialError:
+            # told meanwhile by another worker, which saw the run's lock free between this
+            # trial's process ending and this worker telling: the same result, recorded once
+            pass
 
 
 def metric_value(sweep: Sweep, summary: dict[str, Any]) -> float | None:
