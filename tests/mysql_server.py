@@ -106,7 +106,7 @@ def _install_and_start(server: Path, install_db: Path, user: pwd.struct_passwd, 
     # The programs' folder first on PATH: mariadb-install-db looks for mariadbd and my_print_defaults.
     done = subprocess.run([str(install_db), "--no-defaults", f"--datadir={home / 'data'}", "--skip-test-db",
                            "--auth-root-authentication-method=socket", f"--auth-root-socket-user={admin}",
-                           *_options()],
+                           f"--tmpdir={home}", *_options()],  # its own temporary tables: two bootstraps in /tmp collided
                           cwd=home, capture_output=True, text=True, timeout=START_TIMEOUT,
                           **as_user(user, server.parent))
     if done.returncode != 0:
