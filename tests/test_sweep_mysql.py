@@ -27,7 +27,7 @@ def test_study_lock_is_held_on_the_server(mysql):
     from lab.experiments.storage import Storage
 
     engine = sqlalchemy.create_engine(mysql.sqlalchemy_url, poolclass=sqlalchemy.pool.NullPool)
-    with Storage.parse(mysql.url).lock("s"), engine.connect() as conn:
+    with Storage.parse(mysql.url).lock(), engine.connect() as conn:
         assert conn.execute(sqlalchemy.text("SELECT IS_USED_LOCK('lab-sweeps')")).scalar() is not None
         assert conn.execute(sqlalchemy.text("SELECT GET_LOCK('lab-sweeps', 0)")).scalar() == 0, "another waits"
     with engine.connect() as conn:

@@ -148,8 +148,8 @@ class Storage:
         return LabError(f"cannot open the sweep's study at {self.shown} ({reason}); check that the server runs "
                         f"and the host, port, user and database are right ({STORAGE_HELP})")
 
-    def lock(self, study_name: str) -> StudyLock:
-        return StudyLock(self, study_name)
+    def lock(self) -> StudyLock:
+        return StudyLock(self)
 
 
 def default_storage(sweep_name: str, runs_dir: Path) -> Storage:
@@ -182,8 +182,8 @@ class StudyLock:
     (held by the kernel, dropped when a killed worker dies), or a server's advisory lock
     (`pg_advisory_lock`, MySQL's `GET_LOCK`) on a connection of its own, dropped when it closes."""
 
-    def __init__(self, storage: Storage, study_name: str) -> None:
-        self.storage, self.study_name = storage, study_name
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
         self._file: Any = None
         self._connection: Any = None
         self._engine: Any = None

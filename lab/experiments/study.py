@@ -116,7 +116,7 @@ class SweepStudy:
         self.fixed = {name: p["value"] for name, p in sweep.parameters.items() if "value" in p}
         self.space = search_space(sweep) if sweep.method == "bayes" else {}
         direction = "maximize" if sweep.goal == "maximize" else "minimize"
-        with storage.lock(sweep.name):  # one worker creates a fresh database's tables and the study
+        with storage.lock():  # one worker creates a fresh database's tables and the study
             backend = storage.open()
             try:
                 self.study = optuna.create_study(study_name=sweep.name, storage=backend, load_if_exists=True,
@@ -153,7 +153,7 @@ class SweepStudy:
         """The next trial for this worker, or None when the sweep has no more (the grid is
         done, or the study holds `max_trials`). The study stays locked until the caller's
         `Claim.hold_until_running` (or its own release when there is nothing to claim)."""
-        lock = self.storage.lock(self.sweep.name)
+        lock = self.storage.lock()
         lock.acquire()
         try:
             claim = self._left_behind(lock) or self._new(lock, max_trials)

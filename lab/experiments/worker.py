@@ -38,10 +38,11 @@ def run_worker(study: SweepStudy, plan: WorkerPlan) -> tuple[dict[str, int], int
     ({label: exit code}, how many trials this worker started). A trial without the sweep's
     metric stops the worker (after the trials still running end) with a LabError."""
     problems: list[LabError] = []
+    numbers: dict[str, int] = {}  # a running job's trial number, by its label
 
     def ended(job: Job, code: int) -> None:
         try:
-            study.tell(_number(job))
+            study.tell(numbers.pop(job.label))
         except LabError as problem:
             problems.append(problem)
 
@@ -53,6 +54,7 @@ def run_worker(study: SweepStudy, plan: WorkerPlan) -> tuple[dict[str, int], int
             if claim is None:
                 return
             job = _job(study, plan, claim)
+            numbers[job.label] = claim.number
             if not job.args:  # a run of this name had finished (a worker died before telling the study)
                 claim.lock.release()
                 ended(job, 0)
@@ -86,10 +88,6 @@ def _job(study: SweepStudy, plan: WorkerPlan, claim: Claim) -> Job:
         job.env = trial_environment(study.storage, sweep.name, claim.trial_id, sweep.metric,
                                     sweep.spec.get("early_terminate"))
     return job
-
-
-def _number(job: Job) -> int:
-    return int(job.label.split()[-1]) - 1
 
 
 def trial_jobs(study: SweepStudy) -> list[Job]:
