@@ -34,11 +34,18 @@ def lab_on(slurm, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **slurm.env})
 
 
-def wait_for(condition, what: str, seconds: float = 300) -> None:
+def wait_for(condition, what, seconds: float = 300) -> None:
+    """Poll `condition`; past `seconds`, fail with `what` (a callable says what it saw then)."""
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, what
+        assert time.monotonic() < deadline, what() if callable(what) else what
         time.sleep(0.1)
+
+
+def task_logs(folder) -> str:
+    """The last lines of every task log submitit wrote in `folder`, for a failure's message."""
+    return "\n".join(f"== {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                     for log in sorted(folder.glob("*_log.*")))
 
 
 def status_of(run) -> str | None:
@@ -124,7 +131,11 @@ def test_a_time_limit_warning_checkpoints_the_seed_and_submitit_requeues_it(toy_
             slurm.run("scontrol", "update", f"jobid={job}", "starttime=now", check=False)
         return status_of(run) == "finished"
 
-    wait_for(finished, "the requeued task did not finish the run", 180)
+    def why() -> str:
+        state = slurm.run("squeue", "-h", "-j", job, "-o", "%T %r", check=False).strip()
+        return f"the requeued task did not finish the run (squeue: {state!r})\n{task_logs(runs_dir() / 'tl.slurm')}"
+
+    wait_for(finished, why, 180)
     straight = run_lab("train", "toy", "--data", "toy-data", "--steps", "600", "--log-interval", "20", "--seed", "1",
                        "--name", "straight", timeout=300)
     assert straight.returncode == 0, straight.stderr

@@ -20,11 +20,13 @@ submitting shell's environment (sbatch's `--export=ALL`).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,11 +96,9 @@ class LabCommand:
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         from submitit.helpers import DelayedSubmission
 
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None and not _ended(self._proc.pid, seconds=0):
             self._proc.send_signal(signal.SIGTERM)  # (harmless if Slurm's signal already reached it)
-            try:
-                self._proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+            if not _ended(self._proc.pid, seconds=60):
                 self._proc.kill()
         return DelayedSubmission(LabCommand(self.args), *args, **kwargs)
 
@@ -107,6 +107,22 @@ class LabCommand:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.args, self._proc = state["args"], None
+
+
+def _ended(pid: int, seconds: float) -> bool:
+    """Whether child `pid` ends within `seconds`, without reaping it. `checkpoint` runs in the
+    signal handler that interrupted `__call__`'s `Popen.wait`, which holds the Popen's lock until
+    it reaps the child: a second wait on the Popen would spin on that lock for its whole timeout."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # already reaped
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def check_slurm() -> None:
