@@ -172,6 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     rest, seeds = _pop_option(args.rest, "--seeds")
     rest, parallel = _pop_option(rest, "--parallel")
+    vectorize = "--vectorize" in rest
+    rest = [token for token in rest if token != "--vectorize"]
     launch: dict[str, Any] = {}
     for option in ("--launcher", "--partition", "--time", "--gpus-per-worker", "--cpus-per-worker", "--mem",
                    "--slurm-folder"):
@@ -179,6 +181,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cli, config_file = _parse_algorithm_flags(algo_cls, rest, lab.registry)
     file_values = load_yaml_file(config_file) if config_file else None
     if seeds is None:
+        if vectorize:
+            raise LabError("--vectorize trains the runs of --seeds as one population: pass --seeds too (e.g. 1-8)")
         if parallel is not None:
             raise LabError("--parallel goes with --seeds (or lab sweep): one run uses one process")
         if any(value is not None for value in launch.values()):
@@ -187,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return entry.train(lab, args.algo, cli, file_values, _sweep_observers())
     if launch["launcher"] not in (None, *LAUNCHERS):
         raise LabError(f"--launcher takes {' or '.join(LAUNCHERS)}; got '{launch['launcher']}'")
-    return _train_seeds(lab, algo_cls, rest, cli, file_values, seeds, parallel, launch)
+    return _train_seeds(lab, algo_cls, rest, cli, file_values, seeds, parallel, launch, vectorize)
 
 
 def _sweep_observers() -> list[Observer]:
@@ -218,8 +222,9 @@ def _pop_option(tokens: list[str], name: str) -> tuple[list[str], str | None]:
 
 
 def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any], file_values: dict[str, Any] | None,
-                 seeds_text: str, parallel_text: str | None, launch: dict[str, Any]) -> int:
-    """`lab train ... --seeds 1,2,3 [--parallel N]`: one run per seed, named STEM-sSEED, one W&B group."""
+                 seeds_text: str, parallel_text: str | None, launch: dict[str, Any], vectorize: bool = False) -> int:
+    """`lab train ... --seeds 1,2,3 [--parallel N | --vectorize]`: one run per seed, named STEM-sSEED, one
+    W&B group; a process each (N at a time), or all in this process as one population (`--vectorize`)."""
     from lab.distributed import launched
     from lab.experiments.jobs import continue_or_start, overall_exit_code, parse_parallel, parse_seeds, results_table, run_jobs
     from lab.run.rundir import default_run_name
@@ -228,6 +233,12 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
     if launched():
         raise LabError("--seeds starts its own processes: run it without torchrun")
     seeds, parallel = parse_seeds(seeds_text), parse_parallel(parallel_text)
+    if vectorize:
+        from lab.rl.population import check_stackable
+
+        check_stackable(algo_cls)
+        if parallel_text is not None:
+            raise LabError("--vectorize trains every seed in one process; drop --parallel")
     if "seed" in cli:
         raise LabError("--seeds and --seed do not mix: --seeds 1,2,3 runs one run per seed")
     resolved = resolve(algo_cls, cli, file_values, lab.registry)  # bad values fail here, once, not in every run
@@ -242,6 +253,8 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
         if parallel_text is not None:
             raise LabError("--parallel is for running here; with --launcher slurm every seed is a task of its own")
         commands = [["train", algo_cls.name, *rest, "--seeds", str(seed)] for seed in seeds]
+        if vectorize:  # one task trains the whole population
+            commands = [["train", algo_cls.name, *rest, "--seeds", seeds_text, "--vectorize"]]
         return _submit(slurm, commands, stem, "`lab runs` shows the runs")
     given = {**(file_values or {}), **cli}
     jobs = [continue_or_start(["train", algo_cls.name, *base, "--seed", str(seed), "--name", f"{stem}-s{seed}",
@@ -251,7 +264,16 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
     done = [job for job in jobs if not job.args]
     if done:
         print(f"{len(done)} of {len(jobs)} seeds already finished; running the rest", file=sys.stderr)
-    codes = run_jobs([job for job in jobs if job.args], parallel)
+    if vectorize:
+        from lab.run.population import Member, train_population
+
+        members = [Member(job.run_dir, {**cli, "seed": seed, "name": job.run_dir.name, "experiment": experiment}
+                          if job.args[0] == "train" else None)
+                   for seed, job in zip(seeds, jobs, strict=True) if job.args]
+        ended = train_population(lab, algo_cls.name, members, file_values) if members else {}
+        codes = {job.label: ended[job.run_dir] for job in jobs if job.run_dir in ended}
+    else:
+        codes = run_jobs([job for job in jobs if job.args], parallel)
     print(results_table(jobs, None))
     return overall_exit_code(codes)
 

@@ -34,6 +34,17 @@ def small_pass_threads(batch: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run a section on `threads` CPU threads (a population's batched update), then go back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from lab.api import hookimpl, option
+from lab.buffers.rollout import RolloutBatch
 from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
+from lab.rl.policies import ActorCritic
 
 
 @dataclass
@@ -51,8 +53,8 @@ class A2C(OnPolicyAgent):
                                        foreach=True)
         return super().make_optimizer()
 
-    def update(self) -> dict[str, float]:
-        return self.policy_gradient_step()  # A = GAE(lambda) advantages of this short rollout
+    def loss(self, policy: ActorCritic, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.policy_gradient_loss(policy, batch)  # A = GAE(lambda) advantages of this short rollout
 
 
 @hookimpl

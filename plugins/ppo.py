@@ -1,10 +1,11 @@
 """`ppo`: Proximal Policy Optimization with the clipped objective (Schulman et al. 2017).
 
 Reads top to bottom next to the paper, on the lab's shared rollout loop, GAE and
-actor-critic (`lab.rl.onpolicy`): for `n_epochs` passes over each rollout, shuffled
-minibatches take gradient steps on the clipped surrogate, the (optionally clipped) value
-loss and an entropy bonus; a pass stops early when the approximate KL to the rollout's
-policy exceeds 1.5 x `target_kl`. Names, defaults and logged metrics are Stable-Baselines3's;
+actor-critic (`lab.rl.onpolicy`): for `n_epochs` passes over each rollout (`update_plan`),
+shuffled minibatches take gradient steps on `loss`: the clipped surrogate, the (optionally
+clipped) value loss and an entropy bonus; a pass stops early when the approximate KL to the
+rollout's policy exceeds 1.5 x `target_kl`. The loss is a function of one minibatch, so a
+population of seeds (`--vectorize`) maps it over its members. Names, defaults and logged metrics are Stable-Baselines3's;
 presets are RL Zoo's tuned values (Atari: CleanRL's ppo_atari).
 """
 
@@ -15,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from lab import distributed
 from lab.api import check_ranges, hookimpl, option
-from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
+from lab.buffers.rollout import RolloutBatch
+from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig, UpdatePlan
+from lab.rl.policies import ActorCritic
 from lab.schedules import anneal
 
 
@@ -73,45 +74,32 @@ class PPO(OnPolicyAgent):
     Config = PPOConfig
     presets = PPO_PRESETS
 
-    def update(self) -> dict[str, float]:
-        c, policy = self.config, self.policy
-        clip = anneal(c.clip_range, self.ctx.total_steps, c.anneal_clip_range)(self.global_step)
-        stats: dict[str, list[torch.Tensor]] = {"policy_gradient_loss": [], "value_loss": [], "entropy_loss": [],
-                                                "approx_kl": [], "clip_fraction": [], "loss": []}
-        for _ in range(c.n_epochs):
-            stop = False
-            for batch in self.minibatches(c.batch_size):
-                out, values = policy(batch.observations)
-                log_prob = policy.log_prob(out, batch.actions)
-                advantages = batch.advantages
-                if c.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-                log_ratio = log_prob - batch.log_probs
-                ratio = log_ratio.exp()
-                policy_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)).mean()
-                if c.clip_range_vf is not None:  # a value that moves further than the range gets no credit
-                    values = batch.values + (values - batch.values).clamp(-c.clip_range_vf, c.clip_range_vf)
-                value_loss = F.mse_loss(batch.returns, values)
-                entropy_loss = -policy.entropy(out).mean()
-                loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
-                    if c.target_kl is not None:  # several processes stop together, on their mean
-                        approx_kl = distributed.all_reduce_mean(approx_kl)
-                    clipped = ((ratio - 1).abs() > clip).float().mean()
-                if c.target_kl is not None and float(approx_kl) > 1.5 * c.target_kl:
-                    stop = True  # SB3: this minibatch takes no step, the update ends here
-                    break
-                self.clip_and_step(loss)
-                for key, value in (("policy_gradient_loss", policy_loss), ("value_loss", value_loss),
-                                   ("entropy_loss", entropy_loss), ("loss", loss), ("approx_kl", approx_kl),
-                                   ("clip_fraction", clipped)):
-                    stats[key].append(value.detach())
-            if stop:
-                break
-        metrics = {f"train/{key}": float(torch.stack(values).mean()) for key, values in stats.items() if values}
-        metrics["train/clip_range"] = clip
-        return metrics
+    def update_plan(self) -> UpdatePlan:
+        c = self.config
+        self.clip = anneal(c.clip_range, self.ctx.total_steps, c.anneal_clip_range)(self.global_step)
+        return UpdatePlan(c.n_epochs, c.batch_size, None if c.target_kl is None else 1.5 * c.target_kl)
+
+    def loss(self, policy: ActorCritic, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        c, clip = self.config, self.clip
+        out, values = policy(batch.observations)
+        log_prob = policy.log_prob(out, batch.actions)
+        advantages = batch.standardized(batch.advantages) if c.normalize_advantage else batch.advantages
+        log_ratio = log_prob - batch.log_probs
+        ratio = log_ratio.exp()
+        policy_loss = batch.mean(torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)))
+        if c.clip_range_vf is not None:  # a value that moves further than the range gets no credit
+            values = batch.values + (values - batch.values).clamp(-c.clip_range_vf, c.clip_range_vf)
+        value_loss = batch.mean((batch.returns - values).square())
+        entropy_loss = -batch.mean(policy.entropy(out))
+        loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
+        with torch.no_grad():
+            approx_kl = batch.mean((ratio - 1) - log_ratio)  # Schulman's k3 estimator
+            clipped = batch.mean(((ratio - 1).abs() > clip).float())
+        return loss, {"policy_gradient_loss": policy_loss, "value_loss": value_loss, "entropy_loss": entropy_loss,
+                      "approx_kl": approx_kl, "clip_fraction": clipped, "loss": loss}
+
+    def plan_metrics(self) -> dict[str, float]:
+        return {"train/clip_range": self.clip}
 
 
 @hookimpl

@@ -9,7 +9,7 @@ The textbook algorithm, on the lab's shared rollout loop and actor-critic:
          - ent_coef * mean( entropy of pi(. | s_t) )      (optional exploration bonus)
     one gradient step; repeat
 
-The loss is the one `a2c` minimises too (`OnPolicyAgent.policy_gradient_step`); what makes
+The loss is the one `a2c` minimises too (`OnPolicyAgent.policy_gradient_loss`); what makes
 this REINFORCE is lambda = 1 and batches of whole episodes.
 
 The returns are Monte-Carlo (GAE with lambda 1): no bootstrapping inside an episode. Only
@@ -24,8 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from lab.api import hookimpl, option
+from lab.buffers.rollout import RolloutBatch
 from lab.rl.onpolicy import OnPolicyAgent, OnPolicyConfig
+from lab.rl.policies import ActorCritic
 
 
 @dataclass
@@ -55,9 +59,9 @@ class Reinforce(OnPolicyAgent):
     Config = ReinforceConfig
     presets = REINFORCE_PRESETS
 
-    def update(self) -> dict[str, float]:
+    def loss(self, policy: ActorCritic, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # one step on the whole batch: with lambda 1 the rollout's advantages are G_t - V(s_t)
-        return self.policy_gradient_step()
+        return self.policy_gradient_loss(policy, batch)
 
 
 @hookimpl

@@ -25,7 +25,12 @@ from lab.memory import allocating, tensor_bytes
 class RolloutBatch(NamedTuple):
     """A minibatch of real transitions (autoreset steps left out), flattened over steps and
     envs: observations, actions, their log-probabilities and values at collection time,
-    GAE advantages and returns (advantages + values)."""
+    GAE advantages and returns (advantages + values).
+
+    A population's batch (`lab.rl.population`) has the members first: [members, transitions,
+    ...]; `weights` is None, or 1 for each real transition and 0 for padding where the members'
+    minibatches differ in size. Losses take their means with `mean` and standardise with
+    `standardized`, which reduce over the transitions and honour the weights."""
 
     observations: torch.Tensor
     actions: torch.Tensor
@@ -33,6 +38,25 @@ class RolloutBatch(NamedTuple):
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    weights: torch.Tensor | None = None
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of per-transition `values` over this batch's real transitions (over the last
+        dimension: a population's batches are [members, transitions])."""
+        if self.weights is None:
+            return values.mean(-1)
+        return (values * self.weights).sum(-1) / self.weights.sum(-1)
+
+    def standardized(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` less their mean, over their standard deviation (unchanged for one transition)."""
+        if self.weights is None:
+            if values.shape[-1] < 2:
+                return values
+            return (values - values.mean(-1, keepdim=True)) / (values.std(-1, keepdim=True) + 1e-8)
+        count = self.weights.sum(-1, keepdim=True)
+        mean = (values * self.weights).sum(-1, keepdim=True) / count
+        std = ((values - mean).square() * self.weights).sum(-1, keepdim=True).div((count - 1).clamp_min(1)).sqrt()
+        return torch.where(count > 1, (values - mean) / (std + 1e-8), values)
 
 
 def rollout_bytes(num_steps: int, num_envs: int, observation_shape: tuple[int, ...], action_shape: tuple[int, ...],

@@ -3,8 +3,11 @@
 `OnPolicyAgent` owns the training env, the actor-critic (`lab.rl.policies`), the optional
 observation/reward normalisation (`lab.rl.normalize`) and the shared `RolloutBuffer` (GAE).
 One `train_step` collects `n_steps` vector steps, computes advantages and returns, and
-hands the filled buffer to the subclass's `update()`, which is the algorithm itself
-(`reinforce`, `a2c`, `ppo` in plugins/). Hyperparameters keep Stable-Baselines3's names.
+takes gradient steps on the filled buffer as the subclass's `update_plan()` says (passes,
+minibatch size, a KL limit), each on its `loss()` of one minibatch: the algorithm itself
+(`reinforce`, `a2c`, `ppo` in plugins/). Because the loss is a function of one agent's
+batch, a population of agents (`lab.rl.population`) maps the same loss over its members.
+Hyperparameters keep Stable-Baselines3's names.
 
 Under torchrun every process steps its share of `num_envs` (a global count) into its own
 buffer; `clip_and_step` averages the gradients over the processes before clipping, so every
@@ -15,13 +18,13 @@ minibatches (docs/scale.md).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lab import distributed
@@ -30,7 +33,7 @@ from lab.buffers import RolloutBuffer
 from lab.buffers.rollout import RolloutBatch
 from lab.device import small_pass_threads
 from lab.rl.normalize import Normalizer, RunningMeanStd
-from lab.rl.policies import ActorCritic
+from lab.rl.policies import ActorCritic, PolicyStep
 from lab.schedules import anneal
 
 
@@ -63,6 +66,17 @@ class OnPolicyConfig:
         check_ranges(self, at_least_one=("n_steps", "num_envs", "net_arch"),
                      positive=("learning_rate", "max_grad_norm"), fraction=("gamma", "gae_lambda"),
                      non_negative=("ent_coef", "vf_coef"))
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """How an update walks the rollout: `epochs` passes of shuffled minibatches of
+    `batch_size` transitions (None: the whole rollout in its order, one step a pass); a pass
+    ends before a minibatch whose approximate KL (`loss`'s "approx_kl") exceeds `kl_limit`."""
+
+    epochs: int = 1
+    batch_size: int | None = None
+    kl_limit: float | None = None
 
 
 def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
@@ -146,9 +160,46 @@ class OnPolicyAgent(Agent):
         fused = self.ctx.device.type in ("cpu", "cuda")
         return torch.optim.Adam(self.policy.parameters(), lr=self.config.learning_rate, eps=1e-5, fused=fused)
 
-    def update(self) -> dict[str, float]:
-        """Learn from the filled `self.buffer` (advantages and returns computed); return metrics."""
+    def update_plan(self) -> UpdatePlan:
+        """How this update walks the rollout; the default is one gradient step on all of it
+        (`a2c`, `reinforce`). Called once per update, before its steps."""
+        return UpdatePlan()
+
+    def plan_metrics(self) -> dict[str, float]:
+        """What the update plan chose, logged with each update (ppo's clip range)."""
+        return {}
+
+    def loss(self, policy: ActorCritic, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The algorithm: the loss of one minibatch and the statistics to log (without
+        "train/"). `policy` is this agent's, or one member's of a population: use it, not
+        `self.policy`, and take means with `batch.mean` (a population pads its batches)."""
         raise NotImplementedError
+
+    def update(self) -> dict[str, float]:
+        """Gradient steps on `loss` over the filled `self.buffer` as `update_plan()` says; the
+        mean of each statistic over the steps taken, as "train/NAME"."""
+        plan = self.update_plan()
+        stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for _ in range(plan.epochs):
+            batches = self.minibatches(plan.batch_size) if plan.batch_size else iter([self.whole_rollout()])
+            stop = False
+            for batch in batches:
+                loss, values = self.loss(self.policy, batch)
+                if plan.kl_limit is not None:  # several processes stop together, on their mean
+                    if float(distributed.all_reduce_mean(values["approx_kl"])) > plan.kl_limit:
+                        stop = True  # SB3: this minibatch takes no step, the update ends here
+                        break
+                self.clip_and_step(loss)
+                for key, value in values.items():
+                    stats[key].append(value.detach())
+            if stop:
+                break
+        metrics = {f"train/{key}": float(torch.stack(values).mean()) for key, values in stats.items()}
+        return {**metrics, **self.plan_metrics()}
+
+    def whole_rollout(self) -> RolloutBatch:
+        """Every real transition of the rollout as one batch."""
+        return next(self.buffer.minibatches(self.buffer.num_steps * self.buffer.num_envs))
 
     def learning_rate(self) -> float:
         """The learning rate at this step: `learning_rate`, annealed linearly to 0 over the
@@ -159,20 +210,27 @@ class OnPolicyAgent(Agent):
 
     def collect_rollout(self) -> None:
         """`n_steps` vector steps with the current policy into the buffer, then GAE."""
-        c, policy, buffer = self.config, self.policy, self.buffer
-        buffer.reset()
+        self.buffer.reset()
         self.valid_counts = None
         with torch.no_grad(), small_pass_threads(self.env.num_envs, self.ctx.device):
-            for _ in range(c.n_steps):
+            for _ in range(self.config.n_steps):
                 self.ctx.check_stop()  # a long rollout stops within seconds of a signal (nothing of it is kept)
-                step = policy.step(self.obs, self.action_generator)
-                raw_obs, reward, terminated, truncated, _ = self.env.step(policy.to_env(step.actions))
-                done = terminated | truncated
-                reward = self.normalizer.reward(reward, done, ~self.autoreset)
-                buffer.add(self.obs, step.actions, step.log_probs, step.values, reward, terminated, truncated)
-                self.obs = self.normalizer.obs(raw_obs, update=True)
-                self.autoreset = done
-            buffer.compute_returns_and_advantage(policy.value(self.obs), c.gamma, c.gae_lambda)
+                self.env_step(self.policy.step(self.obs, self.action_generator))
+            self.end_rollout(self.policy.value(self.obs))
+
+    def env_step(self, step: PolicyStep) -> None:
+        """Play `step`'s actions in the envs and record the transition."""
+        raw_obs, reward, terminated, truncated, _ = self.env.step(self.policy.to_env(step.actions))
+        done = terminated | truncated
+        reward = self.normalizer.reward(reward, done, ~self.autoreset)
+        self.buffer.add(self.obs, step.actions, step.log_probs, step.values, reward, terminated, truncated)
+        self.obs = self.normalizer.obs(raw_obs, update=True)
+        self.autoreset = done
+
+    def end_rollout(self, last_values: torch.Tensor) -> None:
+        """GAE from V(observation after the last step), then (several processes) merge the
+        normalisers' statistics."""
+        self.buffer.compute_returns_and_advantage(last_values, self.config.gamma, self.config.gae_lambda)
         self.merge_statistics()
 
     def statistics(self) -> list[tuple[torch.Tensor, ...]]:
@@ -209,7 +267,7 @@ class OnPolicyAgent(Agent):
             self.valid_counts = distributed.all_gather_cat(torch.tensor([len(whole.actions)]))
         counts = self.valid_counts
         chunks = max(1, min(-(-int(counts.sum()) // batch_size), int(counts.min())))
-        parts = [tensor.tensor_split(chunks) for tensor in whole]
+        parts = [tensor.tensor_split(chunks) for tensor in whole[:6]]
         for i in range(chunks):
             yield RolloutBatch(*(part[i] for part in parts))
 
@@ -223,7 +281,11 @@ class OnPolicyAgent(Agent):
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        metrics = self.update()
+        return self.updated(self.update(), lr)
+
+    def updated(self, metrics: dict[str, float], lr: float) -> dict[str, float]:
+        """After an update at learning rate `lr`: advance `global_step` by the rollout and add
+        what every on-policy agent logs to the update's `metrics`."""
         self.global_step += self.config.n_steps * self.num_envs * self.ctx.world_size  # every process's steps
         valid = self.buffer.valid
         metrics["train/learning_rate"] = lr
@@ -232,26 +294,23 @@ class OnPolicyAgent(Agent):
             metrics["train/std"] = float(self.policy.log_std.detach().exp().mean())
         return metrics
 
-    def policy_gradient_step(self) -> dict[str, float]:
-        """One gradient step over the whole rollout on the vanilla actor-critic loss
+    def policy_gradient_loss(self, policy: ActorCritic,
+                             batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The vanilla actor-critic loss that `a2c` and `reinforce` share:
 
             -mean(A_t log pi(a_t|s_t)) + vf_coef mean((G_t - V(s_t))^2) - ent_coef mean(H(pi(.|s_t)))
 
         with A_t the rollout's GAE advantages (REINFORCE's G_t - V(s_t) when lambda is 1),
-        standardised when `normalize_advantage`: the update `a2c` and `reinforce` share."""
-        c, policy = self.config, self.policy
-        batch = next(self.buffer.minibatches(self.buffer.num_steps * self.buffer.num_envs))  # the whole rollout
+        standardised when `normalize_advantage`."""
+        c = self.config
         out, values = policy(batch.observations)
-        advantages = batch.advantages
-        if c.normalize_advantage and len(advantages) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        policy_loss = -(advantages * policy.log_prob(out, batch.actions)).mean()
-        value_loss = F.mse_loss(batch.returns, values)
-        entropy_loss = -policy.entropy(out).mean()
+        advantages = batch.standardized(batch.advantages) if c.normalize_advantage else batch.advantages
+        policy_loss = -batch.mean(advantages * policy.log_prob(out, batch.actions))
+        value_loss = batch.mean((batch.returns - values).square())
+        entropy_loss = -batch.mean(policy.entropy(out))
         loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
-        self.clip_and_step(loss)
-        return {"train/loss": loss.item(), "train/policy_loss": policy_loss.item(),
-                "train/value_loss": value_loss.item(), "train/entropy_loss": entropy_loss.item()}
+        return loss, {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss,
+                      "entropy_loss": entropy_loss}
 
     def clip_and_step(self, loss: torch.Tensor) -> None:
         """Backward, average the gradients over torchrun's processes, clip to `max_grad_norm`,

@@ -97,15 +97,24 @@ class ActorCritic(nn.Module):
 
     def entropy(self, out: torch.Tensor) -> torch.Tensor:
         if self.continuous:
-            return (self.log_std + 0.5 + HALF_LOG_2PI).sum().expand(out.shape[0])
+            return (self.log_std + 0.5 + HALF_LOG_2PI).sum(-1).expand(out.shape[:-1])
         return -(out.exp() * out).sum(-1)
 
     def sample(self, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Actions drawn from `generator` (a run's stream, so a resumed run draws the same)."""
+        return self.from_noise(out, self.noise(out.shape, generator, out.device))
+
+    def noise(self, shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """The random draws `sample` turns into actions for policy outputs of `shape`."""
         if self.continuous:
-            return out + self.log_std.exp() * torch.randn(out.shape, generator=generator, device=out.device)
-        uniform = torch.rand((out.shape[0], 1), generator=generator, device=out.device)
-        index = torch.searchsorted(out.exp().cumsum(-1), uniform).squeeze(-1)
+            return torch.randn(shape, generator=generator, device=device)
+        return torch.rand((shape[0], 1), generator=generator, device=device)
+
+    def from_noise(self, out: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Actions from `noise` (a Gaussian's standard draws, or a uniform per row for a Categorical)."""
+        if self.continuous:
+            return out + self.log_std.exp() * noise
+        index = torch.searchsorted(out.exp().cumsum(-1), noise).squeeze(-1)
         return index.clamp_max(out.shape[-1] - 1)  # a rounding shortfall of the last cumsum
 
     def mode(self, out: torch.Tensor) -> torch.Tensor:

@@ -23,8 +23,29 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours parts of its weights_only
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` so that `path` always holds either the old or the new complete file; a
     disk that is full or read-only is one LabError (the older file stays as it was)."""
+    state = compact(state)
     atomic_write(path, lambda handle: torch.save(state, handle), "write checkpoint",
                  "move the run folder where there is room", after_failed_save(path.parent.parent))
+
+
+def compact(value: Any) -> Any:
+    """`value` with every tensor that is a view of a larger storage copied out: torch.save
+    writes a view's whole storage, so a population member's weights (rows of the population's
+    stacked tensor, `lab.rl.population`) would otherwise carry every member's."""
+    if isinstance(value, torch.Tensor):
+        return value.clone() if value.untyped_storage().nbytes() > value.numel() * value.element_size() else value
+    if isinstance(value, dict):
+        items = {key: compact(item) for key, item in value.items()}
+        if all(items[key] is item for key, item in value.items()):
+            return value
+        copied = value.copy()  # (keeps an OrderedDict's type; a state_dict's _metadata goes along)
+        copied.update(items)
+        if hasattr(value, "_metadata"):
+            copied._metadata = value._metadata  # type: ignore[attr-defined]
+        return copied
+    if isinstance(value, list):
+        return [compact(item) for item in value]
+    return value
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -175,10 +175,37 @@ def train(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, 
     return train_run(lab, algo_name, cli, file_values, observers)[0]
 
 
+@dataclass
+class Opened:
+    """A run ready to train: its session, the step it trains to and its directory's lock."""
+
+    session: Session
+    target: int
+    run_dir: Path
+    lock: RunLock | None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
 @in_process_group
 def train_run(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None,
               observers: Sequence[Observer] = ()) -> tuple[int, Path | None]:
     """(exit code, the run directory, or None when set-up was interrupted and left none)."""
+    opened = open_new(lab, algo_name, cli, file_values, observers)
+    if opened is None:
+        return STOP.exit_code(), None
+    try:
+        return opened.session.train(opened.target), opened.run_dir
+    finally:
+        opened.release()
+
+
+def open_new(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None,
+             observers: Sequence[Observer] = ()) -> Opened | None:
+    """A new run directory with its session built and started; None when a signal
+    interrupted the set-up (nothing is left behind then, nor when the set-up fails)."""
     main, lock, run_dir = distributed.is_main(), None, None
     with distributed.together():  # every rank checks the settings
         algo_cls, resolved = check_settings(lab, algo_name, cli, file_values)
@@ -190,39 +217,37 @@ def train_run(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[s
             lock = RunLock(run_dir).acquire("train")
     # the others learn its name (a default one has rank 0's time in it); they never write there
     run_dir = run.resolved_runs_dir / distributed.broadcast_object(run_dir.name if run_dir is not None else None)
+    session = None
     try:
-        session = None
-        try:
-            with distributed.together():
-                session = Session(lab, algo_cls, resolved, run_dir, fresh=True, total_steps=run.steps or 0,
-                                  observers=observers, run_loader=run_loader(lab))
-            with distributed.together():
-                STOP.raise_if_requested()
-                target = session.ctx.total_steps
-                if run.horizon is not None:  # the schedules anneal over it rather than over the budget
-                    session.ctx.total_steps = run.horizon
-                if main:
-                    doc = _config_doc(lab, session, resolved, target)
-                    write_config(run_dir, doc)
-                    session.start(doc, resumed=False)
-                STOP.raise_if_requested()
-        except BaseException as exc:  # nothing was trained: leave no half-made run behind
-            if session is not None:
-                session.tracker.finish({"status": RunStatus.FAILED.value})
-                session.close()
+        with distributed.together():
+            session = Session(lab, algo_cls, resolved, run_dir, fresh=True, total_steps=run.steps or 0,
+                              observers=observers, run_loader=run_loader(lab))
+        with distributed.together():
+            STOP.raise_if_requested()
+            target = session.ctx.total_steps
+            if run.horizon is not None:  # the schedules anneal over it rather than over the budget
+                session.ctx.total_steps = run.horizon
             if main:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            if not isinstance(exc, SetupInterrupted):
-                raise
-            if main:
-                print("interrupted while setting up; no run was started", file=sys.stderr)
-            return STOP.exit_code(), None
+                doc = _config_doc(lab, session, resolved, target)
+                write_config(run_dir, doc)
+                session.start(doc, resumed=False)
+            STOP.raise_if_requested()
+    except BaseException as exc:  # nothing was trained: leave no half-made run behind
+        if session is not None:
+            session.tracker.finish({"status": RunStatus.FAILED.value})
+            session.close()
         if main:
-            print(f"run: {run_dir}", file=sys.stderr)
-        return session.train(target), run_dir
-    finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
         if lock is not None:
             lock.release()
+        if not isinstance(exc, SetupInterrupted):
+            raise
+        if main:
+            print("interrupted while setting up; no run was started", file=sys.stderr)
+        return None
+    if main:
+        print(f"run: {run_dir}", file=sys.stderr)
+    return Opened(session, target, run_dir, lock)
 
 
 def _reload(lab: Lab, run_dir: Path,
@@ -271,6 +296,20 @@ def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None
     """`lab resume RUN_DIR`: continue from a checkpoint to the budget (or a new one); the exit code.
     `overrides`: trackers' settings for this session and on (`--wandb offline`); `observers` as
     for `train`."""
+    opened = open_resumed(lab, run_dir, steps, epochs, checkpoint, overrides, observers)
+    if opened is None:
+        return STOP.exit_code()
+    try:
+        return opened.session.train(opened.target)
+    finally:
+        opened.release()
+
+
+def open_resumed(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None = None,
+                 checkpoint: str = "latest", overrides: dict[str, Any] | None = None,
+                 observers: Sequence[Observer] = ()) -> Opened | None:
+    """`run_dir` restored from `checkpoint`, its session started; None when a signal
+    interrupted the set-up (the run is unchanged then)."""
     main, lock, loaded = distributed.is_main(), None, None
     try:
         with distributed.together():  # rank 0 alone reads the run directory (other nodes need not see it)
@@ -291,20 +330,7 @@ def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None
             with distributed.together():
                 session.restore(state)
                 done = session.algo.global_step
-                if epochs is not None:
-                    if not session.algo.steps_per_epoch:
-                        raise LabError(f"{algo_cls.name} counts --steps, not --epochs; resume with --steps N")
-                    target = epochs * session.algo.steps_per_epoch
-                elif steps is not None:
-                    target = round_budget(algo_cls, resolved.algo, steps)
-                else:
-                    target = int(doc["total_steps"])
-                # at the budget, a run a stop cut short in its last evaluation or media still ends them
-                if target < done or (target == done and session.loop.complete):
-                    raise LabError(
-                        f"run '{run_dir}' is already at step {done} (target {target}); "
-                        f"pass a larger --steps to train further"
-                    )
+                target = _resume_target(session, resolved, int(doc["total_steps"]), steps, epochs)
                 STOP.raise_if_requested()
                 if main:
                     truncate_metrics(run_dir, done)
@@ -321,19 +347,40 @@ def resume(lab: Lab, run_dir: Path, steps: int | None = None, epochs: int | None
                 session.close()
             if main:
                 print("interrupted while setting up; the run is unchanged", file=sys.stderr)
-            return STOP.exit_code()
+            if lock is not None:
+                lock.release()
+            return None
         except BaseException:
             if session is not None:
                 session.close()
             raise
-        if main:
-            print(f"resuming {run_dir} from step {done} to {target}" +
-                  (" (from best.pt)" if checkpoint == "best" else "") +
-                  (": its last evaluation" if target == done else ""), file=sys.stderr)
-        return session.train(target)
-    finally:
+    except BaseException:
         if lock is not None:
             lock.release()
+        raise
+    if main:
+        print(f"resuming {run_dir} from step {done} to {target}" +
+              (" (from best.pt)" if checkpoint == "best" else "") +
+              (": its last evaluation" if target == done else ""), file=sys.stderr)
+    return Opened(session, target, run_dir, lock)
+
+
+def _resume_target(session: Session, resolved: Resolved, budget: int, steps: int | None, epochs: int | None) -> int:
+    """The step a resumed run trains to: --epochs, --steps or its budget; a LabError when it is there already."""
+    algo, done = session.algo, session.algo.global_step
+    if epochs is not None:
+        if not algo.steps_per_epoch:
+            raise LabError(f"{session.algo_cls.name} counts --steps, not --epochs; resume with --steps N")
+        target = epochs * algo.steps_per_epoch
+    elif steps is not None:
+        target = round_budget(session.algo_cls, resolved.algo, steps)
+    else:
+        target = budget
+    # at the budget, a run a stop cut short in its last evaluation or media still ends them
+    if target < done or (target == done and session.loop.complete):
+        raise LabError(f"run '{session.run_dir}' is already at step {done} (target {target}); "
+                       f"pass a larger --steps to train further")
+    return target
 
 
 def _restored(lab: Lab, run_dir: Path, checkpoint: str,

@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,9 @@ class Session:
                                "data), which it does not define; give its budget with --steps")
             self.ctx.total_steps = self.run.epochs * self.algo.steps_per_epoch
         self.loop = LoopState()
+        # whether to stop at this step's end; several processes stop together (a signal to any
+        # of them stops all at this step); a population's driver decides for all its members
+        self.stop_requested: Callable[[], bool] = lambda: distributed.any_flag(STOP.requested)
         self.started = time.time()
         self.episodes = EpisodeLog(self.tracker, world)
         guard = DivergenceGuard(run_dir, getattr(resolved.algo, "learning_rate", None), lambda: checkpoint_step(run_dir))
@@ -255,17 +258,22 @@ class Session:
 
     # -- the loop --
 
-    def train_step(self) -> float:
-        """One `train_step`, its metrics kept for the next row and its episodes logged; returns
-        the seconds spent compiling in it (start-up, not training: kept out of perf/sps)."""
+    def train_step(self) -> Generator[None, dict[str, Any] | None, float | None]:
+        """One training step, which the driver of `training` takes (the algorithm's `train_step`,
+        or a population's step of all its members) and sends in as its metrics; they are kept
+        for the next row and its episodes logged. Returns the seconds spent compiling in it
+        (start-up, not training: kept out of perf/sps), or None when the driver sent None
+        instead: it stops the run here, at a step's end (a population's members all at once)."""
         before = self.algo.global_step
         if self.cores is not None:
             self.cores.adjust()
         self.ctx.in_step = True  # (several processes) the checks every process makes alike
         try:
-            metrics = self.algo.train_step()
+            metrics = yield
         finally:
             self.ctx.in_step = False
+        if metrics is None:
+            return None
         for name, value in metrics.items():
             self.loop.pending[name].append(value)
         compiling = self.note_compiling()
@@ -283,8 +291,15 @@ class Session:
         return seconds
 
     def train(self, target: int) -> int:
-        """Train until `target` steps, a stop signal or an observer's `StopRun`; returns the
-        process exit code.
+        """Train until `target` steps, a stop signal or an observer's `StopRun`, each step the
+        algorithm's own `train_step`; returns the process exit code."""
+        return drive(self.training(target), self.algo.train_step)
+
+    def training(self, target: int) -> Generator[None, dict[str, Any] | None, int]:
+        """`train` as a generator that yields where it needs a training step and takes the
+        step's metrics (or the exception the step raised) from its driver: `drive` does each
+        step with the algorithm's `train_step`; a population (`lab.run.population`) drives
+        its members' sessions in lockstep with one step of all of them. Returns the exit code.
 
         A stop signal ends the run `interrupted` with a checkpoint at its last consistent state:
         at a step's end, this step; inside an evaluation or media (`saved_on_stop`), this step too,
@@ -302,7 +317,7 @@ class Session:
         try:
             resume_from: Callable[[], None] | None = self.save
             try:
-                stopped = self.run_loop(target, cadence)
+                stopped = yield from self.run_loop(target, cadence)
             except StopRequested:  # a check inside a step, an evaluation or media cut it short
                 stopped, resume_from = True, self._on_stop
                 if resume_from is None and self.main:
@@ -328,7 +343,7 @@ class Session:
             STOP.done = True  # saved and reported: a late Ctrl-C now just ends the process
         return exit_code
 
-    def run_loop(self, target: int, cadence: Cadence) -> bool:
+    def run_loop(self, target: int, cadence: Cadence) -> Generator[None, dict[str, Any] | None, bool]:
         """The steps to `target` with their rows, evaluations and checkpoints, then the last
         evaluation and media; True when a stop signal ended it at a step's end."""
         algo = self.algo
@@ -340,10 +355,13 @@ class Session:
             self.evaluate()  # a stop cut the evaluation at this step short: it comes first
         log_clock, side_time = time.perf_counter(), 0.0  # side: evaluating/checkpointing since the last row
         stop = False
-        # several processes stop together: a signal to any of them stops all at this step
-        while algo.global_step < target and not (stop := distributed.any_flag(STOP.requested)):
+        while algo.global_step < target and not (stop := self.stop_requested()):
             before = algo.global_step
-            side_time += self.train_step()
+            compiling = yield from self.train_step()
+            if compiling is None:  # the driver stopped the run at this step's end
+                stop = True
+                break
+            side_time += compiling
             step = algo.global_step
             if cadence.logs(before, step) or step >= target:
                 now = time.perf_counter()
@@ -355,7 +373,7 @@ class Session:
                 side_time += time.perf_counter() - side_start
                 self.note_compiling()  # a new batch shape compiled meanwhile: already side time
             self.observers.stepped(step, algo.pace())
-        if stop or distributed.any_flag(STOP.requested):
+        if stop or self.stop_requested():
             return True
         if self.loop.last_eval_step != algo.global_step:
             self.evaluate()
@@ -391,3 +409,18 @@ class Session:
         self.algo.close()
         self.ctx.close_envs()
 
+
+def drive(training: Generator[None, dict[str, Any] | None, int], step: Callable[[], dict[str, Any]]) -> int:
+    """Run a session's `training`, doing each step it asks for with `step()`; an exception
+    the step raises is raised inside `training`, where the step was. Returns its exit code."""
+    try:
+        next(training)
+        while True:
+            try:
+                metrics = step()
+            except BaseException as exc:  # the session ends the run as it would have
+                training.throw(exc)
+            else:
+                training.send(metrics)
+    except StopIteration as end:
+        return int(end.value)
