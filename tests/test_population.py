@@ -11,11 +11,11 @@ import signal
 
 import pytest
 import yaml
+from test_exact_runs import start, wait_for_step
 
 from conftest import comparable, one_line_error, read_jsonl, runs_dir
 from conftest import lab as lab_cli
 from lab.cli import main
-from test_exact_runs import start, wait_for_step
 
 CASES = {  # ppo: minibatches, epochs and normalisers; CartPole's episodes end at different steps in each member
     "ppo": ["--env", "CartPole-v1", "--steps", "1024", "--num-envs", "4", "--n-steps", "64", "--n-epochs", "4",
