@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+from pathlib import Path
 
 import pytest
 import yaml
@@ -81,3 +82,15 @@ def test_what_cannot_be_vectorized_is_refused_in_one_line(capsys):
     one_line_error(capsys, ["train", "ppo", "--env", "CartPole-v1", "--vectorize"], "pass --seeds")
     one_line_error(capsys, ["train", "ppo", "--env", "CartPole-v1", "--seeds", "1-2", "--vectorize",
                             "--parallel", "2"], "drop --parallel")
+
+
+@pytest.mark.slow
+def test_a_member_that_diverges_ends_alone_and_the_others_finish(capsys):
+    plugins = str(Path(__file__).parent / "population_plugins")
+    code, err = lab_cli(capsys, "train", "ppo-diverging", *CASES["ppo"], *QUIET, "--plugins-dir", plugins,
+                        "--seeds", "1-3", "--vectorize", "--name", "pop")
+    assert code == 1 and "Traceback" not in err, err
+    summaries = {seed: json.loads((runs_dir() / f"pop-s{seed}" / "summary.json").read_text()) for seed in (1, 2, 3)}
+    assert summaries[2]["status"] == "diverged" and summaries[2]["global_step"] < 1024
+    for seed in (1, 3):
+        assert summaries[seed]["status"] == "finished" and math.isfinite(summaries[seed]["train/loss"])
