@@ -195,6 +195,40 @@ def sac_halfcheetah(device: str, quick: bool, data_dir: Path | None) -> dict[str
             "lab": lab, "sb3": sb3, "warmup": warmup, "timed_steps": steps}
 
 
+def ppo_population(device: str, quick: bool, data_dir: Path | None) -> dict[str, Any]:
+    """A population of PPO HalfCheetah-v5 members with SB3's settings (pg_sps's halfcheetah case,
+    `--seeds 1-N --vectorize`) at N = 1, 8 and 64: steps per second per member and in all,
+    after one untimed rollout and update; quick: N = 1 and 2, 1 env, 16-step rollouts."""
+    import time
+
+    import pg_sps
+    import torch
+
+    from lab.rl.population import Population
+
+    settings = pg_sps.settings("halfcheetah")
+    sizes = [1, 2] if quick else [1, 8, 64]
+    if quick:
+        settings.update(num_envs=1, n_steps=16, batch_size=16, n_epochs=1)
+    rollouts = 1 if quick else 2
+    figures: dict[str, float] = {}
+    for members in sizes:
+        with contextlib.ExitStack() as stack:
+            agents = [stack.enter_context(agent_for("ppo", "HalfCheetah-v5", device, settings)) for _ in range(members)]
+            population = Population(agents, update_threads=torch.get_num_threads())
+            population.train_step()
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(rollouts):
+                population.train_step()
+            sync(device)
+            seconds = time.perf_counter() - start
+        steps = rollouts * settings["n_steps"] * settings["num_envs"]
+        figures[f"sps_per_member_{members}"] = steps / seconds
+        figures[f"sps_total_{members}"] = members * steps / seconds
+    return {"figures": figures, "settings": settings, "timed_rollouts": rollouts}
+
+
 def replay_sampling(device: str, quick: bool, data_dir: Path | None) -> dict[str, Any]:
     """replay_memory's bytes per transition and batches of 32 per second on `device`."""
     import replay_memory
@@ -444,6 +478,7 @@ CASES: dict[str, Case] = {
     "ppo_breakout_64": Case(ppo_breakout(64), 25, 20),
     "ppo_breakout_256": Case(ppo_breakout(256), 45, 20),
     "sac_halfcheetah": Case(sac_halfcheetah, 45, 30),
+    "ppo_population": Case(ppo_population, 90, 20),
     "replay_sampling": Case(replay_sampling, 20, 20),
     "data_buffer": Case(data_buffer, 20, 30),
     "cnn_mnist": Case(cnn_mnist, 55, 30),

@@ -226,7 +226,15 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
     """`lab train ... --seeds 1,2,3 [--parallel N | --vectorize]`: one run per seed, named STEM-sSEED, one
     W&B group; a process each (N at a time), or all in this process as one population (`--vectorize`)."""
     from lab.distributed import launched
-    from lab.experiments.jobs import continue_or_start, overall_exit_code, parse_parallel, parse_seeds, results_table, run_jobs
+    from lab.experiments.jobs import (
+        Job,
+        continue_or_start,
+        overall_exit_code,
+        parse_parallel,
+        parse_seeds,
+        results_table,
+        run_jobs,
+    )
     from lab.run.rundir import default_run_name
     from lab.run.settings import resolve
 
@@ -237,8 +245,6 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
         from lab.rl.population import check_stackable
 
         check_stackable(algo_cls)
-        if parallel_text is not None:
-            raise LabError("--vectorize trains every seed in one process; drop --parallel")
     if "seed" in cli:
         raise LabError("--seeds and --seed do not mix: --seeds 1,2,3 runs one run per seed")
     resolved = resolve(algo_cls, cli, file_values, lab.registry)  # bad values fail here, once, not in every run
@@ -264,16 +270,23 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
     done = [job for job in jobs if not job.args]
     if done:
         print(f"{len(done)} of {len(jobs)} seeds already finished; running the rest", file=sys.stderr)
-    if vectorize:
+    due = [(seed, job) for seed, job in zip(seeds, jobs, strict=True) if job.args]
+    if vectorize and parallel > 1:  # one population per process, each a share of the seeds
+        groups = [due[i::parallel] for i in range(min(parallel, len(due)))]
+        threads = [] if "threads" in cli else ["--threads", str(max(1, (os.cpu_count() or 1) // len(groups)))]
+        threads += ["--plugins-dir", str(lab.plugins_dir)] if lab.plugins_dir else []
+        codes = run_jobs([Job(["train", algo_cls.name, *rest, *threads, "--seeds", ",".join(str(s) for s, _ in group),
+                               "--vectorize"], group[0][1].run_dir, f"seeds {','.join(str(s) for s, _ in group)}")
+                          for group in groups], parallel)
+    elif vectorize:
         from lab.run.population import Member, train_population
 
         members = [Member(job.run_dir, {**cli, "seed": seed, "name": job.run_dir.name, "experiment": experiment}
-                          if job.args[0] == "train" else None)
-                   for seed, job in zip(seeds, jobs, strict=True) if job.args]
+                          if job.args[0] == "train" else None) for seed, job in due]
         ended = train_population(lab, algo_cls.name, members, file_values) if members else {}
         codes = {job.label: ended[job.run_dir] for job in jobs if job.run_dir in ended}
     else:
-        codes = run_jobs([job for job in jobs if job.args], parallel)
+        codes = run_jobs([job for _, job in due], parallel)
     print(results_table(jobs, None))
     return overall_exit_code(codes)
 

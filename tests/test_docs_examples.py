@@ -50,7 +50,7 @@ def test_every_example_loads_and_registers_its_names():
     loaded = load_lab(EXAMPLES)
     assert not loaded.failures, [(p.name, p.error) for p in loaded.failures]
     registry = loaded.registry
-    assert {"uniform", "svm", "pixels", "redq"} <= set(registry.algorithms)
+    assert {"uniform", "svm", "pixels", "redq", "huber-pg"} <= set(registry.algorithms)
     assert "squares" in registry.datasets and "Corridor-v0" in registry.envs
     assert "csv" in registry.trackers and "last" in registry.commands
 
@@ -61,6 +61,14 @@ def test_agent_example_trains_evaluates_and_keeps_best(capsys):
     assert any("eval/return_mean" in row for row in rows) and rows[-1]["global_step"] == 200
     assert (run / "checkpoints" / "best.pt").is_file()
     one_line_error(capsys, [*PLUGINS, "train", "uniform", "--env", "CartPole-v1", "--num-envs", "0"], "--num-envs")
+
+
+def test_the_loss_written_agent_trains_as_a_population(capsys):
+    ok(capsys, *PLUGINS, "train", "huber-pg", "--env", "CartPole-v1", "--steps", "512", "--num-envs", "2",
+       "--n-steps", "64", "--eval-episodes", "1", "--video", "false", "--seeds", "1-2", "--vectorize", "--name", "hpg")
+    for seed in (1, 2):
+        rows = read_jsonl(runs_dir() / f"hpg-s{seed}" / "metrics.jsonl")
+        assert rows[-1]["global_step"] == 512 and any("train/value_loss" in row for row in rows)
 
 
 def test_dataset_and_supervised_examples_train_by_epochs_and_keep_best(capsys):
