@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from test_exact_runs import start, wait_for_step
 
@@ -80,8 +81,6 @@ def test_what_cannot_be_vectorized_is_refused_in_one_line(capsys):
     one_line_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--seeds", "1-2", "--vectorize"],
                    "--vectorize", "dqn", "drop --vectorize")
     one_line_error(capsys, ["train", "ppo", "--env", "CartPole-v1", "--vectorize"], "pass --seeds")
-    one_line_error(capsys, ["train", "ppo", "--env", "CartPole-v1", "--seeds", "1-2", "--vectorize",
-                            "--parallel", "2"], "drop --parallel")
 
 
 @pytest.mark.slow
@@ -94,3 +93,45 @@ def test_a_member_that_diverges_ends_alone_and_the_others_finish(capsys):
     assert summaries[2]["status"] == "diverged" and summaries[2]["global_step"] < 1024
     for seed in (1, 3):
         assert summaries[seed]["status"] == "finished" and math.isfinite(summaries[seed]["train/loss"])
+
+
+def test_a_population_that_would_not_fit_in_memory_is_refused_before_its_members_are_built(capsys):
+    from lab.buffers.rollout import rollout_bytes
+    from lab.memory import free_bytes
+
+    free = free_bytes(torch.device("cpu"))
+    if free is None:
+        pytest.skip("this platform does not say how much memory is free")
+    per_step = rollout_bytes(1, 1, (4,), (), torch.float32, torch.int64)
+    n_steps = max(1, free // 40 // per_step)  # one member's rollout: a fortieth of the free memory
+    one_line_error(capsys, ["train", "ppo", "--env", "CartPole-v1", "--num-envs", "1", "--n-steps", str(n_steps),
+                            "--steps", str(n_steps), "--seeds", "1-64", "--vectorize", "--name", "big"],
+                   "a population of 64 members needs", "--vectorize --parallel P")
+    assert not any(runs_dir().glob("big-s*")) if runs_dir().exists() else True
+
+
+@pytest.mark.parametrize("space", ["discrete", "box", "frames"])
+def test_the_stacked_policy_computes_what_each_member_computes(space):
+    import gymnasium as gym
+
+    from lab.rl.policies import ActorCritic
+    from lab.rl.population import StackedPolicy
+
+    shape = (4, 84, 84) if space == "frames" else (5,)
+    observations = gym.spaces.Box(0, 255, shape, dtype="uint8") if space == "frames" else gym.spaces.Box(-1, 1, shape)
+    actions = gym.spaces.Box(-1, 1, (3,)) if space == "box" else gym.spaces.Discrete(4)
+    members = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        members.append(ActorCritic(observations, actions, log_std_init=-0.5 * seed))
+    names = [name for name, _ in members[0].named_parameters()]
+    stacked = StackedPolicy(members[0], {n: torch.stack([m.get_parameter(n).detach() for m in members]) for n in names})
+    obs = torch.randint(0, 256, (3, 6, *shape), dtype=torch.uint8) if space == "frames" else torch.randn(3, 6, *shape)
+    with torch.no_grad():
+        out, values = stacked(obs)
+        taken = stacked.mode(out)
+        for k, member in enumerate(members):
+            own_out, own_values = member(obs[k])
+            assert torch.allclose(out[k], own_out, atol=1e-5) and torch.allclose(values[k], own_values, atol=1e-5)
+            assert torch.allclose(stacked.log_prob(out, taken)[k], member.log_prob(own_out, taken[k]), atol=1e-5)
+            assert torch.allclose(stacked.entropy(out)[k], member.entropy(own_out), atol=1e-5)

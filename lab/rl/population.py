@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from lab.api import LabError
-from lab.buffers.rollout import RolloutBatch
+from lab.buffers.rollout import RolloutBatch, rollout_bytes
 from lab.device import torch_threads
 from lab.rl.onpolicy import OnPolicyAgent
 from lab.rl.policies import ActorCritic, PolicyStep
@@ -57,6 +57,17 @@ def _own_attributes(cls: type) -> set[str]:
             break
         names.update(vars(klass))
     return names
+
+
+def member_bytes(agent: OnPolicyAgent) -> int:
+    """What one member adds to a population's memory besides its envs: its rollout twice (its
+    own buffer and its rows of the stacked minibatch source) and its weights four times
+    (parameters, gradients and two optimizer moments)."""
+    buffer = agent.buffer
+    rollout = rollout_bytes(buffer.num_steps, buffer.num_envs, buffer.observation_shape, buffer.action_shape,
+                            buffer.observations.dtype, buffer.actions.dtype)
+    weights = sum(p.numel() * p.element_size() for p in agent.policy.parameters())
+    return 2 * rollout + 4 * weights
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,8 @@ def train_run(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[s
     opened = open_new(lab, algo_name, cli, file_values, observers)
     if opened is None:
         return STOP.exit_code(), None
+    if distributed.is_main():
+        print(f"run: {opened.run_dir}", file=sys.stderr)
     try:
         return opened.session.train(opened.target), opened.run_dir
     finally:
@@ -205,7 +207,8 @@ def train_run(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[s
 def open_new(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[str, Any] | None = None,
              observers: Sequence[Observer] = ()) -> Opened | None:
     """A new run directory with its session built and started; None when a signal
-    interrupted the set-up (nothing is left behind then, nor when the set-up fails)."""
+    interrupted the set-up (nothing is left behind then, nor when the set-up fails). The
+    caller says `run: DIR` once it starts training."""
     main, lock, run_dir = distributed.is_main(), None, None
     with distributed.together():  # every rank checks the settings
         algo_cls, resolved = check_settings(lab, algo_name, cli, file_values)
@@ -245,8 +248,6 @@ def open_new(lab: Lab, algo_name: str, cli: dict[str, Any], file_values: dict[st
         if main:
             print("interrupted while setting up; no run was started", file=sys.stderr)
         return None
-    if main:
-        print(f"run: {run_dir}", file=sys.stderr)
     return Opened(session, target, run_dir, lock)
 
 

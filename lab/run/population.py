@@ -14,6 +14,7 @@ them all together; `lab resume` continues any one of them alone.
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ from typing import Any, cast
 
 from lab import distributed
 from lab.api import LabError, RunStatus
+from lab.memory import check_fits
 from lab.rl.onpolicy import OnPolicyAgent
-from lab.rl.population import Population, check_stackable
+from lab.rl.population import Population, check_stackable, member_bytes
 from lab.run.discovery import Lab
 from lab.run.entry import Opened, open_new, open_resumed
 from lab.run.rundir import read_summary
@@ -54,7 +56,15 @@ def train_population(lab: Lab, algo_name: str, members: Sequence[Member],
                 _abandon(opened)
                 return {}
             opened.append((run, member.settings is not None))
+            if len(opened) == 1:  # before the others are built: will they all fit?
+                first = cast(OnPolicyAgent, run.session.algo)
+                check_fits(f"a population of {len(members)} members", len(members) * member_bytes(first),
+                           run.session.device, "train fewer seeds in one process (--vectorize --parallel P splits "
+                           "them over P processes) or lower --n-steps or --num-envs")
         _check_in_step([run for run, _ in opened])
+        for run, fresh in opened:
+            if fresh:
+                print(f"run: {run.run_dir}", file=sys.stderr)
         first = opened[0][0].session
         cpu = first.device.type == "cpu"
         population = Population([cast(OnPolicyAgent, run.session.algo) for run, _ in opened],
