@@ -57,8 +57,8 @@ def train_population(lab: Lab, algo_name: str, members: Sequence[Member],
                 return {}
             opened.append((run, member.settings is not None))
             if len(opened) == 1:  # before the others are built: will they all fit?
-                first = cast(OnPolicyAgent, run.session.algo)
-                check_fits(f"a population of {len(members)} members", len(members) * member_bytes(first),
+                agent = cast(OnPolicyAgent, run.session.algo)
+                check_fits(f"a population of {len(members)} members", len(members) * member_bytes(agent),
                            run.session.device, "train fewer seeds in one process (--vectorize --parallel P splits "
                            "them over P processes) or lower --n-steps or --num-envs")
         _check_in_step([run for run, _ in opened])
