@@ -9,14 +9,17 @@ Cases:
                tanh MLP 64x64, lr 3e-4 constant, no normalisation)
 
 Every side does the same work: N runs of `--steps` each, from a fresh process (start-up
-included: a user pays it), with one evaluation of one episode at the end and no video
+included: a user pays it), with one evaluation of five episodes at the end and no video
 (SB3 as its users run it evaluates nothing; `--full-protocol` keeps the lab's own
 evaluations and videos on both lab sides instead, and leaves SB3 out). Sides alternate
 for `--repeats` rounds; the medians and their ratios are reported, with the peak memory
-(RSS) per member. `--load N` runs N busy processes beside every side.
+(RSS) per member. `--load N` runs N busy processes beside every side. Whether the members
+learn as separate runs do: every lab run's final evaluation is kept, and the populations'
+are tested against the separate runs' (two-sided Mann-Whitney U; the same seeds, budget and
+settings, so a small p would mean the population changed what is learned).
 
     python bench/population.py --json [--cases cartpole,halfcheetah] [--seeds 8] [--steps 100000]
-                               [--repeats 3] [--load 1] [--full-protocol]
+                               [--repeats 3] [--load 1] [--full-protocol] [--no-sb3]
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def lab_command(case: str, seeds: int, steps: int, how: list[str], full: bool, name: str) -> list[str]:
     spec = CASES[case]
-    quiet = [] if full else ["--eval-interval", str(steps), "--eval-episodes", "1", "--video", "false"]
+    quiet = [] if full else ["--eval-interval", str(steps), "--eval-episodes", "5", "--video", "false"]
     return [sys.executable, "-m", "lab", "train", "ppo", "--env", spec["env"], *spec["flags"], "--steps", str(steps),
             *quiet, "--seeds", f"1-{seeds}", *how, "--name", name, "--trackers", "none"]
 
@@ -104,10 +107,11 @@ def sb3_side(case: str, seeds: int, steps: int, env: dict[str, str]) -> tuple[fl
     return time.perf_counter() - start, peak
 
 
-def run_case(case: str, seeds: int, steps: int, repeats: int, full: bool) -> dict[str, Any]:
-    sides = ["vectorized", "vectorized_parallel2", "parallel2"] + (["sb3"] if CASES[case].get("sb3") and not full else [])
+def run_case(case: str, seeds: int, steps: int, repeats: int, full: bool, sb3: bool) -> dict[str, Any]:
+    sides = ["vectorized", "vectorized_parallel2", "parallel2"] + (["sb3"] if CASES[case].get("sb3") and sb3 else [])
     times: dict[str, list[float]] = {side: [] for side in sides}
     memory: dict[str, float] = {}
+    finals: dict[str, list[float]] = {}  # every lab run's final evaluation, over the rounds
     for round_ in range(repeats):
         order = sides if round_ % 2 == 0 else list(reversed(sides))  # sides alternated
         for side in order:
@@ -120,6 +124,9 @@ def run_case(case: str, seeds: int, steps: int, repeats: int, full: bool) -> dic
                     how = {"vectorized": ["--vectorize"], "vectorized_parallel2": ["--vectorize", "--parallel", "2"],
                            "parallel2": ["--parallel", "2"]}[side]
                     seconds, peak = timed(lab_command(case, seeds, steps, how, full, side), env)
+                    finals.setdefault(side, []).extend(
+                        json.loads((runs / f"{side}-s{seed}" / "summary.json").read_text())["eval/return_mean"]
+                        for seed in range(1, seeds + 1))
             finally:
                 shutil.rmtree(runs, ignore_errors=True)
             times[side].append(round(seconds, 2))
@@ -136,6 +143,15 @@ def run_case(case: str, seeds: int, steps: int, repeats: int, full: bool) -> dic
                                                                                      / -(-seeds // 2), 1),
                                                        "parallel2": memory["parallel2"]},
     }
+    # do the members learn as separate runs do? their final returns against the separate runs'
+    # (the same seeds and budget): a two-sided Mann-Whitney U test, large p = no difference found
+    from scipy.stats import mannwhitneyu
+
+    result["final_return"] = {side: {"median": statistics.median(values), "values": values}
+                              for side, values in finals.items()}
+    result["final_return_vs_parallel2_p"] = {
+        side: round(float(mannwhitneyu(finals[side], finals["parallel2"]).pvalue), 3)
+        for side in ("vectorized", "vectorized_parallel2")}
     if "sb3" in medians:
         result["speedup_vs_sb3_2_at_a_time"] = {side: round(medians["sb3"] / medians[side], 2)
                                                 for side in ("vectorized", "vectorized_parallel2")}
@@ -149,11 +165,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000, help="steps per seed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--full-protocol", action="store_true", help="the lab's evaluations and videos on")
+    parser.add_argument("--no-sb3", action="store_true", help="leave the SB3 side out")
     parser.add_argument("--json", action="store_true")
     add_load_option(parser)
     args = parser.parse_args()
     with busy_processes(args.load):
-        results = {case: run_case(case, args.seeds, args.steps, args.repeats, args.full_protocol)
+        results = {case: run_case(case, args.seeds, args.steps, args.repeats, args.full_protocol,
+                                  sb3=not (args.no_sb3 or args.full_protocol))
                    for case in args.cases.split(",")}
     report = {"machine": describe("cpu"), "load": args.load, "cases": results}
     print(json.dumps(report, indent=2) if args.json else report)
