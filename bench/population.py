@@ -111,7 +111,7 @@ def run_case(case: str, seeds: int, steps: int, repeats: int, full: bool, sb3: b
     sides = ["vectorized", "vectorized_parallel2", "parallel2"] + (["sb3"] if CASES[case].get("sb3") and sb3 else [])
     times: dict[str, list[float]] = {side: [] for side in sides}
     memory: dict[str, float] = {}
-    finals: dict[str, list[float]] = {}  # every lab run's final evaluation, over the rounds
+    finals: dict[str, list[float]] = {}  # every lab run's final evaluation, per seed
     for round_ in range(repeats):
         order = sides if round_ % 2 == 0 else list(reversed(sides))  # sides alternated
         for side in order:
@@ -124,9 +124,9 @@ def run_case(case: str, seeds: int, steps: int, repeats: int, full: bool, sb3: b
                     how = {"vectorized": ["--vectorize"], "vectorized_parallel2": ["--vectorize", "--parallel", "2"],
                            "parallel2": ["--parallel", "2"]}[side]
                     seconds, peak = timed(lab_command(case, seeds, steps, how, full, side), env)
-                    finals.setdefault(side, []).extend(
-                        json.loads((runs / f"{side}-s{seed}" / "summary.json").read_text())["eval/return_mean"]
-                        for seed in range(1, seeds + 1))
+                    if round_ == 0:  # (a run replays exactly in every round: one value per seed)
+                        finals[side] = [json.loads((runs / f"{side}-s{seed}" / "summary.json").read_text())
+                                        ["eval/return_mean"] for seed in range(1, seeds + 1)]
             finally:
                 shutil.rmtree(runs, ignore_errors=True)
             times[side].append(round(seconds, 2))
