@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
@@ -70,11 +71,18 @@ def member_bytes(agent: OnPolicyAgent) -> int:
     return 2 * rollout + 4 * weights
 
 
+class Rule(Enum):
+    """The elementwise update rules a population steps for all members at once."""
+
+    ADAM = "adam"
+    RMSPROP = "rmsprop"
+
+
 @dataclass(frozen=True)
 class OptimizerKind:
     """The elementwise update of one of torch's optimizers, with its settings."""
 
-    name: str  # "adam" or "rmsprop"
+    rule: Rule
     settings: dict[str, Any]
     state_names: tuple[str, ...]
 
@@ -83,9 +91,9 @@ class OptimizerKind:
         group = optimizer.param_groups[0]
         plain = not group.get("weight_decay") and not group.get("maximize") and not group.get("amsgrad")
         if type(optimizer) is torch.optim.Adam and plain:
-            return cls("adam", {"betas": group["betas"], "eps": group["eps"]}, ("exp_avg", "exp_avg_sq"))
+            return cls(Rule.ADAM, {"betas": group["betas"], "eps": group["eps"]}, ("exp_avg", "exp_avg_sq"))
         if type(optimizer) is torch.optim.RMSprop and plain and not group["momentum"] and not group["centered"]:
-            return cls("rmsprop", {"alpha": group["alpha"], "eps": group["eps"]}, ("square_avg",))
+            return cls(Rule.RMSPROP, {"alpha": group["alpha"], "eps": group["eps"]}, ("square_avg",))
         raise LabError(f"--vectorize steps Adam and RMSprop (without weight decay, momentum or centering) for all "
                        f"members at once; {algo} uses {type(optimizer).__name__} with {_describe(group)}: drop "
                        "--vectorize for it")
@@ -113,7 +121,7 @@ class StackedOptimizer:
         grad = grad * (max_norm / (norms + 1e-6)).clamp(max=1.0)
         self.steps += active.to(self.steps.dtype)
         lr, on = lrs.unsqueeze(1), active.unsqueeze(1)
-        if self.kind.name == "adam":
+        if self.kind.rule is Rule.ADAM:
             beta1, beta2 = self.kind.settings["betas"]
             steps = self.steps.unsqueeze(1)
             exp_avg = self.state["exp_avg"].lerp(grad, 1 - beta1)
@@ -249,9 +257,6 @@ class Population:
             offset += size
         self.optimizer = StackedOptimizer(self.kind, flat, state, steps)
         self.policy = StackedPolicy(template, self.params)
-
-    def __len__(self) -> int:
-        return len(self.members)
 
     # ------------------------------------------------------------ the rollout
 
