@@ -23,20 +23,17 @@ SMALL_BATCH = 8
 def small_pass_threads(batch: int, device: torch.device) -> Iterator[None]:
     """Run a pass over `batch` samples on one CPU thread when that is faster (see SMALL_BATCH);
     acting on one or a few observations is the case: it happens on every env step."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or batch > SMALL_BATCH or threads == 1:
+    if device.type != "cpu" or batch > SMALL_BATCH or torch.get_num_threads() == 1:
         yield
         return
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
-    """Run a section on `threads` CPU threads (a population's batched update), then go back."""
+    """Run a section on `threads` CPU threads (one for a small pass, all for a population's
+    batched update), then go back to the threads it found."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
