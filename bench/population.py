@@ -5,6 +5,7 @@ Stable-Baselines3 running them as two processes at a time (issue 34's targets).
 
 Cases:
   cartpole     PPO CartPole-v1 with its preset (RL Zoo's: 8 envs, n_steps 32, batch 256, 20 epochs)
+  acrobot      PPO Acrobot-v1 with its preset (RL Zoo's: 16 envs, n_steps 256, normalised obs and reward)
   halfcheetah  PPO HalfCheetah-v5 with SB3's settings (8 envs, n_steps 256, batch 64, 10 epochs,
                tanh MLP 64x64, lr 3e-4 constant, no normalisation)
 
@@ -43,6 +44,7 @@ SB3_SETTINGS = dict(n_steps=256, batch_size=64, n_epochs=10, learning_rate=3e-4,
                     clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5)
 CASES: dict[str, dict[str, Any]] = {
     "cartpole": {"env": "CartPole-v1", "flags": []},
+    "acrobot": {"env": "Acrobot-v1", "flags": []},
     "halfcheetah": {"env": "HalfCheetah-v5", "sb3": True, "flags": [
         "--num-envs", "8", "--net-arch", "64,64", "--activation", "tanh", "--ortho-init", "true",
         "--log-std-init", "0", "--norm-obs", "false", "--norm-reward", "false", "--anneal-lr", "false",

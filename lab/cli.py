@@ -172,8 +172,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     rest, seeds = _pop_option(args.rest, "--seeds")
     rest, parallel = _pop_option(rest, "--parallel")
+    rest, members = _pop_option(rest, "--members")
     vectorize = "--vectorize" in rest
     rest = [token for token in rest if token != "--vectorize"]
+    if members is not None:
+        if not vectorize or seeds is not None or rest:
+            raise LabError("--members (what `lab sweep --vectorize` starts) goes with --vectorize alone: "
+                           "lab train ALGO --vectorize --members '[[\"--flag=value\", ...], ...]'")
+        return _train_members(lab, algo_cls, members)
     launch: dict[str, Any] = {}
     for option in ("--launcher", "--partition", "--time", "--gpus-per-worker", "--cpus-per-worker", "--mem",
                    "--slurm-folder"):
@@ -291,6 +297,31 @@ def _train_seeds(lab: Any, algo_cls: type, rest: list[str], cli: dict[str, Any],
     return overall_exit_code(codes)
 
 
+def _train_members(lab: Any, algo_cls: type, members_json: str) -> int:
+    """`lab train ALGO --vectorize --members JSON`: the runs whose `lab train` flags JSON lists
+    (each a list of strings, with its --name), trained as one population: what a sweep worker
+    starts for `lab sweep SPEC --vectorize K`."""
+    from lab.experiments.jobs import overall_exit_code
+    from lab.run.population import Member, train_population
+    from lab.run.settings import resolve
+
+    try:
+        flags = json.loads(members_json)
+        assert isinstance(flags, list) and all(isinstance(f, list) and all(isinstance(t, str) for t in f)
+                                               for f in flags)
+    except (ValueError, AssertionError):
+        raise LabError("--members takes a JSON list of each member's flags, e.g. "
+                       "'[[\"--learning-rate=0.001\", \"--name=a\"], [\"--learning-rate=0.01\", \"--name=b\"]]'") \
+            from None
+    settings = [_parse_algorithm_flags(algo_cls, member, lab.registry)[0] for member in flags]
+    if not settings or any("name" not in member for member in settings):
+        raise LabError("--members needs at least one member, each with its --name")
+    runs = [resolve(algo_cls, member, None, lab.registry).run.resolved_runs_dir / member["name"] for member in settings]
+    ended = train_population(lab, algo_cls.name, [Member(run, member) for run, member in zip(runs, settings,
+                                                                                            strict=True)])
+    return overall_exit_code({str(run): code for run, code in ended.items()})
+
+
 def _positive(value: str, name: str) -> int:
     try:
         number = int(value)
@@ -382,13 +413,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     both = sorted(set(common) & set(sweep.parameters))
     if both:
         raise LabError(f"'{both[0]}' is set both in the sweep spec and on the command line; keep one")
+    members = _positive(args.vectorize, "vectorize") if args.vectorize is not None else 1
+    if args.vectorize is not None:
+        _check_vectorized_sweep(sweep, algo_cls)
     _check_sweep(sweep, algo_cls, common, lab)
     chosen = _chosen_sweep_agent(args, common, lab)
     if chosen is not None:
+        if args.vectorize is not None:
+            raise LabError("--vectorize runs trials here, as populations; a tracker's sweep agent runs them one by one")
         sweep_agent, options = chosen
         return sweep_agent(sweep, count, options)
     runs_dir = Path(args.runs_dir) if args.runs_dir else RunConfig().resolved_runs_dir
     extra = [f"--{flag(k)}={flag_value(v)}" for k, v in common.items()]
+    if members > 1 and parallel > 1 and "threads" not in common:  # each population its share of the cores
+        extra.append(f"--threads={max(1, (os.cpu_count() or 1) // parallel)}")
     tracker_settings = {"trackers"} | lab.registry.tracker_setting_names()
     resume_extra = [f"--{flag(k)}={flag_value(v)}" for k, v in common.items() if k in tracker_settings]
     max_trials = _positive(args.max_trials, "max-trials") if args.max_trials is not None else sweep.run_cap
@@ -404,11 +442,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if slurm is not None:
         worker = ["sweep", str(Path(args.spec).resolve()), "--storage", storage.without_password,
                   "--runs-dir", str(runs_dir.resolve()), *(["--count", str(count)] if count else []),
-                  *(["--max-trials", str(max_trials)] if max_trials else []), "--parallel", str(parallel), *args.extra]
+                  *(["--max-trials", str(max_trials)] if max_trials else []), "--parallel", str(parallel),
+                  *(["--vectorize", str(members)] if args.vectorize is not None else []), *args.extra]
         return _submit(slurm, [worker] * _positive(args.workers or "1", "workers"), sweep.name,
                        f"`lab sweep {args.spec} --status` lists the trials", storage)
     plan = WorkerPlan(count, max_trials, parallel, [*extra, *(["--runs-dir", args.runs_dir] if args.runs_dir else [])],
-                      resume_extra, lab.plugins_dir)
+                      resume_extra, lab.plugins_dir, members)
     codes, started = run_worker(study, plan)
     if not started and not codes:
         held = len(study.trials())
@@ -477,6 +516,22 @@ def _chosen_sweep_agent(args: argparse.Namespace, common: dict[str, Any], lab: A
                     setattr(options, key, common[key])
             return reg.extra["sweep_agent"], options
     return None
+
+
+def _check_vectorized_sweep(sweep: Any, algo_cls: type) -> None:
+    """`lab sweep --vectorize`: trials that can train as one population (one line if not)."""
+    from lab.rl.population import check_stackable
+
+    check_stackable(algo_cls)
+    if sweep.method == "bayes":
+        raise LabError("--vectorize trains grid and random sweeps' trials K at a time; a bayes sweep draws each trial "
+                       "from the results before it (and prunes it alone): drop --vectorize")
+    floats = {f.name for f in dataclasses.fields(algo_cls.Config) if "float" in str(f.type)}
+    for name in sweep.searched:
+        if name != "seed" and name not in floats:
+            raise LabError(f"--vectorize: the spec searches {name}, but the members of one population differ only in "
+                           f"their seeds and float settings ({', '.join(sorted(floats))}); search {name} without "
+                           "--vectorize")
 
 
 def _check_sweep(sweep: Any, algo_cls: type, common: dict[str, Any], lab: Any) -> None:
@@ -583,6 +638,9 @@ def build_parser(lab: Any = None) -> _Parser:
     p.add_argument("--count", help="trials this worker runs (default: until the grid is done or the study is full)")
     p.add_argument("--max-trials", help="the study's most trials, all workers together (default: the spec's run_cap)")
     p.add_argument("--status", action="store_true", help="list the study's trials with their worker, host and state")
+    p.add_argument("--vectorize", nargs="?", const="8", metavar="K",
+                   help="train trials K at a time (default 8) in one process, as one population: grid and random "
+                        "sweeps whose trials differ only in float settings and seeds (docs/cli.md)")
     p.add_argument("--launcher", choices=LAUNCHERS, default="local",
                    help="slurm: submit --workers workers as a Slurm job array (docs/scale-out.md)")
     p.add_argument("--workers", help="--launcher slurm: how many workers (array tasks)")

@@ -135,3 +135,62 @@ def test_the_stacked_policy_computes_what_each_member_computes(space):
             assert torch.allclose(out[k], own_out, atol=1e-5) and torch.allclose(values[k], own_values, atol=1e-5)
             assert torch.allclose(stacked.log_prob(out, taken)[k], member.log_prob(own_out, taken[k]), atol=1e-5)
             assert torch.allclose(stacked.entropy(out)[k], member.entropy(own_out), atol=1e-5)
+
+
+SWEEP = """name: settings
+method: grid
+metric: {name: eval/return_mean, goal: maximize}
+parameters:
+  algo: {value: ppo}
+  env: {value: CartPole-v1}
+  steps: {value: 1024}
+  num_envs: {value: 4}
+  n_steps: {value: 64}
+  n_epochs: {value: 4}
+  batch_size: {value: 64}
+  log_interval: {value: 256}
+  eval_interval: {value: 512}
+  eval_episodes: {value: 2}
+  video: {value: false}
+  learning_rate: {values: [0.003, 0.0005]}
+  clip_range: {values: [0.05, 0.3]}
+  ent_coef: {values: [0.0, 0.02]}
+"""
+
+
+@pytest.mark.slow
+def test_a_vectorized_sweep_trains_trials_that_differ_in_float_settings_as_their_separate_runs(tmp_path, capsys):
+    """Eight grid trials, four at a time as one population: members differ in learning rate,
+    clip range and entropy weight, and each logs what its trial alone logs."""
+    (tmp_path / "spec.yaml").write_text(SWEEP)
+    code, err = lab_cli(capsys, "sweep", str(tmp_path / "spec.yaml"), "--vectorize", "4")
+    assert code == 0, err
+    assert err.count("ended trials ") == 2 and "ended trials 001,002,003,004: exit 0" in err, err
+    for trial, settings in (("001", ["0.003", "0.05", "0.0"]), ("008", ["0.0005", "0.3", "0.02"])):
+        lr, clip, ent = settings
+        assert main(["train", "ppo", "--env", "CartPole-v1", "--steps", "1024", "--num-envs", "4", "--n-steps", "64",
+                     "--n-epochs", "4", "--batch-size", "64", "--log-interval", "256", "--eval-interval", "512",
+                     *QUIET, "--learning-rate", lr, "--clip-range", clip, "--ent-coef", ent,
+                     "--name", f"alone-{trial}"]) == 0
+        alone = read_jsonl(runs_dir() / f"alone-{trial}" / "metrics.jsonl")
+        member = read_jsonl(runs_dir() / f"settings-{trial}" / "metrics.jsonl")
+        assert len(alone) == len(member)
+        assert trial == "008" or any(row.get("train/clip_fraction", 0) > 0 for row in alone)  # its clip range at work
+        for mine, theirs in zip(comparable(member), comparable(alone), strict=True):
+            for key, value in theirs.items():
+                assert value == mine[key] if isinstance(value, str) else close(value, mine[key]), (key, mine, theirs)
+    for trial in range(1, 9):  # each trial an ordinary run, its settings in its config
+        assert json.loads((runs_dir() / f"settings-{trial:03d}" / "summary.json").read_text())["status"] == "finished"
+    assert yaml.safe_load((runs_dir() / "settings-008" / "config.yaml").read_text())["config"]["ent_coef"] == 0.02
+
+
+@pytest.mark.parametrize("searched, says", [
+    ("n_steps: {values: [32, 64]}", "the spec searches n_steps"),
+    ("learning_rate: {min: 0.0001, max: 0.001}", "a bayes sweep draws each trial"),
+])
+def test_a_sweep_that_cannot_be_vectorized_is_refused_in_one_line(tmp_path, capsys, searched, says):
+    method = "bayes" if "min:" in searched else "grid"
+    (tmp_path / "spec.yaml").write_text(f"name: nv\nmethod: {method}\nmetric: {{name: eval/return_mean, goal: maximize}}\n"
+                                        f"parameters:\n  algo: {{value: ppo}}\n  env: {{value: CartPole-v1}}\n"
+                                        f"  {searched}\n")
+    one_line_error(capsys, ["sweep", str(tmp_path / "spec.yaml"), "--vectorize", "--count", "2"], says)

@@ -94,15 +94,22 @@ class Claim:
 
     def hold_until_running(self, run_dir: Path, proc: subprocess.Popen[Any] | None) -> None:
         """Keep the study locked until `proc` holds its run's lock (or has ended), then release it."""
-        try:
-            deadline = time.monotonic() + START_S
+        hold_until_running(self.lock, [run_dir], proc)
+
+
+def hold_until_running(lock: StudyLock, run_dirs: list[Path], proc: subprocess.Popen[Any] | None) -> None:
+    """Keep the study locked until `proc` holds the lock of every run in `run_dirs` (or has
+    ended), then release it: no worker takes a starting trial for one a dead worker left."""
+    try:
+        deadline = time.monotonic() + START_S
+        for run_dir in run_dirs:
             while proc is not None and proc.poll() is None and time.monotonic() < deadline:
                 holder = lock_holder(run_dir)
                 if holder and holder.startswith(f"pid {proc.pid} "):
                     break
                 time.sleep(0.05)
-        finally:
-            self.lock.release()
+    finally:
+        lock.release()
 
 
 class SweepStudy:
@@ -165,6 +172,21 @@ class SweepStudy:
         elif claim.resume:  # the trial's worker and host are now this one's
             self._attrs(claim.trial_id, {WORKER_ATTR: worker_name(), HOST_ATTR: socket.gethostname()})
         return claim
+
+    def claim_more(self, first: Claim, more: int, max_trials: int | None) -> list[Claim]:
+        """Up to `more` new trials besides `first` (a new trial whose claim holds the study
+        locked), for one population: they share its lock and its `hold_until_running`."""
+        claims: list[Claim] = []
+        try:
+            while len(claims) < more:
+                claim = self._new(first.lock, max_trials)
+                if claim is None:
+                    break
+                claims.append(claim)
+        except BaseException:
+            first.lock.release()
+            raise
+        return claims
 
     def _attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         import optuna

@@ -5,18 +5,21 @@ commands, or as the tasks of a Slurm array: `lab.experiments.launch`). Each tria
 ordinary `lab train` run in its own process (or `lab resume` of one a dead worker left), so
 exact resume, checkpoints and W&B work as for any run. `--count N` is per worker, as
 Optuna's `n_trials` and `wandb agent --count`; `--max-trials` (the spec's `run_cap`) caps
-the study, all workers together.
+the study, all workers together. With `members` K > 1 (`lab sweep --vectorize K`) a worker
+claims new trials K at a time and trains them in one process as one population (`lab train
+ALGO --vectorize --members ...`); a trial a dead worker left is resumed alone.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lab.api import LabError
 from lab.experiments.bayes import trial_environment
 from lab.experiments.jobs import Job, continue_or_start, run_jobs
-from lab.experiments.study import Claim, SweepStudy
+from lab.experiments.study import Claim, SweepStudy, hold_until_running
 from lab.experiments.sweep import train_args
 
 
@@ -31,6 +34,7 @@ class WorkerPlan:
     train_extra: list[str]
     resume_extra: list[str]
     plugins_dir: str | None
+    members: int = 1  # new trials trained together in one process (`--vectorize K`)
 
 
 def run_worker(study: SweepStudy, plan: WorkerPlan) -> tuple[dict[str, int], int]:
@@ -38,13 +42,14 @@ def run_worker(study: SweepStudy, plan: WorkerPlan) -> tuple[dict[str, int], int
     ({label: exit code}, how many trials this worker started). A trial without the sweep's
     metric stops the worker (after the trials still running end) with a LabError."""
     problems: list[LabError] = []
-    numbers: dict[str, int] = {}  # a running job's trial number, by its label
+    numbers: dict[str, list[int]] = {}  # a running job's trial numbers, by its label
 
     def ended(job: Job, code: int) -> None:
-        try:
-            study.tell(numbers.pop(job.label))
-        except LabError as problem:
-            problems.append(problem)
+        for number in numbers.pop(job.label):
+            try:
+                study.tell(number)
+            except LabError as problem:
+                problems.append(problem)
 
     started = [0]
 
@@ -54,7 +59,15 @@ def run_worker(study: SweepStudy, plan: WorkerPlan) -> tuple[dict[str, int], int
             if claim is None:
                 return
             job = _job(study, plan, claim)
-            numbers[job.label] = claim.number
+            if plan.members > 1 and job.args[:1] == ["train"]:  # new trials: K of them as one population
+                room = plan.members - 1 if plan.count is None else min(plan.members, plan.count - started[0]) - 1
+                claims = [claim, *study.claim_more(claim, room, plan.max_trials)]
+                job = _population(study, plan, job, claims)
+                numbers[job.label] = [c.number for c in claims]
+                started[0] += len(claims)
+                yield job
+                continue
+            numbers[job.label] = [claim.number]
             if not job.args:  # a run of this name had finished (a worker died before telling the study)
                 claim.lock.release()
                 ended(job, 0)
@@ -67,6 +80,20 @@ def run_worker(study: SweepStudy, plan: WorkerPlan) -> tuple[dict[str, int], int
     if problems:
         raise problems[0]
     return codes, started[0]
+
+
+def _population(study: SweepStudy, plan: WorkerPlan, first: Job, claims: list[Claim]) -> Job:
+    """New trials' runs (`first`, the job of `claims[0]`, and the others') trained in one
+    process as one population. A claimed trial whose run folder is already there (rare) is
+    left to the study: once the lock is released, a worker finds it and resumes it alone."""
+    jobs = [first, *(_job(study, plan, claim) for claim in claims[1:])]
+    fresh = [job for job in jobs if job.args[:1] == ["train"]]
+    own = slice(2, -2 if plan.plugins_dir else None)  # each trial's flags, without the --plugins-dir DIR at the end
+    args = ["train", first.args[1], "--vectorize", "--members", json.dumps([job.args[own] for job in fresh])]
+    job = Job([*args, *(["--plugins-dir", plan.plugins_dir] if plan.plugins_dir else [])], first.run_dir,
+              f"trials {','.join(f'{c.number + 1:03d}' for c in claims)}", {})
+    job.started = lambda proc: hold_until_running(claims[0].lock, [j.run_dir for j in fresh], proc)
+    return job
 
 
 def _job(study: SweepStudy, plan: WorkerPlan, claim: Claim) -> Job:

@@ -20,10 +20,19 @@ its gradient clipping (its own norm, never a global one), its learning rate and 
 count, and its KL stop (a member past its limit takes no more steps in that update). Because
 a member's parameters are views, its agent checkpoints, evaluates and acts as a plain agent:
 nothing downstream knows it trained in a population.
+
+Populations of settings (`lab sweep SPEC --vectorize`): members may also differ in float
+settings (learning rate, entropy and value weights, clip range, gamma, ...). The loss is
+still the algorithm's own, written for one member's floats: it runs on a view of the first
+member whose differing floats are `PerMember` tensors, one value per member, which line up
+with the members' dimension of whatever they meet. Settings that shape the population
+(widths, rollout length, minibatch size, epochs, switches) must agree.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -71,6 +80,95 @@ def member_bytes(agent: OnPolicyAgent) -> int:
     return 2 * rollout + 4 * weights
 
 
+class PerMember(torch.Tensor):
+    """A setting with one value per member ([members]). In an operation with tensors that
+    carry the members first ([members, ...]) it lines up with that dimension, so a loss written
+    for one member's floats (`c.ent_coef * entropy`, `ratio.clamp(1 - clip, 1 + clip)`)
+    computes every member's own; among themselves PerMembers stay PerMember."""
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        with torch._C.DisableTorchFunctionSubclass():
+            plain = [t for t in _tensors((args, kwargs)) if not isinstance(t, PerMember)]
+            ndim = max([1, *(t.dim() for t in plain)])
+
+            def aligned(x: Any) -> Any:
+                if isinstance(x, PerMember):
+                    return x.as_subclass(torch.Tensor).view(-1, *[1] * (ndim - 1))
+                if isinstance(x, (list, tuple)):
+                    return type(x)(aligned(item) for item in x)
+                return x
+
+            out = func(*aligned(args), **{key: aligned(value) for key, value in kwargs.items()})
+            return out.as_subclass(PerMember) if not plain and isinstance(out, torch.Tensor) else out
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item)]
+    return []
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _differing_floats(values: Sequence[dict[str, Any]], floats: Callable[[str], bool]) -> dict[str, list[float]]:
+    """The numbers that differ between the dicts, among the entries `floats` names: name -> values."""
+    return {name: [float(v[name]) for v in values] for name, first in values[0].items()
+            if floats(name) and all(_number(v.get(name)) for v in values) and any(v[name] != first for v in values)}
+
+
+def _float_fields(config: Any) -> set[str]:
+    """The config's fields declared float (`float` or `float | None`)."""
+    return {f.name for f in dataclasses.fields(config) if "float" in str(f.type)}
+
+
+def check_settings(members: Sequence[OnPolicyAgent]) -> None:
+    """One line naming the first setting that members of one population may not differ in:
+    anything but a float (their seeds are run settings, not the algorithm's)."""
+    first = members[0]
+    for member in members[1:]:
+        if type(member) is not type(first):
+            raise LabError(f"the members of a population must be one algorithm; got {first.name} and {member.name}")
+        floats = _float_fields(first.config)
+        for field in dataclasses.fields(first.config):
+            mine, theirs = getattr(first.config, field.name), getattr(member.config, field.name)
+            if mine != theirs and not (field.name in floats and _number(mine) and _number(theirs)):
+                raise LabError(f"the members of a population differ in {field.name} ({mine} and {theirs}), which "
+                               "shapes how they train together; only float settings (learning_rate, ent_coef, "
+                               "gamma, ...) may differ: run these without --vectorize")
+        shapes = [tuple(p.shape) for p in first.policy.parameters()], \
+            [tuple(p.shape) for p in member.policy.parameters()]
+        if shapes[0] != shapes[1]:
+            raise LabError("the members of a population need networks of one shape, but their envs' observations "
+                           "or actions differ: train one env per population")
+
+
+def settings_view(members: Sequence[OnPolicyAgent], device: torch.device) -> OnPolicyAgent:
+    """The first member, or where the members' float settings differ (config fields and float
+    attributes such as ppo's annealed clip range), a copy whose differing floats are
+    `PerMember` tensors: its `loss` computes each member's own."""
+    first = members[0]
+    floats = _float_fields(first.config)
+    fields = _differing_floats([vars(m.config) for m in members], floats.__contains__)
+    attributes = _differing_floats([vars(m) for m in members], lambda name: type(vars(first)[name]) is float)
+    if not fields and not attributes:
+        return first
+    view = copy.copy(first)
+    view.config = copy.copy(first.config)
+    for name, values in fields.items():
+        object.__setattr__(view.config, name, torch.tensor(values, device=device).as_subclass(PerMember))
+    for name, values in attributes.items():
+        object.__setattr__(view, name, torch.tensor(values, device=device).as_subclass(PerMember))
+    return view
+
+
 class Rule(Enum):
     """The elementwise update rules a population steps for all members at once."""
 
@@ -107,7 +205,7 @@ class StackedOptimizer:
     """N of torch's Adam or RMSprop optimizers, one per member, over the members' parameters
     flattened into rows of one tensor ([members, parameters]): each member has its own
     learning rate and step count, and a member left out of a step (`active`) is not changed.
-    Its gradients are first clipped to `max_norm` by the member's own norm, as
+    Its gradients are first clipped to the member's own max norm by its own norm, as
     `clip_grad_norm_` does for one run."""
 
     def __init__(self, kind: OptimizerKind, flat: torch.Tensor, state: dict[str, torch.Tensor],
@@ -115,10 +213,11 @@ class StackedOptimizer:
         self.kind, self.flat, self.state, self.steps = kind, flat, state, steps
 
     @torch.no_grad()
-    def step(self, grad: torch.Tensor, active: torch.Tensor, lrs: torch.Tensor, max_norm: float) -> None:
-        """One step with `grad` ([members, parameters]) for the `active` members at `lrs`."""
+    def step(self, grad: torch.Tensor, active: torch.Tensor, lrs: torch.Tensor, max_norms: torch.Tensor) -> None:
+        """One step with `grad` ([members, parameters]) for the `active` members at `lrs`, each
+        member's gradient clipped to its `max_norms`."""
         norms = grad.square().sum(1, keepdim=True).sqrt()
-        grad = grad * (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        grad = grad * (max_norms.unsqueeze(1) / (norms + 1e-6)).clamp(max=1.0)
         self.steps += active.to(self.steps.dtype)
         lr, on = lrs.unsqueeze(1), active.unsqueeze(1)
         if self.kind.rule is Rule.ADAM:
@@ -211,10 +310,7 @@ class Population:
         members' own setting, one thread for an MLP."""
         first = members[0]
         self.update_threads = update_threads
-        for member in members[1:]:
-            if type(member) is not type(first) or member.config != first.config:
-                raise LabError("the members of a population must be one algorithm with the same settings; "
-                               "only their seeds may differ")
+        check_settings(members)
         self.kind = OptimizerKind.of(first.optimizer, first.name)
         self.members = list(members)
         self.restack()
@@ -286,8 +382,13 @@ class Population:
         """Every member's update as its own agent's `update()` takes it; each member's metrics."""
         members, count = self.members, len(self.members)
         plans = [m.update_plan() for m in members]  # each member's own schedules (ppo's clip range)
-        plan, loss_of = plans[0], members[0].loss
-        device = self.optimizer.flat.device
+        plan, device = plans[0], self.optimizer.flat.device
+        if any((p.epochs, p.batch_size, p.kl_limit is None) != (plan.epochs, plan.batch_size, plan.kl_limit is None)
+               for p in plans):
+            raise LabError(f"the members' update plans differ ({plans[0]} and others): a population walks its "
+                           "members' rollouts together, with one number of epochs and one minibatch size")
+        loss_of = settings_view(members, device).loss
+        kl_limits = None if plan.kl_limit is None else torch.tensor([p.kl_limit for p in plans], device=device)
         fields = [torch.stack([getattr(m.buffer, name)[: m.buffer.step].flatten(0, 1) for m in members])
                   for name in ("observations", "actions", "log_probs", "values", "advantages", "returns")]
         real = [m.buffer.valid[: m.buffer.step].reshape(-1).nonzero().squeeze(1) for m in members]
@@ -295,7 +396,7 @@ class Population:
         stopped = torch.zeros(count, dtype=torch.bool, device=device)
         taken = torch.zeros(count, device=device)
         sums: dict[str, torch.Tensor] = {}
-        max_norm = members[0].config.max_grad_norm
+        max_norms = torch.tensor([m.config.max_grad_norm for m in members], device=device)
         leaves = list(self.params.values())
         for _ in range(plan.epochs):
             if plan.batch_size:
@@ -311,8 +412,8 @@ class Population:
                 lengths = torch.tensor([c.numel() for c in chunks], device=device)
                 active = ~stopped & (lengths > 0)
                 losses, stats = loss_of(self.policy, self._batch(fields, rows, chunks, lengths))
-                if plan.kl_limit is not None:  # past its limit, a member takes no more steps this update
-                    over = active & (stats["approx_kl"].detach() > plan.kl_limit)
+                if kl_limits is not None:  # past its limit, a member takes no more steps this update
+                    over = active & (stats["approx_kl"].detach() > kl_limits)
                     stopped |= over
                     active &= ~over
                 if not bool(active.any()):
@@ -320,7 +421,7 @@ class Population:
                         break
                     continue
                 grads = torch.autograd.grad(losses.sum(), leaves)
-                self.optimizer.step(torch.cat([g.reshape(count, -1) for g in grads], 1), active, lrs, max_norm)
+                self.optimizer.step(torch.cat([g.reshape(count, -1) for g in grads], 1), active, lrs, max_norms)
                 weight = active.float()
                 taken += weight
                 for key, value in stats.items():
