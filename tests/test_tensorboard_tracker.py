@@ -208,6 +208,8 @@ def test_trackers_flag_parses_a_comma_list():
     assert resolve(Algo, {"trackers": "jsonl, tensorboard"}, None, registry).run.trackers == ("jsonl", "tensorboard")
     assert resolve(Algo, {"trackers": ["wandb"]}, None, registry).run.trackers == ("wandb",)  # a YAML list
     assert resolve(Algo, {"trackers": ""}, None, registry).run.trackers == ()  # only jsonl
+    assert resolve(Algo, {"trackers": "none"}, None, registry).run.trackers == ()  # only jsonl, not the default
+    assert resolve(Algo, {"trackers": None}, None, registry).run.trackers is None  # YAML's null: the default
     with pytest.raises(LabError, match="--trackers has an empty name"):
         resolve(Algo, {"trackers": ["jsonl", ""]}, None, registry)
 

@@ -265,9 +265,11 @@ class StackedPolicy:
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy outputs, values) for every member, as `ActorCritic.forward` for each."""
         policy = self.template
-        if self.images:
-            frames = obs.float().div_(255.0).transpose(0, 1).reshape(obs.shape[1], -1, *obs.shape[3:])
-            features = self._layers(policy.trunk, "trunk", frames)  # the convolutions see [batch, members x C, H, W]
+        if self.images:  # CPU: [members, batch, C, H, W], a convolution per member; else [batch, members x C, H, W]
+            frames = obs.float().div_(255.0)
+            if frames.device.type != "cpu":
+                frames = frames.transpose(0, 1).reshape(obs.shape[1], -1, *obs.shape[3:])
+            features = self._layers(policy.trunk, "trunk", frames)
         else:
             features = obs.float().flatten(2)
         actor = self._layers(policy.actor_body, "actor_body", features)
@@ -278,6 +280,11 @@ class StackedPolicy:
 
     def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.params[f"{name}.weight"], self.params[f"{name}.bias"]
+        out_features, in_features = weight.shape[1:]
+        if in_features * out_features > x.shape[1] * (in_features + out_features):
+            # a wide layer on a small batch (the Nature CNN's 3136 x 512 at batch 32): (W x^T)^T, so
+            # the weights' gradient comes out in their own layout rather than transposed and copied
+            return torch.baddbmm(bias.unsqueeze(2), weight, x.transpose(1, 2)).transpose(1, 2)
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
     def _layers(self, module: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -287,12 +294,16 @@ class StackedPolicy:
                 x = self._layers(layer, path, x)
             elif isinstance(layer, nn.Linear):
                 x = self._linear(path, x)
-            elif isinstance(layer, nn.Conv2d):  # members as groups: [batch, members x channels, H, W]
+            elif isinstance(layer, nn.Conv2d):
                 weight, bias = self.params[f"{path}.weight"], self.params[f"{path}.bias"]
-                x = nn.functional.conv2d(x, weight.flatten(0, 1), bias.flatten(), layer.stride, layer.padding,
-                                         layer.dilation, groups=weight.shape[0])
+                if x.dim() == 5:  # oneDNN's grouped convolutions cost more than one per member (bench/population_step.py)
+                    x = torch.stack([nn.functional.conv2d(x[k], weight[k], bias[k], layer.stride, layer.padding,
+                                                          layer.dilation) for k in range(self.members)])
+                else:  # members as groups: one kernel for all
+                    x = nn.functional.conv2d(x, weight.flatten(0, 1), bias.flatten(), layer.stride, layer.padding,
+                                             layer.dilation, groups=weight.shape[0])
             elif isinstance(layer, nn.Flatten):  # after the convolutions: back to [members, batch, features]
-                x = x.reshape(x.shape[0], self.members, -1).transpose(0, 1)
+                x = x.flatten(2) if x.dim() == 5 else x.reshape(x.shape[0], self.members, -1).transpose(0, 1)
             elif isinstance(layer, (nn.Tanh, nn.ReLU, nn.Identity)):
                 x = layer(x)
             else:

@@ -49,8 +49,8 @@ class RunConfig:
                 "that support it")
     threads: int | None = option(None, "torch CPU threads (default: the algorithm's choice)")
     trackers: tuple[str, ...] | None = option(
-        None, "trackers to use, e.g. jsonl,wandb,tensorboard (default: every one installed; "
-              "jsonl, the run's metrics.jsonl, always runs)")
+        None, "trackers to use, e.g. jsonl,wandb,tensorboard (default: every one installed; none: only "
+              "jsonl, the run's metrics.jsonl, which always runs)")
 
     def __post_init__(self) -> None:
         check_ranges(self, at_least_one=("steps", "epochs", "horizon", "log_interval", "eval_interval", "checkpoint_interval",

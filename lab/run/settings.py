@@ -56,6 +56,9 @@ def convert(value: Any, tp: Any, name: str) -> Any:
     """Convert a CLI string or YAML value to the field's type, or raise LabError."""
     base, optional = split_optional(tp)
     where = f"--{flag(name)}"
+    if optional and typing.get_origin(base) in (tuple, list) and isinstance(value, str) \
+            and value.strip().lower() in _NONE_WORDS:  # `--trackers none`: an empty list, not the default
+        return ()
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
         if optional:
             return None
