@@ -45,7 +45,8 @@ from lab.device import small_pass_threads
 from lab.rl.distributional import Categorical, ExpectedValue, Quantiles, ReturnHead
 from lab.rl.noisy import remove_noise, resample_noise
 from lab.rl.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, crossings, soft_update
-from lab.rl.qnetworks import QNetwork
+from lab.rl.q_population import QPopulation
+from lab.rl.qnetworks import QNetwork, chosen, epsilon_draws
 from lab.schedules import linear
 
 Distributional = Literal["none", "c51", "qr"]
@@ -195,6 +196,7 @@ class DQN(OffPolicyAgent):
     Config = DQNConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {**DQN_PRESETS, **ATARI_100K_PRESETS}
     saved = ("q", "q_target", "optimizer")
+    population = QPopulation  # `--seeds 1-8 --vectorize`: the seeds' runs as one stacked population
 
     def __init__(self, config: DQNConfig, ctx: Any) -> None:
         super().__init__(config, ctx)
@@ -255,12 +257,9 @@ class DQN(OffPolicyAgent):
     def epsilon_greedy(self, obs: torch.Tensor, epsilon: float, generator: torch.Generator) -> torch.Tensor:
         n = obs.shape[0]
         device = obs.device
-        random_actions = torch.randint(0, self.num_actions, (n,), generator=generator, device=device)
-        if epsilon >= 1.0:
-            return random_actions
-        explore = torch.rand(n, generator=generator, device=device) < epsilon
+        random_actions, explore = epsilon_draws(n, self.num_actions, epsilon, generator, device)
         # On a CPU, skip the forward pass when no env acts greedily; a GPU runs it rather than wait on the check.
-        if device.type == "cpu" and bool(explore.all()):
+        if explore is None or (device.type == "cpu" and bool(explore.all())):
             return random_actions
         with small_pass_threads(n, device):
             greedy = self.greedy(obs)
@@ -289,11 +288,15 @@ class DQN(OffPolicyAgent):
 
     # ---------------------------------------------------------------- learning
 
+    def replay_beta(self) -> float | None:
+        """Prioritized replay's importance-sampling exponent now (None: uniform replay)."""
+        c = self.config
+        return linear(c.prioritized_replay_beta, 1.0, self.ctx.total_steps)(self.global_step) \
+            if c.prioritized_replay else None
+
     def gradient_step(self) -> dict[str, torch.Tensor]:
         c = self.config
-        beta = linear(c.prioritized_replay_beta, 1.0, self.ctx.total_steps)(self.global_step) \
-            if c.prioritized_replay else None
-        batch = self.buffer.sample(c.batch_size, beta=beta)
+        batch = self.buffer.sample(c.batch_size, beta=self.replay_beta())
         observations, next_observations = batch.observations, batch.next_observations
         if self.augment_generator is not None:  # DrQ: each its own shifts
             observations, next_observations = self.augmented(observations), self.augmented(next_observations)
@@ -326,15 +329,15 @@ class DQN(OffPolicyAgent):
         the n-step target for its outputs and the loss: Huber on TD errors, or with
         --distributional C51's cross-entropy to the projected target or QR-DQN's quantile
         Huber loss, whose per-sample values are the priorities (Hessel et al. 2018)."""
-        rows = torch.arange(actions.shape[0], device=actions.device)
-        taken = self.q.outputs(observations)[rows, actions.long()]  # (B,) or (B, N)
+        atoms = self.head.atoms  # (written for any leading dimensions: a population's members too)
+        taken = chosen(self.q.outputs(observations), actions, atoms)  # (B,) or (B, N)
         with torch.no_grad():
             next_outputs = (self.q if self.target_is_online else self.q_target).outputs(next_observations)
             next_q = self.q(next_observations) if self.config.double_q and not self.target_is_online \
                 else self.head.q_values(next_outputs)
-            targets = self.head.targets(rewards, discounts, dones, next_outputs[rows, next_q.argmax(dim=1)])
+            targets = self.head.targets(rewards, discounts, dones, chosen(next_outputs, next_q.argmax(dim=-1), atoms))
         losses, priorities = self.head.losses(taken, targets)
-        return (weights * losses).mean(), priorities
+        return (weights * losses).mean(-1), priorities
 
     def after_training_step(self, before: int) -> None:
         if crossings(before, self.global_step, self.config.target_update_interval):

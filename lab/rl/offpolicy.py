@@ -77,6 +77,15 @@ def adam(parameters: Iterable[torch.nn.Parameter], lr: float, device: torch.devi
     return torch.optim.Adam(parameters, lr=lr, fused=device.type in ("cpu", "cuda"), **kwargs)
 
 
+def mean_metrics(steps: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Each metric's mean over the gradient steps that logged it (TD3's actor loss: some steps)."""
+    metrics = {}
+    for name in dict.fromkeys(name for step in steps for name in step):
+        values = [step[name] for step in steps if name in step]
+        metrics[name] = torch.stack(values).mean() if len(values) > 1 else values[0]
+    return metrics
+
+
 class OffPolicyAgent(Agent):
     """Replay, the acting loop and gradient-step scheduling; subclasses implement the learning.
 
@@ -171,6 +180,10 @@ class OffPolicyAgent(Agent):
         else:
             with torch.no_grad(), small_pass_threads(self.env.num_envs, self.ctx.device):
                 actions = self.exploration_action(self.obs)
+        return self.step_envs(actions)
+
+    def step_envs(self, actions: torch.Tensor) -> torch.Tensor:
+        """Step the envs with `actions` (buffer units) and store the transitions; returns them."""
         next_obs, rewards, terminated, truncated, _ = self.env.step(self.env_actions(actions))
         self.buffer.add(self.obs, actions, rewards, next_obs, terminated, truncated)
         self.obs = next_obs
@@ -196,19 +209,27 @@ class OffPolicyAgent(Agent):
                      (self.buffer.n_step + 2) * self.config.num_envs)
         return len(self.buffer) >= wanted
 
-    def train_step(self) -> dict[str, Any]:
+    def advance(self) -> int:
+        """Count the agent steps of one vector step; returns the global step before it."""
+        before, self.global_step = self.global_step, self.global_step + self.config.num_envs
+        return before
+
+    def gradient_steps_due(self, before: int) -> int:
+        """How many gradient steps the agent steps since `before` call for."""
         c = self.config
+        if self.global_step <= c.learning_starts or not self.buffer_ready():
+            return 0
+        return crossings(before, self.global_step, c.train_freq) * self.steps_per_training
+
+    def train_step(self) -> dict[str, Any]:
         metrics: dict[str, Any] = self.progress_metrics()
         self.collect()
-        before, self.global_step = self.global_step, self.global_step + c.num_envs
-        if self.global_step > c.learning_starts and self.buffer_ready():
-            steps = []
-            for _ in range(crossings(before, self.global_step, c.train_freq) * self.steps_per_training):
-                self.ctx.check_stop()  # (a --train-freq of 100k: as many gradient steps in one train_step)
-                steps.append(self.gradient_step())
-            for name in dict.fromkeys(name for step in steps for name in step):  # TD3's actor loss: some steps
-                values = [step[name] for step in steps if name in step]
-                metrics[name] = torch.stack(values).mean() if len(values) > 1 else values[0]
+        before = self.advance()
+        steps = []
+        for _ in range(self.gradient_steps_due(before)):
+            self.ctx.check_stop()  # (a --train-freq of 100k: as many gradient steps in one train_step)
+            steps.append(self.gradient_step())
+        metrics.update(mean_metrics(steps))
         self.after_training_step(before)
         if self._pace is None and self.config.learning_starts - self.global_step >= PACE_MIN_WARMUP \
                 and len(self.buffer) >= 2 * self.config.batch_size:

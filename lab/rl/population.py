@@ -50,10 +50,14 @@ from lab.rl.policies import ActorCritic, PolicyStep
 
 def check_stackable(algo_cls: type) -> None:
     """One line naming why `algo_cls` cannot train as a population, if it cannot."""
+    family = getattr(algo_cls, "population", None)
+    if isinstance(algo_cls, type) and family is not None:
+        family.check_class(algo_cls)
+        return
     if not (isinstance(algo_cls, type) and issubclass(algo_cls, OnPolicyAgent)):
-        raise LabError(f"--vectorize trains on-policy agents (reinforce, a2c, ppo and their subclasses) as one "
-                       f"population; {getattr(algo_cls, 'name', algo_cls)} is not one: drop --vectorize to run its "
-                       "seeds as separate processes")
+        raise LabError(f"--vectorize trains on-policy agents (reinforce, a2c, ppo and their subclasses) and the DQN "
+                       f"family as one population; {getattr(algo_cls, 'name', algo_cls)} is not one of them: drop "
+                       "--vectorize to run its seeds as separate processes")
     if "update" in _own_attributes(algo_cls):
         raise LabError(f"{algo_cls.name} writes its own update(), which --vectorize cannot map over members: write "
                        "the update as loss() and update_plan() (docs/plugins.md), or drop --vectorize")
@@ -129,7 +133,7 @@ def _float_fields(config: Any) -> set[str]:
     return {f.name for f in dataclasses.fields(config) if "float" in str(f.type)}
 
 
-def check_settings(members: Sequence[OnPolicyAgent]) -> None:
+def check_settings(members: Sequence[Any], network: Callable[[Any], nn.Module] = lambda agent: agent.policy) -> None:
     """One line naming the first setting that members of one population may not differ in:
     anything but a float (their seeds are run settings, not the algorithm's)."""
     first = members[0]
@@ -143,8 +147,8 @@ def check_settings(members: Sequence[OnPolicyAgent]) -> None:
                 raise LabError(f"the members of a population differ in {field.name} ({mine} and {theirs}), which "
                                "shapes how they train together; only float settings (learning_rate, ent_coef, "
                                "gamma, ...) may differ: run these without --vectorize")
-        shapes = [tuple(p.shape) for p in first.policy.parameters()], \
-            [tuple(p.shape) for p in member.policy.parameters()]
+        shapes = [tuple(p.shape) for p in network(first).parameters()], \
+            [tuple(p.shape) for p in network(member).parameters()]
         if shapes[0] != shapes[1]:
             raise LabError("the members of a population need networks of one shape, but their envs' observations "
                            "or actions differ: train one env per population")
@@ -183,6 +187,18 @@ class OptimizerKind:
     rule: Rule
     settings: dict[str, Any]
     state_names: tuple[str, ...]
+
+    @classmethod
+    def of_members(cls, optimizers: Sequence[torch.optim.Optimizer], algo: str) -> OptimizerKind:
+        """The members' one kind of optimizer; one line if their settings (but the learning
+        rate, which is each member's own) differ."""
+        kinds = [cls.of(optimizer, algo) for optimizer in optimizers]
+        for kind in kinds[1:]:
+            if kind != kinds[0]:
+                raise LabError(f"the members' optimizers differ ({kinds[0].rule.value} {kinds[0].settings} and "
+                               f"{kind.rule.value} {kind.settings}); a population steps them as one: give them one "
+                               "epsilon and one set of betas, or drop --vectorize")
+        return kinds[0]
 
     @classmethod
     def of(cls, optimizer: torch.optim.Optimizer, algo: str) -> OptimizerKind:
@@ -239,15 +255,108 @@ class StackedOptimizer:
         self.flat.copy_(params if everyone else torch.where(on, params, self.flat))
 
 
-class StackedPolicy:
+def stack_parameters(modules: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optimizer],
+                     kind: OptimizerKind | None) -> tuple[dict[str, torch.Tensor], StackedOptimizer | None]:
+    """The members' `modules` (one architecture) stacked: every parameter as [members, *shape]
+    (name -> tensor, views of one flat [members, parameters] tensor that requires grad), and
+    each member's own parameters and, with `kind`, its optimizer's state made views of those
+    rows, so its agent saves, loads and acts as ever. Returns (params, the members' optimizer
+    over the rows, or None without `kind`: a target network)."""
+    template = modules[0]
+    names = [name for name, _ in template.named_parameters()]
+    device = template.get_parameter(names[0]).device
+
+    def rows(tensor_of: Callable[[int, str], torch.Tensor]) -> torch.Tensor:
+        return torch.stack([torch.cat([tensor_of(k, name).detach().reshape(-1).to(device) for name in names])
+                            for k in range(len(modules))])
+
+    def saved(key: str) -> Callable[[int, str], torch.Tensor]:
+        def of(k: int, name: str) -> torch.Tensor:
+            param = modules[k].get_parameter(name)
+            return optimizers[k].state.get(param, {}).get(key, torch.zeros_like(param))
+        return of
+
+    flat = rows(lambda k, name: modules[k].get_parameter(name))
+    state = {key: rows(saved(key)) for key in kind.state_names} if kind is not None else {}
+    steps = torch.tensor([float(optimizers[k].state.get(modules[k].get_parameter(names[0]), {}).get("step", 0.0))
+                          for k in range(len(modules))], device=device) if kind is not None else None
+    params: dict[str, torch.Tensor] = {}
+    offset = 0
+    for name in names:
+        shape = template.get_parameter(name).shape
+        part = slice(offset, offset + shape.numel())
+        params[name] = flat[:, part].view(len(modules), *shape).requires_grad_()
+        for k, module in enumerate(modules):  # each member's tensors are now views of the rows
+            param = module.get_parameter(name)
+            param.data = flat[k, part].view(shape)
+            if steps is not None:
+                optimizers[k].state[param] = {"step": steps[k],
+                                              **{key: state[key][k, part].view(shape) for key in state}}
+        offset += shape.numel()
+    return params, StackedOptimizer(kind, flat, state, steps) if kind is not None and steps is not None else None
+
+
+class StackedLayers:
+    """Modules of one architecture applied for every member at once: tensors carry the
+    members first ([members, batch, ...]), parameters are `params` (name: [members, *shape])."""
+
+    def __init__(self, params: dict[str, torch.Tensor]) -> None:
+        self.params = params
+        self.members = next(iter(params.values())).shape[0]
+
+    def frames(self, obs: torch.Tensor) -> torch.Tensor:
+        """uint8 frames [members, batch, C, H, W] scaled to [0, 1], laid out for `apply`'s
+        convolutions: as they are on a CPU (a convolution per member), else [batch, members x
+        C, H, W] (members as the groups of one convolution)."""
+        frames = obs.float().div_(255.0)
+        if frames.device.type != "cpu":
+            frames = frames.transpose(0, 1).reshape(obs.shape[1], -1, *obs.shape[3:])
+        return frames
+
+    def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.params[f"{name}.weight"], self.params[f"{name}.bias"]
+        out_features, in_features = weight.shape[1:]
+        if weight.requires_grad and torch.is_grad_enabled() \
+                and in_features * out_features > x.shape[1] * (in_features + out_features):
+            # a wide layer on a small batch (the Nature CNN's 3136 x 512 at batch 32): (W x^T)^T, so
+            # the weights' gradient comes out in their own layout rather than transposed and copied
+            return torch.baddbmm(bias.unsqueeze(2), weight, x.transpose(1, 2)).transpose(1, 2)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    def apply(self, module: nn.Module, path: str, x: torch.Tensor) -> torch.Tensor:
+        """`module` (named `path` in the template) on `x`, for every member."""
+        if isinstance(module, nn.Sequential):
+            for child_name, layer in module.named_children():
+                x = self.apply(layer, f"{path}.{child_name}", x)
+        elif isinstance(module, nn.Linear):
+            x = self.linear(path, x)
+        elif isinstance(module, nn.Conv2d):
+            weight, bias = self.params[f"{path}.weight"], self.params[f"{path}.bias"]
+            if x.dim() == 5:  # oneDNN's grouped convolutions cost more than one per member (bench/population_step.py)
+                x = torch.stack([nn.functional.conv2d(x[k], weight[k], bias[k], module.stride, module.padding,
+                                                      module.dilation) for k in range(self.members)])
+            else:  # members as groups: one kernel for all
+                x = nn.functional.conv2d(x, weight.flatten(0, 1), bias.flatten(), module.stride, module.padding,
+                                         module.dilation, groups=weight.shape[0])
+        elif isinstance(module, nn.Flatten):  # after the convolutions: back to [members, batch, features]
+            x = x.flatten(2) if x.dim() == 5 else x.reshape(x.shape[0], self.members, -1).transpose(0, 1)
+        elif isinstance(module, (nn.Tanh, nn.ReLU, nn.Identity)):
+            x = module(x)
+        else:
+            raise LabError(f"--vectorize stacks Linear, Conv2d, Tanh and ReLU layers; this network has "
+                           f"{type(module).__name__} at {path}: drop --vectorize")
+        return x
+
+
+class StackedPolicy(StackedLayers):
     """The members' `ActorCritic`s as one: the same methods on tensors with the members first
     (observations [members, batch, ...] in, outputs [members, batch, ...] out), its parameters
     `params` (name: [members, *shape], views of one flat tensor). `log_prob`, `entropy`,
     `from_noise` and `mode` are ActorCritic's own code, which broadcasts over the members."""
 
     def __init__(self, template: ActorCritic, params: dict[str, torch.Tensor]) -> None:
-        self.template, self.params = template, params
-        self.members = next(iter(params.values())).shape[0]
+        super().__init__(params)
+        self.template = template
         self.continuous, self.images = template.continuous, template.images
         for name, _ in template.named_buffers():  # the action box: the same for every member
             setattr(self, name, getattr(template, name))
@@ -265,51 +374,15 @@ class StackedPolicy:
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy outputs, values) for every member, as `ActorCritic.forward` for each."""
         policy = self.template
-        if self.images:  # CPU: [members, batch, C, H, W], a convolution per member; else [batch, members x C, H, W]
-            frames = obs.float().div_(255.0)
-            if frames.device.type != "cpu":
-                frames = frames.transpose(0, 1).reshape(obs.shape[1], -1, *obs.shape[3:])
-            features = self._layers(policy.trunk, "trunk", frames)
+        if self.images:
+            features = self.apply(policy.trunk, "trunk", self.frames(obs))
         else:
             features = obs.float().flatten(2)
-        actor = self._layers(policy.actor_body, "actor_body", features)
-        critic = self._layers(policy.critic_body, "critic_body", features)
-        out = self._linear("policy_head", actor)
-        value = self._linear("value_head", critic).squeeze(-1)
+        actor = self.apply(policy.actor_body, "actor_body", features)
+        critic = self.apply(policy.critic_body, "critic_body", features)
+        out = self.linear("policy_head", actor)
+        value = self.linear("value_head", critic).squeeze(-1)
         return (out, value) if self.continuous else (torch.log_softmax(out, -1), value)
-
-    def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.params[f"{name}.weight"], self.params[f"{name}.bias"]
-        out_features, in_features = weight.shape[1:]
-        if in_features * out_features > x.shape[1] * (in_features + out_features):
-            # a wide layer on a small batch (the Nature CNN's 3136 x 512 at batch 32): (W x^T)^T, so
-            # the weights' gradient comes out in their own layout rather than transposed and copied
-            return torch.baddbmm(bias.unsqueeze(2), weight, x.transpose(1, 2)).transpose(1, 2)
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-
-    def _layers(self, module: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
-        for child_name, layer in module.named_children():
-            path = f"{name}.{child_name}"
-            if isinstance(layer, nn.Sequential):
-                x = self._layers(layer, path, x)
-            elif isinstance(layer, nn.Linear):
-                x = self._linear(path, x)
-            elif isinstance(layer, nn.Conv2d):
-                weight, bias = self.params[f"{path}.weight"], self.params[f"{path}.bias"]
-                if x.dim() == 5:  # oneDNN's grouped convolutions cost more than one per member (bench/population_step.py)
-                    x = torch.stack([nn.functional.conv2d(x[k], weight[k], bias[k], layer.stride, layer.padding,
-                                                          layer.dilation) for k in range(self.members)])
-                else:  # members as groups: one kernel for all
-                    x = nn.functional.conv2d(x, weight.flatten(0, 1), bias.flatten(), layer.stride, layer.padding,
-                                             layer.dilation, groups=weight.shape[0])
-            elif isinstance(layer, nn.Flatten):  # after the convolutions: back to [members, batch, features]
-                x = x.flatten(2) if x.dim() == 5 else x.reshape(x.shape[0], self.members, -1).transpose(0, 1)
-            elif isinstance(layer, (nn.Tanh, nn.ReLU, nn.Identity)):
-                x = layer(x)
-            else:
-                raise LabError(f"--vectorize stacks Linear, Conv2d, Tanh and ReLU layers; this policy has "
-                               f"{type(layer).__name__} at {path}: drop --vectorize")
-        return x
 
 
 class Population:
@@ -322,48 +395,24 @@ class Population:
         first = members[0]
         self.update_threads = update_threads
         check_settings(members)
-        self.kind = OptimizerKind.of(first.optimizer, first.name)
+        self.kind = OptimizerKind.of_members([m.optimizer for m in members], first.name)
         self.members = list(members)
         self.restack()
+
+    @staticmethod
+    def check_member(agent: OnPolicyAgent) -> None:
+        """Every on-policy run stacks once its class does."""
+
+    member_bytes = staticmethod(member_bytes)
 
     def restack(self, keep: Sequence[int] | None = None) -> None:
         """Stack the members' parameters and optimizer states (only those at `keep`: a member
         left, having diverged) into flat rows, and make every member's tensors views of them."""
         if keep is not None:
             self.members = [self.members[i] for i in keep]
-        members, template = self.members, self.members[0].policy
-        names = [name for name, _ in template.named_parameters()]
-        sizes = [template.get_parameter(name).numel() for name in names]
-        device = template.get_parameter(names[0]).device
-
-        def rows(tensor_of: Callable[[OnPolicyAgent, str], torch.Tensor]) -> torch.Tensor:
-            return torch.stack([torch.cat([tensor_of(m, name).detach().reshape(-1).to(device) for name in names])
-                                for m in members])
-
-        def saved(key: str) -> Callable[[OnPolicyAgent, str], torch.Tensor]:
-            def of(member: OnPolicyAgent, name: str) -> torch.Tensor:
-                param = member.policy.get_parameter(name)
-                return member.optimizer.state.get(param, {}).get(key, torch.zeros_like(param))
-            return of
-
-        flat = rows(lambda m, name: m.policy.get_parameter(name))
-        state = {key: rows(saved(key)) for key in self.kind.state_names}
-        steps = torch.tensor([float(m.optimizer.state.get(m.policy.get_parameter(names[0]), {}).get("step", 0.0))
-                              for m in members], device=device)
-        self.params: dict[str, torch.Tensor] = {}
-        offset = 0
-        for name, size in zip(names, sizes, strict=True):
-            shape = template.get_parameter(name).shape
-            part = slice(offset, offset + size)
-            self.params[name] = flat[:, part].view(len(members), *shape).requires_grad_()
-            for k, member in enumerate(members):  # each member's tensors are now views of the rows
-                param = member.policy.get_parameter(name)
-                param.data = flat[k, part].view(shape)
-                member.optimizer.state[param] = {"step": steps[k],
-                                                 **{key: state[key][k, part].view(shape) for key in state}}
-            offset += size
-        self.optimizer = StackedOptimizer(self.kind, flat, state, steps)
-        self.policy = StackedPolicy(template, self.params)
+        policies = [member.policy for member in self.members]
+        self.params, self.optimizer = stack_parameters(policies, [m.optimizer for m in self.members], self.kind)
+        self.policy = StackedPolicy(policies[0], self.params)
 
     # ------------------------------------------------------------ the rollout
 
@@ -473,3 +522,10 @@ class Population:
         with torch_threads(self.update_threads):
             metrics = self.update(torch.tensor(lrs, dtype=torch.float32, device=self.optimizer.flat.device))
         return [member.updated(m, lr) for member, m, lr in zip(self.members, metrics, lrs, strict=True)]
+
+
+def population_type(algo_cls: type) -> Any:
+    """The class that trains `algo_cls`'s runs as a population: the family's own (`population`
+    on the agent class: the DQN family's `QPopulation`), else the on-policy `Population`."""
+    return getattr(algo_cls, "population", None) or Population
+

@@ -97,3 +97,22 @@ class QNetwork(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.q_values(self.outputs(obs))
 
+
+def chosen(outputs: torch.Tensor, actions: torch.Tensor, atoms: int) -> torch.Tensor:
+    """Each row's `actions` entry of `outputs` (..., A) or, with a distributional head,
+    (..., A, N): (...) or (..., N), for any leading dimensions (a population's members)."""
+    index = actions.long().unsqueeze(-1)
+    if atoms == 1:
+        return outputs.gather(-1, index).squeeze(-1)
+    return outputs.gather(-2, index.unsqueeze(-1).expand(*index.shape, atoms)).squeeze(-2)
+
+
+def epsilon_draws(n: int, num_actions: int, epsilon: float, generator: torch.Generator,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Epsilon-greedy's random draws for `n` envs, in the order a run draws them: (uniform
+    actions, which envs explore), None for the second when every env explores (epsilon 1)."""
+    random_actions = torch.randint(0, num_actions, (n,), generator=generator, device=device)
+    if epsilon >= 1.0:
+        return random_actions, None
+    return random_actions, torch.rand(n, generator=generator, device=device) < epsilon
+

@@ -5,10 +5,11 @@ checkpoints, summary and tracker runs, made and resumed by the entry points of `
 and `lab resume` (`lab.run.entry`). Each member's session runs its own loop
 (`Session.training`): rows, evaluations and checkpoints at the steps a separate run has them.
 This module drives those loops in lockstep and takes each training step for all the members
-at once (`lab.rl.population.Population`). A member whose loop ends early (diverged) leaves
-the population, which restacks without it, and the others go on. A stop signal ends every
-member at the same step, each with its checkpoint, so the same command run again resumes
-them all together; `lab resume` continues any one of them alone.
+at once (`lab.rl.population.Population`, or the family's own: `lab.rl.q_population`). A
+member whose loop ends early (diverged) leaves the population, which restacks without it,
+and the others go on. A stop signal ends every member at the same step, each with its
+checkpoint, so the same command run again resumes them all together; `lab resume`
+continues any one of them alone.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from lab import distributed
 from lab.api import LabError, RunStatus
 from lab.memory import check_fits
-from lab.rl.onpolicy import OnPolicyAgent
-from lab.rl.population import Population, check_stackable, member_bytes
+from lab.rl.population import check_stackable, population_type
 from lab.run.discovery import Lab
 from lab.run.entry import Opened, open_new, open_resumed
 from lab.run.rundir import read_summary
@@ -44,7 +44,9 @@ class Member:
 def train_population(lab: Lab, algo_name: str, members: Sequence[Member],
                      file_values: dict[str, Any] | None = None) -> dict[Path, int]:
     """Train `members` as one population; each run's exit code (as `lab train` would exit)."""
-    check_stackable(lab.registry.algorithm(algo_name))
+    algo_cls = lab.registry.algorithm(algo_name)
+    check_stackable(algo_cls)
+    family = population_type(algo_cls)
     if distributed.launched():
         raise LabError("--vectorize trains its members in one process: run it without torchrun")
     opened: list[tuple[Opened, bool]] = []
@@ -56,19 +58,20 @@ def train_population(lab: Lab, algo_name: str, members: Sequence[Member],
                 _abandon(opened)
                 return {}
             opened.append((run, member.settings is not None))
-            if len(opened) == 1:  # before the others are built: will they all fit?
-                agent = cast(OnPolicyAgent, run.session.algo)
-                check_fits(f"a population of {len(members)} members", len(members) * member_bytes(agent),
+            if len(opened) == 1:  # before the others are built: can it be stacked, will they all fit?
+                agent = run.session.algo
+                family.check_member(agent)
+                check_fits(f"a population of {len(members)} members", len(members) * family.member_bytes(agent),
                            run.session.device, "train fewer seeds in one process (--vectorize --parallel P splits "
-                           "them over P processes) or lower --n-steps or --num-envs")
+                           "them over P processes) or make each smaller (--num-envs, --n-steps, --buffer-size)")
         _check_in_step([run for run, _ in opened])
         for run, fresh in opened:
             if fresh:
                 print(f"run: {run.run_dir}", file=sys.stderr)
         first = opened[0][0].session
         cpu = first.device.type == "cpu"
-        population = Population([cast(OnPolicyAgent, run.session.algo) for run, _ in opened],
-                                update_threads=(first.run.threads or PROCESS_THREADS) if cpu else 1)
+        population = family([run.session.algo for run, _ in opened],
+                            update_threads=(first.run.threads or PROCESS_THREADS) if cpu else 1)
     except BaseException:
         _abandon(opened)
         raise
@@ -142,7 +145,7 @@ class Lockstep:
         return False
 
 
-def drive(population: Population, runs: list[Opened]) -> dict[Path, int]:
+def drive(population: Any, runs: list[Opened]) -> dict[Path, int]:
     """The members' loops in lockstep, each training step `population.train_step()`; an
     exception that step raises (a stop inside it) is raised inside every member's loop, which
     ends its run as a separate run would end. Stop signals are decided here, for all members at
