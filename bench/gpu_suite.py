@@ -229,6 +229,42 @@ def ppo_population(device: str, quick: bool, data_dir: Path | None) -> dict[str,
     return {"figures": figures, "settings": settings, "timed_rollouts": rollouts}
 
 
+def dqn_population(device: str, quick: bool, data_dir: Path | None) -> dict[str, Any]:
+    """A population of DQN Breakout members with the atari100k-drq preset (DrQ(eps): one
+    batch-32 gradient step per agent step) at N = 1, 4 and 16: agent steps per second per
+    member and in all, after a 200-step fill and 10 untimed steps; quick: N = 1 and 2, a
+    40-step fill. On a CPU a member gains nothing (bench/population_step.py); this is the GPU's curve."""
+    import time
+
+    import torch
+
+    from lab.rl.q_population import QPopulation
+    from lab.run.discovery import load_lab
+
+    preset = load_lab().registry.algorithm("dqn").presets["atari100k-drq"]
+    fill, timed = (40, 4) if quick else (200, 100)
+    settings = {key: value for key, value in preset.items() if key not in
+                ("steps", "sticky_actions", "eval_sticky_actions", "eval_episodes", "eval_interval", "checkpoint_interval")}
+    settings.update(buffer_size=2 * fill + timed, learning_starts=fill)
+    figures: dict[str, float] = {}
+    for members in [1, 2] if quick else [1, 4, 16]:
+        with contextlib.ExitStack() as stack:
+            agents = [stack.enter_context(agent_for("dqn", "BreakoutNoFrameskip-v4", device, settings,
+                                                    total_steps=100_000)) for _ in range(members)]
+            population = QPopulation(agents, update_threads=torch.get_num_threads())
+            for _ in range(fill + (2 if quick else 10)):
+                population.train_step()
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(timed):
+                population.train_step()
+            sync(device)
+            seconds = time.perf_counter() - start
+        figures[f"sps_per_member_{members}"] = timed / seconds
+        figures[f"sps_total_{members}"] = members * timed / seconds
+    return {"figures": figures, "settings": settings, "timed_steps": timed}
+
+
 def replay_sampling(device: str, quick: bool, data_dir: Path | None) -> dict[str, Any]:
     """replay_memory's bytes per transition and batches of 32 per second on `device`."""
     import replay_memory
@@ -479,6 +515,7 @@ CASES: dict[str, Case] = {
     "ppo_breakout_256": Case(ppo_breakout(256), 45, 20),
     "sac_halfcheetah": Case(sac_halfcheetah, 45, 30),
     "ppo_population": Case(ppo_population, 90, 20),
+    "dqn_population": Case(dqn_population, 90, 30),
     "replay_sampling": Case(replay_sampling, 20, 20),
     "data_buffer": Case(data_buffer, 20, 30),
     "cnn_mnist": Case(cnn_mnist, 55, 30),

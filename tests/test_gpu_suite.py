@@ -18,7 +18,7 @@ from conftest import DATA_DIR
 
 SUITE = Path(__file__).resolve().parents[1] / "bench" / "gpu_suite.py"
 CASES = ("dqn_breakout", "ppo_breakout_8", "ppo_breakout_64", "ppo_breakout_256", "sac_halfcheetah", "ppo_population",
-         "replay_sampling", "data_buffer", "cnn_mnist", "compile", "host_syncs")
+         "dqn_population", "replay_sampling", "data_buffer", "cnn_mnist", "compile", "host_syncs")
 
 
 def load_suite():
