@@ -208,13 +208,13 @@ metric: {name: eval/return_mean, goal: maximize}
 parameters:
   algo: {value: ppo}
   env: {value: CartPole-v1}
-  steps: {value: 1024}
+  steps: {value: 512}
   num_envs: {value: 4}
   n_steps: {value: 64}
   n_epochs: {value: 4}
   batch_size: {value: 64}
-  log_interval: {value: 256}
-  eval_interval: {value: 512}
+  log_interval: {value: 128}
+  eval_interval: {value: 256}
   eval_episodes: {value: 2}
   video: {value: false}
   learning_rate: {values: [0.003, 0.0005]}
@@ -233,8 +233,8 @@ def test_a_vectorized_sweep_trains_trials_that_differ_in_float_settings_as_their
     assert err.count("ended trials ") == 2 and "ended trials 001,002,003,004: exit 0" in err, err
     for trial, settings in (("001", ["0.003", "0.05", "0.0"]), ("008", ["0.0005", "0.3", "0.02"])):
         lr, clip, ent = settings
-        assert main(["train", "ppo", "--env", "CartPole-v1", "--steps", "1024", "--num-envs", "4", "--n-steps", "64",
-                     "--n-epochs", "4", "--batch-size", "64", "--log-interval", "256", "--eval-interval", "512",
+        assert main(["train", "ppo", "--env", "CartPole-v1", "--steps", "512", "--num-envs", "4", "--n-steps", "64",
+                     "--n-epochs", "4", "--batch-size", "64", "--log-interval", "128", "--eval-interval", "256",
                      *QUIET, "--learning-rate", lr, "--clip-range", clip, "--ent-coef", ent,
                      "--name", f"alone-{trial}"]) == 0
         alone = read_jsonl(runs_dir() / f"alone-{trial}" / "metrics.jsonl")
