@@ -127,19 +127,19 @@ def write_spec(path: Path, **spec) -> Path:
 
 
 def bayes_workers_share_a_study(server: ThrowawayServer, folder: Path, name: str, n: int) -> None:
-    """`n` bayes workers (--count 3) started together on the server's fresh database: each runs its
-    3 trials, no two alike, and the password is never shown (stderr says ***) nor kept in a run."""
+    """`n` bayes workers (--count 2) started together on the server's fresh database: each runs its
+    2 trials, no two alike, and the password is never shown (stderr says ***) nor kept in a run."""
     import optuna
 
     spec = write_spec(folder / f"{name}.yaml", method="bayes", metric={"name": "eval/accuracy", "goal": "maximize"},
                       parameters=BAYES)
-    errs = [err for _, err in start_workers(spec, n, "--count", "3", "--storage", server.url)]
+    errs = [err for _, err in start_workers(spec, n, "--count", "2", "--storage", server.url)]
     trials = optuna.load_study(study_name=name, storage=server.sqlalchemy_url).get_trials()
-    assert len(trials) == 3 * n and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
-    assert len({t.params["learning_rate"] for t in trials}) == 3 * n, "every parameter set is distinct"
+    assert len(trials) == 2 * n and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    assert len({t.params["learning_rate"] for t in trials}) == 2 * n, "every parameter set is distinct"
     assert len({t.user_attrs["worker"] for t in trials}) == n
     assert sorted(p.name for p in runs_dir().iterdir() if p.name.startswith(f"{name}-")) == \
-        [f"{name}-{i:03d}" for i in range(1, 3 * n + 1)]
+        [f"{name}-{i:03d}" for i in range(1, 2 * n + 1)]
     shown = server.url.replace(server.password, "***")
     assert all(f"study: {shown}" in err and server.password not in err for err in errs)
     for run in runs_dir().iterdir():  # no run folder holds the password

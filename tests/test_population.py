@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from test_exact_runs import start, wait_for_step
 from conftest import comparable, one_line_error, read_jsonl, runs_dir
 from conftest import lab as lab_cli
 from lab.cli import main
+from lab.run.checkpoint import checkpoint_step
 
 CASES = {  # ppo: minibatches, epochs and normalisers; CartPole's episodes end at different steps in each member
     "ppo": ["--env", "CartPole-v1", "--steps", "1024", "--num-envs", "4", "--n-steps", "64", "--n-epochs", "4",
@@ -98,8 +100,8 @@ def test_a_dqn_member_trains_as_its_separate_run(env, capsys):
 
 
 @pytest.mark.slow
-def test_a_stopped_population_run_again_logs_what_an_uninterrupted_one_logs(capsys):
-    common = ["train", "ppo", *CASES["ppo"], *QUIET, "--steps", "3072", "--seeds", "1-2", "--vectorize"]
+def test_a_stopped_or_killed_population_run_again_logs_what_an_uninterrupted_one_logs(capsys):
+    common = ["train", "ppo", *CASES["ppo"], *QUIET, "--steps", "4096", "--seeds", "1-2", "--vectorize"]
     assert main([*common, "--name", "straight"]) == 0
     proc = start(*common, "--name", "stopped")  # a real process gets a real SIGINT
     wait_for_step(proc, runs_dir() / "stopped-s2", 1024)
@@ -114,6 +116,41 @@ def test_a_stopped_population_run_again_logs_what_an_uninterrupted_one_logs(caps
     for seed in (1, 2):
         assert comparable(read_jsonl(runs_dir() / f"stopped-s{seed}" / "metrics.jsonl")) == \
             comparable(read_jsonl(runs_dir() / f"straight-s{seed}" / "metrics.jsonl"))
+    # kill -9 between the members' checkpoints of one step: member 2's latest.pt older than member 1's
+    killed = [*common, "--checkpoint-interval", "512", "--name", "killed"]
+    proc = start(*killed)
+    wait_for_step(proc, runs_dir() / "killed-s2", 1024)
+    proc.kill()
+    proc.communicate()
+    older = runs_dir().parent / "older-checkpoints"
+    shutil.copytree(runs_dir() / "killed-s2" / "checkpoints", older)  # at 1,024 at most
+    proc = start(*killed)
+    wait_for_step(proc, runs_dir() / "killed-s1", 2048)  # its checkpoint at 1,536 at least
+    proc.kill()
+    proc.communicate()
+    shutil.rmtree(runs_dir() / "killed-s2" / "checkpoints")
+    shutil.copytree(older, runs_dir() / "killed-s2" / "checkpoints")
+    behind, ahead = checkpoint_step(runs_dir() / "killed-s2"), checkpoint_step(runs_dir() / "killed-s1")
+    assert behind is not None and ahead is not None and behind < ahead
+    code, err = lab_cli(capsys, *killed)
+    assert code == 0 and f"killed-s2: its checkpoint is from step {behind:,}, the others' from {ahead:,}" in err, err
+    # member 1 waited, then went on with member 2: what it logs equals the straight run's to float tolerance (its
+    # padding to member 2's number of real transitions in a minibatch changed how its sums round)
+    continued = comparable(read_jsonl(runs_dir() / "killed-s1" / "metrics.jsonl"))
+    straight = comparable(read_jsonl(runs_dir() / "straight-s1" / "metrics.jsonl"))
+    assert len(continued) == len(straight)
+    for mine, theirs in zip(continued, straight, strict=True):
+        for key, value in theirs.items():
+            assert value == mine[key] if isinstance(value, str) else close(value, mine[key]), (key, mine, theirs)
+    # member 2 logs the straight run's rows up to its checkpoint and none of the killed process's after it; then its
+    # steps alone round differently, and in time a sampled action differs: the same run, not the same numbers
+    rows = comparable(read_jsonl(runs_dir() / "killed-s2" / "metrics.jsonl"))
+    upto = [row for row in rows if row["global_step"] <= behind]
+    assert upto == [row for row in comparable(read_jsonl(runs_dir() / "straight-s2" / "metrics.jsonl"))
+                    if row["global_step"] <= behind]
+    losses = [row["global_step"] for row in rows if "train/loss" in row]
+    assert losses == sorted(set(losses)) and losses[-1] == 4096
+    assert json.loads((runs_dir() / "killed-s2" / "summary.json").read_text())["status"] == "finished"
 
 
 def test_what_cannot_be_vectorized_is_refused_in_one_line(capsys):

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lab import distributed
 from lab.api import LabError, RunStatus
@@ -83,13 +83,11 @@ def train_population(lab: Lab, algo_name: str, members: Sequence[Member],
 
 
 def _check_in_step(runs: list[Opened]) -> None:
-    """The members must stand at one step with one target to train in lockstep."""
-    at = {(run.session.algo.global_step, run.target) for run in runs}
-    if len(at) > 1:
-        where = ", ".join(f"{run.run_dir.name} at step {run.session.algo.global_step:,} of {run.target:,}"
-                          for run in runs)
-        raise LabError(f"a population trains its members in lockstep, but {where}: bring them to one step "
-                       "with `lab resume RUN --steps N` each (or drop --vectorize)")
+    """The members must train to one target (those behind the others catch up first: `drive`)."""
+    if len({run.target for run in runs}) > 1:
+        where = ", ".join(f"{run.run_dir.name} to step {run.target:,}" for run in runs)
+        raise LabError(f"a population trains its members to one budget, but {where}: give them one with "
+                       "`lab resume RUN --steps N` each (or drop --vectorize)")
 
 
 def _abandon(opened: list[tuple[Opened, bool]]) -> None:
@@ -121,15 +119,19 @@ class Lockstep:
             if self._advance(run, loop, lambda loop: next(loop)):
                 self.live.append((run, loop))
 
-    def send(self, outcome: Sequence[dict[str, Any] | None] | BaseException) -> list[int]:
+    def send(self, outcome: Sequence[dict[str, Any] | BaseException | None] | BaseException,
+             only: Sequence[int] | None = None) -> list[int]:
         """Each live loop's step outcome (metrics, None to stop at this step, or the exception
-        the step raised); the positions of the loops that go on."""
+        the step raised), to every loop or `only` those at these positions (the others wait);
+        the positions of the loops that go on."""
         def delivered(k: int) -> Callable[[Loop], Any]:
-            if isinstance(outcome, BaseException):
-                return lambda loop: loop.throw(outcome)
-            return lambda loop: loop.send(outcome[k])
+            mine = outcome if isinstance(outcome, BaseException) else outcome[k]
+            if isinstance(mine, BaseException):
+                return lambda loop: loop.throw(mine)
+            return lambda loop: loop.send(mine)
 
-        staying = [k for k, (run, loop) in enumerate(self.live) if self._advance(run, loop, delivered(k))]
+        staying = [k for k, (run, loop) in enumerate(self.live)
+                   if (only is not None and k not in only) or self._advance(run, loop, delivered(k))]
         self.live = [self.live[k] for k in staying]
         return staying
 
@@ -145,17 +147,42 @@ class Lockstep:
         return False
 
 
+def _own_step(run: Opened) -> dict[str, Any] | BaseException:
+    """One training step of a member alone, as its separate run takes it (its tensors are
+    views of the population's, so the population sees what it learned)."""
+    try:
+        return cast(dict[str, Any], run.session.algo.train_step())
+    except BaseException as exc:
+        return exc
+
+
 def drive(population: Any, runs: list[Opened]) -> dict[Path, int]:
     """The members' loops in lockstep, each training step `population.train_step()`; an
     exception that step raises (a stop inside it) is raised inside every member's loop, which
     ends its run as a separate run would end. Stop signals are decided here, for all members at
-    once: every member stops at the same step, so the population can continue together.
+    once: every member stops at the same step, so the population can continue together. A
+    member whose checkpoint is older than the others' (a kill -9 between the members' saves of
+    one step) first catches up alone, its own `train_step` while the others wait.
     Returns each run's exit code."""
     members = Lockstep(runs)
     if len(members.live) < len(runs):
         population.restack([i for i, run in enumerate(runs) if run.run_dir not in members.codes])
+    steps = [run.session.algo.global_step for run, _ in members.live]
+    for run, _ in members.live:
+        if run.session.algo.global_step < max(steps):
+            print(f"{run.run_dir.name}: its checkpoint is from step {run.session.algo.global_step:,}, the others' "
+                  f"from {max(steps):,}; it catches up alone, then trains with them", file=sys.stderr)
     while members.live:
-        outcome: Sequence[dict[str, Any] | None] | BaseException
+        outcome: Sequence[dict[str, Any] | BaseException | None] | BaseException
+        steps = [run.session.algo.global_step for run, _ in members.live]
+        behind = [k for k, step in enumerate(steps) if step < max(steps)]
+        if behind and not STOP.requested:  # killed between the members' checkpoints of one step
+            before = len(members.live)
+            staying = members.send([_own_step(members.live[k][0]) if k in behind else None
+                                    for k in range(before)], only=behind)
+            if members.live and len(staying) < before:
+                population.restack(staying)
+            continue
         if STOP.requested:  # stop every member here, at the end of the step they all took
             outcome = [None] * len(members.live)
         else:
