@@ -51,7 +51,9 @@ CASES: dict[str, dict[str, Any]] = {
         *[f"--{k.replace('_', '-')}={v}" for k, v in SB3_SETTINGS.items()]]},
 }
 SB3_SCRIPT = """
-import sys
+import os, sys
+import torch
+torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # a core each, as --parallel 2 gives each lab run
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 env_id, seed, steps, settings = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), eval(sys.argv[4])
@@ -91,7 +93,8 @@ def lab_command(case: str, seeds: int, steps: int, how: list[str], full: bool, n
 
 
 def sb3_side(case: str, seeds: int, steps: int, env: dict[str, str]) -> tuple[float, float]:
-    """SB3's PPO on `seeds` seeds, two processes at a time (as `--parallel 2`)."""
+    """SB3's PPO on `seeds` seeds, two processes at a time (as `--parallel 2`), each with half
+    the cores' threads (torch's default, every core in each process, oversubscribes them)."""
     start, peak, waiting = time.perf_counter(), 0.0, list(range(1, seeds + 1))
     running: list[subprocess.Popen[str]] = []
     while waiting or running:
