@@ -195,11 +195,24 @@ def sac_halfcheetah(device: str, quick: bool, data_dir: Path | None) -> dict[str
             "lab": lab, "sb3": sb3, "warmup": warmup, "timed_steps": steps}
 
 
+def timed_steps(population: Any, untimed: int, timed: int, device: str) -> float:
+    """Seconds of `timed` training steps of a population, after `untimed` ones (fill, warm-up)."""
+    import time
+
+    for _ in range(untimed):
+        population.train_step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(timed):
+        population.train_step()
+    sync(device)
+    return time.perf_counter() - start
+
+
 def ppo_population(device: str, quick: bool, data_dir: Path | None) -> dict[str, Any]:
     """A population of PPO HalfCheetah-v5 members with SB3's settings (pg_sps's halfcheetah case,
     `--seeds 1-N --vectorize`) at N = 1, 8 and 64: steps per second per member and in all,
     after one untimed rollout and update; quick: N = 1 and 2, 1 env, 16-step rollouts."""
-    import time
 
     import pg_sps
     import torch
@@ -215,14 +228,7 @@ def ppo_population(device: str, quick: bool, data_dir: Path | None) -> dict[str,
     for members in sizes:
         with contextlib.ExitStack() as stack:
             agents = [stack.enter_context(agent_for("ppo", "HalfCheetah-v5", device, settings)) for _ in range(members)]
-            population = Population(agents, update_threads=torch.get_num_threads())
-            population.train_step()
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(rollouts):
-                population.train_step()
-            sync(device)
-            seconds = time.perf_counter() - start
+            seconds = timed_steps(Population(agents, update_threads=torch.get_num_threads()), 1, rollouts, device)
         steps = rollouts * settings["n_steps"] * settings["num_envs"]
         figures[f"sps_per_member_{members}"] = steps / seconds
         figures[f"sps_total_{members}"] = members * steps / seconds
@@ -234,7 +240,6 @@ def dqn_population(device: str, quick: bool, data_dir: Path | None) -> dict[str,
     batch-32 gradient step per agent step) at N = 1, 4 and 16: agent steps per second per
     member and in all, after a 200-step fill and 10 untimed steps; quick: N = 1 and 2, a
     40-step fill. On a CPU a member gains nothing (bench/population_step.py); this is the GPU's curve."""
-    import time
 
     import torch
 
@@ -251,15 +256,8 @@ def dqn_population(device: str, quick: bool, data_dir: Path | None) -> dict[str,
         with contextlib.ExitStack() as stack:
             agents = [stack.enter_context(agent_for("dqn", "BreakoutNoFrameskip-v4", device, settings,
                                                     total_steps=100_000)) for _ in range(members)]
-            population = QPopulation(agents, update_threads=torch.get_num_threads())
-            for _ in range(fill + (2 if quick else 10)):
-                population.train_step()
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(timed):
-                population.train_step()
-            sync(device)
-            seconds = time.perf_counter() - start
+            seconds = timed_steps(QPopulation(agents, update_threads=torch.get_num_threads()),
+                                  fill + (2 if quick else 10), timed, device)
         figures[f"sps_per_member_{members}"] = timed / seconds
         figures[f"sps_total_{members}"] = members * timed / seconds
     return {"figures": figures, "settings": settings, "timed_steps": timed}

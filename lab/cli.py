@@ -307,12 +307,11 @@ def _train_members(lab: Any, algo_cls: type, members_json: str) -> int:
 
     try:
         flags = json.loads(members_json)
-        assert isinstance(flags, list) and all(isinstance(f, list) and all(isinstance(t, str) for t in f)
-                                               for f in flags)
-    except (ValueError, AssertionError):
+    except ValueError:
+        flags = None
+    if not (isinstance(flags, list) and all(isinstance(f, list) and all(isinstance(t, str) for t in f) for f in flags)):
         raise LabError("--members takes a JSON list of each member's flags, e.g. "
-                       "'[[\"--learning-rate=0.001\", \"--name=a\"], [\"--learning-rate=0.01\", \"--name=b\"]]'") \
-            from None
+                       "'[[\"--learning-rate=0.001\", \"--name=a\"], [\"--learning-rate=0.01\", \"--name=b\"]]'")
     settings = [_parse_algorithm_flags(algo_cls, member, lab.registry)[0] for member in flags]
     if not settings or any("name" not in member for member in settings):
         raise LabError("--members needs at least one member, each with its --name")
@@ -520,13 +519,13 @@ def _chosen_sweep_agent(args: argparse.Namespace, common: dict[str, Any], lab: A
 
 def _check_vectorized_sweep(sweep: Any, algo_cls: type) -> None:
     """`lab sweep --vectorize`: trials that can train as one population (one line if not)."""
-    from lab.rl.population import check_stackable
+    from lab.rl.population import check_stackable, float_fields
 
     check_stackable(algo_cls)
     if sweep.method == "bayes":
         raise LabError("--vectorize trains grid and random sweeps' trials K at a time; a bayes sweep draws each trial "
                        "from the results before it (and prunes it alone): drop --vectorize")
-    floats = {f.name for f in dataclasses.fields(algo_cls.Config) if "float" in str(f.type)}
+    floats = float_fields(algo_cls.Config)
     for name in sweep.searched:
         if name != "seed" and name not in floats:
             raise LabError(f"--vectorize: the spec searches {name}, but the members of one population differ only in "

@@ -128,8 +128,9 @@ def _differing_floats(values: Sequence[dict[str, Any]], floats: Callable[[str], 
             if floats(name) and all(_number(v.get(name)) for v in values) and any(v[name] != first for v in values)}
 
 
-def _float_fields(config: Any) -> set[str]:
-    """The config's fields declared float (`float` or `float | None`)."""
+def float_fields(config: Any) -> set[str]:
+    """The fields of a config (class or instance) declared float (`float` or `float | None`):
+    what the members of a population may differ in."""
     return {f.name for f in dataclasses.fields(config) if "float" in str(f.type)}
 
 
@@ -140,7 +141,7 @@ def check_settings(members: Sequence[Any], network: Callable[[Any], nn.Module] =
     for member in members[1:]:
         if type(member) is not type(first):
             raise LabError(f"the members of a population must be one algorithm; got {first.name} and {member.name}")
-        floats = _float_fields(first.config)
+        floats = float_fields(first.config)
         for field in dataclasses.fields(first.config):
             mine, theirs = getattr(first.config, field.name), getattr(member.config, field.name)
             if mine != theirs and not (field.name in floats and _number(mine) and _number(theirs)):
@@ -159,7 +160,7 @@ def settings_view(members: Sequence[OnPolicyAgent], device: torch.device) -> OnP
     attributes such as ppo's annealed clip range), a copy whose differing floats are
     `PerMember` tensors: its `loss` computes each member's own."""
     first = members[0]
-    floats = _float_fields(first.config)
+    floats = float_fields(first.config)
     fields = _differing_floats([vars(m.config) for m in members], floats.__contains__)
     attributes = _differing_floats([vars(m) for m in members], lambda name: type(vars(first)[name]) is float)
     if not fields and not attributes:

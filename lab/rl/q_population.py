@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -122,36 +122,30 @@ class QPopulation:
         self.optimizer, self.leaves = optimizer, list(params.values())
         self.q = StackedQNetwork(members[0].q, params)
         self.q_target = StackedQNetwork(members[0].q_target, {n: t.detach() for n, t in targets.items()})
+        # whose td_loss computes every member's: dqn's float settings are fixed, so built once here
+        self.loss_view = copy.copy(settings_view(members, optimizer.flat.device))
+        self.loss_view.q, self.loss_view.q_target = self.q, self.q_target
 
     # ---------------------------------------------------------------- acting
 
     def actions(self) -> list[torch.Tensor]:
         """Every member's actions for its next vector step, drawn from its own streams as its
         own run draws them; the greedy ones from one stacked pass over all the members."""
-        chosen: list[torch.Tensor | None] = []
-        draws: list[tuple[torch.Tensor, torch.Tensor]] = []
+        plans: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]] = []  # an action, or (random, explore)
         for member in self.members:
             n = member.env.num_envs
             if member.global_step < member.config.learning_starts:
-                chosen.append(member.random_actions(n))
+                plans.append(member.random_actions(n))
                 continue
             random_actions, explore = epsilon_draws(n, member.num_actions, member.epsilon(), member.action_generator,
                                                     member.obs.device)
-            chosen.append(random_actions if explore is None else None)
-            if explore is not None:
-                draws.append((random_actions, explore))
-        if not draws:
-            return [a for a in chosen if a is not None]
+            plans.append(random_actions if explore is None else (random_actions, explore))
+        if all(isinstance(plan, torch.Tensor) for plan in plans):
+            return cast(list[torch.Tensor], plans)
         with torch.no_grad():
             greedy = self.q(torch.stack([m.obs for m in self.members])).argmax(dim=-1)
-        acting = iter(draws)
-        out = []
-        for k, action in enumerate(chosen):
-            if action is None:
-                random_actions, explore = next(acting)
-                action = torch.where(explore, random_actions, greedy[k])
-            out.append(action)
-        return out
+        return [plan if isinstance(plan, torch.Tensor) else torch.where(plan[1], plan[0], greedy[k])
+                for k, plan in enumerate(plans)]
 
     # -------------------------------------------------------------- learning
 
@@ -168,9 +162,7 @@ class QPopulation:
         def field(name: str) -> torch.Tensor:
             return torch.stack([getattr(b, name) for b in batches])
 
-        view = copy.copy(settings_view(members, self.optimizer.flat.device))
-        view.q, view.q_target = self.q, self.q_target
-        losses, priorities = view.td_loss(observations, field("actions"), field("rewards"), field("discounts"),
+        losses, priorities = self.loss_view.td_loss(observations, field("actions"), field("rewards"), field("discounts"),
                                           field("dones"), next_observations, field("weights"))
         grads = torch.autograd.grad(losses.sum(), self.leaves)
         device = self.optimizer.flat.device
